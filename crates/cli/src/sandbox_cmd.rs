@@ -1,0 +1,205 @@
+//! `speechvault sandbox ...`
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use speechvault_sandbox as sandbox;
+
+use crate::Failure;
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCmd {
+    /// Start a Speech installation on 127.0.0.1 and seed it with deterministic data.
+    ///
+    /// Creates a private PostgreSQL cluster (password logins only) with the databases
+    /// stt-customization, tts-customization and stt-async, and an S3 server with the buckets
+    /// speech-service-base-models, stt-customization-icp and stt-async-icp, then reports what
+    /// was seeded. On failure nothing is left behind.
+    Up {
+        /// Name to refer to it by (lower-case letters, digits, - and _).
+        #[arg(long, default_value = "a")]
+        name: String,
+        /// Directory for its data (new or empty). Default: <sandbox home>/<name>; the sandbox
+        /// home is $SPEECHVAULT_SANDBOX_HOME, else /var/tmp/speechvault-sandboxes for root or
+        /// ~/.local/state/speechvault/sandboxes.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// tiny (seconds), small (CI), medium (benchmarks: >2 GB, >25,000 objects).
+        #[arg(long, default_value = "tiny")]
+        scale: String,
+        /// Seed for the generated data; the same seed gives the same data.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Components to install (comma-separated): sttCustomization, ttsCustomization,
+        /// sttAsync, baseModels. Default: all.
+        #[arg(long, value_delimiter = ',')]
+        components: Vec<String>,
+        /// PostgreSQL port (default: a free one).
+        #[arg(long)]
+        pg_port: Option<u16>,
+        /// PostgreSQL superuser name.
+        #[arg(long, default_value = "postgres")]
+        pg_user: String,
+        /// S3 port (default: a free one).
+        #[arg(long)]
+        s3_port: Option<u16>,
+        /// Put the buckets on this S3 endpoint instead of starting a server; keys come from
+        /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+        #[arg(long)]
+        s3_endpoint: Option<String>,
+        /// Append -SUFFIX to every bucket name, as newer (NooBaa) installations do.
+        #[arg(long)]
+        bucket_suffix: Option<String>,
+    },
+    /// Stop a sandbox and delete all of its data (also a crashed or half-started one).
+    Down { name: String },
+    /// Show the sandboxes and whether their servers run.
+    List,
+    /// Print `export` lines (PG*, AWS_*) for a sandbox: eval "$(speechvault sandbox env a)".
+    Env {
+        name: String,
+        /// Print a speechvault config section ([installations.NAME]) instead.
+        #[arg(long)]
+        config: bool,
+    },
+    /// Run the sandbox's S3 server in the foreground (started by `up`).
+    #[command(hide = true)]
+    ServeS3 {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
+    match cmd {
+        SandboxCmd::Up {
+            name,
+            dir,
+            scale,
+            seed,
+            components,
+            pg_port,
+            pg_user,
+            s3_port,
+            s3_endpoint,
+            bucket_suffix,
+        } => {
+            let exe = std::env::current_exe()?;
+            let mut opts = sandbox::UpOptions::new(name, exe);
+            opts.dir = dir;
+            opts.scale = scale.parse()?;
+            opts.seed = seed;
+            opts.components = components;
+            opts.pg_port = pg_port;
+            opts.pg_user = pg_user;
+            opts.s3_port = s3_port;
+            opts.bucket_suffix = bucket_suffix;
+            if let Some(endpoint) = s3_endpoint {
+                let access_key = std::env::var("AWS_ACCESS_KEY_ID")
+                    .map_err(|_| anyhow::anyhow!("--s3-endpoint needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"))?;
+                let secret_key = std::env::var("AWS_SECRET_ACCESS_KEY").map_err(|_| {
+                    anyhow::anyhow!("--s3-endpoint needs AWS_SECRET_ACCESS_KEY in the environment")
+                })?;
+                opts.external_s3 = Some(sandbox::ExternalS3 {
+                    endpoint,
+                    region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+                    access_key,
+                    secret_key: speechvault::secret::Secret::new(secret_key),
+                });
+            }
+            if !json {
+                eprintln!(
+                    "starting sandbox {} ({} scale, seed {})...",
+                    opts.name, opts.scale, opts.seed
+                );
+            }
+            let started = std::time::Instant::now();
+            let (info, report) = sandbox::up(&opts).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "sandbox": info, "seeded": report })
+                );
+            } else {
+                println!(
+                    "sandbox {} is up in {:.1}s ({})",
+                    info.name,
+                    started.elapsed().as_secs_f64(),
+                    info.dir.display()
+                );
+                println!(
+                    "  PostgreSQL  127.0.0.1:{} user {}",
+                    info.postgres.port, info.postgres.user
+                );
+                println!("  S3          {}", info.s3.endpoint);
+                println!("seeded (seed {}, {} scale):", report.seed, report.scale);
+                for (db, tables) in &report.databases {
+                    let rows: i64 = tables.values().sum();
+                    println!("  database {db}: {} tables, {rows} rows", tables.len());
+                }
+                for (b, r) in &report.buckets {
+                    println!("  bucket {b}: {} objects, {} bytes", r.objects, r.bytes);
+                }
+                for i in &report.instances {
+                    println!("  service instance {} ({})", i.id, i.note);
+                }
+                if !report.edge_case_keys.is_empty() {
+                    println!(
+                        "  {} keys a filesystem copy cannot hold, e.g. {:?}",
+                        report.edge_case_keys.len(),
+                        report.edge_case_keys[0]
+                    );
+                }
+                println!("next: eval \"$(speechvault sandbox env {})\"", info.name);
+            }
+        }
+        SandboxCmd::Down { name } => {
+            sandbox::down(&name).await?;
+            if json {
+                println!("{}", serde_json::json!({ "removed": name }));
+            } else {
+                println!("sandbox {name} stopped and removed");
+            }
+        }
+        SandboxCmd::List => {
+            let entries = sandbox::list()?;
+            if json {
+                println!("{}", serde_json::json!({ "sandboxes": entries }));
+            } else if entries.is_empty() {
+                println!("no sandboxes (home {})", sandbox::home().display());
+            } else {
+                println!(
+                    "{:<16} {:<9} {:<8} {:<28} {:<8} DIR",
+                    "NAME", "STATE", "PG PORT", "S3 ENDPOINT", "SCALE"
+                );
+                for e in entries {
+                    println!(
+                        "{:<16} {:<9} {:<8} {:<28} {:<8} {}",
+                        e.name,
+                        e.state,
+                        e.postgres_port
+                            .map(|p| p.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        e.s3_endpoint.unwrap_or_else(|| "-".into()),
+                        e.scale.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                        e.dir.display()
+                    );
+                }
+            }
+        }
+        SandboxCmd::Env { name, config } => {
+            let info = sandbox::load(&name)?;
+            if json {
+                println!("{}", serde_json::json!({ "sandbox": info }));
+            } else if config {
+                print!("{}", info.config_section());
+            } else {
+                print!("{}", info.env_exports()?);
+            }
+        }
+        SandboxCmd::ServeS3 { dir, port } => sandbox::serve_s3(&dir, port).await?,
+    }
+    Ok(())
+}

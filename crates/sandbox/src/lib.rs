@@ -1,0 +1,862 @@
+//! Local Speech installations on demand, for speechvault's demo, tests and benchmarks.
+//!
+//! A sandbox is one Speech installation on 127.0.0.1: a private PostgreSQL cluster and an S3
+//! server (ours, [`s3server`], or an external one), seeded with deterministic data
+//! ([`seed`]). Everything a sandbox owns lives in its directory; a small registry in the
+//! sandbox home maps names to directories so `down`, `list` and `env` find them again, even
+//! after a crash.
+//!
+//! Lifecycle: [`up`] starts and seeds (and on any failure stops and removes whatever it had
+//! started), [`down`] stops processes and deletes the directory, [`list`] reports, and
+//! [`SandboxInfo::env_exports`] prints the standard `PG*`/`AWS_*` variables.
+
+pub mod harness;
+pub mod pgcluster;
+pub mod s3server;
+pub mod seed;
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use speechvault::objstore::{ObjectStore, S3Config};
+use speechvault::pg::PgConfig;
+use speechvault::profile::Profile;
+use speechvault::secret::{Secret, read_secret_file};
+
+pub use seed::{Scale, SeedReport};
+
+/// Why a sandbox operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{0}")]
+    BadInput(String),
+    #[error(
+        "PostgreSQL server binaries are missing: {0}. Install them with `apt-get install postgresql` (Debian package postgresql-15) or set SPEECHVAULT_PG_BINDIR"
+    )]
+    MissingPostgres(String),
+    #[error(
+        "{what} port {port} on 127.0.0.1 is already in use; pick another or leave it out to get a free one"
+    )]
+    PortInUse { what: &'static str, port: u16 },
+    #[error(
+        "a sandbox named {name:?} already exists (directory {dir}); run `speechvault sandbox down {name}` first"
+    )]
+    Exists { name: String, dir: String },
+    #[error("no sandbox named {0:?}; `speechvault sandbox list` shows the existing ones")]
+    NotFound(String),
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    #[error("S3 server: {0}")]
+    S3Server(String),
+    #[error("seeding failed: {0}")]
+    Seed(String),
+    #[error(transparent)]
+    Pg(#[from] speechvault::pg::PgError),
+    #[error(transparent)]
+    ObjStore(#[from] speechvault::objstore::ObjStoreError),
+    #[error(transparent)]
+    Profile(#[from] speechvault::profile::ProfileError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = SandboxError> = std::result::Result<T, E>;
+
+/// Everything needed to reach a running sandbox. Stored as `sandbox.json` in its directory.
+/// Holds paths to secrets, never the secrets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    pub name: String,
+    pub dir: PathBuf,
+    pub scale: Scale,
+    pub seed: u64,
+    pub components: Vec<String>,
+    pub created: String,
+    pub postgres: PgInfo,
+    pub s3: S3Info,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PgInfo {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password_file: PathBuf,
+    /// A `.pgpass` file for `PGPASSFILE`.
+    pub passfile: PathBuf,
+    pub bindir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct S3Info {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_file: PathBuf,
+    pub secret_key_file: PathBuf,
+    /// Pid of our S3 server; `None` when the sandbox uses an external endpoint.
+    pub pid: Option<u32>,
+    /// Appended to every bucket name (`stt-async-icp-<suffix>`), as newer installations do.
+    pub bucket_suffix: Option<String>,
+    /// Buckets as named on the server, by their profile name.
+    pub buckets: Vec<(String, String)>,
+}
+
+impl SandboxInfo {
+    pub fn pg_config(&self) -> Result<PgConfig> {
+        let pw = read_secret_file(&self.postgres.password_file)?;
+        Ok(PgConfig::new(
+            &self.postgres.host,
+            self.postgres.port,
+            &self.postgres.user,
+            Some(pw),
+        ))
+    }
+
+    pub fn s3_config(&self) -> Result<S3Config> {
+        let ak = read_secret_file(&self.s3.access_key_file)?;
+        let sk = read_secret_file(&self.s3.secret_key_file)?;
+        let mut cfg = S3Config::new(&self.s3.endpoint, ak.expose(), sk);
+        cfg.region = self.s3.region.clone();
+        Ok(cfg)
+    }
+
+    pub fn object_store(&self) -> Result<ObjectStore> {
+        Ok(ObjectStore::new(self.s3_config()?)?)
+    }
+
+    /// The name a profile bucket has on this sandbox's server.
+    pub fn bucket(&self, profile_name: &str) -> String {
+        match &self.s3.bucket_suffix {
+            Some(s) => format!("{profile_name}-{s}"),
+            None => profile_name.to_string(),
+        }
+    }
+
+    /// Databases of the seeded components.
+    pub fn databases(&self) -> Vec<String> {
+        let profile = Profile::builtin();
+        let mut dbs: Vec<String> = self
+            .components
+            .iter()
+            .filter_map(|c| profile.components.get(c))
+            .flat_map(|c| c.databases.clone())
+            .collect();
+        dbs.sort();
+        dbs
+    }
+
+    /// `export` lines for the standard PostgreSQL and AWS variables. The PostgreSQL password
+    /// goes through `PGPASSFILE`; the S3 secret key has no file-based standard variable and is
+    /// printed, as `sandbox env` exists to hand out these throwaway credentials.
+    pub fn env_exports(&self) -> Result<String> {
+        let ak = read_secret_file(&self.s3.access_key_file)?;
+        let sk = read_secret_file(&self.s3.secret_key_file)?;
+        let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        Ok([
+            ("PGHOST", self.postgres.host.clone()),
+            ("PGPORT", self.postgres.port.to_string()),
+            ("PGUSER", self.postgres.user.clone()),
+            ("PGPASSFILE", self.postgres.passfile.display().to_string()),
+            ("PGDATABASE", "postgres".to_string()),
+            ("AWS_ENDPOINT_URL", self.s3.endpoint.clone()),
+            ("AWS_REGION", self.s3.region.clone()),
+            ("AWS_DEFAULT_REGION", self.s3.region.clone()),
+            ("AWS_ACCESS_KEY_ID", ak.expose().to_string()),
+            ("AWS_SECRET_ACCESS_KEY", sk.expose().to_string()),
+        ]
+        .iter()
+        .map(|(k, v)| format!("export {k}={}\n", q(v)))
+        .collect())
+    }
+
+    /// A `[installations.<name>]` section for speechvault's config, with secrets by file.
+    pub fn config_section(&self) -> String {
+        let mut s = format!(
+            "[installations.{name}]\n\
+             s3.endpoint = {endpoint:?}\n\
+             s3.region = {region:?}\n\
+             s3.access_key_file = {ak:?}\n\
+             s3.secret_key_file = {sk:?}\n\
+             postgres.host = {host:?}\n\
+             postgres.port = {port}\n\
+             postgres.user = {user:?}\n\
+             postgres.password_file = {pw:?}\n",
+            name = self.name,
+            endpoint = self.s3.endpoint,
+            region = self.s3.region,
+            ak = self.s3.access_key_file.display().to_string(),
+            sk = self.s3.secret_key_file.display().to_string(),
+            host = self.postgres.host,
+            port = self.postgres.port,
+            user = self.postgres.user,
+            pw = self.postgres.password_file.display().to_string(),
+        );
+        if let Some(suffix) = &self.s3.bucket_suffix {
+            s.push_str(&format!("bucket_suffix = {suffix:?}\n"));
+        }
+        s
+    }
+}
+
+/// What `up` should build.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub name: String,
+    /// Where the sandbox keeps its files; default `<home>/<name>`.
+    pub dir: Option<PathBuf>,
+    pub scale: Scale,
+    pub seed: u64,
+    /// Profile component names; empty means all.
+    pub components: Vec<String>,
+    pub pg_port: Option<u16>,
+    pub pg_user: String,
+    pub s3_port: Option<u16>,
+    /// Use this S3 server instead of starting ours (credentials from `external_keys`).
+    pub external_s3: Option<ExternalS3>,
+    pub bucket_suffix: Option<String>,
+    /// The `speechvault` executable, which runs our S3 server as `sandbox serve-s3`.
+    pub server_exe: PathBuf,
+    /// Parallel uploads while seeding.
+    pub parallel: usize,
+    /// The registry directory (default [`home`]).
+    pub home: PathBuf,
+}
+
+/// An S3 endpoint that is not ours (Garage, MinIO, ...), for the sandbox's buckets.
+#[derive(Debug, Clone)]
+pub struct ExternalS3 {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: Secret,
+}
+
+impl UpOptions {
+    pub fn new(name: impl Into<String>, server_exe: PathBuf) -> Self {
+        Self {
+            name: name.into(),
+            dir: None,
+            scale: Scale::Tiny,
+            seed: 1,
+            components: Vec::new(),
+            pg_port: None,
+            pg_user: "postgres".into(),
+            s3_port: None,
+            external_s3: None,
+            bucket_suffix: None,
+            server_exe,
+            parallel: 16,
+            home: home(),
+        }
+    }
+}
+
+/// The directory that holds the registry (and, by default, the sandboxes).
+pub fn home() -> PathBuf {
+    if let Some(h) = std::env::var_os("SPEECHVAULT_SANDBOX_HOME") {
+        return PathBuf::from(h);
+    }
+    if pgcluster::is_root() {
+        // PostgreSQL runs as `postgres` and must be able to reach the data; /root is closed.
+        return PathBuf::from("/var/tmp/speechvault-sandboxes");
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| std::env::temp_dir());
+    base.join("speechvault/sandboxes")
+}
+
+fn registry_file(home: &Path, name: &str) -> PathBuf {
+    home.join(format!("{name}.sandbox"))
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(SandboxError::BadInput(format!(
+            "invalid sandbox name {name:?}: use 1 to 40 lower-case letters, digits, '-' or '_', starting with a letter or digit"
+        )))
+    }
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence and permission.
+    let exists = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !exists {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// Waits until `pid` is gone, up to `limit`.
+pub fn wait_gone(pid: i32, limit: Duration) -> bool {
+    let start = Instant::now();
+    while process_alive(pid) {
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn check_port(what: &'static str, port: u16) -> Result<u16> {
+    TcpListener::bind(("127.0.0.1", port)).map_err(|_| SandboxError::PortInUse { what, port })?;
+    Ok(port)
+}
+
+fn write_private(path: &Path, content: &[u8]) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(content)?;
+    Ok(())
+}
+
+fn random_string(len: usize, alphabet: &[u8]) -> String {
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    (0..len)
+        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+/// Reads the registry entry and the sandbox's own description.
+pub fn load(name: &str) -> Result<SandboxInfo> {
+    load_in(&home(), name)
+}
+
+/// [`load`] from the registry in `home`.
+pub fn load_in(home: &Path, name: &str) -> Result<SandboxInfo> {
+    validate_name(name)?;
+    let reg = registry_file(home, name);
+    let dir = std::fs::read_to_string(&reg).map_err(|_| SandboxError::NotFound(name.into()))?;
+    let info_path = PathBuf::from(dir.trim()).join("sandbox.json");
+    let raw = std::fs::read(&info_path).map_err(|_| {
+        SandboxError::BadInput(format!(
+            "sandbox {name:?} is incomplete ({} is missing); `speechvault sandbox down {name}` removes what is left",
+            info_path.display()
+        ))
+    })?;
+    serde_json::from_slice(&raw)
+        .map_err(|e| SandboxError::BadInput(format!("{}: {e}", info_path.display())))
+}
+
+/// Starts a sandbox as described, seeds it, and returns how to reach it with what was seeded.
+/// On failure everything it started is stopped and removed again.
+pub async fn up(opts: &UpOptions) -> Result<(SandboxInfo, SeedReport)> {
+    validate_name(&opts.name)?;
+    let profile = Profile::builtin();
+    let components = if opts.components.is_empty() {
+        profile.component_names()
+    } else {
+        opts.components.clone()
+    };
+    profile.select(&components)?;
+    if let Some(s) = &opts.bucket_suffix
+        && (s.is_empty()
+            || s.len() > 30
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+    {
+        return Err(SandboxError::BadInput(format!(
+            "invalid bucket suffix {s:?}: use up to 30 lower-case letters, digits or '-'"
+        )));
+    }
+    let bindir = pgcluster::find_bindir()?;
+    let pg_port = match opts.pg_port {
+        Some(p) => check_port("PostgreSQL", p)?,
+        None => free_port()?,
+    };
+    let s3_port = match (opts.s3_port, &opts.external_s3) {
+        (_, Some(_)) => None,
+        (Some(p), None) => Some(check_port("S3", p)?),
+        (None, None) => Some(free_port()?),
+    };
+
+    let home = &opts.home;
+    std::fs::create_dir_all(home)?;
+    let reg = registry_file(home, &opts.name);
+    let dir = match &opts.dir {
+        Some(d) => std::path::absolute(d)?,
+        None => home.join(&opts.name),
+    };
+    // The registry entry doubles as a lock: creating it fails if the name is taken.
+    match std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(&reg)
+    {
+        Ok(mut f) => f.write_all(dir.display().to_string().as_bytes())?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let existing = std::fs::read_to_string(&reg).unwrap_or_default();
+            return Err(SandboxError::Exists {
+                name: opts.name.clone(),
+                dir: existing.trim().to_string(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if dir.exists()
+        && std::fs::read_dir(&dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        let _ = std::fs::remove_file(&reg);
+        return Err(SandboxError::BadInput(format!(
+            "{} exists and is not empty; give an empty or new --dir",
+            dir.display()
+        )));
+    }
+    let mut started = Started {
+        dir: dir.clone(),
+        reg,
+        pg: None,
+        s3_pid: None,
+        external: None,
+        keep: false,
+    };
+    let result = build(
+        opts,
+        &profile,
+        &components,
+        bindir,
+        pg_port,
+        s3_port,
+        &mut started,
+    )
+    .await;
+    if result.is_ok() {
+        started.keep = true;
+    } else {
+        started.teardown().await;
+    }
+    result
+}
+
+/// What `up` has started so far; torn down unless `keep`.
+struct Started {
+    dir: PathBuf,
+    reg: PathBuf,
+    pg: Option<pgcluster::PgCluster>,
+    s3_pid: Option<u32>,
+    external: Option<(ObjectStore, Vec<String>)>,
+    keep: bool,
+}
+
+impl Started {
+    async fn teardown(&mut self) {
+        if let Some(pid) = self.s3_pid.take() {
+            stop_s3_server(pid);
+        }
+        if let Some(pg) = self.pg.take() {
+            pg.stop();
+        }
+        if let Some((store, buckets)) = self.external.take() {
+            delete_buckets(&store, &buckets).await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.reg);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn build(
+    opts: &UpOptions,
+    profile: &Profile,
+    components: &[String],
+    bindir: PathBuf,
+    pg_port: u16,
+    s3_port: Option<u16>,
+    started: &mut Started,
+) -> Result<(SandboxInfo, SeedReport)> {
+    let dir = started.dir.clone();
+    std::fs::create_dir_all(&dir)?;
+    // Searchable but not listable by others: the postgres user must reach dir/pg.
+    std::fs::set_permissions(
+        &dir,
+        std::fs::Permissions::from_mode(if pgcluster::is_root() { 0o711 } else { 0o700 }),
+    )?;
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets)?;
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700))?;
+
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let pg_password = random_string(32, ALNUM);
+    let pw_file = secrets.join("pg-password");
+    write_private(&pw_file, pg_password.as_bytes())?;
+    let passfile = secrets.join("pgpass");
+    write_private(
+        &passfile,
+        format!("127.0.0.1:{pg_port}:*:{}:{pg_password}\n", opts.pg_user).as_bytes(),
+    )?;
+    let (access_key, secret_key, endpoint, region) = match &opts.external_s3 {
+        Some(ext) => (
+            ext.access_key.clone(),
+            ext.secret_key.expose().to_string(),
+            ext.endpoint.clone(),
+            ext.region.clone(),
+        ),
+        None => (
+            format!("SV{}", random_string(18, UPPER)),
+            random_string(40, ALNUM),
+            format!("http://127.0.0.1:{}", s3_port.unwrap_or_default()),
+            "us-east-1".to_string(),
+        ),
+    };
+    let ak_file = secrets.join("s3-access-key");
+    let sk_file = secrets.join("s3-secret-key");
+    write_private(&ak_file, access_key.as_bytes())?;
+    write_private(&sk_file, secret_key.as_bytes())?;
+
+    let pg = pgcluster::PgCluster {
+        bindir: bindir.clone(),
+        dir: dir.clone(),
+        port: pg_port,
+    };
+    pg.init(&opts.pg_user, &pg_password)?;
+    started.pg = Some(pg.clone());
+    pg.start()?;
+
+    let mut s3_pid = None;
+    if let Some(port) = s3_port {
+        let pid = start_s3_server(&opts.server_exe, &dir, port)?;
+        started.s3_pid = Some(pid);
+        s3_pid = Some(pid);
+    }
+
+    let bucket_names: Vec<(String, String)> = profile
+        .select(components)?
+        .iter()
+        .flat_map(|(_, c)| c.buckets.clone())
+        .map(|b| {
+            let actual = match &opts.bucket_suffix {
+                Some(s) => format!("{b}-{s}"),
+                None => b.clone(),
+            };
+            (b, actual)
+        })
+        .collect();
+    let info = SandboxInfo {
+        name: opts.name.clone(),
+        dir: dir.clone(),
+        scale: opts.scale,
+        seed: opts.seed,
+        components: components.to_vec(),
+        created: jiff::Timestamp::now().to_string(),
+        postgres: PgInfo {
+            host: "127.0.0.1".into(),
+            port: pg_port,
+            user: opts.pg_user.clone(),
+            password_file: pw_file,
+            passfile,
+            bindir,
+        },
+        s3: S3Info {
+            endpoint,
+            region,
+            access_key_file: ak_file,
+            secret_key_file: sk_file,
+            pid: s3_pid,
+            bucket_suffix: opts.bucket_suffix.clone(),
+            buckets: bucket_names.clone(),
+        },
+    };
+    write_private(
+        &dir.join("sandbox.json"),
+        &serde_json::to_vec_pretty(&info).map_err(std::io::Error::other)?,
+    )?;
+
+    let store = info.object_store()?;
+    let actual: Vec<String> = bucket_names.iter().map(|(_, a)| a.clone()).collect();
+    if opts.external_s3.is_some() {
+        for b in &actual {
+            if store.bucket_exists(b).await? {
+                return Err(SandboxError::BadInput(format!(
+                    "bucket {b} already exists on {}; choose another --bucket-suffix",
+                    store.endpoint()
+                )));
+            }
+        }
+        started.external = Some((store.clone(), actual.clone()));
+    }
+    let pgc = info.pg_config()?;
+    seed::seed_databases(&pgc, opts.seed, opts.scale, components).await?;
+    seed::seed_buckets(
+        &store,
+        opts.seed,
+        opts.scale,
+        components,
+        &bucket_names,
+        opts.parallel,
+    )
+    .await?;
+    let report = seed::report(
+        &pgc,
+        &store,
+        opts.seed,
+        opts.scale,
+        &info.databases(),
+        &actual,
+    )
+    .await?;
+    write_private(
+        &dir.join("seed-report.json"),
+        &serde_json::to_vec_pretty(&report).map_err(std::io::Error::other)?,
+    )?;
+    Ok((info, report))
+}
+
+/// Spawns `<exe> sandbox serve-s3 --dir <dir> --port <port>` in its own process group and
+/// waits until it accepts connections.
+fn start_s3_server(exe: &Path, dir: &Path, port: u16) -> Result<u32> {
+    let log = std::fs::File::create(dir.join("s3.log"))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["sandbox", "serve-s3", "--dir"])
+        .arg(dir)
+        .args(["--port", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| SandboxError::S3Server(format!("cannot start {}: {e}", exe.display())))?;
+    let pid = child.id();
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("s3.log")).unwrap_or_default();
+            if log.contains("Address already in use") {
+                return Err(SandboxError::PortInUse { what: "S3", port });
+            }
+            return Err(SandboxError::S3Server(format!(
+                "exited with {status}: {}",
+                log.trim()
+            )));
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // The child outlives us; dropping `child` does not kill it.
+            return Ok(pid);
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            stop_s3_server(pid);
+            return Err(SandboxError::S3Server(format!(
+                "did not listen on port {port} within 15s"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` is our S3 server (and not a process that reused its pid).
+fn is_our_server(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("serve-s3"))
+        .unwrap_or(false)
+}
+
+fn stop_s3_server(pid: u32) {
+    let p = pid as i32;
+    if !process_alive(p) || !is_our_server(pid) {
+        return;
+    }
+    // SAFETY: plain signals to a pid verified to be our server.
+    unsafe {
+        libc::kill(p, libc::SIGTERM);
+    }
+    if !wait_gone(p, Duration::from_secs(5)) {
+        unsafe {
+            libc::kill(p, libc::SIGKILL);
+        }
+        wait_gone(p, Duration::from_secs(5));
+    }
+}
+
+async fn delete_buckets(store: &ObjectStore, buckets: &[String]) {
+    for b in buckets {
+        if let Ok(objects) = store.list_all(b, "").await {
+            for o in objects {
+                let _ = store.delete_object(b, &o.key).await;
+            }
+        }
+        let _ = store.delete_bucket(b).await;
+    }
+}
+
+/// Stops a sandbox's processes and deletes everything it owns: its directory, its registry
+/// entry and, on an external S3 server, its buckets. Works on a crashed or half-built one.
+pub async fn down(name: &str) -> Result<()> {
+    down_in(&home(), name).await
+}
+
+/// [`down`] for a sandbox registered in `home`.
+pub async fn down_in(home: &Path, name: &str) -> Result<()> {
+    validate_name(name)?;
+    let reg = registry_file(home, name);
+    let dir = match std::fs::read_to_string(&reg) {
+        Ok(d) => PathBuf::from(d.trim()),
+        Err(_) => return Err(SandboxError::NotFound(name.into())),
+    };
+    if let Ok(info) = load_in(home, name) {
+        if let Some(pid) = info.s3.pid {
+            stop_s3_server(pid);
+        }
+        if info.s3.pid.is_none()
+            && let Ok(store) = info.object_store()
+        {
+            let names: Vec<String> = info.s3.buckets.iter().map(|(_, a)| a.clone()).collect();
+            delete_buckets(&store, &names).await;
+        }
+    } else if let Ok(pid) = std::fs::read_to_string(dir.join("s3.pid")) {
+        if let Ok(pid) = pid.trim().parse() {
+            stop_s3_server(pid);
+        }
+    }
+    // The cluster is found through its own pid file, even without sandbox.json.
+    let bindir = pgcluster::find_bindir().unwrap_or_default();
+    let pg = pgcluster::PgCluster {
+        bindir,
+        dir: dir.clone(),
+        port: 0,
+    };
+    pg.stop();
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::remove_file(&reg)?;
+    Ok(())
+}
+
+/// One line of `sandbox list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListEntry {
+    pub name: String,
+    pub dir: PathBuf,
+    /// `running`, `degraded` (a process is missing) or `broken` (no description).
+    pub state: String,
+    pub postgres_port: Option<u16>,
+    pub s3_endpoint: Option<String>,
+    pub scale: Option<Scale>,
+}
+
+/// All registered sandboxes.
+pub fn list() -> Result<Vec<ListEntry>> {
+    list_in(&home())
+}
+
+/// [`list`] for the registry in `home`.
+pub fn list_in(home: &Path) -> Result<Vec<ListEntry>> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(home) else {
+        return Ok(out);
+    };
+    for e in rd.flatten() {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "sandbox") {
+            continue;
+        }
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = PathBuf::from(std::fs::read_to_string(&path).unwrap_or_default().trim());
+        match load_in(home, &name) {
+            Ok(info) => {
+                let pg = pgcluster::PgCluster {
+                    bindir: PathBuf::new(),
+                    dir: dir.clone(),
+                    port: info.postgres.port,
+                };
+                let s3_ok = info
+                    .s3
+                    .pid
+                    .is_none_or(|p| process_alive(p as i32) && is_our_server(p));
+                let state = if pg.is_running() && s3_ok {
+                    "running"
+                } else {
+                    "degraded"
+                };
+                out.push(ListEntry {
+                    name,
+                    dir,
+                    state: state.into(),
+                    postgres_port: Some(info.postgres.port),
+                    s3_endpoint: Some(info.s3.endpoint),
+                    scale: Some(info.scale),
+                });
+            }
+            Err(_) => out.push(ListEntry {
+                name,
+                dir,
+                state: "broken".into(),
+                postgres_port: None,
+                s3_endpoint: None,
+                scale: None,
+            }),
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Runs our S3 server for the sandbox in `dir` until SIGTERM or SIGINT (the hidden
+/// `sandbox serve-s3` command).
+pub async fn serve_s3(dir: &Path, port: u16) -> Result<()> {
+    let ak = read_secret_file(&dir.join("secrets/s3-access-key"))?;
+    let sk = read_secret_file(&dir.join("secrets/s3-secret-key"))?;
+    let store = s3server::DigestStore::open(&dir.join("s3"))?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    std::fs::write(dir.join("s3.pid"), std::process::id().to_string())?;
+    let shutdown = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    };
+    tracing::info!(port, "S3 server listening on 127.0.0.1");
+    s3server::serve(store, listener, ak.expose(), sk.expose(), shutdown).await?;
+    Ok(())
+}

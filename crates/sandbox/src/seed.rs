@@ -1,0 +1,961 @@
+//! Seeded Speech data, deterministic from a seed.
+//!
+//! Rows are generated inside PostgreSQL with `generate_series` and `md5(seed || n)`, so a
+//! few hundred thousand rows take seconds; the same expressions are computed here in Rust
+//! to name the objects that rows reference (`customizations/<id>/...`, `jobs/<id>/...`).
+//! Object bodies come from a ChaCha stream keyed by seed and key, so every run with the same
+//! seed yields byte-identical data.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use md5::{Digest as _, Md5};
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use speechvault::instance::InstanceId;
+use speechvault::objstore::{ObjectStore, PutOptions};
+use speechvault::pg::{PgConfig, execute, quote_ident};
+
+use crate::SandboxError;
+
+/// How much data a sandbox holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scale {
+    /// Seconds to seed; for unit-sized tests.
+    Tiny,
+    /// CI-sized.
+    Small,
+    /// Benchmark-sized: over 2 GB in over 25,000 objects, a few hundred thousand rows.
+    Medium,
+}
+
+impl std::str::FromStr for Scale {
+    type Err = SandboxError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tiny" => Ok(Self::Tiny),
+            "small" => Ok(Self::Small),
+            "medium" => Ok(Self::Medium),
+            other => Err(SandboxError::BadInput(format!(
+                "unknown scale {other:?}: use tiny, small or medium"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Scale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tiny => "tiny",
+            Self::Small => "small",
+            Self::Medium => "medium",
+        })
+    }
+}
+
+/// Counts per scale.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    stt_customizations: u32,
+    tts_customizations: u32,
+    jobs: u32,
+    words_per_customization: u32,
+    corpora_per_customization: u32,
+    audio_per_customization: u32,
+    audio_bytes: usize,
+    model_bytes: usize,
+    job_audio_bytes: usize,
+    base_models: u32,
+    base_model_bytes: usize,
+    tts_words: u32,
+    results_per_job: u32,
+}
+
+impl Scale {
+    fn params(self) -> Params {
+        match self {
+            Scale::Tiny => Params {
+                stt_customizations: 6,
+                tts_customizations: 4,
+                jobs: 12,
+                words_per_customization: 10,
+                corpora_per_customization: 2,
+                audio_per_customization: 2,
+                audio_bytes: 16 * 1024,
+                model_bytes: 24 * 1024,
+                job_audio_bytes: 8 * 1024,
+                base_models: 1,
+                base_model_bytes: 11 * 1024 * 1024,
+                tts_words: 5,
+                results_per_job: 2,
+            },
+            Scale::Small => Params {
+                stt_customizations: 60,
+                tts_customizations: 30,
+                jobs: 300,
+                words_per_customization: 50,
+                corpora_per_customization: 3,
+                audio_per_customization: 4,
+                audio_bytes: 48 * 1024,
+                model_bytes: 64 * 1024,
+                job_audio_bytes: 32 * 1024,
+                base_models: 2,
+                base_model_bytes: 21 * 1024 * 1024,
+                tts_words: 20,
+                results_per_job: 3,
+            },
+            Scale::Medium => Params {
+                stt_customizations: 2500,
+                tts_customizations: 800,
+                jobs: 4000,
+                words_per_customization: 100,
+                corpora_per_customization: 3,
+                audio_per_customization: 4,
+                audio_bytes: 96 * 1024,
+                model_bytes: 128 * 1024,
+                job_audio_bytes: 64 * 1024,
+                base_models: 4,
+                base_model_bytes: 192 * 1024 * 1024,
+                tts_words: 50,
+                results_per_job: 10,
+            },
+        }
+    }
+}
+
+/// The three (or more) service instances that own the seeded rows.
+pub fn instances(seed: u64) -> Vec<(InstanceId, String)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0001);
+    let mut uuid = || {
+        let mut b = [0u8; 16];
+        rng.fill_bytes(&mut b);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        InstanceId::parse(&hex::encode(b))
+            .unwrap_or_else(|_| unreachable!("32 hex digits always parse"))
+    };
+    let a = uuid();
+    let b = uuid();
+    let numeric = 1_612_345_678_900_000u64 + seed % 100_000;
+    let c = InstanceId::parse(&numeric.to_string())
+        .unwrap_or_else(|_| unreachable!("digits always parse"));
+    vec![
+        (a, "uuid instance".into()),
+        (b, "uuid instance".into()),
+        (
+            c,
+            format!("numeric Cloud Pak for Data instance id {numeric}"),
+        ),
+    ]
+}
+
+/// md5 of a string, as PostgreSQL's `md5(text)::uuid` renders it.
+fn md5_uuid(s: &str) -> String {
+    let h = hex::encode(Md5::digest(s.as_bytes()));
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+fn stt_customization_id(seed: u64, g: u32) -> String {
+    md5_uuid(&format!("{seed}:stt:{g}"))
+}
+
+fn job_id(seed: u64, g: u32) -> String {
+    md5_uuid(&format!("{seed}:job:{g}")).replace('-', "")
+}
+
+/// What `seed` put into a sandbox.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
+pub struct SeedReport {
+    pub seed: u64,
+    pub scale: String,
+    pub instances: Vec<SeededInstance>,
+    /// database -> table -> rows
+    pub databases: BTreeMap<String, BTreeMap<String, i64>>,
+    pub buckets: BTreeMap<String, BucketReport>,
+    /// Keys that a filesystem copy cannot represent faithfully.
+    pub edge_case_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SeededInstance {
+    pub id: String,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct BucketReport {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// One object to upload.
+#[derive(Debug, Clone)]
+pub struct SeedObject {
+    pub bucket: String,
+    pub key: String,
+    pub size: usize,
+    pub text: bool,
+    pub content_type: String,
+    pub metadata: BTreeMap<String, String>,
+    /// Upload in parts of this size (multipart) instead of one PUT.
+    pub multipart_part: Option<usize>,
+}
+
+/// Deterministic body of an object.
+pub fn body_of(seed: u64, obj: &SeedObject, offset: usize, len: usize) -> Bytes {
+    let mut key_seed = [0u8; 32];
+    let digest =
+        sha2::Sha256::digest(format!("{seed}\0{}\0{}\0{offset}", obj.bucket, obj.key).as_bytes());
+    key_seed.copy_from_slice(&digest);
+    let mut rng = ChaCha8Rng::from_seed(key_seed);
+    if obj.text {
+        const WORDS: &[&str] = &[
+            "call",
+            "the",
+            "customer",
+            "service",
+            "account",
+            "balance",
+            "transfer",
+            "speech",
+            "model",
+            "voice",
+            "recognition",
+            "weather",
+            "tomorrow",
+            "please",
+            "thank",
+            "you",
+            "order",
+            "number",
+            "Zürich",
+            "naïve",
+        ];
+        let mut s = String::with_capacity(len + 16);
+        while s.len() < len {
+            s.push_str(WORDS[rng.gen_range(0..WORDS.len())]);
+            s.push(if rng.gen_ratio(1, 12) { '\n' } else { ' ' });
+        }
+        let mut b = s.into_bytes();
+        b.truncate(len);
+        Bytes::from(b)
+    } else {
+        let mut b = vec![0u8; len];
+        rng.fill_bytes(&mut b);
+        Bytes::from(b)
+    }
+}
+
+fn meta(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// The keys a filesystem copy loses or mangles, each stored as written.
+pub fn edge_case_objects() -> Vec<SeedObject> {
+    let long = format!(
+        "customizations/edge-cases/long/{}/{}.bin",
+        "x".repeat(300),
+        "y".repeat(600)
+    );
+    let keys: Vec<(String, usize, bool)> = vec![
+        (
+            "customizations/edge-cases/dot-dot/../escape.txt".into(),
+            33,
+            true,
+        ),
+        (
+            "customizations/edge-cases/double//slash.txt".into(),
+            44,
+            true,
+        ),
+        (
+            "customizations/edge-cases/./single-dot.txt".into(),
+            21,
+            true,
+        ),
+        (
+            "customizations/edge-cases/ends-with-dots/..".into(),
+            17,
+            true,
+        ),
+        ("customizations/edge-cases/prefix".into(), 100, false),
+        (
+            "customizations/edge-cases/prefix/child.txt".into(),
+            50,
+            true,
+        ),
+        ("customizations/edge-cases/trailing-slash/".into(), 12, true),
+        (
+            "customizations/edge-cases/empty-folder-marker/".into(),
+            0,
+            false,
+        ),
+        ("customizations/edge-cases/empty.bin".into(), 0, false),
+        (
+            "customizations/edge-cases/ünïcödé/日本語 テキスト.txt".into(),
+            64,
+            true,
+        ),
+        (
+            "customizations/edge-cases/special chars ?#%+&=;:@$,'!\"*()[]{}<>|^`~.txt".into(),
+            30,
+            true,
+        ),
+        ("customizations/edge-cases/tab\there.txt".into(), 9, true),
+        ("customizations/edge-cases/a-b/x".into(), 5, true),
+        ("customizations/edge-cases/a/y".into(), 6, true),
+        (long, 70, false),
+    ];
+    keys.into_iter()
+        .map(|(key, size, text)| SeedObject {
+            bucket: "stt-customization-icp".into(),
+            key,
+            size,
+            text,
+            content_type: if text {
+                "text/plain; charset=utf-8".into()
+            } else {
+                "application/octet-stream".into()
+            },
+            metadata: meta(&[
+                ("edge-case", "true".into()),
+                ("note", "kept byte-exact".into()),
+            ]),
+            multipart_part: None,
+        })
+        .collect()
+}
+
+/// Every object of a sandbox for the given components.
+pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject> {
+    let p = scale.params();
+    let inst = instances(seed);
+    let mut out = Vec::new();
+    let has = |c: &str| components.iter().any(|x| x == c);
+    if has("baseModels") {
+        let langs = [
+            "en-US_BroadbandModel",
+            "en-GB_NarrowbandModel",
+            "de-DE_Multimedia",
+            "ja-JP_Telephony",
+        ];
+        for m in 0..p.base_models {
+            let lang = langs[m as usize % langs.len()];
+            out.push(SeedObject {
+                bucket: "speech-service-base-models".into(),
+                key: format!("{lang}/v{}/model.bin", 3 + m / 4),
+                size: p.base_model_bytes,
+                text: false,
+                content_type: "application/octet-stream".into(),
+                metadata: meta(&[
+                    ("model", lang.into()),
+                    ("version", format!("{}", 3 + m / 4)),
+                ]),
+                multipart_part: Some(5 * 1024 * 1024),
+            });
+            out.push(SeedObject {
+                bucket: "speech-service-base-models".into(),
+                key: format!("{lang}/v{}/manifest.json", 3 + m / 4),
+                size: 300,
+                text: true,
+                content_type: "application/json".into(),
+                metadata: BTreeMap::new(),
+                multipart_part: None,
+            });
+        }
+    }
+    if has("sttCustomization") {
+        for g in 1..=p.stt_customizations {
+            let id = stt_customization_id(seed, g);
+            let owner = inst[(g % 3) as usize].0.to_string();
+            let m = |kind: &str| {
+                meta(&[
+                    ("customization-id", id.clone()),
+                    ("owner", owner.clone()),
+                    ("kind", kind.into()),
+                ])
+            };
+            for c in 1..=p.corpora_per_customization {
+                out.push(SeedObject {
+                    bucket: "stt-customization-icp".into(),
+                    key: format!("customizations/{id}/corpora/corpus-{c}.txt"),
+                    size: 2000 + (g as usize * 37 + c as usize * 101) % 6000,
+                    text: true,
+                    content_type: "text/plain; charset=utf-8".into(),
+                    metadata: m("corpus"),
+                    multipart_part: None,
+                });
+            }
+            out.push(SeedObject {
+                bucket: "stt-customization-icp".into(),
+                key: format!("customizations/{id}/grammars/grammar-1.abnf"),
+                size: 800,
+                text: true,
+                content_type: "application/srgs".into(),
+                metadata: m("grammar"),
+                multipart_part: None,
+            });
+            for a in 1..=p.audio_per_customization {
+                out.push(SeedObject {
+                    bucket: "stt-customization-icp".into(),
+                    key: format!("customizations/{id}/audio/audio-{a}.wav"),
+                    size: p.audio_bytes / 2
+                        + (g as usize * 7919 + a as usize * 104_729) % p.audio_bytes,
+                    text: false,
+                    content_type: "audio/wav".into(),
+                    metadata: m("audio"),
+                    multipart_part: None,
+                });
+            }
+            out.push(SeedObject {
+                bucket: "stt-customization-icp".into(),
+                key: format!("customizations/{id}/model/trained.bin"),
+                size: p.model_bytes,
+                text: false,
+                content_type: "application/octet-stream".into(),
+                metadata: m("trained-model"),
+                multipart_part: None,
+            });
+        }
+        out.extend(edge_case_objects());
+    }
+    if has("sttAsync") {
+        for g in 1..=p.jobs {
+            let id = job_id(seed, g);
+            let owner = inst[(g % 3) as usize].0.to_string();
+            out.push(SeedObject {
+                bucket: "stt-async-icp".into(),
+                key: format!("jobs/{id}/audio.flac"),
+                size: p.job_audio_bytes / 2 + (g as usize * 6151) % p.job_audio_bytes,
+                text: false,
+                content_type: "audio/flac".into(),
+                metadata: meta(&[("job-id", id.clone()), ("user", owner.clone())]),
+                multipart_part: None,
+            });
+            if g % 4 == 2 {
+                out.push(SeedObject {
+                    bucket: "stt-async-icp".into(),
+                    key: format!("jobs/{id}/results.json"),
+                    size: 1500,
+                    text: true,
+                    content_type: "application/json".into(),
+                    metadata: meta(&[("job-id", id.clone())]),
+                    multipart_part: None,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Uploads one object under bucket `actual` (the profile bucket, possibly suffixed). The body
+/// derives from the profile name, so a suffix does not change the data.
+async fn upload(
+    store: &ObjectStore,
+    seed: u64,
+    obj: &SeedObject,
+    actual: &str,
+) -> Result<(), SandboxError> {
+    let opts = PutOptions {
+        content_type: Some(obj.content_type.clone()),
+        metadata: obj.metadata.clone(),
+    };
+    let map = |e: speechvault::objstore::ObjStoreError| {
+        SandboxError::Seed(format!("upload {actual}/{}: {e}", obj.key))
+    };
+    match obj.multipart_part {
+        Some(part) if obj.size > part => {
+            let id = store
+                .create_multipart(actual, &obj.key, &opts)
+                .await
+                .map_err(map)?;
+            let mut parts = Vec::new();
+            let mut offset = 0;
+            while offset < obj.size {
+                let len = part.min(obj.size - offset);
+                let n = parts.len() as u32 + 1;
+                let etag = store
+                    .upload_part(actual, &obj.key, &id, n, body_of(seed, obj, offset, len))
+                    .await
+                    .map_err(map)?;
+                parts.push((n, etag));
+                offset += len;
+            }
+            store
+                .complete_multipart(actual, &obj.key, &id, &parts)
+                .await
+                .map_err(map)?;
+        }
+        _ => {
+            store
+                .put_object(actual, &obj.key, body_of(seed, obj, 0, obj.size), &opts)
+                .await
+                .map_err(map)?;
+        }
+    }
+    Ok(())
+}
+
+fn owners_array(seed: u64, cast: &str) -> String {
+    let ids: Vec<String> = instances(seed)
+        .iter()
+        .map(|(i, _)| format!("'{i}'"))
+        .collect();
+    format!("(ARRAY[{}]::{cast}[])", ids.join(","))
+}
+
+fn stt_customization_sql(seed: u64, p: &Params) -> String {
+    let owners = owners_array(seed, "uuid");
+    let n = p.stt_customizations;
+    let lo_count = n.div_ceil(10).min(20);
+    format!(
+        r#"
+CREATE TYPE model_status AS ENUM ('pending', 'ready', 'training', 'available', 'upgrading', 'failed');
+CREATE TABLE customizations (
+    customization_id uuid PRIMARY KEY,
+    owner uuid NOT NULL,
+    name text NOT NULL,
+    description text,
+    kind text NOT NULL CHECK (kind IN ('language', 'acoustic')),
+    base_model_name text NOT NULL,
+    status model_status NOT NULL,
+    versions text[] NOT NULL,
+    settings jsonb NOT NULL,
+    created timestamptz NOT NULL,
+    updated timestamptz NOT NULL
+);
+CREATE INDEX customizations_owner_idx ON customizations (owner);
+CREATE TABLE corpora (
+    corpus_id bigserial PRIMARY KEY,
+    customization_id uuid NOT NULL REFERENCES customizations ON DELETE CASCADE,
+    name text NOT NULL,
+    total_words integer NOT NULL,
+    out_of_vocabulary_words integer NOT NULL,
+    object_key text NOT NULL,
+    UNIQUE (customization_id, name)
+);
+CREATE TABLE words (
+    word_id bigserial PRIMARY KEY,
+    customization_id uuid NOT NULL REFERENCES customizations ON DELETE CASCADE,
+    word text NOT NULL,
+    sounds_like text[] NOT NULL,
+    display_as text,
+    count integer NOT NULL,
+    source text[] NOT NULL
+);
+CREATE INDEX words_lookup_idx ON words (customization_id, word);
+CREATE TABLE grammars (
+    grammar_id bigserial PRIMARY KEY,
+    customization_id uuid NOT NULL REFERENCES customizations ON DELETE CASCADE,
+    name text NOT NULL,
+    format text NOT NULL,
+    object_key text NOT NULL
+);
+CREATE TABLE audio_resources (
+    audio_id bigserial PRIMARY KEY,
+    customization_id uuid NOT NULL REFERENCES customizations ON DELETE CASCADE,
+    name text NOT NULL,
+    duration_seconds real NOT NULL,
+    details jsonb NOT NULL,
+    checksum bytea NOT NULL,
+    object_key text NOT NULL
+);
+CREATE TABLE trained_models (
+    customization_id uuid PRIMARY KEY REFERENCES customizations ON DELETE CASCADE,
+    model oid NOT NULL
+);
+CREATE VIEW customization_summary AS
+    SELECT c.customization_id, c.owner, c.kind, count(w.word_id) AS words
+    FROM customizations c LEFT JOIN words w USING (customization_id)
+    GROUP BY c.customization_id, c.owner, c.kind;
+CREATE FUNCTION touch_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.updated := now(); RETURN NEW; END $$;
+CREATE TRIGGER customizations_touch BEFORE UPDATE ON customizations
+    FOR EACH ROW EXECUTE FUNCTION touch_updated();
+
+INSERT INTO customizations
+SELECT md5('{seed}:stt:' || g)::uuid, {owners}[1 + g % 3], 'model-' || g,
+       CASE WHEN g % 4 = 0 THEN NULL ELSE 'Customization ' || g || ' für Zürich' END,
+       CASE WHEN g % 3 = 0 THEN 'acoustic' ELSE 'language' END,
+       (ARRAY['en-US_BroadbandModel', 'en-GB_NarrowbandModel', 'de-DE_Multimedia', 'ja-JP_Telephony'])[1 + g % 4],
+       (enum_range(NULL::model_status))[1 + g % 6],
+       ARRAY['v1', 'v' || (g % 5)],
+       jsonb_build_object('dialect', 'en-US', 'weight', (g % 10) / 10.0, 'tags', jsonb_build_array('a', g)),
+       timestamptz '2024-01-01 00:00:00+00' + g * interval '37 minutes',
+       timestamptz '2024-06-01 00:00:00+00' + g * interval '41 minutes'
+FROM generate_series(1, {n}) g;
+
+INSERT INTO corpora (customization_id, name, total_words, out_of_vocabulary_words, object_key)
+SELECT md5('{seed}:stt:' || g)::uuid, 'corpus-' || c, 100 + (g * c) % 900, (g + c) % 17,
+       'customizations/' || md5('{seed}:stt:' || g)::uuid || '/corpora/corpus-' || c || '.txt'
+FROM generate_series(1, {n}) g, generate_series(1, {corpora}) c;
+
+INSERT INTO words (customization_id, word, sounds_like, display_as, count, source)
+SELECT md5('{seed}:stt:' || g)::uuid, 'word' || w || '-' || substr(md5('{seed}:w:' || g || ':' || w), 1, 6),
+       ARRAY['sound ' || w, 'alt ' || substr(md5('{seed}:s:' || w), 1, 4)],
+       CASE WHEN w % 3 = 0 THEN NULL ELSE 'Word' || w END,
+       (g * w) % 50, ARRAY['corpus-1', 'user']
+FROM generate_series(1, {n}) g, generate_series(1, {words}) w;
+
+INSERT INTO grammars (customization_id, name, format, object_key)
+SELECT md5('{seed}:stt:' || g)::uuid, 'grammar-1', 'application/srgs',
+       'customizations/' || md5('{seed}:stt:' || g)::uuid || '/grammars/grammar-1.abnf'
+FROM generate_series(1, {n}) g;
+
+INSERT INTO audio_resources (customization_id, name, duration_seconds, details, checksum, object_key)
+SELECT md5('{seed}:stt:' || g)::uuid, 'audio-' || a, ((g * a) % 600) / 10.0,
+       jsonb_build_object('codec', 'pcm', 'frequency', 16000, 'compression', NULL),
+       decode(md5('{seed}:a:' || g || ':' || a), 'hex'),
+       'customizations/' || md5('{seed}:stt:' || g)::uuid || '/audio/audio-' || a || '.wav'
+FROM generate_series(1, {n}) g, generate_series(1, {audio}) a;
+
+INSERT INTO trained_models
+SELECT md5('{seed}:stt:' || g)::uuid, lo_from_bytea(0, decode(repeat(md5('{seed}:lo:' || g), 64), 'hex'))
+FROM generate_series(1, {lo_count}) g;
+"#,
+        corpora = p.corpora_per_customization,
+        words = p.words_per_customization,
+        audio = p.audio_per_customization,
+    )
+}
+
+fn tts_customization_sql(seed: u64, p: &Params) -> String {
+    let owners = owners_array(seed, "uuid");
+    let n = p.tts_customizations;
+    let words = p.tts_words;
+    format!(
+        r#"
+CREATE TABLE speakers (
+    speaker_id uuid PRIMARY KEY,
+    owner uuid NOT NULL,
+    name text NOT NULL,
+    created timestamptz NOT NULL
+);
+CREATE INDEX speakers_owner_idx ON speakers (owner);
+CREATE TABLE customizations (
+    customization_id uuid PRIMARY KEY,
+    owner uuid NOT NULL,
+    name text NOT NULL,
+    language text NOT NULL,
+    description text,
+    metadata jsonb NOT NULL,
+    created timestamptz NOT NULL,
+    updated timestamptz NOT NULL
+);
+CREATE INDEX tts_customizations_owner_idx ON customizations (owner);
+CREATE TABLE words (
+    customization_id uuid NOT NULL REFERENCES customizations ON DELETE CASCADE,
+    word text NOT NULL,
+    translation text NOT NULL,
+    part_of_speech text,
+    PRIMARY KEY (customization_id, word)
+);
+CREATE TABLE prompts (
+    customization_id uuid NOT NULL REFERENCES customizations ON DELETE CASCADE,
+    prompt_id text NOT NULL,
+    speaker_id uuid REFERENCES speakers,
+    prompt text NOT NULL,
+    status text NOT NULL,
+    audio bytea,
+    PRIMARY KEY (customization_id, prompt_id)
+);
+
+INSERT INTO speakers
+SELECT md5('{seed}:spk:' || g)::uuid, {owners}[1 + g % 3], 'speaker-' || g,
+       timestamptz '2024-02-01 00:00:00+00' + g * interval '3 hours'
+FROM generate_series(1, {speakers}) g;
+
+INSERT INTO customizations
+SELECT md5('{seed}:tts:' || g)::uuid, {owners}[1 + g % 3], 'voice-model-' || g,
+       (ARRAY['en-US', 'de-DE', 'ja-JP'])[1 + g % 3],
+       CASE WHEN g % 5 = 0 THEN NULL ELSE 'Custom voice ' || g END,
+       jsonb_build_object('voice', 'en-US_AllisonV3Voice', 'rate', g % 7),
+       timestamptz '2024-01-15 00:00:00+00' + g * interval '53 minutes',
+       timestamptz '2024-07-15 00:00:00+00' + g * interval '59 minutes'
+FROM generate_series(1, {n}) g;
+
+INSERT INTO words
+SELECT md5('{seed}:tts:' || g)::uuid, 'term' || w, 'tuhrm ' || w, CASE WHEN w % 2 = 0 THEN 'Noun' END
+FROM generate_series(1, {n}) g, generate_series(1, {words}) w;
+
+INSERT INTO prompts
+SELECT md5('{seed}:tts:' || g)::uuid, 'prompt-' || p, md5('{seed}:spk:' || (1 + (g + p) % {speakers}))::uuid,
+       'Thank you for calling, prompt ' || p, (ARRAY['processing', 'available', 'failed'])[1 + p % 3],
+       decode(repeat(md5('{seed}:pa:' || g || ':' || p), 16), 'hex')
+FROM generate_series(1, {n}) g, generate_series(1, 3) p;
+"#,
+        speakers = n.div_ceil(2).max(3),
+    )
+}
+
+fn stt_async_sql(seed: u64, p: &Params) -> String {
+    let owners = owners_array(seed, "text");
+    let n = p.jobs;
+    format!(
+        r#"
+CREATE TYPE job_status AS ENUM ('waiting', 'processing', 'completed', 'failed');
+CREATE TABLE notification_urls (
+    url_id serial PRIMARY KEY,
+    username text NOT NULL,
+    instance_id text NOT NULL,
+    url text NOT NULL,
+    secret_hash bytea,
+    created timestamptz NOT NULL,
+    UNIQUE (instance_id, url)
+);
+CREATE TABLE jobs (
+    job_id text PRIMARY KEY,
+    username text NOT NULL,
+    status job_status NOT NULL,
+    model text NOT NULL,
+    callback_url text,
+    events text[],
+    user_token text,
+    audio_key text NOT NULL,
+    results_key text,
+    warnings text[],
+    created timestamptz NOT NULL,
+    updated timestamptz NOT NULL
+);
+CREATE INDEX jobs_status_idx ON jobs (status);
+CREATE INDEX jobs_username_idx ON jobs (username);
+CREATE TABLE job_results (
+    job_id text NOT NULL REFERENCES jobs ON DELETE CASCADE,
+    seq integer NOT NULL,
+    result jsonb NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+
+INSERT INTO notification_urls (username, instance_id, url, secret_hash, created)
+SELECT {owners}[1 + g % 3], {owners}[1 + g % 3], 'https://callback-' || g || '.example.com/speech?x=' || g,
+       CASE WHEN g % 2 = 0 THEN decode(md5('{seed}:sec:' || g), 'hex') END,
+       timestamptz '2024-03-01 00:00:00+00' + g * interval '1 day'
+FROM generate_series(1, 9) g;
+
+INSERT INTO jobs
+SELECT replace(md5('{seed}:job:' || g)::uuid::text, '-', ''), {owners}[1 + g % 3],
+       (ARRAY['waiting', 'processing', 'completed', 'failed']::job_status[])[1 + g % 4],
+       'en-US_BroadbandModel',
+       CASE WHEN g % 3 = 0 THEN 'https://callback-' || (1 + g % 9) || '.example.com/speech?x=' || (1 + g % 9) END,
+       ARRAY['recognitions.completed'], CASE WHEN g % 2 = 0 THEN 'token-' || g END,
+       'jobs/' || replace(md5('{seed}:job:' || g)::uuid::text, '-', '') || '/audio.flac',
+       CASE WHEN g % 4 = 2 THEN 'jobs/' || replace(md5('{seed}:job:' || g)::uuid::text, '-', '') || '/results.json' END,
+       CASE WHEN g % 4 = 3 THEN ARRAY['Unknown arguments: foo.'] END,
+       timestamptz '2024-04-01 00:00:00+00' + g * interval '5 minutes',
+       timestamptz '2024-04-01 00:10:00+00' + g * interval '5 minutes'
+FROM generate_series(1, {n}) g;
+
+INSERT INTO job_results
+SELECT replace(md5('{seed}:job:' || g)::uuid::text, '-', ''), r,
+       jsonb_build_object('result_index', r, 'results', jsonb_build_array(jsonb_build_object(
+           'final', true, 'alternatives', jsonb_build_array(jsonb_build_object(
+               'transcript', 'hello world ' || g, 'confidence', 0.9)))))
+FROM generate_series(1, {n}) g, generate_series(1, {results}) r
+WHERE g % 4 = 2;
+"#,
+        results = p.results_per_job,
+    )
+}
+
+/// Creates and fills the databases of the selected components.
+pub async fn seed_databases(
+    pg: &PgConfig,
+    seed: u64,
+    scale: Scale,
+    components: &[String],
+) -> Result<(), SandboxError> {
+    let p = scale.params();
+    let admin = pg.connect("postgres").await?;
+    let mut plan: Vec<(&str, String)> = Vec::new();
+    if components.iter().any(|c| c == "sttCustomization") {
+        plan.push(("stt-customization", stt_customization_sql(seed, &p)));
+    }
+    if components.iter().any(|c| c == "ttsCustomization") {
+        plan.push(("tts-customization", tts_customization_sql(seed, &p)));
+    }
+    if components.iter().any(|c| c == "sttAsync") {
+        plan.push(("stt-async", stt_async_sql(seed, &p)));
+    }
+    for (db, sql) in &plan {
+        execute(
+            &admin,
+            "postgres",
+            "create database",
+            &format!("CREATE DATABASE {}", quote_ident(db)),
+        )
+        .await?;
+        let client = pg.connect(db).await?;
+        execute(
+            &client,
+            db,
+            "seed schema and rows",
+            &format!("BEGIN;\n{sql}\nCOMMIT; ANALYZE;"),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Creates the buckets and uploads every object, `parallel` at a time. `names` maps profile
+/// bucket names to the names on the server.
+pub async fn seed_buckets(
+    store: &ObjectStore,
+    seed: u64,
+    scale: Scale,
+    components: &[String],
+    names: &[(String, String)],
+    parallel: usize,
+) -> Result<(), SandboxError> {
+    for (_, actual) in names {
+        store
+            .create_bucket(actual)
+            .await
+            .map_err(|e| SandboxError::Seed(format!("create bucket {actual}: {e}")))?;
+    }
+    let objs = objects(seed, scale, components);
+    let actual_of = |profile: &str| {
+        names
+            .iter()
+            .find(|(p, _)| p == profile)
+            .map_or(profile.to_string(), |(_, a)| a.clone())
+    };
+    let jobs = objs.iter().map(|o| {
+        let actual = actual_of(&o.bucket);
+        async move { upload(store, seed, o, &actual).await }
+    });
+    let mut uploads = futures_util::stream::iter(jobs).buffer_unordered(parallel.max(1));
+    while let Some(r) = uploads.next().await {
+        r?;
+    }
+    Ok(())
+}
+
+/// Counts what is really there now: rows per table, objects and bytes per bucket.
+pub async fn report(
+    pg: &PgConfig,
+    store: &ObjectStore,
+    seed: u64,
+    scale: Scale,
+    databases: &[String],
+    buckets: &[String],
+) -> Result<SeedReport, SandboxError> {
+    let mut rep = SeedReport {
+        seed,
+        scale: scale.to_string(),
+        instances: instances(seed)
+            .into_iter()
+            .map(|(id, note)| SeededInstance {
+                id: id.to_string(),
+                note,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    for db in databases {
+        let client = pg.connect(db).await?;
+        let tables = speechvault::pg::query(
+            &client,
+            db,
+            "list tables",
+            "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name), table_name FROM information_schema.tables \
+             WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 2",
+            &[],
+        )
+        .await?;
+        let mut counts = BTreeMap::new();
+        for t in tables {
+            let qualified: String = t.get(0);
+            let name: String = t.get(1);
+            let rows = speechvault::pg::query(
+                &client,
+                db,
+                "count rows",
+                &format!("SELECT count(*) FROM {qualified}"),
+                &[],
+            )
+            .await?;
+            counts.insert(name, rows[0].get::<_, i64>(0));
+        }
+        rep.databases.insert(db.clone(), counts);
+    }
+    for b in buckets {
+        let list = store
+            .list_all(b, "")
+            .await
+            .map_err(|e| SandboxError::Seed(format!("list {b}: {e}")))?;
+        rep.buckets.insert(
+            b.clone(),
+            BucketReport {
+                objects: list.len() as u64,
+                bytes: list.iter().map(|o| o.size).sum(),
+            },
+        );
+    }
+    if buckets.iter().any(|b| b == "stt-customization-icp") {
+        rep.edge_case_keys = edge_case_objects().into_iter().map(|o| o.key).collect();
+    }
+    Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_match_postgres_md5_uuid_rendering() {
+        // SELECT md5('1:stt:1')::uuid;
+        let h = hex::encode(Md5::digest(b"1:stt:1"));
+        assert_eq!(stt_customization_id(1, 1).replace('-', ""), h);
+        assert_eq!(stt_customization_id(1, 1).len(), 36);
+    }
+
+    #[test]
+    fn data_is_deterministic_and_seed_dependent() {
+        let a = objects(7, Scale::Tiny, &["sttCustomization".into()]);
+        let b = objects(7, Scale::Tiny, &["sttCustomization".into()]);
+        assert_eq!(a.len(), b.len());
+        assert_eq!(
+            body_of(7, &a[3], 0, a[3].size),
+            body_of(7, &b[3], 0, b[3].size)
+        );
+        assert_ne!(
+            body_of(7, &a[3], 0, a[3].size),
+            body_of(8, &a[3], 0, a[3].size)
+        );
+        assert_eq!(body_of(7, &a[3], 0, a[3].size).len(), a[3].size);
+        let inst = instances(7);
+        assert_eq!(inst.len(), 3);
+        assert!(inst[2].0.as_str().starts_with("00000000-0000-0000-1612-"));
+    }
+
+    #[test]
+    fn medium_scale_meets_the_benchmark_floor() {
+        let all: Vec<String> = [
+            "sttCustomization",
+            "ttsCustomization",
+            "sttAsync",
+            "baseModels",
+        ]
+        .map(String::from)
+        .into();
+        let objs = objects(1, Scale::Medium, &all);
+        let bytes: usize = objs.iter().map(|o| o.size).sum();
+        assert!(objs.len() >= 25_000, "{} objects", objs.len());
+        assert!(bytes >= 2_000_000_000, "{bytes} bytes");
+        let keys: std::collections::HashSet<_> = objs.iter().map(|o| (&o.bucket, &o.key)).collect();
+        assert_eq!(keys.len(), objs.len(), "keys are unique");
+    }
+}

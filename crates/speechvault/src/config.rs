@@ -1,0 +1,440 @@
+//! Configuration: the repository and the installations, from TOML plus the environment.
+//!
+//! Precedence for every setting: the config file's value, then its `*_file` form (a
+//! Kubernetes-secret-style file), then the standard environment variable (`AWS_*`, `PG*`).
+//! Secrets are read into [`Secret`]s and never printed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::objstore::S3Config;
+use crate::pg::PgConfig;
+use crate::profile::Profile;
+use crate::secret::{Secret, read_secret_file};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("cannot read secret file {path} ({what}): {source}")]
+    SecretFile {
+        what: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("installation {name:?}: {reason}")]
+    Installation { name: String, reason: String },
+    #[error("no installation named {name:?} in the config (known: {known})")]
+    UnknownInstallation { name: String, known: String },
+    #[error("repository: {0}")]
+    Repository(String),
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
+}
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub repository: Option<RepositoryFile>,
+    /// A profile file replacing the built-in one.
+    #[serde(default)]
+    pub profile: Option<PathBuf>,
+    #[serde(default)]
+    pub installations: BTreeMap<String, InstallationFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryFile {
+    pub path: Option<PathBuf>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallationFile {
+    /// Helm release name; with `namespace`, derives the in-cluster service names.
+    pub release: Option<String>,
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub s3: S3File,
+    #[serde(default)]
+    pub postgres: PgFile,
+    /// Appended to every profile bucket name (`stt-async-icp-<suffix>`).
+    pub bucket_suffix: Option<String>,
+    /// Explicit bucket names by profile name; wins over `bucket_suffix`.
+    #[serde(default)]
+    pub buckets: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3File {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key: Option<String>,
+    pub access_key_file: Option<PathBuf>,
+    pub secret_key: Option<Secret>,
+    pub secret_key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgFile {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// Where backups go.
+#[derive(Debug, Clone)]
+pub struct RepositorySettings {
+    pub path: PathBuf,
+    pub password: Secret,
+}
+
+/// One Speech installation, resolved: how to reach its two datastores.
+#[derive(Debug, Clone)]
+pub struct Installation {
+    pub name: String,
+    pub s3: S3Config,
+    pub postgres: PgConfig,
+    /// Profile bucket name -> bucket name on this installation's server.
+    pub buckets: BTreeMap<String, String>,
+    pub bucket_suffix: Option<String>,
+}
+
+impl Installation {
+    /// The bucket name on this installation for a profile bucket.
+    pub fn bucket(&self, profile_name: &str) -> String {
+        if let Some(b) = self.buckets.get(profile_name) {
+            return b.clone();
+        }
+        match &self.bucket_suffix {
+            Some(s) => format!("{profile_name}-{s}"),
+            None => profile_name.to_string(),
+        }
+    }
+}
+
+/// A loaded config.
+#[derive(Debug, Default)]
+pub struct Config {
+    pub file: ConfigFile,
+    pub origin: Option<PathBuf>,
+}
+
+fn secret_from(
+    what: &str,
+    inline: &Option<Secret>,
+    file: &Option<PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
+    if let Some(s) = inline {
+        return Ok(Some(s.clone()));
+    }
+    if let Some(p) = file {
+        return read_secret_file(p)
+            .map(Some)
+            .map_err(|source| ConfigError::SecretFile {
+                what: what.into(),
+                path: p.clone(),
+                source,
+            });
+    }
+    Ok(None)
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Looks a password up in a `.pgpass` file (`host:port:db:user:password`, `*` wildcards).
+pub fn pgpass_lookup(path: &Path, host: &str, port: u16, user: &str) -> Option<Secret> {
+    let text = std::fs::read_to_string(path).ok()?;
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let mut fields = Vec::new();
+        let mut cur = String::new();
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some(n) = chars.next() {
+                        cur.push(n);
+                    }
+                }
+                ':' if fields.len() < 4 => fields.push(std::mem::take(&mut cur)),
+                _ => cur.push(c),
+            }
+        }
+        fields.push(cur);
+        if fields.len() != 5 {
+            continue;
+        }
+        let m = |pat: &str, v: &str| pat == "*" || pat == v;
+        if m(&fields[0], host) && m(&fields[1], &port.to_string()) && m(&fields[3], user) {
+            return Some(Secret::new(fields[4].clone()));
+        }
+    }
+    None
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let file: ConfigFile = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        Ok(Self {
+            file,
+            origin: Some(path.into()),
+        })
+    }
+
+    /// The profile in force: the config's, or the built-in one.
+    pub fn profile(&self) -> Result<Profile, ConfigError> {
+        match &self.file.profile {
+            Some(p) => Ok(Profile::load(p)?),
+            None => Ok(Profile::builtin()),
+        }
+    }
+
+    /// The repository settings; `SPEECHVAULT_REPOSITORY` and `SPEECHVAULT_PASSWORD`(`_FILE`) fill gaps.
+    pub fn repository(&self) -> Result<RepositorySettings, ConfigError> {
+        let r = self.file.repository.as_ref();
+        let path = r
+            .and_then(|r| r.path.clone())
+            .or_else(|| env("SPEECHVAULT_REPOSITORY").map(PathBuf::from))
+            .ok_or_else(|| {
+                ConfigError::Repository(
+                    "no repository path: set [repository] path or SPEECHVAULT_REPOSITORY".into(),
+                )
+            })?;
+        let password = match r {
+            Some(r) => secret_from("repository password", &r.password, &r.password_file)?,
+            None => None,
+        };
+        let password = match password {
+            Some(p) => p,
+            None => match (
+                env("SPEECHVAULT_PASSWORD"),
+                env("SPEECHVAULT_PASSWORD_FILE"),
+            ) {
+                (Some(p), _) => Secret::new(p),
+                (None, Some(f)) => {
+                    read_secret_file(Path::new(&f)).map_err(|source| ConfigError::SecretFile {
+                        what: "repository password".into(),
+                        path: f.into(),
+                        source,
+                    })?
+                }
+                (None, None) => {
+                    return Err(ConfigError::Repository(
+                        "no repository password: set [repository] password_file or SPEECHVAULT_PASSWORD(_FILE)".into(),
+                    ));
+                }
+            },
+        };
+        if password.is_empty() {
+            return Err(ConfigError::Repository(
+                "the repository password is empty".into(),
+            ));
+        }
+        Ok(RepositorySettings { path, password })
+    }
+
+    /// Resolves an installation from the config file, filling gaps from the environment.
+    pub fn installation(&self, name: &str) -> Result<Installation, ConfigError> {
+        let f =
+            self.file
+                .installations
+                .get(name)
+                .ok_or_else(|| ConfigError::UnknownInstallation {
+                    name: name.into(),
+                    known: if self.file.installations.is_empty() {
+                        "none".into()
+                    } else {
+                        self.file
+                            .installations
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                })?;
+        resolve(name, f)
+    }
+}
+
+/// Builds an [`Installation`] from its file section and the environment.
+pub fn resolve(name: &str, f: &InstallationFile) -> Result<Installation, ConfigError> {
+    let bad = |reason: &str| ConfigError::Installation {
+        name: name.into(),
+        reason: reason.into(),
+    };
+    let derived_s3 = f.release.as_ref().map(|r| match &f.namespace {
+        Some(ns) => format!("https://{r}-ibm-minio-svc.{ns}:9000"),
+        None => format!("https://{r}-ibm-minio-svc:9000"),
+    });
+    let derived_pg = f.release.as_ref().map(|r| match &f.namespace {
+        Some(ns) => format!("{r}-ibm-postgresql-proxy-svc.{ns}"),
+        None => format!("{r}-ibm-postgresql-proxy-svc"),
+    });
+    let endpoint =
+        f.s3.endpoint
+            .clone()
+            .or(derived_s3)
+            .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+            .or_else(|| env("AWS_ENDPOINT_URL"))
+            .ok_or_else(|| bad("no S3 endpoint: set s3.endpoint, release, or AWS_ENDPOINT_URL"))?;
+    let access_key = match (&f.s3.access_key, &f.s3.access_key_file) {
+        (Some(a), _) => Some(a.clone()),
+        (None, Some(p)) => Some(
+            read_secret_file(p)
+                .map_err(|source| ConfigError::SecretFile {
+                    what: "S3 access key".into(),
+                    path: p.clone(),
+                    source,
+                })?
+                .expose()
+                .to_string(),
+        ),
+        (None, None) => env("AWS_ACCESS_KEY_ID"),
+    }
+    .ok_or_else(|| bad("no S3 access key: set s3.access_key_file or AWS_ACCESS_KEY_ID"))?;
+    let secret_key = secret_from("S3 secret key", &f.s3.secret_key, &f.s3.secret_key_file)?
+        .or_else(|| env("AWS_SECRET_ACCESS_KEY").map(Secret::new))
+        .ok_or_else(|| bad("no S3 secret key: set s3.secret_key_file or AWS_SECRET_ACCESS_KEY"))?;
+    let mut s3 = S3Config::new(endpoint, access_key, secret_key);
+    s3.region =
+        f.s3.region
+            .clone()
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".into());
+    s3.session_token = env("AWS_SESSION_TOKEN").map(Secret::new);
+    s3.ca_file = f.s3.ca_file.clone();
+    s3.insecure = f.s3.insecure;
+
+    let host = f
+        .postgres
+        .host
+        .clone()
+        .or(derived_pg)
+        .or_else(|| env("PGHOST"))
+        .ok_or_else(|| bad("no PostgreSQL host: set postgres.host, release, or PGHOST"))?;
+    let port = match f.postgres.port {
+        Some(p) => p,
+        None => match env("PGPORT") {
+            Some(p) => p
+                .parse()
+                .map_err(|_| bad(&format!("PGPORT={p} is not a port number")))?,
+            None => 5432,
+        },
+    };
+    let user = f
+        .postgres
+        .user
+        .clone()
+        .or_else(|| env("PGUSER"))
+        .ok_or_else(|| bad("no PostgreSQL user: set postgres.user or PGUSER"))?;
+    let password = secret_from(
+        "PostgreSQL password",
+        &f.postgres.password,
+        &f.postgres.password_file,
+    )?
+    .or_else(|| env("PGPASSWORD").map(Secret::new))
+    .or_else(|| {
+        let passfile = env("PGPASSFILE")
+            .map(PathBuf::from)
+            .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
+        pgpass_lookup(&passfile, &host, port, &user)
+    });
+    Ok(Installation {
+        name: name.into(),
+        s3,
+        postgres: PgConfig::new(host, port, user, password),
+        buckets: f.buckets.clone(),
+        bucket_suffix: f.bucket_suffix.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_secrets_from_files_and_derives_service_names() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ak"), "AKIA\n").unwrap();
+        std::fs::write(dir.path().join("sk"), "s3cr3t\n").unwrap();
+        std::fs::write(dir.path().join("pw"), "pgpw\n").unwrap();
+        let text = format!(
+            r#"
+[repository]
+path = "/tmp/repo"
+password = "x"
+[installations.prod]
+release = "speech"
+namespace = "zen"
+s3.access_key_file = "{0}/ak"
+s3.secret_key_file = "{0}/sk"
+postgres.user = "stolon"
+postgres.password_file = "{0}/pw"
+bucket_suffix = "ibm-speech-zen"
+"#,
+            dir.path().display()
+        );
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        let cfg = Config::load(&path).unwrap();
+        let inst = cfg.installation("prod").unwrap();
+        assert_eq!(inst.s3.endpoint, "https://speech-ibm-minio-svc.zen:9000");
+        assert_eq!(inst.s3.access_key, "AKIA");
+        assert_eq!(inst.s3.secret_key.expose(), "s3cr3t");
+        assert_eq!(inst.postgres.host, "speech-ibm-postgresql-proxy-svc.zen");
+        assert_eq!(inst.postgres.password.as_ref().unwrap().expose(), "pgpw");
+        assert_eq!(inst.bucket("stt-async-icp"), "stt-async-icp-ibm-speech-zen");
+        assert!(!format!("{inst:?}").contains("s3cr3t"));
+        assert!(matches!(
+            cfg.installation("nope"),
+            Err(ConfigError::UnknownInstallation { .. })
+        ));
+    }
+
+    #[test]
+    fn pgpass_lines_match_with_wildcards_and_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pgpass");
+        std::fs::write(&p, "# c\nother:5432:*:u:no\n127.0.0.1:*:*:u:pa\\:ss\n").unwrap();
+        assert_eq!(
+            pgpass_lookup(&p, "127.0.0.1", 6000, "u").unwrap().expose(),
+            "pa:ss"
+        );
+        assert!(pgpass_lookup(&p, "127.0.0.1", 6000, "v").is_none());
+    }
+}

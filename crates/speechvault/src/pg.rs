@@ -1,0 +1,249 @@
+//! PostgreSQL: connections for queries, and the environment for `pg_dump`/`pg_restore`.
+//!
+//! The only module that talks to PostgreSQL. Passwords reach the client tools through a
+//! private, temporary password file (`PGPASSFILE`), never through arguments or logs.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// How to reach one PostgreSQL server.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error(
+        "cannot connect to PostgreSQL at {host}:{port} as {user} (database {database:?}): {reason}"
+    )]
+    Connect {
+        host: String,
+        port: u16,
+        user: String,
+        database: String,
+        reason: String,
+    },
+    #[error("PostgreSQL at {host}:{port} rejected the login of {user}: {reason}")]
+    Auth {
+        host: String,
+        port: u16,
+        user: String,
+        reason: String,
+    },
+    #[error("database {database:?} does not exist on PostgreSQL at {host}:{port}")]
+    NoSuchDatabase {
+        host: String,
+        port: u16,
+        database: String,
+    },
+    #[error("PostgreSQL query failed on {database:?} ({what}): {reason}")]
+    Query {
+        database: String,
+        what: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+impl PgConfig {
+    pub fn new(
+        host: impl Into<String>,
+        port: u16,
+        user: impl Into<String>,
+        password: Option<Secret>,
+    ) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            user: user.into(),
+            password,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Opens a connection to `database`; the connection task runs on the current runtime.
+    pub async fn connect(&self, database: &str) -> Result<tokio_postgres::Client, PgError> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(database)
+            .application_name("speechvault")
+            .connect_timeout(self.connect_timeout);
+        if let Some(pw) = &self.password {
+            cfg.password(pw.expose());
+        }
+        let attempt = tokio::time::timeout(
+            self.connect_timeout + Duration::from_secs(2),
+            cfg.connect(tokio_postgres::NoTls),
+        )
+        .await;
+        let (client, conn) = match attempt {
+            Err(_) => {
+                return Err(PgError::Connect {
+                    host: self.host.clone(),
+                    port: self.port,
+                    user: self.user.clone(),
+                    database: database.into(),
+                    reason: format!("no answer within {}s", self.connect_timeout.as_secs()),
+                });
+            }
+            Ok(Err(e)) => {
+                let code = e.as_db_error().map(|d| d.code().code().to_string());
+                return Err(match code.as_deref() {
+                    Some("3D000") => PgError::NoSuchDatabase {
+                        host: self.host.clone(),
+                        port: self.port,
+                        database: database.into(),
+                    },
+                    Some("28P01") | Some("28000") => PgError::Auth {
+                        host: self.host.clone(),
+                        port: self.port,
+                        user: self.user.clone(),
+                        reason: describe(&e),
+                    },
+                    _ => PgError::Connect {
+                        host: self.host.clone(),
+                        port: self.port,
+                        user: self.user.clone(),
+                        database: database.into(),
+                        reason: describe(&e),
+                    },
+                });
+            }
+            Ok(Ok(pair)) => pair,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("PostgreSQL connection closed: {e}");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Writes a private password file for the client tools and returns the environment they
+    /// need. Keep the returned guard alive while the tool runs.
+    pub fn tool_env(&self) -> Result<ToolEnv, PgError> {
+        let dir = tempfile::Builder::new()
+            .prefix("speechvault-pg-")
+            .tempdir()?;
+        let passfile = dir.path().join("pgpass");
+        let mut f = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(&passfile)?;
+        if let Some(pw) = &self.password {
+            // .pgpass format: host:port:database:user:password, with : and \ escaped.
+            let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+            writeln!(
+                f,
+                "{}:{}:*:{}:{}",
+                esc(&self.host),
+                self.port,
+                esc(&self.user),
+                esc(pw.expose())
+            )?;
+        }
+        drop(f);
+        let vars = vec![
+            ("PGHOST".to_string(), self.host.clone()),
+            ("PGPORT".to_string(), self.port.to_string()),
+            ("PGUSER".to_string(), self.user.clone()),
+            ("PGPASSFILE".to_string(), passfile.display().to_string()),
+            (
+                "PGCONNECT_TIMEOUT".to_string(),
+                self.connect_timeout.as_secs().max(2).to_string(),
+            ),
+        ];
+        Ok(ToolEnv {
+            _dir: dir,
+            vars,
+            passfile,
+        })
+    }
+}
+
+/// Environment for `pg_dump`/`pg_restore`/`psql`; removes the password file when dropped.
+pub struct ToolEnv {
+    _dir: tempfile::TempDir,
+    pub vars: Vec<(String, String)>,
+    pub passfile: PathBuf,
+}
+
+impl ToolEnv {
+    /// Applies the variables to a command, clearing the `PG*` ones it would otherwise inherit.
+    pub fn apply(&self, cmd: &mut tokio::process::Command) {
+        for (k, _) in std::env::vars() {
+            if k.starts_with("PG") {
+                cmd.env_remove(&k);
+            }
+        }
+        for (k, v) in &self.vars {
+            cmd.env(k, v);
+        }
+    }
+}
+
+/// Quotes an identifier for SQL (`"stt-customization"`).
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for SQL.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Runs a query, mapping errors to [`PgError::Query`].
+pub async fn query(
+    client: &tokio_postgres::Client,
+    database: &str,
+    what: &str,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, PgError> {
+    client.query(sql, params).await.map_err(|e| PgError::Query {
+        database: database.into(),
+        what: what.into(),
+        reason: describe(&e),
+    })
+}
+
+/// Runs statements without results, mapping errors to [`PgError::Query`].
+pub async fn execute(
+    client: &tokio_postgres::Client,
+    database: &str,
+    what: &str,
+    sql: &str,
+) -> Result<(), PgError> {
+    client.batch_execute(sql).await.map_err(|e| PgError::Query {
+        database: database.into(),
+        what: what.into(),
+        reason: describe(&e),
+    })
+}

@@ -1,0 +1,195 @@
+//! Profiles: the component map and ownership rules, as data.
+//!
+//! The built-in profile (`profiles/speech.toml`) describes the Speech services; a user profile
+//! of the same shape replaces it for another release. Domain code asks the profile which
+//! databases and buckets a component has and which columns record ownership, and never names
+//! a table itself.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The profile shipped inside the binary.
+pub const BUILTIN: &str = include_str!("../profiles/speech.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("profile {origin}: {source}")]
+    Parse {
+        origin: String,
+        source: toml::de::Error,
+    },
+    #[error("profile {origin}: {reason}")]
+    Invalid { origin: String, reason: String },
+    #[error("unknown component {name:?}; the profile defines: {known}")]
+    UnknownComponent { name: String, known: String },
+}
+
+/// One part of the service that keeps state, e.g. `sttCustomization`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub databases: Vec<String>,
+    #[serde(default)]
+    pub buckets: Vec<String>,
+    /// Rows that mark work in progress, waited for by `--wait-for-async-jobs`.
+    #[serde(default)]
+    pub busy_jobs: Option<BusyJobs>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BusyJobs {
+    pub table: String,
+    pub column: String,
+    pub values: Vec<String>,
+}
+
+/// How a column stores a service instance id.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IdType {
+    Uuid,
+    Text,
+}
+
+/// One place where ownership is recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OwnershipRule {
+    pub database: String,
+    pub table: String,
+    /// Alternative spellings; the first existing column is used.
+    pub columns: Vec<String>,
+    #[serde(rename = "type")]
+    pub id_type: IdType,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub components: BTreeMap<String, Component>,
+    #[serde(default)]
+    pub ownership: Vec<OwnershipRule>,
+}
+
+impl Profile {
+    /// The built-in Speech profile.
+    pub fn builtin() -> Self {
+        match Self::parse(BUILTIN, "built-in") {
+            Ok(p) => p,
+            // The built-in file is checked by a unit test; reaching this is a build defect.
+            Err(e) => panic!("built-in profile is invalid: {e}"),
+        }
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ProfileError> {
+        let p: Profile = toml::from_str(text).map_err(|source| ProfileError::Parse {
+            origin: origin.into(),
+            source,
+        })?;
+        let invalid = |reason: String| ProfileError::Invalid {
+            origin: origin.into(),
+            reason,
+        };
+        if p.components.is_empty() {
+            return Err(invalid("defines no component".into()));
+        }
+        for (name, c) in &p.components {
+            if c.databases.is_empty() && c.buckets.is_empty() {
+                return Err(invalid(format!(
+                    "component {name} names no database and no bucket"
+                )));
+            }
+        }
+        for r in &p.ownership {
+            if r.columns.is_empty() {
+                return Err(invalid(format!(
+                    "ownership rule for {}.{} lists no column",
+                    r.database, r.table
+                )));
+            }
+        }
+        Ok(p)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self, ProfileError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ProfileError::Invalid {
+            origin: origin.clone(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &origin)
+    }
+
+    /// Looks up components by name, failing on the first unknown one.
+    pub fn select(&self, names: &[String]) -> Result<Vec<(String, Component)>, ProfileError> {
+        names
+            .iter()
+            .map(|n| {
+                self.components
+                    .get(n)
+                    .map(|c| (n.clone(), c.clone()))
+                    .ok_or_else(|| ProfileError::UnknownComponent {
+                        name: n.clone(),
+                        known: self
+                            .components
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+            })
+            .collect()
+    }
+
+    /// The component names, sorted.
+    pub fn component_names(&self) -> Vec<String> {
+        self.components.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_profile_describes_the_seed_procedure() {
+        let p = Profile::builtin();
+        assert_eq!(
+            p.components["sttCustomization"].databases,
+            ["stt-customization"]
+        );
+        assert_eq!(p.components["sttAsync"].buckets, ["stt-async-icp"]);
+        let rules: Vec<_> = p
+            .ownership
+            .iter()
+            .map(|r| format!("{}:{}.{}", r.database, r.table, r.columns[0]))
+            .collect();
+        assert!(rules.contains(&"tts-customization:speakers.owner".to_string()));
+        assert!(
+            p.ownership
+                .iter()
+                .any(|r| r.columns == ["instance_id", "instanceid"])
+        );
+        assert!(matches!(
+            p.select(&["nope".into()]),
+            Err(ProfileError::UnknownComponent { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_a_component_without_data() {
+        let text = "name='x'\n[components.a]\ndescription='empty'\n";
+        assert!(matches!(
+            Profile::parse(text, "t"),
+            Err(ProfileError::Invalid { .. })
+        ));
+    }
+}
