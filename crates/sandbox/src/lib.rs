@@ -269,7 +269,7 @@ pub fn home() -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(|| std::env::temp_dir());
+        .unwrap_or_else(std::env::temp_dir);
     base.join("speechvault/sandboxes")
 }
 
@@ -741,10 +741,10 @@ pub async fn down_in(home: &Path, name: &str) -> Result<()> {
             let names: Vec<String> = info.s3.buckets.iter().map(|(_, a)| a.clone()).collect();
             delete_buckets(&store, &names).await;
         }
-    } else if let Ok(pid) = std::fs::read_to_string(dir.join("s3.pid")) {
-        if let Ok(pid) = pid.trim().parse() {
-            stop_s3_server(pid);
-        }
+    } else if let Ok(pid) = std::fs::read_to_string(dir.join("s3.pid"))
+        && let Ok(pid) = pid.trim().parse()
+    {
+        stop_s3_server(pid);
     }
     // The cluster is found through its own pid file, even without sandbox.json.
     let bindir = pgcluster::find_bindir().unwrap_or_default();

@@ -547,6 +547,9 @@ impl ObjectStore {
             | "SignatureDoesNotMatch"
             | "AccessDenied"
             | "InvalidToken"
+            | "NotSignedUp"
+            | "InvalidSecurity"
+            | "AccountProblem"
             | "ExpiredToken" => ObjStoreError::Credentials {
                 endpoint,
                 op: call.op.into(),

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what speechvault's demo and tests need on a bare Debian machine (idempotent):
+# PostgreSQL server binaries, and with --garage the Garage S3 server (built from crates.io).
+set -euo pipefail
+need_pg=1
+if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then need_pg=0; fi
+if [ $need_pg = 1 ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need_pg=0; fi
+if [ $need_pg = 1 ]; then
+  echo "== installing PostgreSQL server binaries (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+fi
+if [ "${1:-}" = "--garage" ]; then
+  export PATH="/opt/garage/bin:$PATH"
+  if ! command -v garage >/dev/null 2>&1 || ! garage --version 2>/dev/null | grep -q '2\.5\.0'; then
+    echo "== building Garage 2.5.0 from crates.io (about 7 minutes on 2 cores)"
+    cargo install garage --version 2.5.0 --locked --root /opt/garage --quiet
+  fi
+fi
