@@ -4,6 +4,7 @@
 //! 1 the operation failed, 2 bad usage or input, 3 verification found differences.
 
 mod sandbox_cmd;
+mod vault_cmd;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "speechvault", version, propagate_version = true, after_help = EXAMPLES)]
 struct Cli {
+    /// Config file (TOML: [repository] and [installations.NAME]). Default: $SPEECHVAULT_CONFIG,
+    /// else ./speechvault.toml when present; AWS_* and PG* variables fill what it leaves out.
+    #[arg(short, long, global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -27,13 +32,119 @@ struct Cli {
     command: Command,
 }
 
-const EXAMPLES: &str = "Examples:
+const EXAMPLES: &str =
+    "Installations are names from the config, or sandbox:NAME for a local sandbox.
+
+Examples:
+  speechvault -c speechvault.toml init                create the repository
+  speechvault backup --from prod                      back up what is installed on prod
+  speechvault snapshots                               list backups
+  speechvault restore latest --to dr --from-instance 1612345678901234 --to-instance <uuid>
+  speechvault verify latest --against dr              compare a live installation with a backup
   speechvault sandbox up --name a --scale small     start a local Speech installation
   eval \"$(speechvault sandbox env a)\"               point psql and S3 clients at it
   speechvault sandbox down a                         stop it and delete its data";
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create the repository named in the config (encrypted with its password).
+    Init,
+    /// Back up an installation: databases first, then buckets, then the manifest.
+    ///
+    /// Detects the installed components (or takes --components), dumps each database with
+    /// pg_dump from one consistent snapshot and streams every object into the repository with
+    /// its key, size, ETag, content type, user metadata and SHA-256. If anything fails, no
+    /// complete-looking backup is left.
+    Backup {
+        /// Installation to back up (config name, or sandbox:NAME).
+        #[arg(long)]
+        from: String,
+        /// Components to back up (comma-separated): sttCustomization, ttsCustomization,
+        /// sttAsync, baseModels. Default: all installed ones.
+        #[arg(long, value_delimiter = ',')]
+        components: Vec<String>,
+        /// Before dumping, wait until no asynchronous job is waiting or processing (backoff,
+        /// up to TIMEOUT, default 30m).
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "30m", value_parser = vault_cmd::parse_duration)]
+        wait_for_async_jobs: Option<std::time::Duration>,
+        /// Objects read at once (default: 8 per core, at most 128).
+        #[arg(long)]
+        parallel: Option<usize>,
+    },
+    /// List backups (complete and incomplete) in the repository.
+    Snapshots {
+        /// Only backups of this installation.
+        #[arg(long)]
+        installation: Option<String>,
+    },
+    /// Restore a backup into an installation, move ownership, verify.
+    ///
+    /// The target must be empty (missing or empty databases and buckets) unless --clean or
+    /// --data-only. Exit status 3 when verification finds differences.
+    Restore {
+        /// Backup id (or a unique prefix), or `latest`.
+        #[arg(default_value = "latest")]
+        backup: String,
+        /// Installation to restore into (config name, or sandbox:NAME).
+        #[arg(long)]
+        to: String,
+        /// With `latest`: the latest backup of this installation.
+        #[arg(long)]
+        source: Option<String>,
+        /// Drop and recreate the target's databases and empty its buckets first.
+        #[arg(long, conflicts_with = "data_only")]
+        clean: bool,
+        /// Load rows into the schema a freshly installed target already has.
+        #[arg(long)]
+        data_only: bool,
+        /// Service instance id that owns the rows in the backup (UUID or numeric CP4D id).
+        #[arg(long, requires = "to_instance")]
+        from_instance: Option<String>,
+        /// Service instance id of the target installation.
+        #[arg(long, requires = "from_instance")]
+        to_instance: Option<String>,
+        /// Restore only these components.
+        #[arg(long, value_delimiter = ',')]
+        components: Vec<String>,
+        /// Objects written at once.
+        #[arg(long)]
+        parallel: Option<usize>,
+        /// pg_restore parallel jobs.
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Skip the verification after restoring.
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// Compare a live installation with a backup: row counts, objects, bytes, SHA-256.
+    Verify {
+        /// Backup id (or a unique prefix), or `latest`.
+        #[arg(default_value = "latest")]
+        backup: String,
+        /// Installation to check (config name, or sandbox:NAME).
+        #[arg(long)]
+        against: String,
+        /// Compare counts and sizes only, without reading objects back.
+        #[arg(long)]
+        no_digests: bool,
+        #[arg(long)]
+        parallel: Option<usize>,
+    },
+    /// Move ownership of rows from one service instance to another on a live installation.
+    TransferOwnership {
+        /// Installation to change (config name, or sandbox:NAME).
+        #[arg(long)]
+        on: String,
+        /// Current owner (UUID or numeric Cloud Pak for Data instance id).
+        #[arg(long)]
+        from_instance: String,
+        /// New owner.
+        #[arg(long)]
+        to_instance: String,
+        /// Count the rows that would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Local Speech installations (PostgreSQL + S3 on 127.0.0.1) for demos, tests, benchmarks.
     #[command(subcommand)]
     Sandbox(sandbox_cmd::SandboxCmd),
@@ -48,19 +159,90 @@ pub struct Failure {
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(e: E) -> Self {
         let error = e.into();
-        let code = match error.downcast_ref::<speechvault_sandbox::SandboxError>() {
-            Some(
-                speechvault_sandbox::SandboxError::BadInput(_)
-                | speechvault_sandbox::SandboxError::Exists { .. }
-                | speechvault_sandbox::SandboxError::NotFound(_)
-                | speechvault_sandbox::SandboxError::PortInUse { .. }
-                | speechvault_sandbox::SandboxError::Profile(_)
-                | speechvault_sandbox::SandboxError::MissingPostgres(_),
-            ) => 2,
-            _ => 1,
-        };
+        let code = if is_bad_input(&error) { 2 } else { 1 };
         Failure { code, error }
     }
+}
+
+/// Whether an error is the caller's to fix by changing the command or the config (exit 2),
+/// rather than a failure of the work itself (exit 1).
+fn is_bad_input(error: &anyhow::Error) -> bool {
+    use speechvault::{
+        backup::BackupError, catalog::CatalogError, inventory::InventoryError,
+        repository::RepoError, restore::RestoreError,
+    };
+    use speechvault_sandbox::SandboxError;
+    let inventory = |e: &InventoryError| {
+        matches!(
+            e,
+            InventoryError::Missing { .. }
+                | InventoryError::Nothing { .. }
+                | InventoryError::Profile(_)
+        )
+    };
+    let repo = |e: &RepoError| {
+        matches!(
+            e,
+            RepoError::Missing { .. } | RepoError::Exists { .. } | RepoError::WrongPassword { .. }
+        )
+    };
+    let catalog = |e: &CatalogError| match e {
+        CatalogError::Repo(r) => repo(r),
+        CatalogError::NoBackup { .. }
+        | CatalogError::NotFound(_)
+        | CatalogError::Ambiguous(_)
+        | CatalogError::Incomplete(_) => true,
+        CatalogError::BadManifest { .. } => false,
+    };
+    if let Some(e) = error.downcast_ref::<SandboxError>() {
+        return matches!(
+            e,
+            SandboxError::BadInput(_)
+                | SandboxError::Exists { .. }
+                | SandboxError::NotFound(_)
+                | SandboxError::PortInUse { .. }
+                | SandboxError::Profile(_)
+                | SandboxError::MissingPostgres(_)
+        );
+    }
+    if let Some(e) = error.downcast_ref::<BackupError>() {
+        return match e {
+            BackupError::Inventory(i) => inventory(i),
+            BackupError::Repo(r) => repo(r),
+            BackupError::Profile(_) => true,
+            _ => false,
+        };
+    }
+    if let Some(e) = error.downcast_ref::<RestoreError>() {
+        return match e {
+            RestoreError::Catalog(c) => catalog(c),
+            RestoreError::Repo(r) => repo(r),
+            RestoreError::NotEmpty { .. }
+            | RestoreError::NoSchema(_)
+            | RestoreError::NotInBackup(..) => true,
+            RestoreError::Ownership(speechvault::ownership::OwnershipError::Same(_)) => true,
+            _ => false,
+        };
+    }
+    if let Some(e) = error.downcast_ref::<CatalogError>() {
+        return catalog(e);
+    }
+    if let Some(e) = error.downcast_ref::<RepoError>() {
+        return repo(e);
+    }
+    if let Some(e) = error.downcast_ref::<InventoryError>() {
+        return inventory(e);
+    }
+    error
+        .downcast_ref::<speechvault::config::ConfigError>()
+        .is_some()
+        || error
+            .downcast_ref::<speechvault::instance::InstanceIdError>()
+            .is_some()
+        || matches!(
+            error.downcast_ref::<speechvault::ownership::OwnershipError>(),
+            Some(speechvault::ownership::OwnershipError::Same(_))
+        )
 }
 
 fn init_logging(verbose: u8) {
@@ -91,10 +273,85 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Everything speechvault creates (repository files, spooled dumps) is private.
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let json = cli.json;
+    let config = cli.config.clone();
     let result = runtime.block_on(async move {
+        let cfg = || vault_cmd::load_config(config.as_deref()).map_err(Failure::from);
         match cli.command {
             Command::Sandbox(cmd) => sandbox_cmd::run(cmd, json).await,
+            Command::Init => vault_cmd::init(&cfg()?, json).await,
+            Command::Backup {
+                from,
+                components,
+                wait_for_async_jobs,
+                parallel,
+            } => {
+                let args = vault_cmd::BackupArgs {
+                    from,
+                    components,
+                    wait: wait_for_async_jobs,
+                    parallel,
+                };
+                vault_cmd::backup(&cfg()?, args, json).await
+            }
+            Command::Snapshots { installation } => {
+                vault_cmd::snapshots(&cfg()?, installation, json).await
+            }
+            Command::Restore {
+                backup,
+                to,
+                source,
+                clean,
+                data_only,
+                from_instance,
+                to_instance,
+                components,
+                parallel,
+                jobs,
+                no_verify,
+            } => {
+                let args = vault_cmd::RestoreArgs {
+                    backup,
+                    to,
+                    source,
+                    clean,
+                    data_only,
+                    from_instance,
+                    to_instance,
+                    components,
+                    parallel,
+                    jobs,
+                    no_verify,
+                };
+                vault_cmd::restore(&cfg()?, args, json).await
+            }
+            Command::Verify {
+                backup,
+                against,
+                no_digests,
+                parallel,
+            } => vault_cmd::verify_cmd(&cfg()?, backup, against, !no_digests, parallel, json).await,
+            Command::TransferOwnership {
+                on,
+                from_instance,
+                to_instance,
+                dry_run,
+            } => {
+                vault_cmd::transfer_ownership(
+                    &cfg()?,
+                    on,
+                    from_instance,
+                    to_instance,
+                    dry_run,
+                    json,
+                )
+                .await
+            }
         }
     });
     match result {

@@ -60,7 +60,7 @@ pub enum SandboxCmd {
         name: String,
         /// Print a speechvault config section ([installations.NAME]) instead.
         #[arg(long)]
-        config: bool,
+        toml: bool,
     },
     /// Run the sandbox's S3 server in the foreground (started by `up`).
     #[command(hide = true)]
@@ -189,11 +189,11 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
                 }
             }
         }
-        SandboxCmd::Env { name, config } => {
+        SandboxCmd::Env { name, toml } => {
             let info = sandbox::load(&name)?;
             if json {
                 println!("{}", serde_json::json!({ "sandbox": info }));
-            } else if config {
+            } else if toml {
                 print!("{}", info.config_section());
             } else {
                 print!("{}", info.env_exports()?);

@@ -130,6 +130,17 @@ impl SandboxInfo {
         Ok(ObjectStore::new(self.s3_config()?)?)
     }
 
+    /// This sandbox as a speechvault installation.
+    pub fn installation(&self) -> Result<speechvault::config::Installation> {
+        Ok(speechvault::config::Installation {
+            name: self.name.clone(),
+            s3: self.s3_config()?,
+            postgres: self.pg_config()?,
+            buckets: self.s3.buckets.iter().cloned().collect(),
+            bucket_suffix: self.s3.bucket_suffix.clone(),
+        })
+    }
+
     /// The name a profile bucket has on this sandbox's server.
     pub fn bucket(&self, profile_name: &str) -> String {
         match &self.s3.bucket_suffix {
@@ -325,6 +336,32 @@ pub fn wait_gone(pid: i32, limit: Duration) -> bool {
     true
 }
 
+/// Creates `dir` and its missing parents. As root, the ones created here are searchable by
+/// others (mode 0711, whatever the umask): the `postgres` user must reach the data directory.
+fn create_dirs_reachable(dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(p) = cur {
+        if p.exists() {
+            break;
+        }
+        missing.push(p.to_path_buf());
+        cur = p.parent();
+    }
+    for p in missing.iter().rev() {
+        match std::fs::create_dir(p) {
+            Ok(()) => {
+                if pgcluster::is_root() {
+                    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o711))?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -407,7 +444,7 @@ pub async fn up(opts: &UpOptions) -> Result<(SandboxInfo, SeedReport)> {
     };
 
     let home = &opts.home;
-    std::fs::create_dir_all(home)?;
+    create_dirs_reachable(home)?;
     let reg = registry_file(home, &opts.name);
     let dir = match &opts.dir {
         Some(d) => std::path::absolute(d)?,
@@ -503,7 +540,7 @@ async fn build(
     started: &mut Started,
 ) -> Result<(SandboxInfo, SeedReport)> {
     let dir = started.dir.clone();
-    std::fs::create_dir_all(&dir)?;
+    create_dirs_reachable(&dir)?;
     // Searchable but not listable by others: the postgres user must reach dir/pg.
     std::fs::set_permissions(
         &dir,

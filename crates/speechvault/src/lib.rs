@@ -6,10 +6,19 @@
 //!
 //! - [`objstore`]: the S3 client (every valid key, SigV4, retries, timeouts);
 //! - [`secret`]: values that never print.
+pub mod backup;
+pub mod catalog;
 pub mod config;
 pub mod instance;
+pub mod inventory;
+pub mod manifest;
 pub mod objstore;
+pub mod ownership;
 pub mod pg;
 pub mod profile;
+pub mod progress;
 pub mod repository;
+pub mod restore;
 pub mod secret;
+pub mod source;
+pub mod verify;

@@ -197,7 +197,7 @@ pub struct ToolEnv {
 
 impl ToolEnv {
     /// Applies the variables to a command, clearing the `PG*` ones it would otherwise inherit.
-    pub fn apply(&self, cmd: &mut tokio::process::Command) {
+    pub fn apply(&self, cmd: &mut std::process::Command) {
         for (k, _) in std::env::vars() {
             if k.starts_with("PG") {
                 cmd.env_remove(&k);
@@ -245,5 +245,55 @@ pub async fn execute(
         database: database.into(),
         what: what.into(),
         reason: describe(&e),
+    })
+}
+
+/// Finds a PostgreSQL client tool (`pg_dump`, `pg_restore`): `SPEECHVAULT_PG_BINDIR`, then
+/// `PATH`, then `pg_config --bindir`, then Debian's versioned directories (newest first; a
+/// newer client reads older servers).
+pub fn tool(name: &str) -> Result<PathBuf, PgError> {
+    if let Some(dir) = std::env::var_os("SPEECHVAULT_PG_BINDIR") {
+        let p = PathBuf::from(dir).join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    if let Ok(out) = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        && out.status.success()
+    {
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort_by_key(|d| {
+        d.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.into_iter().rev().map(|d| d.join(name)).find(|p| p.is_file()).ok_or_else(|| {
+        PgError::Io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{name} not found: install the PostgreSQL client (apt-get install postgresql-client) or set SPEECHVAULT_PG_BINDIR"),
+        ))
     })
 }

@@ -257,7 +257,7 @@ pub struct VaultReader {
 }
 
 impl VaultReader {
-    /// Every file below the snapshot's root, with its path relative to the root.
+    /// Every file in the snapshot, with its absolute path inside the snapshot.
     pub fn files(&self, snap: &SnapshotFile) -> Result<Vec<(PathBuf, Node)>> {
         let root = self
             .repo
@@ -271,7 +271,7 @@ impl VaultReader {
         {
             let (path, node) = item.map_err(|e| rustic_err(&self.path, e))?;
             if node.is_file() {
-                out.push((path, node));
+                out.push((Path::new("/").join(path), node));
             }
         }
         Ok(out)

@@ -1,0 +1,160 @@
+//! The catalog: snapshots grouped into backup sets, and finding one by id or `latest`.
+
+use std::collections::BTreeMap;
+
+use rustic_core::repofile::SnapshotFile;
+use serde::Serialize;
+
+use crate::manifest::{self, Manifest};
+use crate::repository::{RepoError, Vault, VaultReader};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("no complete backup{} in the repository", match .installation { Some(i) => format!(" of installation {i:?}"), None => String::new() })]
+    NoBackup { installation: Option<String> },
+    #[error("no backup {0:?} in the repository (`speechvault snapshots` lists them)")]
+    NotFound(String),
+    #[error("{0:?} matches more than one backup; give more of the id")]
+    Ambiguous(String),
+    #[error(
+        "backup {0} is incomplete (it has no manifest: the backup failed or was interrupted) and cannot be used"
+    )]
+    Incomplete(String),
+    #[error("the manifest of backup {id} is unreadable: {reason}")]
+    BadManifest { id: String, reason: String },
+}
+
+/// All snapshots of one backup.
+#[derive(Debug, Clone)]
+pub struct BackupSet {
+    pub id: String,
+    pub installation: String,
+    pub time: String,
+    pub snapshots: Vec<SnapshotFile>,
+    pub manifest: Option<SnapshotFile>,
+}
+
+/// One line of `speechvault snapshots`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupSetView {
+    pub backup_id: String,
+    pub installation: String,
+    pub time: String,
+    pub complete: bool,
+    pub snapshots: Vec<String>,
+    pub parts: Vec<String>,
+}
+
+impl BackupSet {
+    pub fn complete(&self) -> bool {
+        self.manifest.is_some()
+    }
+
+    pub fn view(&self) -> BackupSetView {
+        BackupSetView {
+            backup_id: self.id.clone(),
+            installation: self.installation.clone(),
+            time: self.time.clone(),
+            complete: self.complete(),
+            snapshots: self.snapshots.iter().map(|s| s.id.to_string()).collect(),
+            parts: self.snapshots.iter().map(|s| s.label.clone()).collect(),
+        }
+    }
+
+    /// Reads the manifest.
+    pub fn manifest(&self, reader: &VaultReader) -> Result<Manifest, CatalogError> {
+        let snap = self
+            .manifest
+            .as_ref()
+            .ok_or_else(|| CatalogError::Incomplete(self.id.clone()))?;
+        let raw = reader.read(snap, manifest::MANIFEST_PATH)?;
+        let m: Manifest = serde_json::from_slice(&raw).map_err(|e| CatalogError::BadManifest {
+            id: self.id.clone(),
+            reason: e.to_string(),
+        })?;
+        if m.backup_id != self.id {
+            return Err(CatalogError::BadManifest {
+                id: self.id.clone(),
+                reason: format!("it names backup {}", m.backup_id),
+            });
+        }
+        Ok(m)
+    }
+}
+
+/// Groups speechvault's snapshots by backup id, oldest first.
+pub fn backup_sets(vault: &Vault) -> Result<Vec<BackupSet>, CatalogError> {
+    let mut sets: BTreeMap<String, BackupSet> = BTreeMap::new();
+    for snap in vault.snapshots()? {
+        let tags: Vec<String> = snap.tags.iter().cloned().collect();
+        if !tags.iter().any(|t| t == manifest::TAG) {
+            continue;
+        }
+        let Some(id) = tags
+            .iter()
+            .find_map(|t| t.strip_prefix("backup:"))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let installation = tags
+            .iter()
+            .find_map(|t| t.strip_prefix("installation:"))
+            .unwrap_or_default()
+            .to_string();
+        let time = snap.time.timestamp().to_string();
+        let set = sets.entry(id.clone()).or_insert_with(|| BackupSet {
+            id: id.clone(),
+            installation,
+            time: time.clone(),
+            snapshots: Vec::new(),
+            manifest: None,
+        });
+        if time < set.time {
+            set.time = time;
+        }
+        if tags.iter().any(|t| t == "manifest") {
+            set.manifest = Some(snap.clone());
+        }
+        set.snapshots.push(snap);
+    }
+    let mut out: Vec<BackupSet> = sets.into_values().collect();
+    out.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+/// Finds a complete backup: `latest` (optionally of one installation), an id, or a unique
+/// prefix of an id.
+pub fn find(
+    sets: &[BackupSet],
+    selector: &str,
+    installation: Option<&str>,
+) -> Result<BackupSet, CatalogError> {
+    let found = if selector == "latest" {
+        sets.iter()
+            .rev()
+            .find(|s| s.complete() && installation.is_none_or(|i| s.installation == i))
+            .ok_or_else(|| CatalogError::NoBackup {
+                installation: installation.map(str::to_string),
+            })?
+    } else {
+        let matches: Vec<&BackupSet> = sets
+            .iter()
+            .filter(|s| s.id == selector || s.id.starts_with(selector))
+            .collect();
+        match matches.len() {
+            0 => return Err(CatalogError::NotFound(selector.into())),
+            1 => matches[0],
+            _ => match matches.iter().find(|s| s.id == selector) {
+                Some(exact) => *exact,
+                None => return Err(CatalogError::Ambiguous(selector.into())),
+            },
+        }
+    };
+    if !found.complete() {
+        return Err(CatalogError::Incomplete(found.id.clone()));
+    }
+    Ok(found.clone())
+}

@@ -1,0 +1,115 @@
+//! The manifest: what one backup holds, written last as its own snapshot.
+//!
+//! A backup is a *set* of snapshots sharing the tag `backup:<id>`: one per database, one per
+//! bucket, and the manifest. The manifest snapshot is written only after every other part
+//! succeeded, so a set without it is incomplete by construction, whatever killed the backup.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::objstore::ObjectHead;
+
+pub const FORMAT: u32 = 1;
+/// Tag on every snapshot speechvault writes.
+pub const TAG: &str = "speechvault";
+/// Path of the manifest file inside its snapshot.
+pub const MANIFEST_PATH: &str = "/speechvault/manifest.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format: u32,
+    pub tool: String,
+    pub backup_id: String,
+    pub installation: String,
+    pub started: String,
+    pub finished: String,
+    pub source: SourceInfo,
+    pub components: Vec<String>,
+    pub databases: BTreeMap<String, DatabaseEntry>,
+    /// By profile bucket name.
+    pub buckets: BTreeMap<String, BucketEntry>,
+    /// Service instance ids found in the profile's ownership columns.
+    pub instance_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SourceInfo {
+    pub s3_endpoint: String,
+    pub postgres: String,
+    pub postgres_version: String,
+    pub postgres_user: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DatabaseEntry {
+    pub snapshot: String,
+    /// Directory in the snapshot holding the dump's parts.
+    pub path: String,
+    pub dump_bytes: u64,
+    pub dump_parts: u32,
+    pub dump_sha256: String,
+    /// `schema.table` -> rows, counted in the snapshot the dump was taken from.
+    pub tables: BTreeMap<String, i64>,
+    /// Distinct values per ownership column, `table.column` -> ids.
+    pub owners: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BucketEntry {
+    /// The bucket's name on the source server.
+    pub source_name: String,
+    pub snapshot: String,
+    pub path: String,
+    pub objects: u64,
+    pub bytes: u64,
+    pub entries: Vec<ObjectEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ObjectEntry {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified: String,
+    pub sha256: String,
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// File path inside the bucket snapshot.
+    pub path: String,
+}
+
+impl ObjectEntry {
+    pub fn head(&self) -> ObjectHead {
+        ObjectHead {
+            size: self.size,
+            etag: self.etag.clone(),
+            last_modified: Some(self.last_modified.clone()),
+            content_type: self.content_type.clone(),
+            metadata: self.metadata.clone(),
+        }
+    }
+}
+
+/// Tags of the snapshots of one backup.
+pub fn backup_tag(id: &str) -> String {
+    format!("backup:{id}")
+}
+
+/// A new backup id: UTC time plus a random suffix, sortable.
+pub fn new_backup_id() -> String {
+    let now = jiff::Timestamp::now();
+    let mut r = [0u8; 3];
+    if getrandom(&mut r).is_err() {
+        r = (now.subsec_nanosecond() as u32).to_le_bytes()[..3]
+            .try_into()
+            .unwrap_or([0; 3]);
+    }
+    format!("{}-{}", now.strftime("%Y%m%dT%H%M%SZ"), hex::encode(r))
+}
+
+fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+}
