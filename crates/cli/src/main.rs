@@ -32,8 +32,7 @@ struct Cli {
     command: Command,
 }
 
-const EXAMPLES: &str =
-    "Installations are names from the config, or sandbox:NAME for a local sandbox.
+const EXAMPLES: &str = "Installations are names from the config, or sandbox:NAME for a local sandbox.
 
 Examples:
   speechvault -c speechvault.toml init                create the repository
@@ -168,23 +167,15 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 /// rather than a failure of the work itself (exit 1).
 fn is_bad_input(error: &anyhow::Error) -> bool {
     use speechvault::{
-        backup::BackupError, catalog::CatalogError, inventory::InventoryError,
-        repository::RepoError, restore::RestoreError,
+        backup::BackupError, catalog::CatalogError, inventory::InventoryError, repository::RepoError,
+        restore::RestoreError,
     };
     use speechvault_sandbox::SandboxError;
     let inventory = |e: &InventoryError| {
-        matches!(
-            e,
-            InventoryError::Missing { .. }
-                | InventoryError::Nothing { .. }
-                | InventoryError::Profile(_)
-        )
+        matches!(e, InventoryError::Missing { .. } | InventoryError::Nothing { .. } | InventoryError::Profile(_))
     };
     let repo = |e: &RepoError| {
-        matches!(
-            e,
-            RepoError::Missing { .. } | RepoError::Exists { .. } | RepoError::WrongPassword { .. }
-        )
+        matches!(e, RepoError::Missing { .. } | RepoError::Exists { .. } | RepoError::WrongPassword { .. })
     };
     let catalog = |e: &CatalogError| match e {
         CatalogError::Repo(r) => repo(r),
@@ -217,9 +208,7 @@ fn is_bad_input(error: &anyhow::Error) -> bool {
         return match e {
             RestoreError::Catalog(c) => catalog(c),
             RestoreError::Repo(r) => repo(r),
-            RestoreError::NotEmpty { .. }
-            | RestoreError::NoSchema(_)
-            | RestoreError::NotInBackup(..) => true,
+            RestoreError::NotEmpty { .. } | RestoreError::NoSchema(_) | RestoreError::NotInBackup(..) => true,
             RestoreError::Ownership(speechvault::ownership::OwnershipError::Same(_)) => true,
             _ => false,
         };
@@ -233,12 +222,8 @@ fn is_bad_input(error: &anyhow::Error) -> bool {
     if let Some(e) = error.downcast_ref::<InventoryError>() {
         return inventory(e);
     }
-    error
-        .downcast_ref::<speechvault::config::ConfigError>()
-        .is_some()
-        || error
-            .downcast_ref::<speechvault::instance::InstanceIdError>()
-            .is_some()
+    error.downcast_ref::<speechvault::config::ConfigError>().is_some()
+        || error.downcast_ref::<speechvault::instance::InstanceIdError>().is_some()
         || matches!(
             error.downcast_ref::<speechvault::ownership::OwnershipError>(),
             Some(speechvault::ownership::OwnershipError::Same(_))
@@ -263,10 +248,7 @@ fn init_logging(verbose: u8) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -285,23 +267,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Sandbox(cmd) => sandbox_cmd::run(cmd, json).await,
             Command::Init => vault_cmd::init(&cfg()?, json).await,
-            Command::Backup {
-                from,
-                components,
-                wait_for_async_jobs,
-                parallel,
-            } => {
-                let args = vault_cmd::BackupArgs {
-                    from,
-                    components,
-                    wait: wait_for_async_jobs,
-                    parallel,
-                };
+            Command::Backup { from, components, wait_for_async_jobs, parallel } => {
+                let args = vault_cmd::BackupArgs { from, components, wait: wait_for_async_jobs, parallel };
                 vault_cmd::backup(&cfg()?, args, json).await
             }
-            Command::Snapshots { installation } => {
-                vault_cmd::snapshots(&cfg()?, installation, json).await
-            }
+            Command::Snapshots { installation } => vault_cmd::snapshots(&cfg()?, installation, json).await,
             Command::Restore {
                 backup,
                 to,
@@ -330,27 +300,11 @@ fn main() -> ExitCode {
                 };
                 vault_cmd::restore(&cfg()?, args, json).await
             }
-            Command::Verify {
-                backup,
-                against,
-                no_digests,
-                parallel,
-            } => vault_cmd::verify_cmd(&cfg()?, backup, against, !no_digests, parallel, json).await,
-            Command::TransferOwnership {
-                on,
-                from_instance,
-                to_instance,
-                dry_run,
-            } => {
-                vault_cmd::transfer_ownership(
-                    &cfg()?,
-                    on,
-                    from_instance,
-                    to_instance,
-                    dry_run,
-                    json,
-                )
-                .await
+            Command::Verify { backup, against, no_digests, parallel } => {
+                vault_cmd::verify_cmd(&cfg()?, backup, against, !no_digests, parallel, json).await
+            }
+            Command::TransferOwnership { on, from_instance, to_instance, dry_run } => {
+                vault_cmd::transfer_ownership(&cfg()?, on, from_instance, to_instance, dry_run, json).await
             }
         }
     });
@@ -358,8 +312,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             if json {
-                let v =
-                    serde_json::json!({ "error": format!("{:#}", f.error), "exit_code": f.code });
+                let v = serde_json::json!({ "error": format!("{:#}", f.error), "exit_code": f.code });
                 println!("{v}");
             }
             eprintln!("error: {:#}", f.error);

@@ -50,6 +50,9 @@ pub enum SandboxCmd {
         /// Append -SUFFIX to every bucket name, as newer (NooBaa) installations do.
         #[arg(long)]
         bucket_suffix: Option<String>,
+        /// Start the servers without databases, buckets or data (a restore target).
+        #[arg(long)]
+        empty: bool,
     },
     /// Stop a sandbox and delete all of its data (also a crashed or half-started one).
     Down { name: String },
@@ -85,6 +88,7 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
             s3_port,
             s3_endpoint,
             bucket_suffix,
+            empty,
         } => {
             let exe = std::env::current_exe()?;
             let mut opts = sandbox::UpOptions::new(name, exe);
@@ -96,12 +100,15 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
             opts.pg_user = pg_user;
             opts.s3_port = s3_port;
             opts.bucket_suffix = bucket_suffix;
+            opts.seed_data = !empty;
             if let Some(endpoint) = s3_endpoint {
-                let access_key = std::env::var("AWS_ACCESS_KEY_ID")
-                    .map_err(|_| anyhow::anyhow!("--s3-endpoint needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"))?;
-                let secret_key = std::env::var("AWS_SECRET_ACCESS_KEY").map_err(|_| {
-                    anyhow::anyhow!("--s3-endpoint needs AWS_SECRET_ACCESS_KEY in the environment")
+                let access_key = std::env::var("AWS_ACCESS_KEY_ID").map_err(|_| {
+                    anyhow::anyhow!(
+                        "--s3-endpoint needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"
+                    )
                 })?;
+                let secret_key = std::env::var("AWS_SECRET_ACCESS_KEY")
+                    .map_err(|_| anyhow::anyhow!("--s3-endpoint needs AWS_SECRET_ACCESS_KEY in the environment"))?;
                 opts.external_s3 = Some(sandbox::ExternalS3 {
                     endpoint,
                     region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
@@ -110,18 +117,12 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
                 });
             }
             if !json {
-                eprintln!(
-                    "starting sandbox {} ({} scale, seed {})...",
-                    opts.name, opts.scale, opts.seed
-                );
+                eprintln!("starting sandbox {} ({} scale, seed {})...", opts.name, opts.scale, opts.seed);
             }
             let started = std::time::Instant::now();
             let (info, report) = sandbox::up(&opts).await?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "sandbox": info, "seeded": report })
-                );
+                println!("{}", serde_json::json!({ "sandbox": info, "seeded": report }));
             } else {
                 println!(
                     "sandbox {} is up in {:.1}s ({})",
@@ -129,10 +130,7 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
                     started.elapsed().as_secs_f64(),
                     info.dir.display()
                 );
-                println!(
-                    "  PostgreSQL  127.0.0.1:{} user {}",
-                    info.postgres.port, info.postgres.user
-                );
+                println!("  PostgreSQL  127.0.0.1:{} user {}", info.postgres.port, info.postgres.user);
                 println!("  S3          {}", info.s3.endpoint);
                 println!("seeded (seed {}, {} scale):", report.seed, report.scale);
                 for (db, tables) in &report.databases {
@@ -170,18 +168,13 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
             } else if entries.is_empty() {
                 println!("no sandboxes (home {})", sandbox::home().display());
             } else {
-                println!(
-                    "{:<16} {:<9} {:<8} {:<28} {:<8} DIR",
-                    "NAME", "STATE", "PG PORT", "S3 ENDPOINT", "SCALE"
-                );
+                println!("{:<16} {:<9} {:<8} {:<28} {:<8} DIR", "NAME", "STATE", "PG PORT", "S3 ENDPOINT", "SCALE");
                 for e in entries {
                     println!(
                         "{:<16} {:<9} {:<8} {:<28} {:<8} {}",
                         e.name,
                         e.state,
-                        e.postgres_port
-                            .map(|p| p.to_string())
-                            .unwrap_or_else(|| "-".into()),
+                        e.postgres_port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                         e.s3_endpoint.unwrap_or_else(|| "-".into()),
                         e.scale.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
                         e.dir.display()

@@ -24,9 +24,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, "s"),
     };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: use e.g. 90s, 30m or 2h"))?;
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: use e.g. 90s, 30m or 2h"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,
@@ -43,10 +41,8 @@ fn parse_instance(s: &str) -> Result<InstanceId, String> {
 /// Loads the config: `-c`, else `$SPEECHVAULT_CONFIG`, else `./speechvault.toml` if present,
 /// else an empty one (environment only).
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    let path = path
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("SPEECHVAULT_CONFIG").map(PathBuf::from))
-        .or_else(|| {
+    let path =
+        path.map(PathBuf::from).or_else(|| std::env::var_os("SPEECHVAULT_CONFIG").map(PathBuf::from)).or_else(|| {
             let p = PathBuf::from("speechvault.toml");
             p.is_file().then_some(p)
         });
@@ -66,11 +62,7 @@ pub fn installation(cfg: &Config, spec: &str) -> anyhow::Result<Installation> {
 }
 
 /// Draws a progress line on stderr while `work` runs, when stderr is a terminal.
-async fn with_progress<T>(
-    progress: &Progress,
-    quiet: bool,
-    work: impl std::future::Future<Output = T>,
-) -> T {
+async fn with_progress<T>(progress: &Progress, quiet: bool, work: impl std::future::Future<Output = T>) -> T {
     if quiet || !std::io::stderr().is_terminal() {
         return work.await;
     }
@@ -108,11 +100,7 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
 fn open_vault(cfg: &Config) -> anyhow::Result<Arc<Vault>> {
@@ -121,9 +109,7 @@ fn open_vault(cfg: &Config) -> anyhow::Result<Arc<Vault>> {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .context("background task failed")
+    tokio::task::spawn_blocking(f).await.context("background task failed")
 }
 
 pub async fn init(cfg: &Config, json: bool) -> Result<(), Failure> {
@@ -133,10 +119,7 @@ pub async fn init(cfg: &Config, json: bool) -> Result<(), Failure> {
     if json {
         println!("{}", serde_json::json!({ "initialized": path }));
     } else {
-        println!(
-            "created repository {} (restic format; private to its owner)",
-            path.display()
-        );
+        println!("created repository {} (restic format; private to its owner)", path.display());
     }
     Ok(())
 }
@@ -164,63 +147,33 @@ pub async fn backup(cfg: &Config, args: BackupArgs, json: bool) -> Result<(), Fa
         opts.parallel = p.max(1);
     }
     let progress = Progress::default();
-    let report = with_progress(
-        &progress,
-        json,
-        backup::run(vault, &inst, &profile, &opts, &progress),
-    )
-    .await?;
+    let report = with_progress(&progress, json, backup::run(vault, &inst, &profile, &opts, &progress)).await?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
-            "backup {} of {} complete in {:.1}s",
-            report.backup_id, report.installation, report.seconds
-        );
+        println!("backup {} of {} complete in {:.1}s", report.backup_id, report.installation, report.seconds);
         for (db, d) in &report.databases {
-            println!(
-                "  database {db}: {} tables, {} rows, dump {}",
-                d.tables,
-                d.rows,
-                human_bytes(d.dump_bytes)
-            );
+            println!("  database {db}: {} tables, {} rows, dump {}", d.tables, d.rows, human_bytes(d.dump_bytes));
         }
         for (b, s) in &report.buckets {
-            println!(
-                "  bucket {b}: {} objects, {}",
-                s.objects,
-                human_bytes(s.bytes)
-            );
+            println!("  bucket {b}: {} objects, {}", s.objects, human_bytes(s.bytes));
         }
-        println!(
-            "  service instances owning rows: {}",
-            report.instance_ids.join(", ")
-        );
+        println!("  service instances owning rows: {}", report.instance_ids.join(", "));
     }
     Ok(())
 }
 
-pub async fn snapshots(
-    cfg: &Config,
-    installation: Option<String>,
-    json: bool,
-) -> Result<(), Failure> {
+pub async fn snapshots(cfg: &Config, installation: Option<String>, json: bool) -> Result<(), Failure> {
     let vault = open_vault(cfg)?;
     let sets = blocking(move || catalog::backup_sets(&vault)).await??;
-    let views: Vec<_> = sets
-        .iter()
-        .filter(|s| installation.as_ref().is_none_or(|i| &s.installation == i))
-        .map(|s| s.view())
-        .collect();
+    let views: Vec<_> =
+        sets.iter().filter(|s| installation.as_ref().is_none_or(|i| &s.installation == i)).map(|s| s.view()).collect();
     if json {
         println!("{}", serde_json::json!({ "backups": views }));
     } else if views.is_empty() {
         println!("no backups");
     } else {
-        println!(
-            "{:<28} {:<16} {:<26} {:<10} PARTS",
-            "BACKUP", "INSTALLATION", "TIME", "STATE"
-        );
+        println!("{:<28} {:<16} {:<26} {:<10} PARTS", "BACKUP", "INSTALLATION", "TIME", "STATE");
         for v in views {
             println!(
                 "{:<28} {:<16} {:<26} {:<10} {}",
@@ -251,16 +204,12 @@ pub struct RestoreArgs {
 
 pub async fn restore(cfg: &Config, args: RestoreArgs, json: bool) -> Result<(), Failure> {
     let ownership = match (&args.from_instance, &args.to_instance) {
-        (Some(f), Some(t)) => Some((
-            parse_instance(f).map_err(anyhow::Error::msg)?,
-            parse_instance(t).map_err(anyhow::Error::msg)?,
-        )),
+        (Some(f), Some(t)) => {
+            Some((parse_instance(f).map_err(anyhow::Error::msg)?, parse_instance(t).map_err(anyhow::Error::msg)?))
+        }
         (None, None) => None,
         _ => {
-            return Err(Failure {
-                code: 2,
-                error: anyhow::anyhow!("--from-instance and --to-instance go together"),
-            });
+            return Err(Failure { code: 2, error: anyhow::anyhow!("--from-instance and --to-instance go together") });
         }
     };
     let target = installation(cfg, &args.to)?;
@@ -289,12 +238,7 @@ pub async fn restore(cfg: &Config, args: RestoreArgs, json: bool) -> Result<(), 
         opts.jobs = j.max(1);
     }
     let progress = Progress::default();
-    let report = with_progress(
-        &progress,
-        json,
-        restore::run(vault, &set, &target, &profile, &opts, &progress),
-    )
-    .await?;
+    let report = with_progress(&progress, json, restore::run(vault, &set, &target, &profile, &opts, &progress)).await?;
     let verified = report.verify.as_ref().is_none_or(|v| v.ok);
     if json {
         println!("{}", serde_json::to_string(&report)?);
@@ -304,19 +248,10 @@ pub async fn restore(cfg: &Config, args: RestoreArgs, json: bool) -> Result<(), 
             report.backup_id, report.source_installation, report.installation, report.seconds
         );
         for (db, d) in &report.databases {
-            println!(
-                "  database {db}: {} tables from a {} dump",
-                d.tables,
-                human_bytes(d.dump_bytes)
-            );
+            println!("  database {db}: {} tables from a {} dump", d.tables, human_bytes(d.dump_bytes));
         }
         for (b, s) in &report.buckets {
-            println!(
-                "  bucket {b} -> {}: {} objects, {}",
-                s.name,
-                s.objects,
-                human_bytes(s.bytes)
-            );
+            println!("  bucket {b} -> {}: {} objects, {}", s.name, s.objects, human_bytes(s.bytes));
         }
         print_ownership(&report.ownership);
         if let Some(v) = &report.verify {
@@ -326,9 +261,7 @@ pub async fn restore(cfg: &Config, args: RestoreArgs, json: bool) -> Result<(), 
     if !verified {
         return Err(Failure {
             code: 3,
-            error: anyhow::anyhow!(
-                "the restored installation differs from the backup (see the report)"
-            ),
+            error: anyhow::anyhow!("the restored installation differs from the backup (see the report)"),
         });
     }
     Ok(())
@@ -351,24 +284,11 @@ fn print_ownership(outcomes: &[speechvault::ownership::RuleOutcome]) {
 fn print_verify(v: &VerifyReport) {
     let bad_tables: Vec<_> = v.tables.iter().filter(|t| !t.ok).collect();
     let rows: i64 = v.tables.iter().map(|t| t.expected_rows).sum();
-    println!(
-        "verification against the backup: {}",
-        if v.ok { "OK" } else { "DIFFERENCES FOUND" }
-    );
-    println!(
-        "  {} tables, {} rows: {} differ",
-        v.tables.len(),
-        rows,
-        bad_tables.len()
-    );
+    println!("verification against the backup: {}", if v.ok { "OK" } else { "DIFFERENCES FOUND" });
+    println!("  {} tables, {} rows: {} differ", v.tables.len(), rows, bad_tables.len());
     for t in bad_tables {
-        let actual = t
-            .actual_rows
-            .map_or("missing".to_string(), |n| n.to_string());
-        println!(
-            "    {}.{}: {} rows expected, {actual}",
-            t.database, t.table, t.expected_rows
-        );
+        let actual = t.actual_rows.map_or("missing".to_string(), |n| n.to_string());
+        println!("    {}.{}: {} rows expected, {actual}", t.database, t.table, t.expected_rows);
     }
     for b in &v.buckets {
         println!(
@@ -411,37 +331,22 @@ pub async fn verify_cmd(
         Ok(set.manifest(&reader)?)
     })
     .await??;
-    let mut opts = VerifyOptions {
-        digests,
-        ..Default::default()
-    };
+    let mut opts = VerifyOptions { digests, ..Default::default() };
     if let Some(p) = parallel {
         opts.parallel = p.max(1);
     }
     let progress = Progress::default();
-    let report = with_progress(
-        &progress,
-        json,
-        verify::verify(&manifest, &inst, &opts, &progress),
-    )
-    .await?;
+    let report = with_progress(&progress, json, verify::verify(&manifest, &inst, &opts, &progress)).await?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
-            "backup {} vs installation {}",
-            report.backup_id, report.installation
-        );
+        println!("backup {} vs installation {}", report.backup_id, report.installation);
         print_verify(&report);
     }
     if !report.ok {
         return Err(Failure {
             code: 3,
-            error: anyhow::anyhow!(
-                "installation {} differs from backup {}",
-                report.installation,
-                report.backup_id
-            ),
+            error: anyhow::anyhow!("installation {} differs from backup {}", report.installation, report.backup_id),
         });
     }
     Ok(())
@@ -455,32 +360,21 @@ pub async fn transfer_ownership(
     dry_run: bool,
     json: bool,
 ) -> Result<(), Failure> {
-    let from = parse_instance(&from).map_err(|e| Failure {
-        code: 2,
-        error: anyhow::anyhow!(e),
-    })?;
-    let to = parse_instance(&to).map_err(|e| Failure {
-        code: 2,
-        error: anyhow::anyhow!(e),
-    })?;
+    let from = parse_instance(&from).map_err(|e| Failure { code: 2, error: anyhow::anyhow!(e) })?;
+    let to = parse_instance(&to).map_err(|e| Failure { code: 2, error: anyhow::anyhow!(e) })?;
     let inst = installation(cfg, &on)?;
     let profile = cfg.profile()?;
     let store = speechvault::objstore::ObjectStore::new(inst.s3.clone())?;
     let inv = speechvault::inventory::take(&inst, &profile, &store).await?;
     let dbs: Vec<String> = inv.databases.into_iter().collect();
-    let outcomes =
-        speechvault::ownership::transfer(&inst, &profile, &dbs, &from, &to, dry_run).await?;
+    let outcomes = speechvault::ownership::transfer(&inst, &profile, &dbs, &from, &to, dry_run).await?;
     if json {
         println!(
             "{}",
             serde_json::json!({ "installation": inst.name, "from": from, "to": to, "dry_run": dry_run, "rules": outcomes })
         );
     } else {
-        println!(
-            "{} ownership on {} from {from} to {to}",
-            if dry_run { "would move" } else { "moved" },
-            inst.name
-        );
+        println!("{} ownership on {} from {from} to {to}", if dry_run { "would move" } else { "moved" }, inst.name);
         print_ownership(&outcomes);
     }
     Ok(())

@@ -16,18 +16,11 @@ use crate::{ExternalS3, SandboxInfo, Scale, SeedReport, UpOptions};
 
 /// The external S3 server named in the environment, if any.
 pub fn external_s3_from_env() -> Option<ExternalS3> {
-    let endpoint = std::env::var("SPEECHVAULT_TEST_S3_ENDPOINT")
-        .ok()
-        .filter(|s| !s.is_empty())?;
+    let endpoint = std::env::var("SPEECHVAULT_TEST_S3_ENDPOINT").ok().filter(|s| !s.is_empty())?;
     let access_key = std::env::var("SPEECHVAULT_TEST_S3_ACCESS_KEY").ok()?;
     let secret_key = std::env::var("SPEECHVAULT_TEST_S3_SECRET_KEY").ok()?;
     let region = std::env::var("SPEECHVAULT_TEST_S3_REGION").unwrap_or_else(|_| "us-east-1".into());
-    Some(ExternalS3 {
-        endpoint,
-        region,
-        access_key,
-        secret_key: speechvault::secret::Secret::new(secret_key),
-    })
+    Some(ExternalS3 { endpoint, region, access_key, secret_key: speechvault::secret::Secret::new(secret_key) })
 }
 
 /// A running installation owned by one test.
@@ -40,9 +33,7 @@ pub struct TestInstallation {
 
 /// A private temporary directory that the `postgres` user can traverse when we are root.
 pub fn test_dir(prefix: &str) -> std::io::Result<tempfile::TempDir> {
-    let d = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(std::env::temp_dir())?;
+    let d = tempfile::Builder::new().prefix(prefix).tempdir_in(std::env::temp_dir())?;
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o711))?;
     Ok(d)
 }
@@ -77,12 +68,7 @@ impl TestInstallation {
         }
         adjust(&mut opts);
         let (info, report) = crate::up(&opts).await?;
-        Ok(Self {
-            info,
-            report,
-            home,
-            _root: root,
-        })
+        Ok(Self { info, report, home, _root: root })
     }
 
     /// The registry directory of this installation (for CLI calls under test).
@@ -97,18 +83,12 @@ impl Drop for TestInstallation {
         let name = self.info.name.clone();
         // Drop may run inside a runtime (or during a panic): tear down on a fresh thread.
         let res = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(crate::down_in(&home, &name))
-                .map_err(std::io::Error::other)
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(crate::down_in(&home, &name)).map_err(std::io::Error::other)
         })
         .join();
         if let Ok(Err(e)) = res {
-            eprintln!(
-                "warning: tearing down test installation {}: {e}",
-                self.info.name
-            );
+            eprintln!("warning: tearing down test installation {}: {e}", self.info.name);
         }
     }
 }

@@ -40,13 +40,9 @@ pub enum SandboxError {
         "PostgreSQL server binaries are missing: {0}. Install them with `apt-get install postgresql` (Debian package postgresql-15) or set SPEECHVAULT_PG_BINDIR"
     )]
     MissingPostgres(String),
-    #[error(
-        "{what} port {port} on 127.0.0.1 is already in use; pick another or leave it out to get a free one"
-    )]
+    #[error("{what} port {port} on 127.0.0.1 is already in use; pick another or leave it out to get a free one")]
     PortInUse { what: &'static str, port: u16 },
-    #[error(
-        "a sandbox named {name:?} already exists (directory {dir}); run `speechvault sandbox down {name}` first"
-    )]
+    #[error("a sandbox named {name:?} already exists (directory {dir}); run `speechvault sandbox down {name}` first")]
     Exists { name: String, dir: String },
     #[error("no sandbox named {0:?}; `speechvault sandbox list` shows the existing ones")]
     NotFound(String),
@@ -110,12 +106,7 @@ pub struct S3Info {
 impl SandboxInfo {
     pub fn pg_config(&self) -> Result<PgConfig> {
         let pw = read_secret_file(&self.postgres.password_file)?;
-        Ok(PgConfig::new(
-            &self.postgres.host,
-            self.postgres.port,
-            &self.postgres.user,
-            Some(pw),
-        ))
+        Ok(PgConfig::new(&self.postgres.host, self.postgres.port, &self.postgres.user, Some(pw)))
     }
 
     pub fn s3_config(&self) -> Result<S3Config> {
@@ -237,6 +228,9 @@ pub struct UpOptions {
     pub parallel: usize,
     /// The registry directory (default [`home`]).
     pub home: PathBuf,
+    /// Create databases and buckets and fill them; `false` gives bare servers (a restore
+    /// target).
+    pub seed_data: bool,
 }
 
 /// An S3 endpoint that is not ours (Garage, MinIO, ...), for the sandbox's buckets.
@@ -264,6 +258,7 @@ impl UpOptions {
             server_exe,
             parallel: 16,
             home: home(),
+            seed_data: true,
         }
     }
 }
@@ -291,9 +286,7 @@ fn registry_file(home: &Path, name: &str) -> PathBuf {
 fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 40
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && name.as_bytes()[0].is_ascii_alphanumeric();
     if ok {
         Ok(())
@@ -310,16 +303,13 @@ pub fn process_alive(pid: i32) -> bool {
         return false;
     }
     // SAFETY: signal 0 only checks for existence and permission.
-    let exists = unsafe { libc::kill(pid, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    let exists =
+        unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     if !exists {
         return false;
     }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => true,
     }
 }
@@ -372,21 +362,14 @@ fn check_port(what: &'static str, port: u16) -> Result<u16> {
 }
 
 fn write_private(path: &Path, content: &[u8]) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
     f.write_all(content)?;
     Ok(())
 }
 
 fn random_string(len: usize, alphabet: &[u8]) -> String {
     let mut rng = rand::rngs::StdRng::from_entropy();
-    (0..len)
-        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
-        .collect()
+    (0..len).map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char).collect()
 }
 
 /// Reads the registry entry and the sandbox's own description.
@@ -406,8 +389,7 @@ pub fn load_in(home: &Path, name: &str) -> Result<SandboxInfo> {
             info_path.display()
         ))
     })?;
-    serde_json::from_slice(&raw)
-        .map_err(|e| SandboxError::BadInput(format!("{}: {e}", info_path.display())))
+    serde_json::from_slice(&raw).map_err(|e| SandboxError::BadInput(format!("{}: {e}", info_path.display())))
 }
 
 /// Starts a sandbox as described, seeds it, and returns how to reach it with what was seeded.
@@ -415,18 +397,12 @@ pub fn load_in(home: &Path, name: &str) -> Result<SandboxInfo> {
 pub async fn up(opts: &UpOptions) -> Result<(SandboxInfo, SeedReport)> {
     validate_name(&opts.name)?;
     let profile = Profile::builtin();
-    let components = if opts.components.is_empty() {
-        profile.component_names()
-    } else {
-        opts.components.clone()
-    };
+    let components = if opts.components.is_empty() { profile.component_names() } else { opts.components.clone() };
     profile.select(&components)?;
     if let Some(s) = &opts.bucket_suffix
         && (s.is_empty()
             || s.len() > 30
-            || !s
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+            || !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
     {
         return Err(SandboxError::BadInput(format!(
             "invalid bucket suffix {s:?}: use up to 30 lower-case letters, digits or '-'"
@@ -451,50 +427,23 @@ pub async fn up(opts: &UpOptions) -> Result<(SandboxInfo, SeedReport)> {
         None => home.join(&opts.name),
     };
     // The registry entry doubles as a lock: creating it fails if the name is taken.
-    match std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .open(&reg)
-    {
+    match std::fs::OpenOptions::new().create_new(true).write(true).open(&reg) {
         Ok(mut f) => f.write_all(dir.display().to_string().as_bytes())?,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let existing = std::fs::read_to_string(&reg).unwrap_or_default();
-            return Err(SandboxError::Exists {
-                name: opts.name.clone(),
-                dir: existing.trim().to_string(),
-            });
+            return Err(SandboxError::Exists { name: opts.name.clone(), dir: existing.trim().to_string() });
         }
         Err(e) => return Err(e.into()),
     }
-    if dir.exists()
-        && std::fs::read_dir(&dir)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
+    if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         let _ = std::fs::remove_file(&reg);
         return Err(SandboxError::BadInput(format!(
             "{} exists and is not empty; give an empty or new --dir",
             dir.display()
         )));
     }
-    let mut started = Started {
-        dir: dir.clone(),
-        reg,
-        pg: None,
-        s3_pid: None,
-        external: None,
-        keep: false,
-    };
-    let result = build(
-        opts,
-        &profile,
-        &components,
-        bindir,
-        pg_port,
-        s3_port,
-        &mut started,
-    )
-    .await;
+    let mut started = Started { dir: dir.clone(), reg, pg: None, s3_pid: None, external: None, keep: false };
+    let result = build(opts, &profile, &components, bindir, pg_port, s3_port, &mut started).await;
     if result.is_ok() {
         started.keep = true;
     } else {
@@ -542,10 +491,7 @@ async fn build(
     let dir = started.dir.clone();
     create_dirs_reachable(&dir)?;
     // Searchable but not listable by others: the postgres user must reach dir/pg.
-    std::fs::set_permissions(
-        &dir,
-        std::fs::Permissions::from_mode(if pgcluster::is_root() { 0o711 } else { 0o700 }),
-    )?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(if pgcluster::is_root() { 0o711 } else { 0o700 }))?;
     let secrets = dir.join("secrets");
     std::fs::create_dir_all(&secrets)?;
     std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700))?;
@@ -556,17 +502,11 @@ async fn build(
     let pw_file = secrets.join("pg-password");
     write_private(&pw_file, pg_password.as_bytes())?;
     let passfile = secrets.join("pgpass");
-    write_private(
-        &passfile,
-        format!("127.0.0.1:{pg_port}:*:{}:{pg_password}\n", opts.pg_user).as_bytes(),
-    )?;
+    write_private(&passfile, format!("127.0.0.1:{pg_port}:*:{}:{pg_password}\n", opts.pg_user).as_bytes())?;
     let (access_key, secret_key, endpoint, region) = match &opts.external_s3 {
-        Some(ext) => (
-            ext.access_key.clone(),
-            ext.secret_key.expose().to_string(),
-            ext.endpoint.clone(),
-            ext.region.clone(),
-        ),
+        Some(ext) => {
+            (ext.access_key.clone(), ext.secret_key.expose().to_string(), ext.endpoint.clone(), ext.region.clone())
+        }
         None => (
             format!("SV{}", random_string(18, UPPER)),
             random_string(40, ALNUM),
@@ -579,11 +519,7 @@ async fn build(
     write_private(&ak_file, access_key.as_bytes())?;
     write_private(&sk_file, secret_key.as_bytes())?;
 
-    let pg = pgcluster::PgCluster {
-        bindir: bindir.clone(),
-        dir: dir.clone(),
-        port: pg_port,
-    };
+    let pg = pgcluster::PgCluster { bindir: bindir.clone(), dir: dir.clone(), port: pg_port };
     pg.init(&opts.pg_user, &pg_password)?;
     started.pg = Some(pg.clone());
     pg.start()?;
@@ -632,10 +568,7 @@ async fn build(
             buckets: bucket_names.clone(),
         },
     };
-    write_private(
-        &dir.join("sandbox.json"),
-        &serde_json::to_vec_pretty(&info).map_err(std::io::Error::other)?,
-    )?;
+    write_private(&dir.join("sandbox.json"), &serde_json::to_vec_pretty(&info).map_err(std::io::Error::other)?)?;
 
     let store = info.object_store()?;
     let actual: Vec<String> = bucket_names.iter().map(|(_, a)| a.clone()).collect();
@@ -651,29 +584,14 @@ async fn build(
         started.external = Some((store.clone(), actual.clone()));
     }
     let pgc = info.pg_config()?;
-    seed::seed_databases(&pgc, opts.seed, opts.scale, components).await?;
-    seed::seed_buckets(
-        &store,
-        opts.seed,
-        opts.scale,
-        components,
-        &bucket_names,
-        opts.parallel,
-    )
-    .await?;
-    let report = seed::report(
-        &pgc,
-        &store,
-        opts.seed,
-        opts.scale,
-        &info.databases(),
-        &actual,
-    )
-    .await?;
-    write_private(
-        &dir.join("seed-report.json"),
-        &serde_json::to_vec_pretty(&report).map_err(std::io::Error::other)?,
-    )?;
+    let report = if opts.seed_data {
+        seed::seed_databases(&pgc, opts.seed, opts.scale, components).await?;
+        seed::seed_buckets(&store, opts.seed, opts.scale, components, &bucket_names, opts.parallel).await?;
+        seed::report(&pgc, &store, opts.seed, opts.scale, &info.databases(), &actual).await?
+    } else {
+        SeedReport { seed: opts.seed, scale: "empty".into(), ..Default::default() }
+    };
+    write_private(&dir.join("seed-report.json"), &serde_json::to_vec_pretty(&report).map_err(std::io::Error::other)?)?;
     Ok((info, report))
 }
 
@@ -689,9 +607,7 @@ fn start_s3_server(exe: &Path, dir: &Path, port: u16) -> Result<u32> {
         .stdout(log.try_clone()?)
         .stderr(log);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| SandboxError::S3Server(format!("cannot start {}: {e}", exe.display())))?;
+    let mut child = cmd.spawn().map_err(|e| SandboxError::S3Server(format!("cannot start {}: {e}", exe.display())))?;
     let pid = child.id();
     let start = Instant::now();
     loop {
@@ -700,10 +616,7 @@ fn start_s3_server(exe: &Path, dir: &Path, port: u16) -> Result<u32> {
             if log.contains("Address already in use") {
                 return Err(SandboxError::PortInUse { what: "S3", port });
             }
-            return Err(SandboxError::S3Server(format!(
-                "exited with {status}: {}",
-                log.trim()
-            )));
+            return Err(SandboxError::S3Server(format!("exited with {status}: {}", log.trim())));
         }
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             // The child outlives us; dropping `child` does not kill it.
@@ -711,9 +624,7 @@ fn start_s3_server(exe: &Path, dir: &Path, port: u16) -> Result<u32> {
         }
         if start.elapsed() > Duration::from_secs(15) {
             stop_s3_server(pid);
-            return Err(SandboxError::S3Server(format!(
-                "did not listen on port {port} within 15s"
-            )));
+            return Err(SandboxError::S3Server(format!("did not listen on port {port} within 15s")));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -785,11 +696,7 @@ pub async fn down_in(home: &Path, name: &str) -> Result<()> {
     }
     // The cluster is found through its own pid file, even without sandbox.json.
     let bindir = pgcluster::find_bindir().unwrap_or_default();
-    let pg = pgcluster::PgCluster {
-        bindir,
-        dir: dir.clone(),
-        port: 0,
-    };
+    let pg = pgcluster::PgCluster { bindir, dir: dir.clone(), port: 0 };
     pg.stop();
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
@@ -826,27 +733,13 @@ pub fn list_in(home: &Path) -> Result<Vec<ListEntry>> {
         if path.extension().is_none_or(|x| x != "sandbox") {
             continue;
         }
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let dir = PathBuf::from(std::fs::read_to_string(&path).unwrap_or_default().trim());
         match load_in(home, &name) {
             Ok(info) => {
-                let pg = pgcluster::PgCluster {
-                    bindir: PathBuf::new(),
-                    dir: dir.clone(),
-                    port: info.postgres.port,
-                };
-                let s3_ok = info
-                    .s3
-                    .pid
-                    .is_none_or(|p| process_alive(p as i32) && is_our_server(p));
-                let state = if pg.is_running() && s3_ok {
-                    "running"
-                } else {
-                    "degraded"
-                };
+                let pg = pgcluster::PgCluster { bindir: PathBuf::new(), dir: dir.clone(), port: info.postgres.port };
+                let s3_ok = info.s3.pid.is_none_or(|p| process_alive(p as i32) && is_our_server(p));
+                let state = if pg.is_running() && s3_ok { "running" } else { "degraded" };
                 out.push(ListEntry {
                     name,
                     dir,
@@ -880,10 +773,7 @@ pub async fn serve_s3(dir: &Path, port: u16) -> Result<()> {
     std::fs::write(dir.join("s3.pid"), std::process::id().to_string())?;
     let shutdown = async {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {},

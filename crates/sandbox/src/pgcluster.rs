@@ -13,11 +13,7 @@ use crate::SandboxError;
 
 /// Where `initdb`, `pg_ctl` and `postgres` live.
 pub fn find_bindir() -> Result<PathBuf, SandboxError> {
-    let has_all = |dir: &Path| {
-        ["initdb", "pg_ctl", "postgres"]
-            .iter()
-            .all(|b| dir.join(b).is_file())
-    };
+    let has_all = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
     if let Some(dir) = std::env::var_os("SPEECHVAULT_PG_BINDIR") {
         let dir = PathBuf::from(dir);
         if has_all(&dir) {
@@ -38,18 +34,10 @@ pub fn find_bindir() -> Result<PathBuf, SandboxError> {
     }
     // Debian installs versioned server binaries outside PATH.
     let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .collect()
-        })
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
         .unwrap_or_default();
     candidates.sort_by_key(|p| {
-        p.parent()
-            .and_then(|v| v.file_name())
-            .and_then(|v| v.to_str())
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(0)
+        p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0)
     });
     candidates.into_iter().rev().find(|d| has_all(d)).ok_or_else(|| {
         SandboxError::MissingPostgres(
@@ -98,19 +86,10 @@ fn server_command(bindir: &Path, program: &str) -> Command {
 
 fn run(mut cmd: Command, what: &str) -> Result<String, SandboxError> {
     cmd.stdin(Stdio::null());
-    let out = cmd
-        .output()
-        .map_err(|e| SandboxError::Postgres(format!("{what}: cannot start: {e}")))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.output().map_err(|e| SandboxError::Postgres(format!("{what}: cannot start: {e}")))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
-        return Err(SandboxError::Postgres(format!(
-            "{what} failed: {}",
-            text.trim()
-        )));
+        return Err(SandboxError::Postgres(format!("{what} failed: {}", text.trim())));
     }
     Ok(text)
 }
@@ -158,11 +137,7 @@ impl PgCluster {
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))?;
         let pwfile = self.dir.join("pg-initial-password");
         {
-            let mut f = std::fs::OpenOptions::new()
-                .create_new(true)
-                .write(true)
-                .mode(0o600)
-                .open(&pwfile)?;
+            let mut f = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(&pwfile)?;
             f.write_all(password.as_bytes())?;
         }
         let cleanup_pw = scopeguard(pwfile.clone());
@@ -178,15 +153,7 @@ impl PgCluster {
         let mut cmd = server_command(&self.bindir, "initdb");
         cmd.arg("-D")
             .arg(&data)
-            .args([
-                "-U",
-                user,
-                "--auth=scram-sha-256",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ])
+            .args(["-U", user, "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"])
             .arg(format!("--pwfile={}", pwfile.display()));
         run(cmd, "initdb")?;
         drop(cleanup_pw);
@@ -196,11 +163,9 @@ impl PgCluster {
              max_wal_size = 1GB\npassword_encryption = 'scram-sha-256'\n",
             self.port
         );
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(data.join("postgresql.conf"))?
-            .write_all(conf.as_bytes())?;
-        let hba = "# speechvault sandbox: password logins over loopback TCP only\nhost all all 127.0.0.1/32 scram-sha-256\n";
+        std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf"))?.write_all(conf.as_bytes())?;
+        let hba =
+            "# speechvault sandbox: password logins over loopback TCP only\nhost all all 127.0.0.1/32 scram-sha-256\n";
         std::fs::write(data.join("pg_hba.conf"), hba)?;
         Ok(())
     }
@@ -208,11 +173,7 @@ impl PgCluster {
     /// Starts the server and waits until it accepts connections.
     pub fn start(&self) -> Result<(), SandboxError> {
         let mut cmd = server_command(&self.bindir, "pg_ctl");
-        cmd.arg("-D")
-            .arg(self.data_dir())
-            .arg("-l")
-            .arg(self.log_file())
-            .args(["-w", "-t", "60", "start"]);
+        cmd.arg("-D").arg(self.data_dir()).arg("-l").arg(self.log_file()).args(["-w", "-t", "60", "start"]);
         // pg_ctl's children must not stay in our process group (a Ctrl-C on `sandbox up`
         // would otherwise stop the sandbox it just started).
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
@@ -221,16 +182,9 @@ impl PgCluster {
             let tail: Vec<&str> = log.lines().rev().take(5).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             if log.contains("Address already in use") {
-                SandboxError::PortInUse {
-                    what: "PostgreSQL",
-                    port: self.port,
-                }
+                SandboxError::PortInUse { what: "PostgreSQL", port: self.port }
             } else {
-                SandboxError::Postgres(format!(
-                    "{e}\nserver log ({}):\n{}",
-                    self.log_file().display(),
-                    tail.join("\n")
-                ))
+                SandboxError::Postgres(format!("{e}\nserver log ({}):\n{}", self.log_file().display(), tail.join("\n")))
             }
         })
     }
@@ -252,9 +206,7 @@ impl PgCluster {
             return;
         }
         let mut cmd = server_command(&self.bindir, "pg_ctl");
-        cmd.arg("-D")
-            .arg(self.data_dir())
-            .args(["-m", "fast", "-w", "-t", "20", "stop"]);
+        cmd.arg("-D").arg(self.data_dir()).args(["-m", "fast", "-w", "-t", "20", "stop"]);
         if run(cmd, "pg_ctl stop").is_err() && crate::process_alive(pid) {
             // SAFETY: sending a signal to a pid we read from the cluster's own pid file.
             unsafe {

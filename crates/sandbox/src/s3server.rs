@@ -119,11 +119,7 @@ impl DigestStore {
         for entry in std::fs::read_dir(root.join("tmp"))? {
             let _ = std::fs::remove_file(entry?.path());
         }
-        Ok(Self {
-            root: root.to_path_buf(),
-            state: Mutex::new(state),
-            counter: AtomicU64::new(0),
-        })
+        Ok(Self { root: root.to_path_buf(), state: Mutex::new(state), counter: AtomicU64::new(0) })
     }
 
     fn object_dir(&self, bucket: &str, digest: &str) -> PathBuf {
@@ -131,12 +127,7 @@ impl DigestStore {
     }
 
     fn unique(&self) -> String {
-        format!(
-            "{}-{}-{}",
-            std::process::id(),
-            now_ms(),
-            self.counter.fetch_add(1, Ordering::Relaxed)
-        )
+        format!("{}-{}-{}", std::process::id(), now_ms(), self.counter.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Streams a request body into a private temporary file, returning its path, size and MD5.
@@ -163,29 +154,16 @@ impl DigestStore {
     }
 
     /// Makes a spooled file the current version of `key`.
-    async fn commit(
-        &self,
-        bucket: &str,
-        key: &str,
-        spooled: &Path,
-        mut meta: ObjMeta,
-    ) -> S3Result<()> {
+    async fn commit(&self, bucket: &str, key: &str, spooled: &Path, mut meta: ObjMeta) -> S3Result<()> {
         let digest = key_digest(key);
         let dir = self.object_dir(bucket, &digest);
         let mut state = self.state.lock().await;
-        let objects = state
-            .buckets
-            .get_mut(bucket)
-            .ok_or_else(|| s3_error!(NoSuchBucket))?;
+        let objects = state.buckets.get_mut(bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
         tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
         meta.data = format!("{digest}.{}.data", self.unique());
-        tokio::fs::rename(spooled, dir.join(&meta.data))
-            .await
-            .map_err(internal)?;
+        tokio::fs::rename(spooled, dir.join(&meta.data)).await.map_err(internal)?;
         let json = serde_json::to_vec(&meta).map_err(internal)?;
-        write_atomic(&dir.join(format!("{digest}.json")), &json)
-            .await
-            .map_err(internal)?;
+        write_atomic(&dir.join(format!("{digest}.json")), &json).await.map_err(internal)?;
         if let Some(old) = objects.insert(key.to_string(), meta) {
             let _ = tokio::fs::remove_file(dir.join(old.data)).await;
         }
@@ -194,19 +172,12 @@ impl DigestStore {
 
     async fn lookup(&self, bucket: &str, key: &str) -> S3Result<ObjMeta> {
         let state = self.state.lock().await;
-        let objects = state
-            .buckets
-            .get(bucket)
-            .ok_or_else(|| s3_error!(NoSuchBucket))?;
-        objects
-            .get(key)
-            .cloned()
-            .ok_or_else(|| s3_error!(NoSuchKey))
+        let objects = state.buckets.get(bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
+        objects.get(key).cloned().ok_or_else(|| s3_error!(NoSuchKey))
     }
 
     fn data_path(&self, bucket: &str, meta: &ObjMeta) -> PathBuf {
-        self.object_dir(bucket, &key_digest(&meta.key))
-            .join(&meta.data)
+        self.object_dir(bucket, &key_digest(&meta.key)).join(&meta.data)
     }
 
     fn upload_dir(&self, id: &str) -> S3Result<PathBuf> {
@@ -218,9 +189,7 @@ impl DigestStore {
 
     async fn load_upload(&self, id: &str) -> S3Result<(PathBuf, Upload)> {
         let dir = self.upload_dir(id)?;
-        let raw = tokio::fs::read(dir.join("upload.json"))
-            .await
-            .map_err(|_| s3_error!(NoSuchUpload))?;
+        let raw = tokio::fs::read(dir.join("upload.json")).await.map_err(|_| s3_error!(NoSuchUpload))?;
         let up: Upload = serde_json::from_slice(&raw).map_err(internal)?;
         Ok((dir, up))
     }
@@ -234,18 +203,11 @@ fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {
 }
 
 fn sorted_meta(m: Option<Metadata>) -> BTreeMap<String, String> {
-    m.unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect()
+    m.unwrap_or_default().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect()
 }
 
 fn to_metadata(m: &BTreeMap<String, String>) -> Option<Metadata> {
-    if m.is_empty() {
-        None
-    } else {
-        Some(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-    }
+    if m.is_empty() { None } else { Some(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()) }
 }
 
 /// Percent-encodes a key for `encoding-type=url` listings (everything but unreserved and `/`).
@@ -274,12 +236,7 @@ fn list(
         Some(a) if a >= prefix => Bound::Excluded(a.to_string()),
         _ => Bound::Included(prefix.to_string()),
     };
-    let mut out = Listing {
-        objects: Vec::new(),
-        prefixes: Vec::new(),
-        truncated: false,
-        last: None,
-    };
+    let mut out = Listing { objects: Vec::new(), prefixes: Vec::new(), truncated: false, last: None };
     let mut iter = objects.range((start, Bound::Unbounded)).peekable();
     while let Some((key, meta)) = iter.next() {
         if !key.starts_with(prefix) {
@@ -316,27 +273,18 @@ fn list(
 
 fn to_object(m: &ObjMeta, encode: bool) -> Object {
     Object {
-        key: Some(if encode {
-            url_encode_key(&m.key)
-        } else {
-            m.key.clone()
-        }),
+        key: Some(if encode { url_encode_key(&m.key) } else { m.key.clone() }),
         size: Some(m.size as i64),
         e_tag: Some(ETag::Strong(m.etag.clone())),
         last_modified: Some(ts(m.modified_ms)),
-        storage_class: Some(ObjectStorageClass::from_static(
-            ObjectStorageClass::STANDARD,
-        )),
+        storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
         ..Default::default()
     }
 }
 
 #[async_trait::async_trait]
 impl S3 for DigestStore {
-    async fn list_buckets(
-        &self,
-        _req: S3Request<ListBucketsInput>,
-    ) -> S3Result<S3Response<ListBucketsOutput>> {
+    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
         let state = self.state.lock().await;
         let buckets = state
             .buckets
@@ -347,33 +295,22 @@ impl S3 for DigestStore {
                 ..Default::default()
             })
             .collect();
-        Ok(S3Response::new(ListBucketsOutput {
-            buckets: Some(buckets),
-            ..Default::default()
-        }))
+        Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), ..Default::default() }))
     }
 
-    async fn create_bucket(
-        &self,
-        req: S3Request<CreateBucketInput>,
-    ) -> S3Result<S3Response<CreateBucketOutput>> {
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
         let bucket = req.input.bucket;
         let mut state = self.state.lock().await;
         if state.buckets.contains_key(&bucket) {
             return Err(s3_error!(BucketAlreadyOwnedByYou));
         }
-        tokio::fs::create_dir_all(self.root.join("buckets").join(&bucket))
-            .await
-            .map_err(internal)?;
+        tokio::fs::create_dir_all(self.root.join("buckets").join(&bucket)).await.map_err(internal)?;
         state.buckets.insert(bucket.clone(), BTreeMap::new());
         state.created.insert(bucket, now_ms());
         Ok(S3Response::new(CreateBucketOutput::default()))
     }
 
-    async fn head_bucket(
-        &self,
-        req: S3Request<HeadBucketInput>,
-    ) -> S3Result<S3Response<HeadBucketOutput>> {
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
         let state = self.state.lock().await;
         if !state.buckets.contains_key(&req.input.bucket) {
             return Err(s3_error!(NoSuchBucket));
@@ -392,10 +329,7 @@ impl S3 for DigestStore {
         Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
 
-    async fn delete_bucket(
-        &self,
-        req: S3Request<DeleteBucketInput>,
-    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
         let bucket = req.input.bucket;
         let mut state = self.state.lock().await;
         match state.buckets.get(&bucket) {
@@ -403,23 +337,15 @@ impl S3 for DigestStore {
             Some(objects) if !objects.is_empty() => return Err(s3_error!(BucketNotEmpty)),
             Some(_) => {}
         }
-        tokio::fs::remove_dir_all(self.root.join("buckets").join(&bucket))
-            .await
-            .map_err(internal)?;
+        tokio::fs::remove_dir_all(self.root.join("buckets").join(&bucket)).await.map_err(internal)?;
         state.buckets.remove(&bucket);
         state.created.remove(&bucket);
         Ok(S3Response::new(DeleteBucketOutput::default()))
     }
 
-    async fn list_objects_v2(
-        &self,
-        req: S3Request<ListObjectsV2Input>,
-    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
-        let encode = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        let encode = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
         let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
         let prefix = input.prefix.clone().unwrap_or_default();
         let token = match &input.continuation_token {
@@ -437,32 +363,13 @@ impl S3 for DigestStore {
             (None, s) => s.clone(),
         };
         let state = self.state.lock().await;
-        let objects = state
-            .buckets
-            .get(&input.bucket)
-            .ok_or_else(|| s3_error!(NoSuchBucket))?;
-        let l = list(
-            objects,
-            &prefix,
-            input.delimiter.as_deref(),
-            after.as_deref(),
-            max,
-        );
+        let objects = state.buckets.get(&input.bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
+        let l = list(objects, &prefix, input.delimiter.as_deref(), after.as_deref(), max);
         let enc = |s: &str| {
-            if encode {
-                url_encode_key(s)
-            } else {
-                s.to_string()
-            }
+            if encode { url_encode_key(s) } else { s.to_string() }
         };
         let contents: Vec<Object> = l.objects.iter().map(|m| to_object(m, encode)).collect();
-        let prefixes: Vec<CommonPrefix> = l
-            .prefixes
-            .iter()
-            .map(|p| CommonPrefix {
-                prefix: Some(enc(p)),
-            })
-            .collect();
+        let prefixes: Vec<CommonPrefix> = l.prefixes.iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect();
         let output = ListObjectsV2Output {
             name: Some(input.bucket),
             prefix: input.prefix.map(|p| enc(&p)),
@@ -474,55 +381,26 @@ impl S3 for DigestStore {
             contents: (!contents.is_empty()).then_some(contents),
             common_prefixes: (!prefixes.is_empty()).then_some(prefixes),
             continuation_token: input.continuation_token,
-            next_continuation_token: if l.truncated {
-                l.last.map(hex::encode)
-            } else {
-                None
-            },
+            next_continuation_token: if l.truncated { l.last.map(hex::encode) } else { None },
             encoding_type: input.encoding_type,
             ..Default::default()
         };
         Ok(S3Response::new(output))
     }
 
-    async fn list_objects(
-        &self,
-        req: S3Request<ListObjectsInput>,
-    ) -> S3Result<S3Response<ListObjectsOutput>> {
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
         let input = req.input;
-        let encode = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        let encode = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
         let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
         let prefix = input.prefix.clone().unwrap_or_default();
         let state = self.state.lock().await;
-        let objects = state
-            .buckets
-            .get(&input.bucket)
-            .ok_or_else(|| s3_error!(NoSuchBucket))?;
-        let l = list(
-            objects,
-            &prefix,
-            input.delimiter.as_deref(),
-            input.marker.as_deref(),
-            max,
-        );
+        let objects = state.buckets.get(&input.bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
+        let l = list(objects, &prefix, input.delimiter.as_deref(), input.marker.as_deref(), max);
         let enc = |s: &str| {
-            if encode {
-                url_encode_key(s)
-            } else {
-                s.to_string()
-            }
+            if encode { url_encode_key(s) } else { s.to_string() }
         };
         let contents: Vec<Object> = l.objects.iter().map(|m| to_object(m, encode)).collect();
-        let prefixes: Vec<CommonPrefix> = l
-            .prefixes
-            .iter()
-            .map(|p| CommonPrefix {
-                prefix: Some(enc(p)),
-            })
-            .collect();
+        let prefixes: Vec<CommonPrefix> = l.prefixes.iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect();
         let output = ListObjectsOutput {
             name: Some(input.bucket),
             prefix: input.prefix.map(|p| enc(&p)),
@@ -532,28 +410,18 @@ impl S3 for DigestStore {
             is_truncated: Some(l.truncated),
             contents: (!contents.is_empty()).then_some(contents),
             common_prefixes: (!prefixes.is_empty()).then_some(prefixes),
-            next_marker: if l.truncated {
-                l.last.map(|s| enc(&s))
-            } else {
-                None
-            },
+            next_marker: if l.truncated { l.last.map(|s| enc(&s)) } else { None },
             encoding_type: input.encoding_type,
             ..Default::default()
         };
         Ok(S3Response::new(output))
     }
 
-    async fn put_object(
-        &self,
-        req: S3Request<PutObjectInput>,
-    ) -> S3Result<S3Response<PutObjectOutput>> {
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
         {
             let state = self.state.lock().await;
-            let objects = state
-                .buckets
-                .get(&input.bucket)
-                .ok_or_else(|| s3_error!(NoSuchBucket))?;
+            let objects = state.buckets.get(&input.bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
             let current = objects.get(&input.key);
             if let Some(cond) = &input.if_none_match
                 && current.is_some_and(|m| etag_matches(cond, &m.etag))
@@ -572,10 +440,7 @@ impl S3 for DigestStore {
             && expected as u64 != size
         {
             let _ = tokio::fs::remove_file(&spooled).await;
-            return Err(s3_error!(
-                IncompleteBody,
-                "got {size} bytes, announced {expected}"
-            ));
+            return Err(s3_error!(IncompleteBody, "got {size} bytes, announced {expected}"));
         }
         if let Some(content_md5) = &input.content_md5 {
             use base64_lite::encode;
@@ -598,16 +463,10 @@ impl S3 for DigestStore {
             let _ = tokio::fs::remove_file(&spooled).await;
             return Err(e);
         }
-        Ok(S3Response::new(PutObjectOutput {
-            e_tag: Some(ETag::Strong(etag)),
-            ..Default::default()
-        }))
+        Ok(S3Response::new(PutObjectOutput { e_tag: Some(ETag::Strong(etag)), ..Default::default() }))
     }
 
-    async fn head_object(
-        &self,
-        req: S3Request<HeadObjectInput>,
-    ) -> S3Result<S3Response<HeadObjectOutput>> {
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
         let meta = self.lookup(&input.bucket, &input.key).await?;
         if let Some(cond) = &input.if_match
@@ -625,10 +484,7 @@ impl S3 for DigestStore {
         }))
     }
 
-    async fn get_object(
-        &self,
-        req: S3Request<GetObjectInput>,
-    ) -> S3Result<S3Response<GetObjectOutput>> {
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
         let meta = self.lookup(&input.bucket, &input.key).await?;
         if let Some(cond) = &input.if_match
@@ -636,49 +492,36 @@ impl S3 for DigestStore {
         {
             return Err(s3_error!(PreconditionFailed));
         }
-        let mut file = tokio::fs::File::open(self.data_path(&input.bucket, &meta))
-            .await
-            .map_err(internal)?;
+        let mut file = tokio::fs::File::open(self.data_path(&input.bucket, &meta)).await.map_err(internal)?;
         let (start, len, content_range) = match input.range {
             None => (0, meta.size, None),
             Some(range) => {
                 let r = range.check(meta.size)?;
                 let len = r.end - r.start;
-                let cr = format!(
-                    "bytes {}-{}/{}",
-                    r.start,
-                    r.end.saturating_sub(1),
-                    meta.size
-                );
+                let cr = format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), meta.size);
                 (r.start, len, Some(cr))
             }
         };
         if start > 0 {
-            file.seek(std::io::SeekFrom::Start(start))
-                .await
-                .map_err(internal)?;
+            file.seek(std::io::SeekFrom::Start(start)).await.map_err(internal)?;
         }
-        let stream =
-            futures_util::stream::unfold((file, len), |(mut file, remaining)| async move {
-                if remaining == 0 {
-                    return None;
+        let stream = futures_util::stream::unfold((file, len), |(mut file, remaining)| async move {
+            if remaining == 0 {
+                return None;
+            }
+            let want = remaining.min(256 * 1024) as usize;
+            let mut buf = vec![0u8; want];
+            match file.read(&mut buf).await {
+                Ok(0) => {
+                    Some((Err(std::io::Error::other("object data file is shorter than its index entry")), (file, 0)))
                 }
-                let want = remaining.min(256 * 1024) as usize;
-                let mut buf = vec![0u8; want];
-                match file.read(&mut buf).await {
-                    Ok(0) => Some((
-                        Err(std::io::Error::other(
-                            "object data file is shorter than its index entry",
-                        )),
-                        (file, 0),
-                    )),
-                    Ok(n) => {
-                        buf.truncate(n);
-                        Some((Ok(Bytes::from(buf)), (file, remaining - n as u64)))
-                    }
-                    Err(e) => Some((Err(e), (file, 0))),
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(Bytes::from(buf)), (file, remaining - n as u64)))
                 }
-            });
+                Err(e) => Some((Err(e), (file, 0))),
+            }
+        });
         Ok(S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
             content_length: Some(len as i64),
@@ -692,16 +535,10 @@ impl S3 for DigestStore {
         }))
     }
 
-    async fn delete_object(
-        &self,
-        req: S3Request<DeleteObjectInput>,
-    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
         let mut state = self.state.lock().await;
-        let objects = state
-            .buckets
-            .get_mut(&input.bucket)
-            .ok_or_else(|| s3_error!(NoSuchBucket))?;
+        let objects = state.buckets.get_mut(&input.bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
         if let Some(old) = objects.remove(&input.key) {
             let digest = key_digest(&input.key);
             let dir = self.object_dir(&input.bucket, &digest);
@@ -711,17 +548,11 @@ impl S3 for DigestStore {
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
-    async fn delete_objects(
-        &self,
-        req: S3Request<DeleteObjectsInput>,
-    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let input = req.input;
         let mut deleted = Vec::new();
         let mut state = self.state.lock().await;
-        let objects = state
-            .buckets
-            .get_mut(&input.bucket)
-            .ok_or_else(|| s3_error!(NoSuchBucket))?;
+        let objects = state.buckets.get_mut(&input.bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
         for id in input.delete.objects {
             if let Some(old) = objects.remove(&id.key) {
                 let digest = key_digest(&id.key);
@@ -729,15 +560,9 @@ impl S3 for DigestStore {
                 let _ = tokio::fs::remove_file(dir.join(format!("{digest}.json"))).await;
                 let _ = tokio::fs::remove_file(dir.join(&old.data)).await;
             }
-            deleted.push(DeletedObject {
-                key: Some(id.key),
-                ..Default::default()
-            });
+            deleted.push(DeletedObject { key: Some(id.key), ..Default::default() });
         }
-        Ok(S3Response::new(DeleteObjectsOutput {
-            deleted: Some(deleted),
-            ..Default::default()
-        }))
+        Ok(S3Response::new(DeleteObjectsOutput { deleted: Some(deleted), ..Default::default() }))
     }
 
     async fn create_multipart_upload(
@@ -760,12 +585,7 @@ impl S3 for DigestStore {
             content_type: input.content_type,
             metadata: sorted_meta(input.metadata),
         };
-        write_atomic(
-            &dir.join("upload.json"),
-            &serde_json::to_vec(&up).map_err(internal)?,
-        )
-        .await
-        .map_err(internal)?;
+        write_atomic(&dir.join("upload.json"), &serde_json::to_vec(&up).map_err(internal)?).await.map_err(internal)?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -774,10 +594,7 @@ impl S3 for DigestStore {
         }))
     }
 
-    async fn upload_part(
-        &self,
-        req: S3Request<UploadPartInput>,
-    ) -> S3Result<S3Response<UploadPartOutput>> {
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         let input = req.input;
         let (dir, up) = self.load_upload(&input.upload_id).await?;
         if up.bucket != input.bucket || up.key != input.key {
@@ -806,10 +623,7 @@ impl S3 for DigestStore {
             }
         }
         tokio::fs::rename(&spooled, &part).await.map_err(internal)?;
-        Ok(S3Response::new(UploadPartOutput {
-            e_tag: Some(ETag::Strong(etag)),
-            ..Default::default()
-        }))
+        Ok(S3Response::new(UploadPartOutput { e_tag: Some(ETag::Strong(etag)), ..Default::default() }))
     }
 
     async fn complete_multipart_upload(
@@ -821,10 +635,7 @@ impl S3 for DigestStore {
         if up.bucket != input.bucket || up.key != input.key {
             return Err(s3_error!(NoSuchUpload));
         }
-        let parts = input
-            .multipart_upload
-            .and_then(|m| m.parts)
-            .unwrap_or_default();
+        let parts = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
         if parts.is_empty() {
             return Err(s3_error!(MalformedXML, "no parts given"));
         }
@@ -835,11 +646,7 @@ impl S3 for DigestStore {
         let mut last = 0;
         for (i, p) in parts.iter().enumerate() {
             let n = p.part_number.unwrap_or(0);
-            let etag = p
-                .e_tag
-                .as_ref()
-                .map(|e| e.value().to_string())
-                .unwrap_or_default();
+            let etag = p.e_tag.as_ref().map(|e| e.value().to_string()).unwrap_or_default();
             if n <= last {
                 let _ = tokio::fs::remove_file(&out_path).await;
                 return Err(s3_error!(InvalidPartOrder));
@@ -850,10 +657,7 @@ impl S3 for DigestStore {
                 Ok(f) => f,
                 Err(_) => {
                     let _ = tokio::fs::remove_file(&out_path).await;
-                    return Err(s3_error!(
-                        InvalidPart,
-                        "part {n} with ETag {etag} was not uploaded"
-                    ));
+                    return Err(s3_error!(InvalidPart, "part {n} with ETag {etag} was not uploaded"));
                 }
             };
             let len = f.metadata().await.map_err(internal)?.len();
@@ -906,24 +710,12 @@ mod base64_lite {
         const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut out = String::new();
         for chunk in data.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             out.push(T[(n >> 18) as usize & 63] as char);
             out.push(T[(n >> 12) as usize & 63] as char);
-            out.push(if chunk.len() > 1 {
-                T[(n >> 6) as usize & 63] as char
-            } else {
-                '='
-            });
-            out.push(if chunk.len() > 2 {
-                T[n as usize & 63] as char
-            } else {
-                '='
-            });
+            out.push(if chunk.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
+            out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
         }
         out
     }
@@ -989,14 +781,7 @@ pub async fn spawn_in_process(
     let stop2 = stop.clone();
     let (ak, sk) = (access_key.to_string(), secret_key.to_string());
     tokio::spawn(async move {
-        let _ = serve(
-            store,
-            listener,
-            &ak,
-            &sk,
-            async move { stop2.notified().await },
-        )
-        .await;
+        let _ = serve(store, listener, &ak, &sk, async move { stop2.notified().await }).await;
     });
     Ok((format!("http://{addr}"), stop))
 }
@@ -1024,20 +809,14 @@ mod tests {
             m.insert(k.to_string(), meta(k));
         }
         let l = list(&m, "", None, None, 2);
-        assert_eq!(
-            l.objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(),
-            ["a", "a/b"]
-        );
+        assert_eq!(l.objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["a", "a/b"]);
         assert!(l.truncated);
         let l2 = list(&m, "", None, l.last.as_deref(), 1000);
         assert_eq!(l2.objects.len(), 4);
         assert!(!l2.truncated);
         let d = list(&m, "", Some("/"), None, 1000);
         assert_eq!(d.prefixes, ["a/", "c/"]);
-        assert_eq!(
-            d.objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
+        assert_eq!(d.objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         let p = list(&m, "a/", Some("/"), None, 1000);
         assert_eq!(p.prefixes, ["a/c/"]);
         assert_eq!(p.objects.len(), 1);

@@ -39,9 +39,7 @@ impl std::str::FromStr for Scale {
             "tiny" => Ok(Self::Tiny),
             "small" => Ok(Self::Small),
             "medium" => Ok(Self::Medium),
-            other => Err(SandboxError::BadInput(format!(
-                "unknown scale {other:?}: use tiny, small or medium"
-            ))),
+            other => Err(SandboxError::BadInput(format!("unknown scale {other:?}: use tiny, small or medium"))),
         }
     }
 }
@@ -134,35 +132,23 @@ pub fn instances(seed: u64) -> Vec<(InstanceId, String)> {
         rng.fill_bytes(&mut b);
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
-        InstanceId::parse(&hex::encode(b))
-            .unwrap_or_else(|_| unreachable!("32 hex digits always parse"))
+        InstanceId::parse(&hex::encode(b)).unwrap_or_else(|_| unreachable!("32 hex digits always parse"))
     };
     let a = uuid();
     let b = uuid();
     let numeric = 1_612_345_678_900_000u64 + seed % 100_000;
-    let c = InstanceId::parse(&numeric.to_string())
-        .unwrap_or_else(|_| unreachable!("digits always parse"));
+    let c = InstanceId::parse(&numeric.to_string()).unwrap_or_else(|_| unreachable!("digits always parse"));
     vec![
         (a, "uuid instance".into()),
         (b, "uuid instance".into()),
-        (
-            c,
-            format!("numeric Cloud Pak for Data instance id {numeric}"),
-        ),
+        (c, format!("numeric Cloud Pak for Data instance id {numeric}")),
     ]
 }
 
 /// md5 of a string, as PostgreSQL's `md5(text)::uuid` renders it.
 fn md5_uuid(s: &str) -> String {
     let h = hex::encode(Md5::digest(s.as_bytes()));
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 fn stt_customization_id(seed: u64, g: u32) -> String {
@@ -214,8 +200,7 @@ pub struct SeedObject {
 /// Deterministic body of an object.
 pub fn body_of(seed: u64, obj: &SeedObject, offset: usize, len: usize) -> Bytes {
     let mut key_seed = [0u8; 32];
-    let digest =
-        sha2::Sha256::digest(format!("{seed}\0{}\0{}\0{offset}", obj.bucket, obj.key).as_bytes());
+    let digest = sha2::Sha256::digest(format!("{seed}\0{}\0{}\0{offset}", obj.bucket, obj.key).as_bytes());
     key_seed.copy_from_slice(&digest);
     let mut rng = ChaCha8Rng::from_seed(key_seed);
     if obj.text {
@@ -257,63 +242,24 @@ pub fn body_of(seed: u64, obj: &SeedObject, offset: usize, len: usize) -> Bytes 
 }
 
 fn meta(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
 /// The keys a filesystem copy loses or mangles, each stored as written.
 pub fn edge_case_objects() -> Vec<SeedObject> {
-    let long = format!(
-        "customizations/edge-cases/long/{}/{}.bin",
-        "x".repeat(300),
-        "y".repeat(600)
-    );
+    let long = format!("customizations/edge-cases/long/{}/{}.bin", "x".repeat(300), "y".repeat(600));
     let keys: Vec<(String, usize, bool)> = vec![
-        (
-            "customizations/edge-cases/dot-dot/../escape.txt".into(),
-            33,
-            true,
-        ),
-        (
-            "customizations/edge-cases/double//slash.txt".into(),
-            44,
-            true,
-        ),
-        (
-            "customizations/edge-cases/./single-dot.txt".into(),
-            21,
-            true,
-        ),
-        (
-            "customizations/edge-cases/ends-with-dots/..".into(),
-            17,
-            true,
-        ),
+        ("customizations/edge-cases/dot-dot/../escape.txt".into(), 33, true),
+        ("customizations/edge-cases/double//slash.txt".into(), 44, true),
+        ("customizations/edge-cases/./single-dot.txt".into(), 21, true),
+        ("customizations/edge-cases/ends-with-dots/..".into(), 17, true),
         ("customizations/edge-cases/prefix".into(), 100, false),
-        (
-            "customizations/edge-cases/prefix/child.txt".into(),
-            50,
-            true,
-        ),
+        ("customizations/edge-cases/prefix/child.txt".into(), 50, true),
         ("customizations/edge-cases/trailing-slash/".into(), 12, true),
-        (
-            "customizations/edge-cases/empty-folder-marker/".into(),
-            0,
-            false,
-        ),
+        ("customizations/edge-cases/empty-folder-marker/".into(), 0, false),
         ("customizations/edge-cases/empty.bin".into(), 0, false),
-        (
-            "customizations/edge-cases/ünïcödé/日本語 テキスト.txt".into(),
-            64,
-            true,
-        ),
-        (
-            "customizations/edge-cases/special chars ?#%+&=;:@$,'!\"*()[]{}<>|^`~.txt".into(),
-            30,
-            true,
-        ),
+        ("customizations/edge-cases/ünïcödé/日本語 テキスト.txt".into(), 64, true),
+        ("customizations/edge-cases/special chars ?#%+&=;:@$,'!\"*()[]{}<>|^`~.txt".into(), 30, true),
         ("customizations/edge-cases/tab\there.txt".into(), 9, true),
         ("customizations/edge-cases/a-b/x".into(), 5, true),
         ("customizations/edge-cases/a/y".into(), 6, true),
@@ -325,15 +271,8 @@ pub fn edge_case_objects() -> Vec<SeedObject> {
             key,
             size,
             text,
-            content_type: if text {
-                "text/plain; charset=utf-8".into()
-            } else {
-                "application/octet-stream".into()
-            },
-            metadata: meta(&[
-                ("edge-case", "true".into()),
-                ("note", "kept byte-exact".into()),
-            ]),
+            content_type: if text { "text/plain; charset=utf-8".into() } else { "application/octet-stream".into() },
+            metadata: meta(&[("edge-case", "true".into()), ("note", "kept byte-exact".into())]),
             multipart_part: None,
         })
         .collect()
@@ -346,12 +285,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
     let mut out = Vec::new();
     let has = |c: &str| components.iter().any(|x| x == c);
     if has("baseModels") {
-        let langs = [
-            "en-US_BroadbandModel",
-            "en-GB_NarrowbandModel",
-            "de-DE_Multimedia",
-            "ja-JP_Telephony",
-        ];
+        let langs = ["en-US_BroadbandModel", "en-GB_NarrowbandModel", "de-DE_Multimedia", "ja-JP_Telephony"];
         for m in 0..p.base_models {
             let lang = langs[m as usize % langs.len()];
             out.push(SeedObject {
@@ -360,10 +294,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                 size: p.base_model_bytes,
                 text: false,
                 content_type: "application/octet-stream".into(),
-                metadata: meta(&[
-                    ("model", lang.into()),
-                    ("version", format!("{}", 3 + m / 4)),
-                ]),
+                metadata: meta(&[("model", lang.into()), ("version", format!("{}", 3 + m / 4))]),
                 multipart_part: Some(5 * 1024 * 1024),
             });
             out.push(SeedObject {
@@ -381,13 +312,8 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
         for g in 1..=p.stt_customizations {
             let id = stt_customization_id(seed, g);
             let owner = inst[(g % 3) as usize].0.to_string();
-            let m = |kind: &str| {
-                meta(&[
-                    ("customization-id", id.clone()),
-                    ("owner", owner.clone()),
-                    ("kind", kind.into()),
-                ])
-            };
+            let m =
+                |kind: &str| meta(&[("customization-id", id.clone()), ("owner", owner.clone()), ("kind", kind.into())]);
             for c in 1..=p.corpora_per_customization {
                 out.push(SeedObject {
                     bucket: "stt-customization-icp".into(),
@@ -412,8 +338,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                 out.push(SeedObject {
                     bucket: "stt-customization-icp".into(),
                     key: format!("customizations/{id}/audio/audio-{a}.wav"),
-                    size: p.audio_bytes / 2
-                        + (g as usize * 7919 + a as usize * 104_729) % p.audio_bytes,
+                    size: p.audio_bytes / 2 + (g as usize * 7919 + a as usize * 104_729) % p.audio_bytes,
                     text: false,
                     content_type: "audio/wav".into(),
                     metadata: m("audio"),
@@ -463,57 +388,33 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
 
 /// Uploads one object under bucket `actual` (the profile bucket, possibly suffixed). The body
 /// derives from the profile name, so a suffix does not change the data.
-async fn upload(
-    store: &ObjectStore,
-    seed: u64,
-    obj: &SeedObject,
-    actual: &str,
-) -> Result<(), SandboxError> {
-    let opts = PutOptions {
-        content_type: Some(obj.content_type.clone()),
-        metadata: obj.metadata.clone(),
-    };
-    let map = |e: speechvault::objstore::ObjStoreError| {
-        SandboxError::Seed(format!("upload {actual}/{}: {e}", obj.key))
-    };
+async fn upload(store: &ObjectStore, seed: u64, obj: &SeedObject, actual: &str) -> Result<(), SandboxError> {
+    let opts = PutOptions { content_type: Some(obj.content_type.clone()), metadata: obj.metadata.clone() };
+    let map = |e: speechvault::objstore::ObjStoreError| SandboxError::Seed(format!("upload {actual}/{}: {e}", obj.key));
     match obj.multipart_part {
         Some(part) if obj.size > part => {
-            let id = store
-                .create_multipart(actual, &obj.key, &opts)
-                .await
-                .map_err(map)?;
+            let id = store.create_multipart(actual, &obj.key, &opts).await.map_err(map)?;
             let mut parts = Vec::new();
             let mut offset = 0;
             while offset < obj.size {
                 let len = part.min(obj.size - offset);
                 let n = parts.len() as u32 + 1;
-                let etag = store
-                    .upload_part(actual, &obj.key, &id, n, body_of(seed, obj, offset, len))
-                    .await
-                    .map_err(map)?;
+                let etag =
+                    store.upload_part(actual, &obj.key, &id, n, body_of(seed, obj, offset, len)).await.map_err(map)?;
                 parts.push((n, etag));
                 offset += len;
             }
-            store
-                .complete_multipart(actual, &obj.key, &id, &parts)
-                .await
-                .map_err(map)?;
+            store.complete_multipart(actual, &obj.key, &id, &parts).await.map_err(map)?;
         }
         _ => {
-            store
-                .put_object(actual, &obj.key, body_of(seed, obj, 0, obj.size), &opts)
-                .await
-                .map_err(map)?;
+            store.put_object(actual, &obj.key, body_of(seed, obj, 0, obj.size), &opts).await.map_err(map)?;
         }
     }
     Ok(())
 }
 
 fn owners_array(seed: u64, cast: &str) -> String {
-    let ids: Vec<String> = instances(seed)
-        .iter()
-        .map(|(i, _)| format!("'{i}'"))
-        .collect();
+    let ids: Vec<String> = instances(seed).iter().map(|(i, _)| format!("'{i}'")).collect();
     format!("(ARRAY[{}]::{cast}[])", ids.join(","))
 }
 
@@ -771,12 +672,7 @@ WHERE g % 4 = 2;
 }
 
 /// Creates and fills the databases of the selected components.
-pub async fn seed_databases(
-    pg: &PgConfig,
-    seed: u64,
-    scale: Scale,
-    components: &[String],
-) -> Result<(), SandboxError> {
+pub async fn seed_databases(pg: &PgConfig, seed: u64, scale: Scale, components: &[String]) -> Result<(), SandboxError> {
     let p = scale.params();
     let admin = pg.connect("postgres").await?;
     let mut plan: Vec<(&str, String)> = Vec::new();
@@ -790,21 +686,9 @@ pub async fn seed_databases(
         plan.push(("stt-async", stt_async_sql(seed, &p)));
     }
     for (db, sql) in &plan {
-        execute(
-            &admin,
-            "postgres",
-            "create database",
-            &format!("CREATE DATABASE {}", quote_ident(db)),
-        )
-        .await?;
+        execute(&admin, "postgres", "create database", &format!("CREATE DATABASE {}", quote_ident(db))).await?;
         let client = pg.connect(db).await?;
-        execute(
-            &client,
-            db,
-            "seed schema and rows",
-            &format!("BEGIN;\n{sql}\nCOMMIT; ANALYZE;"),
-        )
-        .await?;
+        execute(&client, db, "seed schema and rows", &format!("BEGIN;\n{sql}\nCOMMIT; ANALYZE;")).await?;
     }
     Ok(())
 }
@@ -820,18 +704,11 @@ pub async fn seed_buckets(
     parallel: usize,
 ) -> Result<(), SandboxError> {
     for (_, actual) in names {
-        store
-            .create_bucket(actual)
-            .await
-            .map_err(|e| SandboxError::Seed(format!("create bucket {actual}: {e}")))?;
+        store.create_bucket(actual).await.map_err(|e| SandboxError::Seed(format!("create bucket {actual}: {e}")))?;
     }
     let objs = objects(seed, scale, components);
-    let actual_of = |profile: &str| {
-        names
-            .iter()
-            .find(|(p, _)| p == profile)
-            .map_or(profile.to_string(), |(_, a)| a.clone())
-    };
+    let actual_of =
+        |profile: &str| names.iter().find(|(p, _)| p == profile).map_or(profile.to_string(), |(_, a)| a.clone());
     let jobs = objs.iter().map(|o| {
         let actual = actual_of(&o.bucket);
         async move { upload(store, seed, o, &actual).await }
@@ -855,13 +732,7 @@ pub async fn report(
     let mut rep = SeedReport {
         seed,
         scale: scale.to_string(),
-        instances: instances(seed)
-            .into_iter()
-            .map(|(id, note)| SeededInstance {
-                id: id.to_string(),
-                note,
-            })
-            .collect(),
+        instances: instances(seed).into_iter().map(|(id, note)| SeededInstance { id: id.to_string(), note }).collect(),
         ..Default::default()
     };
     for db in databases {
@@ -879,30 +750,17 @@ pub async fn report(
         for t in tables {
             let qualified: String = t.get(0);
             let name: String = t.get(1);
-            let rows = speechvault::pg::query(
-                &client,
-                db,
-                "count rows",
-                &format!("SELECT count(*) FROM {qualified}"),
-                &[],
-            )
-            .await?;
+            let rows =
+                speechvault::pg::query(&client, db, "count rows", &format!("SELECT count(*) FROM {qualified}"), &[])
+                    .await?;
             counts.insert(name, rows[0].get::<_, i64>(0));
         }
         rep.databases.insert(db.clone(), counts);
     }
     for b in buckets {
-        let list = store
-            .list_all(b, "")
-            .await
-            .map_err(|e| SandboxError::Seed(format!("list {b}: {e}")))?;
-        rep.buckets.insert(
-            b.clone(),
-            BucketReport {
-                objects: list.len() as u64,
-                bytes: list.iter().map(|o| o.size).sum(),
-            },
-        );
+        let list = store.list_all(b, "").await.map_err(|e| SandboxError::Seed(format!("list {b}: {e}")))?;
+        rep.buckets
+            .insert(b.clone(), BucketReport { objects: list.len() as u64, bytes: list.iter().map(|o| o.size).sum() });
     }
     if buckets.iter().any(|b| b == "stt-customization-icp") {
         rep.edge_case_keys = edge_case_objects().into_iter().map(|o| o.key).collect();
@@ -927,14 +785,8 @@ mod tests {
         let a = objects(7, Scale::Tiny, &["sttCustomization".into()]);
         let b = objects(7, Scale::Tiny, &["sttCustomization".into()]);
         assert_eq!(a.len(), b.len());
-        assert_eq!(
-            body_of(7, &a[3], 0, a[3].size),
-            body_of(7, &b[3], 0, b[3].size)
-        );
-        assert_ne!(
-            body_of(7, &a[3], 0, a[3].size),
-            body_of(8, &a[3], 0, a[3].size)
-        );
+        assert_eq!(body_of(7, &a[3], 0, a[3].size), body_of(7, &b[3], 0, b[3].size));
+        assert_ne!(body_of(7, &a[3], 0, a[3].size), body_of(8, &a[3], 0, a[3].size));
         assert_eq!(body_of(7, &a[3], 0, a[3].size).len(), a[3].size);
         let inst = instances(7);
         assert_eq!(inst.len(), 3);
@@ -943,14 +795,8 @@ mod tests {
 
     #[test]
     fn medium_scale_meets_the_benchmark_floor() {
-        let all: Vec<String> = [
-            "sttCustomization",
-            "ttsCustomization",
-            "sttAsync",
-            "baseModels",
-        ]
-        .map(String::from)
-        .into();
+        let all: Vec<String> =
+            ["sttCustomization", "ttsCustomization", "sttAsync", "baseModels"].map(String::from).into();
         let objs = objects(1, Scale::Medium, &all);
         let bytes: usize = objs.iter().map(|o| o.size).sum();
         assert!(objs.len() >= 25_000, "{} objects", objs.len());

@@ -46,12 +46,7 @@ pub enum BackupError {
     #[error(
         "{busy} asynchronous jobs still waiting or processing in {database}.{table} after {waited:?}; stop the sttAsync services or retry later (nothing was written)"
     )]
-    JobsBusy {
-        database: String,
-        table: String,
-        busy: i64,
-        waited: Duration,
-    },
+    JobsBusy { database: String, table: String, busy: i64, waited: Duration },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -71,21 +66,13 @@ pub struct BackupOptions {
 
 impl Default for BackupOptions {
     fn default() -> Self {
-        Self {
-            components: None,
-            wait_for_async_jobs: None,
-            parallel: default_parallelism(),
-            dump_part_size: 16 << 20,
-        }
+        Self { components: None, wait_for_async_jobs: None, parallel: default_parallelism(), dump_part_size: 16 << 20 }
     }
 }
 
 /// Parallel transfers sized for the host: I/O-bound, so several per core.
 pub fn default_parallelism() -> usize {
-    std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(2, 16)
-        * 8
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 16) * 8
 }
 
 /// What a backup did.
@@ -115,12 +102,7 @@ pub struct BucketSummary {
 }
 
 fn tags(inst: &Installation, id: &str, what: &str) -> Vec<String> {
-    vec![
-        manifest::TAG.into(),
-        manifest::backup_tag(id),
-        format!("installation:{}", inst.name),
-        what.into(),
-    ]
+    vec![manifest::TAG.into(), manifest::backup_tag(id), format!("installation:{}", inst.name), what.into()]
 }
 
 /// Runs a backup of `inst` into `vault`. On failure, no snapshot of this backup remains.
@@ -154,10 +136,7 @@ pub async fn run(
 }
 
 /// Table name -> `schema.table` quoted, for every user table.
-pub async fn user_tables(
-    client: &tokio_postgres::Client,
-    db: &str,
-) -> Result<Vec<(String, String)>, PgError> {
+pub async fn user_tables(client: &tokio_postgres::Client, db: &str) -> Result<Vec<(String, String)>, PgError> {
     let rows = query(
         client,
         db,
@@ -174,20 +153,10 @@ pub async fn user_tables(
 }
 
 /// Exact row count of every user table.
-pub async fn count_rows(
-    client: &tokio_postgres::Client,
-    db: &str,
-) -> Result<BTreeMap<String, i64>, PgError> {
+pub async fn count_rows(client: &tokio_postgres::Client, db: &str) -> Result<BTreeMap<String, i64>, PgError> {
     let mut out = BTreeMap::new();
     for (name, quoted) in user_tables(client, db).await? {
-        let rows = query(
-            client,
-            db,
-            "count rows",
-            &format!("SELECT count(*) FROM {quoted}"),
-            &[],
-        )
-        .await?;
+        let rows = query(client, db, "count rows", &format!("SELECT count(*) FROM {quoted}"), &[]).await?;
         out.insert(name, rows[0].get::<_, i64>(0));
     }
     Ok(out)
@@ -273,16 +242,10 @@ async fn run_inner(
     let inv = inventory::take(inst, profile, &store).await?;
     let components = inventory::components(inst, profile, &inv, opts.components.as_deref())?;
     let selected = profile.select(&components)?;
-    let mut databases: Vec<String> = selected
-        .iter()
-        .flat_map(|(_, c)| c.databases.clone())
-        .collect();
+    let mut databases: Vec<String> = selected.iter().flat_map(|(_, c)| c.databases.clone()).collect();
     databases.sort();
     databases.dedup();
-    let mut buckets: Vec<String> = selected
-        .iter()
-        .flat_map(|(_, c)| c.buckets.clone())
-        .collect();
+    let mut buckets: Vec<String> = selected.iter().flat_map(|(_, c)| c.buckets.clone()).collect();
     buckets.sort();
     buckets.dedup();
 
@@ -338,25 +301,17 @@ async fn run_inner(
         instance_ids: instance_ids.into_iter().collect(),
     };
     progress.phase("writing the manifest", 0, 0);
-    let data =
-        serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Internal(e.to_string()))?;
+    let data = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Internal(e.to_string()))?;
     let spec = SnapshotSpec {
         host: inst.name.clone(),
         label: "manifest".into(),
         tags: tags(inst, id, "manifest"),
         path: PathBuf::from("/speechvault"),
-        description: Some(format!(
-            "speechvault backup {id} of {}: manifest",
-            inst.name
-        )),
+        description: Some(format!("speechvault backup {id} of {}: manifest", inst.name)),
     };
     let v = vault.clone();
     let snap = tokio::task::spawn_blocking(move || {
-        v.archive(
-            MemorySource::new(PathBuf::from(manifest::MANIFEST_PATH), data),
-            &spec,
-            None,
-        )
+        v.archive(MemorySource::new(PathBuf::from(manifest::MANIFEST_PATH), data), &spec, None)
     })
     .await
     .map_err(|e| BackupError::Internal(e.to_string()))??;
@@ -372,26 +327,14 @@ async fn run_inner(
             .map(|(n, d)| {
                 (
                     n.clone(),
-                    DatabaseSummary {
-                        dump_bytes: d.dump_bytes,
-                        tables: d.tables.len(),
-                        rows: d.tables.values().sum(),
-                    },
+                    DatabaseSummary { dump_bytes: d.dump_bytes, tables: d.tables.len(), rows: d.tables.values().sum() },
                 )
             })
             .collect(),
         buckets: manifest
             .buckets
             .iter()
-            .map(|(n, b)| {
-                (
-                    n.clone(),
-                    BucketSummary {
-                        objects: b.objects,
-                        bytes: b.bytes,
-                    },
-                )
-            })
+            .map(|(n, b)| (n.clone(), BucketSummary { objects: b.objects, bytes: b.bytes }))
             .collect(),
         snapshots: written.iter().map(|s| s.to_string()).collect(),
         instance_ids: manifest.instance_ids.clone(),
@@ -411,22 +354,8 @@ async fn dump_database(
     // Count rows and read owners in the very snapshot pg_dump will dump from.
     let client = inst.postgres.connect(db).await?;
     let snapshot_id: String = {
-        crate::pg::execute(
-            &client,
-            db,
-            "begin snapshot",
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        )
-        .await?;
-        query(
-            &client,
-            db,
-            "export snapshot",
-            "SELECT pg_export_snapshot()",
-            &[],
-        )
-        .await?[0]
-            .get(0)
+        crate::pg::execute(&client, db, "begin snapshot", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        query(&client, db, "export snapshot", "SELECT pg_export_snapshot()", &[]).await?[0].get(0)
     };
     let tables = count_rows(&client, db).await?;
     let mut owners = BTreeMap::new();
@@ -443,9 +372,7 @@ async fn dump_database(
             let rows = query(&client, db, "read owners", &sql, &[]).await?;
             owners.insert(
                 format!("{}.{col}", rule.table),
-                rows.iter()
-                    .map(|r| r.get::<_, String>(0))
-                    .collect::<Vec<_>>(),
+                rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>(),
             );
         }
     }
@@ -455,16 +382,10 @@ async fn dump_database(
     let mut cmd = std::process::Command::new(&pg_dump);
     // Uncompressed, so the repository can deduplicate unchanged rows between backups and
     // compress with zstd itself.
-    cmd.args([
-        "--format=custom",
-        "--compress=0",
-        "--no-password",
-        "--snapshot",
-        &snapshot_id,
-    ])
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
+    cmd.args(["--format=custom", "--compress=0", "--no-password", "--snapshot", &snapshot_id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     env.apply(&mut cmd);
     cmd.env("PGDATABASE", db);
     let failures = Failures::default();
@@ -487,14 +408,8 @@ async fn dump_database(
             database: dbname.clone(),
             reason: format!("cannot start {}: {e}", pg_dump.display()),
         })?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| BackupError::Internal("pg_dump has no stdout".into()))?;
-        let mut stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| BackupError::Internal("pg_dump has no stderr".into()))?;
+        let stdout = child.stdout.take().ok_or_else(|| BackupError::Internal("pg_dump has no stdout".into()))?;
+        let mut stderr = child.stderr.take().ok_or_else(|| BackupError::Internal("pg_dump has no stderr".into()))?;
         let err_reader = std::thread::spawn(move || {
             let mut s = String::new();
             let _ = stderr.read_to_string(&mut s);
@@ -516,10 +431,7 @@ async fn dump_database(
     crate::pg::execute(&client, db, "end snapshot", "COMMIT").await?;
     let snap = snap?;
     written.push(snap.id);
-    let status = status.map_err(|e| BackupError::Dump {
-        database: db.into(),
-        reason: e.to_string(),
-    })?;
+    let status = status.map_err(|e| BackupError::Dump { database: db.into(), reason: e.to_string() })?;
     if !status.success() {
         return Err(BackupError::Dump {
             database: db.into(),
@@ -528,10 +440,7 @@ async fn dump_database(
     }
     let fails = failures.list();
     if !fails.is_empty() {
-        return Err(BackupError::Source {
-            part: format!("database {db}"),
-            failures: fails,
-        });
+        return Err(BackupError::Source { part: format!("database {db}"), failures: fails });
     }
     Ok(DatabaseEntry {
         snapshot: snap.id.to_string(),
@@ -562,22 +471,11 @@ async fn backup_bucket(
     let planned = source::plan_objects(&root, listed);
     crate::repository::check_path_order(planned.iter().map(|p| p.path.as_path()))?;
     let total: u64 = planned.iter().map(|p| p.info.size).sum();
-    progress.phase(
-        format!("backing up bucket {actual}"),
-        total,
-        planned.len() as u64,
-    );
+    progress.phase(format!("backing up bucket {actual}"), total, planned.len() as u64);
     let failures = Failures::default();
     let p2 = progress.clone();
     let counter: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| p2.add_bytes(n));
-    let (src, digests) = source::bucket_source(
-        store,
-        &actual,
-        &planned,
-        opts.parallel,
-        &failures,
-        Some(counter),
-    );
+    let (src, digests) = source::bucket_source(store, &actual, &planned, opts.parallel, &failures, Some(counter));
     let spec = SnapshotSpec {
         host: inst.name.clone(),
         label: format!("bucket:{bucket}"),
@@ -614,10 +512,7 @@ async fn backup_bucket(
     }
     if !fails.is_empty() {
         fails.truncate(20);
-        return Err(BackupError::Source {
-            part: format!("bucket {actual}"),
-            failures: fails,
-        });
+        return Err(BackupError::Source { part: format!("bucket {actual}"), failures: fails });
     }
     entries.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(BucketEntry {

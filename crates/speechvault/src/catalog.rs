@@ -18,9 +18,7 @@ pub enum CatalogError {
     NotFound(String),
     #[error("{0:?} matches more than one backup; give more of the id")]
     Ambiguous(String),
-    #[error(
-        "backup {0} is incomplete (it has no manifest: the backup failed or was interrupted) and cannot be used"
-    )]
+    #[error("backup {0} is incomplete (it has no manifest: the backup failed or was interrupted) and cannot be used")]
     Incomplete(String),
     #[error("the manifest of backup {id} is unreadable: {reason}")]
     BadManifest { id: String, reason: String },
@@ -65,15 +63,10 @@ impl BackupSet {
 
     /// Reads the manifest.
     pub fn manifest(&self, reader: &VaultReader) -> Result<Manifest, CatalogError> {
-        let snap = self
-            .manifest
-            .as_ref()
-            .ok_or_else(|| CatalogError::Incomplete(self.id.clone()))?;
+        let snap = self.manifest.as_ref().ok_or_else(|| CatalogError::Incomplete(self.id.clone()))?;
         let raw = reader.read(snap, manifest::MANIFEST_PATH)?;
-        let m: Manifest = serde_json::from_slice(&raw).map_err(|e| CatalogError::BadManifest {
-            id: self.id.clone(),
-            reason: e.to_string(),
-        })?;
+        let m: Manifest = serde_json::from_slice(&raw)
+            .map_err(|e| CatalogError::BadManifest { id: self.id.clone(), reason: e.to_string() })?;
         if m.backup_id != self.id {
             return Err(CatalogError::BadManifest {
                 id: self.id.clone(),
@@ -92,18 +85,10 @@ pub fn backup_sets(vault: &Vault) -> Result<Vec<BackupSet>, CatalogError> {
         if !tags.iter().any(|t| t == manifest::TAG) {
             continue;
         }
-        let Some(id) = tags
-            .iter()
-            .find_map(|t| t.strip_prefix("backup:"))
-            .map(str::to_string)
-        else {
+        let Some(id) = tags.iter().find_map(|t| t.strip_prefix("backup:")).map(str::to_string) else {
             continue;
         };
-        let installation = tags
-            .iter()
-            .find_map(|t| t.strip_prefix("installation:"))
-            .unwrap_or_default()
-            .to_string();
+        let installation = tags.iter().find_map(|t| t.strip_prefix("installation:")).unwrap_or_default().to_string();
         let time = snap.time.timestamp().to_string();
         let set = sets.entry(id.clone()).or_insert_with(|| BackupSet {
             id: id.clone(),
@@ -127,23 +112,14 @@ pub fn backup_sets(vault: &Vault) -> Result<Vec<BackupSet>, CatalogError> {
 
 /// Finds a complete backup: `latest` (optionally of one installation), an id, or a unique
 /// prefix of an id.
-pub fn find(
-    sets: &[BackupSet],
-    selector: &str,
-    installation: Option<&str>,
-) -> Result<BackupSet, CatalogError> {
+pub fn find(sets: &[BackupSet], selector: &str, installation: Option<&str>) -> Result<BackupSet, CatalogError> {
     let found = if selector == "latest" {
         sets.iter()
             .rev()
             .find(|s| s.complete() && installation.is_none_or(|i| s.installation == i))
-            .ok_or_else(|| CatalogError::NoBackup {
-                installation: installation.map(str::to_string),
-            })?
+            .ok_or_else(|| CatalogError::NoBackup { installation: installation.map(str::to_string) })?
     } else {
-        let matches: Vec<&BackupSet> = sets
-            .iter()
-            .filter(|s| s.id == selector || s.id.starts_with(selector))
-            .collect();
+        let matches: Vec<&BackupSet> = sets.iter().filter(|s| s.id == selector || s.id.starts_with(selector)).collect();
         match matches.len() {
             0 => return Err(CatalogError::NotFound(selector.into())),
             1 => matches[0],

@@ -17,21 +17,11 @@ use crate::secret::{Secret, read_secret_file};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
+    Parse { path: PathBuf, source: toml::de::Error },
     #[error("cannot read secret file {path} ({what}): {source}")]
-    SecretFile {
-        what: String,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    SecretFile { what: String, path: PathBuf, source: std::io::Error },
     #[error("installation {name:?}: {reason}")]
     Installation { name: String, reason: String },
     #[error("no installation named {name:?} in the config (known: {known})")]
@@ -142,22 +132,16 @@ pub struct Config {
     pub origin: Option<PathBuf>,
 }
 
-fn secret_from(
-    what: &str,
-    inline: &Option<Secret>,
-    file: &Option<PathBuf>,
-) -> Result<Option<Secret>, ConfigError> {
+fn secret_from(what: &str, inline: &Option<Secret>, file: &Option<PathBuf>) -> Result<Option<Secret>, ConfigError> {
     if let Some(s) = inline {
         return Ok(Some(s.clone()));
     }
     if let Some(p) = file {
-        return read_secret_file(p)
-            .map(Some)
-            .map_err(|source| ConfigError::SecretFile {
-                what: what.into(),
-                path: p.clone(),
-                source,
-            });
+        return read_secret_file(p).map(Some).map_err(|source| ConfigError::SecretFile {
+            what: what.into(),
+            path: p.clone(),
+            source,
+        });
     }
     Ok(None)
 }
@@ -201,18 +185,10 @@ pub fn pgpass_lookup(path: &Path, host: &str, port: u16, user: &str) -> Option<S
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
-        let file: ConfigFile = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.into(),
-            source,
-        })?;
-        Ok(Self {
-            file,
-            origin: Some(path.into()),
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let file: ConfigFile =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        Ok(Self { file, origin: Some(path.into()) })
     }
 
     /// The profile in force: the config's, or the built-in one.
@@ -230,9 +206,7 @@ impl Config {
             .and_then(|r| r.path.clone())
             .or_else(|| env("SPEECHVAULT_REPOSITORY").map(PathBuf::from))
             .ok_or_else(|| {
-                ConfigError::Repository(
-                    "no repository path: set [repository] path or SPEECHVAULT_REPOSITORY".into(),
-                )
+                ConfigError::Repository("no repository path: set [repository] path or SPEECHVAULT_REPOSITORY".into())
             })?;
         let password = match r {
             Some(r) => secret_from("repository password", &r.password, &r.password_file)?,
@@ -240,18 +214,13 @@ impl Config {
         };
         let password = match password {
             Some(p) => p,
-            None => match (
-                env("SPEECHVAULT_PASSWORD"),
-                env("SPEECHVAULT_PASSWORD_FILE"),
-            ) {
+            None => match (env("SPEECHVAULT_PASSWORD"), env("SPEECHVAULT_PASSWORD_FILE")) {
                 (Some(p), _) => Secret::new(p),
-                (None, Some(f)) => {
-                    read_secret_file(Path::new(&f)).map_err(|source| ConfigError::SecretFile {
-                        what: "repository password".into(),
-                        path: f.into(),
-                        source,
-                    })?
-                }
+                (None, Some(f)) => read_secret_file(Path::new(&f)).map_err(|source| ConfigError::SecretFile {
+                    what: "repository password".into(),
+                    path: f.into(),
+                    source,
+                })?,
                 (None, None) => {
                     return Err(ConfigError::Repository(
                         "no repository password: set [repository] password_file or SPEECHVAULT_PASSWORD(_FILE)".into(),
@@ -260,42 +229,28 @@ impl Config {
             },
         };
         if password.is_empty() {
-            return Err(ConfigError::Repository(
-                "the repository password is empty".into(),
-            ));
+            return Err(ConfigError::Repository("the repository password is empty".into()));
         }
         Ok(RepositorySettings { path, password })
     }
 
     /// Resolves an installation from the config file, filling gaps from the environment.
     pub fn installation(&self, name: &str) -> Result<Installation, ConfigError> {
-        let f =
-            self.file
-                .installations
-                .get(name)
-                .ok_or_else(|| ConfigError::UnknownInstallation {
-                    name: name.into(),
-                    known: if self.file.installations.is_empty() {
-                        "none".into()
-                    } else {
-                        self.file
-                            .installations
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    },
-                })?;
+        let f = self.file.installations.get(name).ok_or_else(|| ConfigError::UnknownInstallation {
+            name: name.into(),
+            known: if self.file.installations.is_empty() {
+                "none".into()
+            } else {
+                self.file.installations.keys().cloned().collect::<Vec<_>>().join(", ")
+            },
+        })?;
         resolve(name, f)
     }
 }
 
 /// Builds an [`Installation`] from its file section and the environment.
 pub fn resolve(name: &str, f: &InstallationFile) -> Result<Installation, ConfigError> {
-    let bad = |reason: &str| ConfigError::Installation {
-        name: name.into(),
-        reason: reason.into(),
-    };
+    let bad = |reason: &str| ConfigError::Installation { name: name.into(), reason: reason.into() };
     let derived_s3 = f.release.as_ref().map(|r| match &f.namespace {
         Some(ns) => format!("https://{r}-ibm-minio-svc.{ns}:9000"),
         None => format!("https://{r}-ibm-minio-svc:9000"),
@@ -315,11 +270,7 @@ pub fn resolve(name: &str, f: &InstallationFile) -> Result<Installation, ConfigE
         (Some(a), _) => Some(a.clone()),
         (None, Some(p)) => Some(
             read_secret_file(p)
-                .map_err(|source| ConfigError::SecretFile {
-                    what: "S3 access key".into(),
-                    path: p.clone(),
-                    source,
-                })?
+                .map_err(|source| ConfigError::SecretFile { what: "S3 access key".into(), path: p.clone(), source })?
                 .expose()
                 .to_string(),
         ),
@@ -350,9 +301,7 @@ pub fn resolve(name: &str, f: &InstallationFile) -> Result<Installation, ConfigE
     let port = match f.postgres.port {
         Some(p) => p,
         None => match env("PGPORT") {
-            Some(p) => p
-                .parse()
-                .map_err(|_| bad(&format!("PGPORT={p} is not a port number")))?,
+            Some(p) => p.parse().map_err(|_| bad(&format!("PGPORT={p} is not a port number")))?,
             None => 5432,
         },
     };
@@ -362,18 +311,14 @@ pub fn resolve(name: &str, f: &InstallationFile) -> Result<Installation, ConfigE
         .clone()
         .or_else(|| env("PGUSER"))
         .ok_or_else(|| bad("no PostgreSQL user: set postgres.user or PGUSER"))?;
-    let password = secret_from(
-        "PostgreSQL password",
-        &f.postgres.password,
-        &f.postgres.password_file,
-    )?
-    .or_else(|| env("PGPASSWORD").map(Secret::new))
-    .or_else(|| {
-        let passfile = env("PGPASSFILE")
-            .map(PathBuf::from)
-            .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
-        pgpass_lookup(&passfile, &host, port, &user)
-    });
+    let password = secret_from("PostgreSQL password", &f.postgres.password, &f.postgres.password_file)?
+        .or_else(|| env("PGPASSWORD").map(Secret::new))
+        .or_else(|| {
+            let passfile = env("PGPASSFILE")
+                .map(PathBuf::from)
+                .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
+            pgpass_lookup(&passfile, &host, port, &user)
+        });
     Ok(Installation {
         name: name.into(),
         s3,
@@ -420,10 +365,7 @@ bucket_suffix = "ibm-speech-zen"
         assert_eq!(inst.postgres.password.as_ref().unwrap().expose(), "pgpw");
         assert_eq!(inst.bucket("stt-async-icp"), "stt-async-icp-ibm-speech-zen");
         assert!(!format!("{inst:?}").contains("s3cr3t"));
-        assert!(matches!(
-            cfg.installation("nope"),
-            Err(ConfigError::UnknownInstallation { .. })
-        ));
+        assert!(matches!(cfg.installation("nope"), Err(ConfigError::UnknownInstallation { .. })));
     }
 
     #[test]
@@ -431,10 +373,7 @@ bucket_suffix = "ibm-speech-zen"
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pgpass");
         std::fs::write(&p, "# c\nother:5432:*:u:no\n127.0.0.1:*:*:u:pa\\:ss\n").unwrap();
-        assert_eq!(
-            pgpass_lookup(&p, "127.0.0.1", 6000, "u").unwrap().expose(),
-            "pa:ss"
-        );
+        assert_eq!(pgpass_lookup(&p, "127.0.0.1", 6000, "u").unwrap().expose(), "pa:ss");
         assert!(pgpass_lookup(&p, "127.0.0.1", 6000, "v").is_none());
     }
 }

@@ -8,9 +8,7 @@
 use std::fmt;
 
 /// A service instance id in canonical (lower-case, hyphenated UUID) form.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct InstanceId(String);
 
 #[derive(Debug, thiserror::Error)]
@@ -25,11 +23,8 @@ impl InstanceId {
     /// Parses a UUID (any case, with or without hyphens) or a numeric instance id.
     pub fn parse(input: &str) -> Result<Self, InstanceIdError> {
         let s = input.trim();
-        let err = || InstanceIdError {
-            input: input.to_string(),
-        };
-        let hex: String = if !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit())
-        {
+        let err = || InstanceIdError { input: input.to_string() };
+        let hex: String = if !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit()) {
             format!("{s:0>32}")
         } else {
             let compact: String = s.chars().filter(|c| *c != '-').collect();
@@ -37,20 +32,12 @@ impl InstanceId {
                 let parts: Vec<_> = s.split('-').map(str::len).collect();
                 parts == [8, 4, 4, 4, 12]
             };
-            if compact.len() != 32 || !hyphens_ok || !compact.bytes().all(|b| b.is_ascii_hexdigit())
-            {
+            if compact.len() != 32 || !hyphens_ok || !compact.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(err());
             }
             compact.to_ascii_lowercase()
         };
-        Ok(Self(format!(
-            "{}-{}-{}-{}-{}",
-            &hex[..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..]
-        )))
+        Ok(Self(format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])))
     }
 
     pub fn as_str(&self) -> &str {
@@ -70,29 +57,15 @@ mod tests {
 
     #[test]
     fn numeric_ids_become_uuids() {
-        assert_eq!(
-            InstanceId::parse("1612345678901234").unwrap().as_str(),
-            "00000000-0000-0000-1612-345678901234"
-        );
-        assert_eq!(
-            InstanceId::parse("7").unwrap().as_str(),
-            "00000000-0000-0000-0000-000000000007"
-        );
+        assert_eq!(InstanceId::parse("1612345678901234").unwrap().as_str(), "00000000-0000-0000-1612-345678901234");
+        assert_eq!(InstanceId::parse("7").unwrap().as_str(), "00000000-0000-0000-0000-000000000007");
     }
 
     #[test]
     fn uuids_are_canonicalised_and_garbage_refused() {
         let u = InstanceId::parse("A1B2C3D4-E5F6-4711-8899-AABBCCDDEEFF").unwrap();
         assert_eq!(u.as_str(), "a1b2c3d4-e5f6-4711-8899-aabbccddeeff");
-        assert_eq!(
-            InstanceId::parse(
-                "a1b2c3d4e5f64711889 9aabbccddeeff"
-                    .replace(' ', "")
-                    .as_str()
-            )
-            .unwrap(),
-            u
-        );
+        assert_eq!(InstanceId::parse("a1b2c3d4e5f64711889 9aabbccddeeff".replace(' ', "").as_str()).unwrap(), u);
         for bad in [
             "",
             "xyz",

@@ -11,19 +11,11 @@ use crate::profile::Profile;
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
     #[error("component {component} is not installed on {installation}: missing {missing}")]
-    Missing {
-        installation: String,
-        component: String,
-        missing: String,
-    },
+    Missing { installation: String, component: String, missing: String },
     #[error(
         "no component of the profile is installed on {installation} (looked for databases on {pg} and buckets on {s3})"
     )]
-    Nothing {
-        installation: String,
-        pg: String,
-        s3: String,
-    },
+    Nothing { installation: String, pg: String, s3: String },
     #[error(transparent)]
     Profile(#[from] crate::profile::ProfileError),
     #[error(transparent)]
@@ -41,20 +33,10 @@ pub struct Inventory {
 }
 
 /// Looks up every database and bucket the profile names.
-pub async fn take(
-    inst: &Installation,
-    profile: &Profile,
-    store: &ObjectStore,
-) -> Result<Inventory, InventoryError> {
+pub async fn take(inst: &Installation, profile: &Profile, store: &ObjectStore) -> Result<Inventory, InventoryError> {
     let client = inst.postgres.connect("postgres").await?;
-    let rows = query(
-        &client,
-        "postgres",
-        "list databases",
-        "SELECT datname FROM pg_database WHERE datallowconn",
-        &[],
-    )
-    .await?;
+    let rows =
+        query(&client, "postgres", "list databases", "SELECT datname FROM pg_database WHERE datallowconn", &[]).await?;
     let existing: BTreeSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
     let mut inv = Inventory::default();
     for c in profile.components.values() {
@@ -109,12 +91,7 @@ pub fn components(
             .databases
             .iter()
             .filter(|d| !inv.databases.contains(*d))
-            .map(|d| {
-                format!(
-                    "database {d:?} on PostgreSQL {}:{}",
-                    inst.postgres.host, inst.postgres.port
-                )
-            })
+            .map(|d| format!("database {d:?} on PostgreSQL {}:{}", inst.postgres.host, inst.postgres.port))
             .collect();
         missing.extend(
             c.buckets

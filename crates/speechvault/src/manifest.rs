@@ -102,9 +102,7 @@ pub fn new_backup_id() -> String {
     let now = jiff::Timestamp::now();
     let mut r = [0u8; 3];
     if getrandom(&mut r).is_err() {
-        r = (now.subsec_nanosecond() as u32).to_le_bytes()[..3]
-            .try_into()
-            .unwrap_or([0; 3]);
+        r = (now.subsec_nanosecond() as u32).to_le_bytes()[..3].try_into().unwrap_or([0; 3]);
     }
     format!("{}-{}", now.strftime("%Y%m%dT%H%M%SZ"), hex::encode(r))
 }

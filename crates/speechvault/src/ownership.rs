@@ -50,11 +50,7 @@ pub async fn transfer(
     }
     let mut out = Vec::new();
     for db in databases {
-        let rules: Vec<_> = profile
-            .ownership
-            .iter()
-            .filter(|r| &r.database == db)
-            .collect();
+        let rules: Vec<_> = profile.ownership.iter().filter(|r| &r.database == db).collect();
         if rules.is_empty() {
             continue;
         }
@@ -86,14 +82,8 @@ async fn apply_rules(
 ) -> Result<Vec<RuleOutcome>, PgError> {
     let mut out = Vec::new();
     for rule in rules {
-        let exists = query(
-            client,
-            db,
-            "find table",
-            "SELECT to_regclass(quote_ident($1)) IS NOT NULL",
-            &[&rule.table],
-        )
-        .await?;
+        let exists =
+            query(client, db, "find table", "SELECT to_regclass(quote_ident($1)) IS NOT NULL", &[&rule.table]).await?;
         if !exists[0].get::<_, bool>(0) {
             out.push(RuleOutcome {
                 database: db.into(),
@@ -104,18 +94,13 @@ async fn apply_rules(
             });
             continue;
         }
-        let Some(col) = crate::backup::rule_column(client, db, &rule.table, &rule.columns).await?
-        else {
+        let Some(col) = crate::backup::rule_column(client, db, &rule.table, &rule.columns).await? else {
             out.push(RuleOutcome {
                 database: db.into(),
                 table: rule.table.clone(),
                 column: None,
                 rows: 0,
-                skipped: Some(format!(
-                    "no column {} in table {}",
-                    rule.columns.join(" or "),
-                    rule.table
-                )),
+                skipped: Some(format!("no column {} in table {}", rule.columns.join(" or "), rule.table)),
             });
             continue;
         };
@@ -149,13 +134,8 @@ async fn apply_rules(
             .map(|r| r.get(0))
             .collect();
             for tg in &triggers {
-                execute(
-                    client,
-                    db,
-                    "disable trigger",
-                    &format!("ALTER TABLE {t} DISABLE TRIGGER {}", quote_ident(tg)),
-                )
-                .await?;
+                execute(client, db, "disable trigger", &format!("ALTER TABLE {t} DISABLE TRIGGER {}", quote_ident(tg)))
+                    .await?;
             }
             let n = client
                 .execute(
@@ -169,13 +149,8 @@ async fn apply_rules(
                     reason: e.to_string(),
                 })?;
             for tg in &triggers {
-                execute(
-                    client,
-                    db,
-                    "enable trigger",
-                    &format!("ALTER TABLE {t} ENABLE TRIGGER {}", quote_ident(tg)),
-                )
-                .await?;
+                execute(client, db, "enable trigger", &format!("ALTER TABLE {t} ENABLE TRIGGER {}", quote_ident(tg)))
+                    .await?;
             }
             n
         };

@@ -22,35 +22,14 @@ pub struct PgConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error(
-        "cannot connect to PostgreSQL at {host}:{port} as {user} (database {database:?}): {reason}"
-    )]
-    Connect {
-        host: String,
-        port: u16,
-        user: String,
-        database: String,
-        reason: String,
-    },
+    #[error("cannot connect to PostgreSQL at {host}:{port} as {user} (database {database:?}): {reason}")]
+    Connect { host: String, port: u16, user: String, database: String, reason: String },
     #[error("PostgreSQL at {host}:{port} rejected the login of {user}: {reason}")]
-    Auth {
-        host: String,
-        port: u16,
-        user: String,
-        reason: String,
-    },
+    Auth { host: String, port: u16, user: String, reason: String },
     #[error("database {database:?} does not exist on PostgreSQL at {host}:{port}")]
-    NoSuchDatabase {
-        host: String,
-        port: u16,
-        database: String,
-    },
+    NoSuchDatabase { host: String, port: u16, database: String },
     #[error("PostgreSQL query failed on {database:?} ({what}): {reason}")]
-    Query {
-        database: String,
-        what: String,
-        reason: String,
-    },
+    Query { database: String, what: String, reason: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -70,19 +49,8 @@ fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 impl PgConfig {
-    pub fn new(
-        host: impl Into<String>,
-        port: u16,
-        user: impl Into<String>,
-        password: Option<Secret>,
-    ) -> Self {
-        Self {
-            host: host.into(),
-            port,
-            user: user.into(),
-            password,
-            connect_timeout: Duration::from_secs(10),
-        }
+    pub fn new(host: impl Into<String>, port: u16, user: impl Into<String>, password: Option<Secret>) -> Self {
+        Self { host: host.into(), port, user: user.into(), password, connect_timeout: Duration::from_secs(10) }
     }
 
     /// Opens a connection to `database`; the connection task runs on the current runtime.
@@ -97,11 +65,9 @@ impl PgConfig {
         if let Some(pw) = &self.password {
             cfg.password(pw.expose());
         }
-        let attempt = tokio::time::timeout(
-            self.connect_timeout + Duration::from_secs(2),
-            cfg.connect(tokio_postgres::NoTls),
-        )
-        .await;
+        let attempt =
+            tokio::time::timeout(self.connect_timeout + Duration::from_secs(2), cfg.connect(tokio_postgres::NoTls))
+                .await;
         let (client, conn) = match attempt {
             Err(_) => {
                 return Err(PgError::Connect {
@@ -115,11 +81,9 @@ impl PgConfig {
             Ok(Err(e)) => {
                 let code = e.as_db_error().map(|d| d.code().code().to_string());
                 return Err(match code.as_deref() {
-                    Some("3D000") => PgError::NoSuchDatabase {
-                        host: self.host.clone(),
-                        port: self.port,
-                        database: database.into(),
-                    },
+                    Some("3D000") => {
+                        PgError::NoSuchDatabase { host: self.host.clone(), port: self.port, database: database.into() }
+                    }
                     Some("28P01") | Some("28000") => PgError::Auth {
                         host: self.host.clone(),
                         port: self.port,
@@ -148,26 +112,13 @@ impl PgConfig {
     /// Writes a private password file for the client tools and returns the environment they
     /// need. Keep the returned guard alive while the tool runs.
     pub fn tool_env(&self) -> Result<ToolEnv, PgError> {
-        let dir = tempfile::Builder::new()
-            .prefix("speechvault-pg-")
-            .tempdir()?;
+        let dir = tempfile::Builder::new().prefix("speechvault-pg-").tempdir()?;
         let passfile = dir.path().join("pgpass");
-        let mut f = std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .open(&passfile)?;
+        let mut f = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(&passfile)?;
         if let Some(pw) = &self.password {
             // .pgpass format: host:port:database:user:password, with : and \ escaped.
             let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
-            writeln!(
-                f,
-                "{}:{}:*:{}:{}",
-                esc(&self.host),
-                self.port,
-                esc(&self.user),
-                esc(pw.expose())
-            )?;
+            writeln!(f, "{}:{}:*:{}:{}", esc(&self.host), self.port, esc(&self.user), esc(pw.expose()))?;
         }
         drop(f);
         let vars = vec![
@@ -175,16 +126,9 @@ impl PgConfig {
             ("PGPORT".to_string(), self.port.to_string()),
             ("PGUSER".to_string(), self.user.clone()),
             ("PGPASSFILE".to_string(), passfile.display().to_string()),
-            (
-                "PGCONNECT_TIMEOUT".to_string(),
-                self.connect_timeout.as_secs().max(2).to_string(),
-            ),
+            ("PGCONNECT_TIMEOUT".to_string(), self.connect_timeout.as_secs().max(2).to_string()),
         ];
-        Ok(ToolEnv {
-            _dir: dir,
-            vars,
-            passfile,
-        })
+        Ok(ToolEnv { _dir: dir, vars, passfile })
     }
 }
 
@@ -235,12 +179,7 @@ pub async fn query(
 }
 
 /// Runs statements without results, mapping errors to [`PgError::Query`].
-pub async fn execute(
-    client: &tokio_postgres::Client,
-    database: &str,
-    what: &str,
-    sql: &str,
-) -> Result<(), PgError> {
+pub async fn execute(client: &tokio_postgres::Client, database: &str, what: &str, sql: &str) -> Result<(), PgError> {
     client.batch_execute(sql).await.map_err(|e| PgError::Query {
         database: database.into(),
         what: what.into(),
@@ -266,9 +205,7 @@ pub fn tool(name: &str) -> Result<PathBuf, PgError> {
             }
         }
     }
-    if let Ok(out) = std::process::Command::new("pg_config")
-        .arg("--bindir")
-        .output()
+    if let Ok(out) = std::process::Command::new("pg_config").arg("--bindir").output()
         && out.status.success()
     {
         let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(name);
@@ -277,18 +214,10 @@ pub fn tool(name: &str) -> Result<PathBuf, PgError> {
         }
     }
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .collect()
-        })
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
         .unwrap_or_default();
     dirs.sort_by_key(|d| {
-        d.parent()
-            .and_then(|v| v.file_name())
-            .and_then(|v| v.to_str())
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(0)
+        d.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0)
     });
     dirs.into_iter().rev().map(|d| d.join(name)).find(|p| p.is_file()).ok_or_else(|| {
         PgError::Io(std::io::Error::new(

@@ -15,10 +15,7 @@ pub const BUILTIN: &str = include_str!("../profiles/speech.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error("profile {origin}: {source}")]
-    Parse {
-        origin: String,
-        source: toml::de::Error,
-    },
+    Parse { origin: String, source: toml::de::Error },
     #[error("profile {origin}: {reason}")]
     Invalid { origin: String, reason: String },
     #[error("unknown component {name:?}; the profile defines: {known}")]
@@ -90,30 +87,20 @@ impl Profile {
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Self, ProfileError> {
-        let p: Profile = toml::from_str(text).map_err(|source| ProfileError::Parse {
-            origin: origin.into(),
-            source,
-        })?;
-        let invalid = |reason: String| ProfileError::Invalid {
-            origin: origin.into(),
-            reason,
-        };
+        let p: Profile =
+            toml::from_str(text).map_err(|source| ProfileError::Parse { origin: origin.into(), source })?;
+        let invalid = |reason: String| ProfileError::Invalid { origin: origin.into(), reason };
         if p.components.is_empty() {
             return Err(invalid("defines no component".into()));
         }
         for (name, c) in &p.components {
             if c.databases.is_empty() && c.buckets.is_empty() {
-                return Err(invalid(format!(
-                    "component {name} names no database and no bucket"
-                )));
+                return Err(invalid(format!("component {name} names no database and no bucket")));
             }
         }
         for r in &p.ownership {
             if r.columns.is_empty() {
-                return Err(invalid(format!(
-                    "ownership rule for {}.{} lists no column",
-                    r.database, r.table
-                )));
+                return Err(invalid(format!("ownership rule for {}.{} lists no column", r.database, r.table)));
             }
         }
         Ok(p)
@@ -121,10 +108,8 @@ impl Profile {
 
     pub fn load(path: &std::path::Path) -> Result<Self, ProfileError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ProfileError::Invalid {
-            origin: origin.clone(),
-            reason: format!("cannot read: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ProfileError::Invalid { origin: origin.clone(), reason: format!("cannot read: {e}") })?;
         Self::parse(&text, &origin)
     }
 
@@ -133,18 +118,10 @@ impl Profile {
         names
             .iter()
             .map(|n| {
-                self.components
-                    .get(n)
-                    .map(|c| (n.clone(), c.clone()))
-                    .ok_or_else(|| ProfileError::UnknownComponent {
-                        name: n.clone(),
-                        known: self
-                            .components
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })
+                self.components.get(n).map(|c| (n.clone(), c.clone())).ok_or_else(|| ProfileError::UnknownComponent {
+                    name: n.clone(),
+                    known: self.components.keys().cloned().collect::<Vec<_>>().join(", "),
+                })
             })
             .collect()
     }
@@ -162,34 +139,18 @@ mod tests {
     #[test]
     fn builtin_profile_describes_the_seed_procedure() {
         let p = Profile::builtin();
-        assert_eq!(
-            p.components["sttCustomization"].databases,
-            ["stt-customization"]
-        );
+        assert_eq!(p.components["sttCustomization"].databases, ["stt-customization"]);
         assert_eq!(p.components["sttAsync"].buckets, ["stt-async-icp"]);
-        let rules: Vec<_> = p
-            .ownership
-            .iter()
-            .map(|r| format!("{}:{}.{}", r.database, r.table, r.columns[0]))
-            .collect();
+        let rules: Vec<_> =
+            p.ownership.iter().map(|r| format!("{}:{}.{}", r.database, r.table, r.columns[0])).collect();
         assert!(rules.contains(&"tts-customization:speakers.owner".to_string()));
-        assert!(
-            p.ownership
-                .iter()
-                .any(|r| r.columns == ["instance_id", "instanceid"])
-        );
-        assert!(matches!(
-            p.select(&["nope".into()]),
-            Err(ProfileError::UnknownComponent { .. })
-        ));
+        assert!(p.ownership.iter().any(|r| r.columns == ["instance_id", "instanceid"]));
+        assert!(matches!(p.select(&["nope".into()]), Err(ProfileError::UnknownComponent { .. })));
     }
 
     #[test]
     fn rejects_a_component_without_data() {
         let text = "name='x'\n[components.a]\ndescription='empty'\n";
-        assert!(matches!(
-            Profile::parse(text, "t"),
-            Err(ProfileError::Invalid { .. })
-        ));
+        assert!(matches!(Profile::parse(text, "t"), Err(ProfileError::Invalid { .. })));
     }
 }

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use rustic_backend::local::LocalBackend;
 use rustic_core::repofile::{Node, SnapshotFile};
 use rustic_core::{
-    BackupOptions, ConfigOptions, Credentials, KeyOptions, LsOptions, OpenStatus, ReadSource,
-    Repository, RepositoryBackends, RepositoryOptions, SnapshotOptions,
+    BackupOptions, ConfigOptions, Credentials, KeyOptions, LsOptions, OpenStatus, ReadSource, Repository,
+    RepositoryBackends, RepositoryOptions, SnapshotOptions,
 };
 
 use crate::secret::Secret;
@@ -33,10 +33,7 @@ pub enum RepoError {
     #[error("repository at {path}: {reason}")]
     Rustic { path: PathBuf, reason: String },
     #[error("repository at {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("entries out of path order: {before:?} came before {after:?}")]
     Order { before: PathBuf, after: PathBuf },
 }
@@ -64,15 +61,11 @@ pub struct SnapshotSpec {
 }
 
 fn rustic_err(path: &Path, e: impl std::fmt::Display) -> RepoError {
-    RepoError::Rustic {
-        path: path.into(),
-        reason: e.to_string(),
-    }
+    RepoError::Rustic { path: path.into(), reason: e.to_string() }
 }
 
 fn backends(path: &Path) -> Result<RepositoryBackends> {
-    let be = LocalBackend::new(path.to_string_lossy(), std::iter::empty())
-        .map_err(|e| rustic_err(path, e))?;
+    let be = LocalBackend::new(path.to_string_lossy(), std::iter::empty()).map_err(|e| rustic_err(path, e))?;
     Ok(RepositoryBackends::new(std::sync::Arc::new(be), None))
 }
 
@@ -92,10 +85,7 @@ pub fn check_path_order<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Result
         if let Some(before) = prev
             && before.cmp(p) != std::cmp::Ordering::Less
         {
-            return Err(RepoError::Order {
-                before: before.into(),
-                after: p.into(),
-            });
+            return Err(RepoError::Order { before: before.into(), after: p.into() });
         }
         prev = Some(p);
     }
@@ -108,31 +98,15 @@ impl Vault {
         if has_config(path) {
             return Err(RepoError::Exists { path: path.into() });
         }
-        std::fs::create_dir_all(path).map_err(|source| RepoError::Io {
-            path: path.into(),
-            source,
-        })?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(
-            |source| RepoError::Io {
-                path: path.into(),
-                source,
-            },
-        )?;
-        let repo =
-            Repository::new(&options(), &backends(path)?).map_err(|e| rustic_err(path, e))?;
+        std::fs::create_dir_all(path).map_err(|source| RepoError::Io { path: path.into(), source })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .map_err(|source| RepoError::Io { path: path.into(), source })?;
+        let repo = Repository::new(&options(), &backends(path)?).map_err(|e| rustic_err(path, e))?;
         let repo = repo
-            .init(
-                &Credentials::password(password.expose()),
-                &KeyOptions::default(),
-                &ConfigOptions::default(),
-            )
+            .init(&Credentials::password(password.expose()), &KeyOptions::default(), &ConfigOptions::default())
             .map_err(|e| rustic_err(path, e))?;
         let key = repo.key();
-        Ok(Self {
-            path: path.into(),
-            repo,
-            key,
-        })
+        Ok(Self { path: path.into(), repo, key })
     }
 
     /// Opens an existing repository.
@@ -140,31 +114,18 @@ impl Vault {
         if !has_config(path) {
             return Err(RepoError::Missing { path: path.into() });
         }
-        let repo =
-            Repository::new(&options(), &backends(path)?).map_err(|e| rustic_err(path, e))?;
-        let repo = repo
-            .open(&Credentials::password(password.expose()))
-            .map_err(|e| {
-                if e.is_incorrect_password() {
-                    RepoError::WrongPassword { path: path.into() }
-                } else {
-                    rustic_err(path, e)
-                }
-            })?;
+        let repo = Repository::new(&options(), &backends(path)?).map_err(|e| rustic_err(path, e))?;
+        let repo = repo.open(&Credentials::password(password.expose())).map_err(|e| {
+            if e.is_incorrect_password() { RepoError::WrongPassword { path: path.into() } } else { rustic_err(path, e) }
+        })?;
         let key = repo.key();
-        Ok(Self {
-            path: path.into(),
-            repo,
-            key,
-        })
+        Ok(Self { path: path.into(), repo, key })
     }
 
     /// A second handle on the same repository, opened with the master key.
     fn reopen(&self) -> Result<Repository<OpenStatus>> {
-        let repo = Repository::new(&options(), &backends(&self.path)?)
-            .map_err(|e| rustic_err(&self.path, e))?;
-        repo.open(&Credentials::Masterkey(self.key.clone()))
-            .map_err(|e| rustic_err(&self.path, e))
+        let repo = Repository::new(&options(), &backends(&self.path)?).map_err(|e| rustic_err(&self.path, e))?;
+        repo.open(&Credentials::Masterkey(self.key.clone())).map_err(|e| rustic_err(&self.path, e))
     }
 
     pub fn path(&self) -> &Path {
@@ -173,32 +134,20 @@ impl Vault {
 
     /// Every snapshot in the repository.
     pub fn snapshots(&self) -> Result<Vec<SnapshotFile>> {
-        self.repo
-            .get_all_snapshots()
-            .map_err(|e| rustic_err(&self.path, e))
+        self.repo.get_all_snapshots().map_err(|e| rustic_err(&self.path, e))
     }
 
     /// Writes one snapshot from `source`. `parent`: `None` forces a full read (no parent);
     /// `Some(id)` uses that snapshot as parent.
-    pub fn archive<R>(
-        &self,
-        source: R,
-        spec: &SnapshotSpec,
-        parent: Option<String>,
-    ) -> Result<SnapshotFile>
+    pub fn archive<R>(&self, source: R, spec: &SnapshotSpec, parent: Option<String>) -> Result<SnapshotFile>
     where
         R: ReadSource + 'static,
         <R as ReadSource>::Open: Send,
         <R as ReadSource>::Iter: Send,
     {
         let p = &self.path;
-        let repo = self
-            .reopen()?
-            .to_indexed_ids()
-            .map_err(|e| rustic_err(p, e))?;
-        let mut opts = SnapshotOptions::default()
-            .host(spec.host.clone())
-            .label(spec.label.clone());
+        let repo = self.reopen()?.to_indexed_ids().map_err(|e| rustic_err(p, e))?;
+        let mut opts = SnapshotOptions::default().host(spec.host.clone()).label(spec.label.clone());
         opts.description = spec.description.clone();
         for t in &spec.tags {
             opts = opts.add_tags(t).map_err(|e| rustic_err(p, e))?;
@@ -209,8 +158,7 @@ impl Vault {
             None => backup.parent_opts.force = true,
             Some(id) => backup.parent_opts.parents = vec![id],
         }
-        repo.archive(&backup, &source, snap, std::slice::from_ref(&spec.path))
-            .map_err(|e| rustic_err(p, e))
+        repo.archive(&backup, &source, snap, std::slice::from_ref(&spec.path)).map_err(|e| rustic_err(p, e))
     }
 
     /// Removes snapshots (their data stays until a prune).
@@ -218,22 +166,14 @@ impl Vault {
         if ids.is_empty() {
             return Ok(());
         }
-        self.repo
-            .delete_snapshots(ids)
-            .map_err(|e| rustic_err(&self.path, e))
+        self.repo.delete_snapshots(ids).map_err(|e| rustic_err(&self.path, e))
     }
 
     /// A reader over the repository as it is now (freshly indexed, so it sees new snapshots).
     pub fn reader(&self) -> Result<VaultReader> {
         // Reopen from scratch: an index built before our own writes misses their trees.
-        let repo = self
-            .reopen()?
-            .to_indexed()
-            .map_err(|e| rustic_err(&self.path, e))?;
-        Ok(VaultReader {
-            path: self.path.clone(),
-            repo,
-        })
+        let repo = self.reopen()?.to_indexed().map_err(|e| rustic_err(&self.path, e))?;
+        Ok(VaultReader { path: self.path.clone(), repo })
     }
 
     /// Runs rustic's structural check (and with `read_data`, reads every pack).
@@ -242,10 +182,7 @@ impl Vault {
         if read_data {
             opts = opts.read_data(true);
         }
-        let results = self
-            .repo
-            .check(opts)
-            .map_err(|e| rustic_err(&self.path, e))?;
+        let results = self.repo.check(opts).map_err(|e| rustic_err(&self.path, e))?;
         results.is_ok().map_err(|e| rustic_err(&self.path, e))
     }
 }
@@ -259,16 +196,9 @@ pub struct VaultReader {
 impl VaultReader {
     /// Every file in the snapshot, with its absolute path inside the snapshot.
     pub fn files(&self, snap: &SnapshotFile) -> Result<Vec<(PathBuf, Node)>> {
-        let root = self
-            .repo
-            .node_from_snapshot_and_path(snap, "")
-            .map_err(|e| rustic_err(&self.path, e))?;
+        let root = self.repo.node_from_snapshot_and_path(snap, "").map_err(|e| rustic_err(&self.path, e))?;
         let mut out = Vec::new();
-        for item in self
-            .repo
-            .ls(&root, &LsOptions::default())
-            .map_err(|e| rustic_err(&self.path, e))?
-        {
+        for item in self.repo.ls(&root, &LsOptions::default()).map_err(|e| rustic_err(&self.path, e))? {
             let (path, node) = item.map_err(|e| rustic_err(&self.path, e))?;
             if node.is_file() {
                 out.push((Path::new("/").join(path), node));
@@ -279,16 +209,12 @@ impl VaultReader {
 
     /// The node at `path` inside a snapshot.
     pub fn node(&self, snap: &SnapshotFile, path: &str) -> Result<Node> {
-        self.repo
-            .node_from_snapshot_and_path(snap, path)
-            .map_err(|e| rustic_err(&self.path, e))
+        self.repo.node_from_snapshot_and_path(snap, path).map_err(|e| rustic_err(&self.path, e))
     }
 
     /// Streams a file's content into `w`.
     pub fn dump(&self, node: &Node, w: &mut impl Write) -> Result<()> {
-        self.repo
-            .dump(node, w)
-            .map_err(|e| rustic_err(&self.path, e))
+        self.repo.dump(node, w).map_err(|e| rustic_err(&self.path, e))
     }
 
     /// A whole (small) file in memory.

@@ -52,10 +52,7 @@ pub enum RestoreError {
         "the target installation {installation} is not empty: {}. Nothing was changed. Use --clean to drop and recreate them, or --data-only to load rows into an existing schema",
         found.join("; ")
     )]
-    NotEmpty {
-        installation: String,
-        found: Vec<String>,
-    },
+    NotEmpty { installation: String, found: Vec<String> },
     #[error("--data-only needs the schema in place, but {0}. Nothing was changed")]
     NoSchema(String),
     #[error("the backup does not hold component {0:?} (it holds: {1})")]
@@ -65,11 +62,7 @@ pub enum RestoreError {
     #[error("pg_restore into database {database:?} failed: {reason}")]
     PgRestore { database: String, reason: String },
     #[error("restoring object {key:?} into bucket {bucket}: {reason}")]
-    Object {
-        bucket: String,
-        key: String,
-        reason: String,
-    },
+    Object { bucket: String, key: String, reason: String },
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("internal error: {0}")]
@@ -111,9 +104,7 @@ impl Default for RestoreOptions {
             components: None,
             ownership: None,
             parallel: crate::backup::default_parallelism(),
-            jobs: std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .clamp(1, 8),
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8),
             verify: true,
             verify_digests: true,
         }
@@ -147,11 +138,7 @@ pub struct BucketRestored {
 }
 
 /// The part of a manifest the selected components cover.
-pub fn select(
-    manifest: &Manifest,
-    profile: &Profile,
-    components: Option<&[String]>,
-) -> Result<Manifest, RestoreError> {
+pub fn select(manifest: &Manifest, profile: &Profile, components: Option<&[String]>) -> Result<Manifest, RestoreError> {
     let Some(wanted) = components else {
         return Ok(manifest.clone());
     };
@@ -160,14 +147,9 @@ pub fn select(
     let mut buckets = Vec::new();
     for c in wanted {
         if !manifest.components.contains(c) {
-            return Err(RestoreError::NotInBackup(
-                c.clone(),
-                manifest.components.join(", "),
-            ));
+            return Err(RestoreError::NotInBackup(c.clone(), manifest.components.join(", ")));
         }
-        let comp = profile
-            .select(std::slice::from_ref(c))
-            .map_err(|e| RestoreError::Internal(e.to_string()))?;
+        let comp = profile.select(std::slice::from_ref(c)).map_err(|e| RestoreError::Internal(e.to_string()))?;
         dbs.extend(comp[0].1.databases.clone());
         buckets.extend(comp[0].1.buckets.clone());
     }
@@ -190,9 +172,7 @@ pub async fn run(
     progress.phase("reading the backup", 0, 0);
     let v = vault.clone();
     let reader = Arc::new(
-        tokio::task::spawn_blocking(move || v.reader())
-            .await
-            .map_err(|e| RestoreError::Internal(e.to_string()))??,
+        tokio::task::spawn_blocking(move || v.reader()).await.map_err(|e| RestoreError::Internal(e.to_string()))??,
     );
     let manifest = {
         let (r, s) = (reader.clone(), set.clone());
@@ -211,32 +191,15 @@ pub async fn run(
     for (db, entry) in &manifest.databases {
         progress.phase(format!("restoring database {db}"), entry.dump_bytes, 0);
         restore_database(&reader, set, target, db, entry, opts, &pg_restore).await?;
-        databases.insert(
-            db.clone(),
-            DbRestored {
-                dump_bytes: entry.dump_bytes,
-                tables: entry.tables.len(),
-            },
-        );
+        databases.insert(db.clone(), DbRestored { dump_bytes: entry.dump_bytes, tables: entry.tables.len() });
     }
 
     let mut buckets = BTreeMap::new();
     for (bucket, entry) in &manifest.buckets {
         let name = target.bucket(bucket);
-        progress.phase(
-            format!("restoring bucket {name}"),
-            entry.bytes,
-            entry.objects,
-        );
+        progress.phase(format!("restoring bucket {name}"), entry.bytes, entry.objects);
         restore_bucket(&reader, set, &store, &name, entry, opts, progress).await?;
-        buckets.insert(
-            bucket.clone(),
-            BucketRestored {
-                name,
-                objects: entry.objects,
-                bytes: entry.bytes,
-            },
-        );
+        buckets.insert(bucket.clone(), BucketRestored { name, objects: entry.objects, bytes: entry.bytes });
     }
 
     let mut moved = Vec::new();
@@ -247,10 +210,7 @@ pub async fn run(
     }
 
     let verify = if opts.verify {
-        let vo = VerifyOptions {
-            digests: opts.verify_digests,
-            parallel: opts.parallel,
-        };
+        let vo = VerifyOptions { digests: opts.verify_digests, parallel: opts.parallel };
         Some(verify::verify(&manifest, target, &vo, progress).await?)
     } else {
         None
@@ -317,10 +277,7 @@ async fn preflight(
         }
     }
     if !found.is_empty() {
-        return Err(RestoreError::NotEmpty {
-            installation: target.name.clone(),
-            found,
-        });
+        return Err(RestoreError::NotEmpty { installation: target.name.clone(), found });
     }
     if !missing_schema.is_empty() {
         return Err(RestoreError::NoSchema(missing_schema.join("; ")));
@@ -330,17 +287,11 @@ async fn preflight(
     Ok(())
 }
 
-fn snapshot_of<'a>(
-    set: &'a BackupSet,
-    id: &str,
-) -> Result<&'a rustic_core::repofile::SnapshotFile, RestoreError> {
-    set.snapshots
-        .iter()
-        .find(|s| s.id.to_string() == id)
-        .ok_or_else(|| RestoreError::Damaged {
-            what: format!("backup {}", set.id),
-            reason: format!("snapshot {id} named in the manifest is missing"),
-        })
+fn snapshot_of<'a>(set: &'a BackupSet, id: &str) -> Result<&'a rustic_core::repofile::SnapshotFile, RestoreError> {
+    set.snapshots.iter().find(|s| s.id.to_string() == id).ok_or_else(|| RestoreError::Damaged {
+        what: format!("backup {}", set.id),
+        reason: format!("snapshot {id} named in the manifest is missing"),
+    })
 }
 
 /// A `dbname=...` connection string for `pg_restore -d` (a bare name containing `=` would be
@@ -361,9 +312,7 @@ async fn restore_database(
     let snap = snapshot_of(set, &entry.snapshot)?.clone();
     // The dump goes to a private temporary file: pg_restore needs a seekable archive for
     // parallel jobs. (Object data is never staged on disk; dumps are small by comparison.)
-    let spool = tempfile::Builder::new()
-        .prefix("speechvault-dump-")
-        .tempfile()?;
+    let spool = tempfile::Builder::new().prefix("speechvault-dump-").tempfile()?;
     let spool_path = spool.path().to_path_buf();
     {
         let (r, e, file) = (reader.clone(), entry.clone(), spool.reopen()?);
@@ -399,13 +348,7 @@ async fn restore_database(
                 &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db)),
             )
             .await?;
-            execute(
-                &admin,
-                "postgres",
-                "create database",
-                &format!("CREATE DATABASE {}", quote_ident(db)),
-            )
-            .await?;
+            execute(&admin, "postgres", "create database", &format!("CREATE DATABASE {}", quote_ident(db))).await?;
         }
         TargetMode::Empty => {
             let exists = crate::pg::query(
@@ -419,13 +362,7 @@ async fn restore_database(
                 .get::<_, i64>(0)
                 > 0;
             if !exists {
-                execute(
-                    &admin,
-                    "postgres",
-                    "create database",
-                    &format!("CREATE DATABASE {}", quote_ident(db)),
-                )
-                .await?;
+                execute(&admin, "postgres", "create database", &format!("CREATE DATABASE {}", quote_ident(db))).await?;
             }
         }
         TargetMode::DataOnly => {}
@@ -440,17 +377,12 @@ async fn restore_database(
     } else {
         cmd.arg(format!("--jobs={}", opts.jobs.max(1)));
     }
-    cmd.arg("--dbname")
-        .arg(dbname_conninfo(db))
-        .arg(&spool_path);
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
+    cmd.arg("--dbname").arg(dbname_conninfo(db)).arg(&spool_path);
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
     env.apply(&mut cmd);
     let db_name = db.to_string();
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .map_err(|e| RestoreError::Internal(e.to_string()))?;
+    let out =
+        tokio::task::spawn_blocking(move || cmd.output()).await.map_err(|e| RestoreError::Internal(e.to_string()))?;
     let out = out.map_err(|e| RestoreError::PgRestore {
         database: db_name.clone(),
         reason: format!("cannot start pg_restore: {e}"),
@@ -461,11 +393,7 @@ async fn restore_database(
         let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
         return Err(RestoreError::PgRestore {
             database: db.into(),
-            reason: format!(
-                "{}: {}",
-                out.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ),
+            reason: format!("{}: {}", out.status, tail.into_iter().rev().collect::<Vec<_>>().join("\n")),
         });
     }
     Ok(())
@@ -512,9 +440,7 @@ impl Write for ChannelWriter {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::take(&mut self.buf));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::other("upload stopped"))
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::other("upload stopped"))
     }
 }
 
@@ -534,10 +460,8 @@ async fn restore_bucket(
             .await
             .map_err(|e| RestoreError::Internal(e.to_string()))??
     };
-    let nodes: HashMap<String, rustic_core::repofile::Node> = files
-        .into_iter()
-        .map(|(p, n)| (p.display().to_string(), n))
-        .collect();
+    let nodes: HashMap<String, rustic_core::repofile::Node> =
+        files.into_iter().map(|(p, n)| (p.display().to_string(), n)).collect();
     store.create_bucket(name).await?;
     if opts.mode == TargetMode::Clean {
         for o in store.list_all(name, "").await? {
@@ -546,16 +470,10 @@ async fn restore_bucket(
     }
     let mut jobs = Vec::with_capacity(entry.entries.len());
     for e in &entry.entries {
-        let node = nodes
-            .get(&e.path)
-            .cloned()
-            .ok_or_else(|| RestoreError::Damaged {
-                what: format!("bucket {}", entry.source_name),
-                reason: format!(
-                    "object {:?} (file {}) is missing from snapshot {}",
-                    e.key, e.path, entry.snapshot
-                ),
-            })?;
+        let node = nodes.get(&e.path).cloned().ok_or_else(|| RestoreError::Damaged {
+            what: format!("bucket {}", entry.source_name),
+            reason: format!("object {:?} (file {}) is missing from snapshot {}", e.key, e.path, entry.snapshot),
+        })?;
         if node.meta.size != e.size {
             return Err(RestoreError::Damaged {
                 what: format!("bucket {}", entry.source_name),
@@ -568,8 +486,7 @@ async fn restore_bucket(
         jobs.push((e, node));
     }
     let mut uploads = futures_util::stream::iter(
-        jobs.into_iter()
-            .map(|(e, node)| restore_object(reader.clone(), store, name, e, node, progress)),
+        jobs.into_iter().map(|(e, node)| restore_object(reader.clone(), store, name, e, node, progress)),
     )
     .buffer_unordered(opts.parallel.max(1));
     while let Some(r) = uploads.next().await {
@@ -589,21 +506,12 @@ async fn restore_object(
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let expected = e.size;
     let dumper = tokio::task::spawn_blocking(move || {
-        let mut w = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK.min(expected as usize)),
-            bytes: 0,
-        };
-        let result = reader
-            .dump(&node, &mut w)
-            .map_err(|e| e.to_string())
-            .and_then(|()| w.flush().map_err(|e| e.to_string()));
+        let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK.min(expected as usize)), bytes: 0 };
+        let result =
+            reader.dump(&node, &mut w).map_err(|e| e.to_string()).and_then(|()| w.flush().map_err(|e| e.to_string()));
         let verdict = match result {
             Err(msg) => Err(msg),
-            Ok(()) if w.bytes != expected => Err(format!(
-                "repository gave {} bytes, expected {expected}",
-                w.bytes
-            )),
+            Ok(()) if w.bytes != expected => Err(format!("repository gave {} bytes, expected {expected}", w.bytes)),
             Ok(()) => Ok(()),
         };
         if let Err(msg) = &verdict {
@@ -612,10 +520,7 @@ async fn restore_object(
         }
         verdict
     });
-    let opts = PutOptions {
-        content_type: e.content_type.clone(),
-        metadata: e.metadata.clone(),
-    };
+    let opts = PutOptions { content_type: e.content_type.clone(), metadata: e.metadata.clone() };
     let p = progress.clone();
     let stream = tokio_stream_from(rx).map(move |item| {
         if let Ok(b) = &item {
@@ -623,17 +528,9 @@ async fn restore_object(
         }
         item
     });
-    let uploaded = store
-        .upload_stream(bucket, &e.key, &opts, Box::pin(stream))
-        .await;
-    let dumped = dumper
-        .await
-        .map_err(|err| RestoreError::Internal(err.to_string()))?;
-    let fail = |reason: String| RestoreError::Object {
-        bucket: bucket.into(),
-        key: e.key.clone(),
-        reason,
-    };
+    let uploaded = store.upload_stream(bucket, &e.key, &opts, Box::pin(stream)).await;
+    let dumped = dumper.await.map_err(|err| RestoreError::Internal(err.to_string()))?;
+    let fail = |reason: String| RestoreError::Object { bucket: bucket.into(), key: e.key.clone(), reason };
     dumped.map_err(fail)?;
     uploaded.map_err(|err| fail(err.to_string()))?;
     progress.item_done();
@@ -644,7 +541,5 @@ async fn restore_object(
 fn tokio_stream_from<T: Send + 'static>(
     rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures_util::Stream<Item = T> + Send {
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
 }

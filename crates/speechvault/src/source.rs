@@ -39,42 +39,23 @@ pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
+        out.push(if chunk.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
     }
     out
 }
 
 /// Builds file metadata: exact size, modification time, and `user.*` extended attributes.
 pub fn file_meta(size: u64, mtime: Option<jiff::Timestamp>, xattrs: &[(&str, &[u8])]) -> Metadata {
-    let mut meta = Metadata {
-        size,
-        mtime,
-        mode: Some(0o100600),
-        ..Metadata::default()
-    };
+    let mut meta = Metadata { size, mtime, mode: Some(0o100600), ..Metadata::default() };
     if !xattrs.is_empty() {
         // rustic does not export its attribute type; build it through its serde form.
-        let list: Vec<serde_json::Value> = xattrs
-            .iter()
-            .map(|(n, v)| serde_json::json!({ "name": n, "value": base64(v) }))
-            .collect();
+        let list: Vec<serde_json::Value> =
+            xattrs.iter().map(|(n, v)| serde_json::json!({ "name": n, "value": base64(v) })).collect();
         match serde_json::from_value(serde_json::Value::Array(list)) {
             Ok(attrs) => meta.extended_attributes = attrs,
             Err(e) => tracing::warn!("cannot build extended attributes: {e}"),
@@ -112,16 +93,9 @@ impl ReadSource for MemorySource {
     }
 
     fn entries(&self) -> Self::Iter {
-        let node = file_node(
-            &self.path,
-            file_meta(self.data.len() as u64, Some(jiff::Timestamp::now()), &[]),
-        );
-        vec![Ok(ReadSourceEntry {
-            path: self.path.clone(),
-            node,
-            open: Some(Cursor::new(self.data.clone())),
-        })]
-        .into_iter()
+        let node = file_node(&self.path, file_meta(self.data.len() as u64, Some(jiff::Timestamp::now()), &[]));
+        vec![Ok(ReadSourceEntry { path: self.path.clone(), node, open: Some(Cursor::new(self.data.clone())) })]
+            .into_iter()
     }
 }
 
@@ -147,19 +121,8 @@ pub struct StreamSource {
 }
 
 impl StreamSource {
-    pub fn new(
-        dir: PathBuf,
-        reader: Box<dyn Read + Send>,
-        part_size: usize,
-        failures: Failures,
-    ) -> Self {
-        Self {
-            dir,
-            reader: Mutex::new(Some(reader)),
-            part_size,
-            failures,
-            stats: Arc::default(),
-        }
+    pub fn new(dir: PathBuf, reader: Box<dyn Read + Send>, part_size: usize, failures: Failures) -> Self {
+        Self { dir, reader: Mutex::new(Some(reader)), part_size, failures, stats: Arc::default() }
     }
     pub fn stats(&self) -> Arc<Mutex<StreamStats>> {
         self.stats.clone()
@@ -194,8 +157,7 @@ impl Iterator for StreamIter {
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.failures
-                        .record(format!("reading {}: {e}", self.dir.display()));
+                    self.failures.record(format!("reading {}: {e}", self.dir.display()));
                     self.reader = None;
                     return None;
                 }
@@ -217,15 +179,8 @@ impl Iterator for StreamIter {
         if at_end {
             self.finish();
         }
-        let node = file_node(
-            &path,
-            file_meta(filled as u64, Some(jiff::Timestamp::now()), &[]),
-        );
-        Some(Ok(ReadSourceEntry {
-            path,
-            node,
-            open: Some(Cursor::new(buf)),
-        }))
+        let node = file_node(&path, file_meta(filled as u64, Some(jiff::Timestamp::now()), &[]));
+        Some(Ok(ReadSourceEntry { path, node, open: Some(Cursor::new(buf)) }))
     }
 }
 
@@ -250,10 +205,7 @@ impl ReadSource for StreamSource {
     fn entries(&self) -> Self::Iter {
         let reader = self.reader.lock().ok().and_then(|mut r| r.take());
         if reader.is_none() {
-            self.failures.record(format!(
-                "{}: stream was already consumed",
-                self.dir.display()
-            ));
+            self.failures.record(format!("{}: stream was already consumed", self.dir.display()));
         }
         StreamIter {
             dir: self.dir.clone(),
@@ -290,18 +242,20 @@ pub struct PlannedObject {
 
 /// Sorts objects into the order the archiver needs.
 pub fn plan_objects(root: &Path, objects: Vec<ObjectInfo>) -> Vec<PlannedObject> {
-    let mut planned: Vec<PlannedObject> = objects
-        .into_iter()
-        .map(|info| PlannedObject {
-            path: object_path(root, &info.key),
-            info,
-        })
-        .collect();
+    let mut planned: Vec<PlannedObject> =
+        objects.into_iter().map(|info| PlannedObject { path: object_path(root, &info.key), info }).collect();
     planned.sort_by(|a, b| a.path.cmp(&b.path));
     planned
 }
 
-type Chunk = Result<Bytes, String>;
+/// What the prefetcher sends a reader.
+enum Chunk {
+    Data(Bytes),
+    Failed(String),
+    /// The object is complete. Carries the transfer slot, so the slot is freed only when the
+    /// archiver has read the whole object: memory stays within `parallel` objects' chunks.
+    End(#[allow(dead_code, reason = "held only so that dropping it frees the slot")] tokio::sync::OwnedSemaphorePermit),
+}
 
 /// Reads one object's bytes as the prefetcher delivers them.
 pub struct ObjectReader {
@@ -326,23 +280,19 @@ impl Read for ObjectReader {
                 return Ok(0);
             }
             match self.rx.blocking_recv() {
-                Some(Ok(b)) => {
+                Some(Chunk::Data(b)) => {
                     self.read += b.len() as u64;
                     self.cur = b;
                 }
-                Some(Err(msg)) => {
+                Some(Chunk::Failed(msg)) => {
                     self.done = true;
-                    self.failures
-                        .record(format!("object {:?}: {msg}", self.key));
+                    self.failures.record(format!("object {:?}: {msg}", self.key));
                     return Err(std::io::Error::other(msg));
                 }
-                None => {
+                Some(Chunk::End(_)) | None => {
                     self.done = true;
                     if self.read != self.expected {
-                        let msg = format!(
-                            "object {:?}: got {} of {} bytes",
-                            self.key, self.read, self.expected
-                        );
+                        let msg = format!("object {:?}: got {} of {} bytes", self.key, self.read, self.expected);
                         self.failures.record(msg.clone());
                         return Err(std::io::Error::other(msg));
                     }
@@ -370,19 +320,8 @@ impl ReadSource for BucketSource {
     }
 
     fn entries(&self) -> Self::Iter {
-        let list = self
-            .entries
-            .lock()
-            .ok()
-            .and_then(|mut e| e.take())
-            .unwrap_or_default();
-        list.into_iter().map(|(path, node, open)| {
-            Ok(ReadSourceEntry {
-                path,
-                node,
-                open: Some(open),
-            })
-        })
+        let list = self.entries.lock().ok().and_then(|mut e| e.take()).unwrap_or_default();
+        list.into_iter().map(|(path, node, open)| Ok(ReadSourceEntry { path, node, open: Some(open) }))
     }
 }
 
@@ -409,10 +348,7 @@ pub fn bucket_source(
         let meta = file_meta(
             p.info.size,
             mtime,
-            &[
-                ("user.s3.key", p.info.key.as_bytes()),
-                ("user.s3.etag", p.info.etag.as_bytes()),
-            ],
+            &[("user.s3.key", p.info.key.as_bytes()), ("user.s3.etag", p.info.etag.as_bytes())],
         );
         let node = file_node(&p.path, meta);
         let reader = ObjectReader {
@@ -441,35 +377,25 @@ pub fn bucket_source(
             if tx.is_closed() {
                 continue;
             }
-            let (store, bucket, digests, progress) = (
-                store.clone(),
-                bucket.clone(),
-                digests2.clone(),
-                progress.clone(),
-            );
+            let (store, bucket, digests, progress) =
+                (store.clone(), bucket.clone(), digests2.clone(), progress.clone());
             tokio::spawn(async move {
-                let _permit = permit;
                 match fetch(&store, &bucket, &info, &tx, progress.as_deref()).await {
                     Ok(Some(d)) => {
                         if let Ok(mut v) = digests.lock() {
                             v[i] = Some(d);
                         }
+                        let _ = tx.send(Chunk::End(permit)).await;
                     }
                     Ok(None) => {}
                     Err(msg) => {
-                        let _ = tx.send(Err(msg)).await;
+                        let _ = tx.send(Chunk::Failed(msg)).await;
                     }
                 }
             });
         }
     });
-    (
-        BucketSource {
-            entries: Mutex::new(Some(entries)),
-            total,
-        },
-        digests,
-    )
+    (BucketSource { entries: Mutex::new(Some(entries)), total }, digests)
 }
 
 /// Streams one object into `tx`; returns its SHA-256 and headers, or `None` if the reader
@@ -481,15 +407,12 @@ async fn fetch(
     tx: &tokio::sync::mpsc::Sender<Chunk>,
     progress: Option<&(dyn Fn(u64) + Send + Sync)>,
 ) -> Result<Option<(String, crate::objstore::ObjectHead)>, String> {
-    let mut body = store
-        .get_object(bucket, &info.key, Some(info))
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut body = store.get_object(bucket, &info.key, Some(info)).await.map_err(|e| e.to_string())?;
     let mut hasher = Sha256::new();
     while let Some(chunk) = body.chunk().await.map_err(|e| e.to_string())? {
         hasher.update(&chunk);
         let n = chunk.len() as u64;
-        if tx.send(Ok(chunk)).await.is_err() {
+        if tx.send(Chunk::Data(chunk)).await.is_err() {
             return Ok(None);
         }
         if let Some(p) = progress {
@@ -505,20 +428,9 @@ mod tests {
 
     #[test]
     fn object_paths_are_injective_sorted_and_shallow() {
-        let keys = [
-            "a",
-            "a/b",
-            "a/../b",
-            "a//b",
-            "a/",
-            "/a",
-            "x".repeat(1024).as_str(),
-            "ü/日本",
-        ]
-        .map(String::from);
+        let keys = ["a", "a/b", "a/../b", "a//b", "a/", "/a", "x".repeat(1024).as_str(), "ü/日本"].map(String::from);
         let root = Path::new("/buckets/b");
-        let paths: std::collections::HashSet<PathBuf> =
-            keys.iter().map(|k| object_path(root, k)).collect();
+        let paths: std::collections::HashSet<PathBuf> = keys.iter().map(|k| object_path(root, k)).collect();
         assert_eq!(paths.len(), keys.len());
         for p in &paths {
             assert_eq!(p.components().count(), 6, "{p:?}");
@@ -526,12 +438,7 @@ mod tests {
         }
         let infos = keys
             .iter()
-            .map(|k| ObjectInfo {
-                key: k.clone(),
-                size: 1,
-                etag: String::new(),
-                last_modified: String::new(),
-            })
+            .map(|k| ObjectInfo { key: k.clone(), size: 1, etag: String::new(), last_modified: String::new() })
             .collect();
         let planned = plan_objects(root, infos);
         crate::repository::check_path_order(planned.iter().map(|p| p.path.as_path())).unwrap();
@@ -557,19 +464,12 @@ mod tests {
             Failures::default(),
         );
         let parts: Vec<_> = src.entries().map(|e| e.unwrap()).collect();
-        assert_eq!(
-            parts.iter().map(|p| p.node.meta.size).collect::<Vec<_>>(),
-            [1000, 1000, 500]
-        );
+        assert_eq!(parts.iter().map(|p| p.node.meta.size).collect::<Vec<_>>(), [1000, 1000, 500]);
         let stats = src.stats().lock().unwrap().clone();
         assert_eq!(stats.bytes, 2500);
         assert_eq!(stats.sha256, hex::encode(Sha256::digest(&data)));
-        let exact = StreamSource::new(
-            PathBuf::from("/d"),
-            Box::new(Cursor::new(vec![1u8; 2000])),
-            1000,
-            Failures::default(),
-        );
+        let exact =
+            StreamSource::new(PathBuf::from("/d"), Box::new(Cursor::new(vec![1u8; 2000])), 1000, Failures::default());
         assert_eq!(exact.entries().count(), 2);
     }
 }

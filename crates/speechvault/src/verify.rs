@@ -81,10 +81,7 @@ pub struct VerifyOptions {
 
 impl Default for VerifyOptions {
     fn default() -> Self {
-        Self {
-            digests: true,
-            parallel: crate::backup::default_parallelism(),
-        }
+        Self { digests: true, parallel: crate::backup::default_parallelism() }
     }
 }
 
@@ -97,11 +94,7 @@ pub async fn verify(
 ) -> Result<VerifyReport, VerifyError> {
     let mut tables = Vec::new();
     for (db, entry) in &manifest.databases {
-        progress.phase(
-            format!("counting rows in {db}"),
-            0,
-            entry.tables.len() as u64,
-        );
+        progress.phase(format!("counting rows in {db}"), 0, entry.tables.len() as u64);
         let actual: BTreeMap<String, i64> = match inst.postgres.connect(db).await {
             Ok(client) => crate::backup::count_rows(&client, db).await?,
             Err(PgError::NoSuchDatabase { .. }) => BTreeMap::new(),
@@ -125,13 +118,7 @@ pub async fn verify(
         buckets.push(check_bucket(&store, bucket, &name, &entry.entries, opts, progress).await?);
     }
     let ok = tables.iter().all(|t| t.ok) && buckets.iter().all(|b| b.ok);
-    Ok(VerifyReport {
-        backup_id: manifest.backup_id.clone(),
-        installation: inst.name.clone(),
-        ok,
-        tables,
-        buckets,
-    })
+    Ok(VerifyReport { backup_id: manifest.backup_id.clone(), installation: inst.name.clone(), ok, tables, buckets })
 }
 
 async fn check_bucket(
@@ -148,10 +135,8 @@ async fn check_bucket(
         Err(ObjStoreError::NoSuchBucket { .. }) => Vec::new(),
         Err(e) => return Err(e.into()),
     };
-    let actual: BTreeMap<&str, &crate::objstore::ObjectInfo> =
-        listed.iter().map(|o| (o.key.as_str(), o)).collect();
-    let wanted: BTreeMap<&str, &ObjectEntry> =
-        expected.iter().map(|e| (e.key.as_str(), e)).collect();
+    let actual: BTreeMap<&str, &crate::objstore::ObjectInfo> = listed.iter().map(|o| (o.key.as_str(), o)).collect();
+    let wanted: BTreeMap<&str, &ObjectEntry> = expected.iter().map(|e| (e.key.as_str(), e)).collect();
     let mut check = BucketCheck {
         bucket: bucket.into(),
         name: name.into(),
@@ -199,11 +184,7 @@ async fn check_bucket(
     }
     if opts.digests {
         let total: u64 = to_read.iter().map(|e| e.size).sum();
-        progress.phase(
-            format!("reading back bucket {name}"),
-            total,
-            to_read.len() as u64,
-        );
+        progress.phase(format!("reading back bucket {name}"), total, to_read.len() as u64);
         let progress = Arc::new(progress.clone());
         let reads = futures_util::stream::iter(to_read.into_iter().map(|e| {
             let progress = progress.clone();
@@ -216,17 +197,13 @@ async fn check_bucket(
             if let Some(reason) = r? {
                 check.different_count += 1;
                 if check.different.len() < LIST_LIMIT {
-                    check.different.push(Difference {
-                        key: e.key.clone(),
-                        reason,
-                    });
+                    check.different.push(Difference { key: e.key.clone(), reason });
                 }
             }
         }
     }
     check.different.sort_by(|a, b| a.key.cmp(&b.key));
-    check.ok =
-        check.missing_count == 0 && check.unexpected_count == 0 && check.different_count == 0;
+    check.ok = check.missing_count == 0 && check.unexpected_count == 0 && check.different_count == 0;
     Ok(check)
 }
 
@@ -256,20 +233,10 @@ async fn compare_object(
         reasons.push("content differs (SHA-256)".to_string());
     }
     if body.head.content_type != e.content_type {
-        reasons.push(format!(
-            "content type {:?} instead of {:?}",
-            body.head.content_type, e.content_type
-        ));
+        reasons.push(format!("content type {:?} instead of {:?}", body.head.content_type, e.content_type));
     }
     if body.head.metadata != e.metadata {
-        reasons.push(format!(
-            "user metadata {:?} instead of {:?}",
-            body.head.metadata, e.metadata
-        ));
+        reasons.push(format!("user metadata {:?} instead of {:?}", body.head.metadata, e.metadata));
     }
-    Ok(if reasons.is_empty() {
-        None
-    } else {
-        Some(reasons.join("; "))
-    })
+    Ok(if reasons.is_empty() { None } else { Some(reasons.join("; ")) })
 }

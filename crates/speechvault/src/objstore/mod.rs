@@ -53,11 +53,7 @@ pub struct S3Config {
 }
 
 impl S3Config {
-    pub fn new(
-        endpoint: impl Into<String>,
-        access_key: impl Into<String>,
-        secret_key: Secret,
-    ) -> Self {
+    pub fn new(endpoint: impl Into<String>, access_key: impl Into<String>, secret_key: Secret) -> Self {
         Self {
             endpoint: endpoint.into(),
             region: "us-east-1".into(),
@@ -81,53 +77,21 @@ pub enum ObjStoreError {
     #[error("cannot load TLS settings for {endpoint}: {reason}")]
     Tls { endpoint: String, reason: String },
     #[error("cannot reach S3 endpoint {endpoint} ({op}): {reason}")]
-    Unreachable {
-        endpoint: String,
-        op: String,
-        reason: String,
-    },
+    Unreachable { endpoint: String, op: String, reason: String },
     #[error("S3 endpoint {endpoint} did not answer {op} within {secs}s")]
-    Timeout {
-        endpoint: String,
-        op: String,
-        secs: u64,
-    },
-    #[error(
-        "S3 endpoint {endpoint} rejected the credentials ({code}) during {op}: check the access and secret key"
-    )]
-    Credentials {
-        endpoint: String,
-        op: String,
-        code: String,
-    },
+    Timeout { endpoint: String, op: String, secs: u64 },
+    #[error("S3 endpoint {endpoint} rejected the credentials ({code}) during {op}: check the access and secret key")]
+    Credentials { endpoint: String, op: String, code: String },
     #[error("bucket {bucket:?} does not exist on {endpoint}")]
     NoSuchBucket { endpoint: String, bucket: String },
     #[error("object {key:?} does not exist in bucket {bucket:?} on {endpoint}")]
-    NoSuchKey {
-        endpoint: String,
-        bucket: String,
-        key: String,
-    },
+    NoSuchKey { endpoint: String, bucket: String, key: String },
     #[error("object {key:?} in bucket {bucket:?} changed while it was being read ({detail})")]
-    Changed {
-        bucket: String,
-        key: String,
-        detail: String,
-    },
+    Changed { bucket: String, key: String, detail: String },
     #[error("S3 {op} on {target} failed: HTTP {status} {code}: {message}")]
-    Http {
-        op: String,
-        target: String,
-        status: u16,
-        code: String,
-        message: String,
-    },
+    Http { op: String, target: String, status: u16, code: String, message: String },
     #[error("S3 {op} on {target}: unexpected response: {detail}")]
-    Protocol {
-        op: String,
-        target: String,
-        detail: String,
-    },
+    Protocol { op: String, target: String, detail: String },
 }
 
 pub type Result<T, E = ObjStoreError> = std::result::Result<T, E>;
@@ -179,9 +143,7 @@ pub struct ObjectStore {
 
 impl std::fmt::Debug for ObjectStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectStore")
-            .field("endpoint", &self.inner.cfg.endpoint)
-            .finish()
+        f.debug_struct("ObjectStore").field("endpoint", &self.inner.cfg.endpoint).finish()
     }
 }
 
@@ -197,21 +159,8 @@ struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    fn new(
-        op: &'static str,
-        method: Method,
-        bucket: Option<&'a str>,
-        key: Option<&'a str>,
-    ) -> Self {
-        Self {
-            op,
-            method,
-            bucket,
-            key,
-            query: Vec::new(),
-            headers: Vec::new(),
-            body: Bytes::new(),
-        }
+    fn new(op: &'static str, method: Method, bucket: Option<&'a str>, key: Option<&'a str>) -> Self {
+        Self { op, method, bucket, key, query: Vec::new(), headers: Vec::new(), body: Bytes::new() }
     }
     fn query(mut self, k: &str, v: &str) -> Self {
         self.query.push((k.to_string(), v.to_string()));
@@ -239,10 +188,7 @@ fn unquote(etag: &str) -> String {
 }
 
 fn tls_config(cfg: &S3Config) -> Result<rustls::ClientConfig> {
-    let tls_err = |reason: String| ObjStoreError::Tls {
-        endpoint: cfg.endpoint.clone(),
-        reason,
-    };
+    let tls_err = |reason: String| ObjStoreError::Tls { endpoint: cfg.endpoint.clone(), reason };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -255,19 +201,13 @@ fn tls_config(cfg: &S3Config) -> Result<rustls::ClientConfig> {
     }
     let mut roots = rustls::RootCertStore::empty();
     if let Some(ca) = &cfg.ca_file {
-        let pem = std::fs::read(ca)
-            .map_err(|e| tls_err(format!("read CA file {}: {e}", ca.display())))?;
+        let pem = std::fs::read(ca).map_err(|e| tls_err(format!("read CA file {}: {e}", ca.display())))?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             let cert = cert.map_err(|e| tls_err(format!("CA file {}: {e}", ca.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| tls_err(format!("CA file {}: {e}", ca.display())))?;
+            roots.add(cert).map_err(|e| tls_err(format!("CA file {}: {e}", ca.display())))?;
         }
         if roots.is_empty() {
-            return Err(tls_err(format!(
-                "CA file {} holds no PEM certificate",
-                ca.display()
-            )));
+            return Err(tls_err(format!("CA file {} holds no PEM certificate", ca.display())));
         }
     } else if cfg.endpoint.starts_with("https") {
         // System roots are loaded only when they can matter: plain-http endpoints (the sandbox,
@@ -308,12 +248,7 @@ mod insecure {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
         }
         fn verify_tls13_signature(
             &self,
@@ -321,12 +256,7 @@ mod insecure {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
         }
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
             self.0.signature_verification_algorithms.supported_schemes()
@@ -338,26 +268,15 @@ impl ObjectStore {
     /// Prepares a client for `cfg`. Nothing is sent yet; see [`ObjectStore::list_buckets`] to
     /// test the connection.
     pub fn new(cfg: S3Config) -> Result<Self> {
-        let bad = |reason: &str| ObjStoreError::BadEndpoint {
-            endpoint: cfg.endpoint.clone(),
-            reason: reason.into(),
-        };
+        let bad = |reason: &str| ObjStoreError::BadEndpoint { endpoint: cfg.endpoint.clone(), reason: reason.into() };
         let uri: Uri = cfg.endpoint.parse().map_err(|_| bad("not a URL"))?;
-        let scheme = uri
-            .scheme_str()
-            .ok_or_else(|| bad("missing http:// or https://"))?
-            .to_string();
+        let scheme = uri.scheme_str().ok_or_else(|| bad("missing http:// or https://"))?.to_string();
         if scheme != "http" && scheme != "https" {
             return Err(bad("scheme must be http or https"));
         }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| bad("missing host"))?
-            .to_string();
+        let authority = uri.authority().ok_or_else(|| bad("missing host"))?.to_string();
         if !matches!(uri.path(), "" | "/") {
-            return Err(bad(
-                "a path after the host is not supported; give only scheme, host and port",
-            ));
+            return Err(bad("a path after the host is not supported; give only scheme, host and port"));
         }
         let tls = tls_config(&cfg)?;
         let mut http = HttpConnector::new();
@@ -373,14 +292,7 @@ impl ObjectStore {
             .pool_idle_timeout(Duration::from_secs(20))
             .pool_max_idle_per_host(64)
             .build(https);
-        Ok(Self {
-            inner: Arc::new(Inner {
-                cfg,
-                scheme,
-                authority,
-                client,
-            }),
-        })
+        Ok(Self { inner: Arc::new(Inner { cfg, scheme, authority, client }) })
     }
 
     pub fn endpoint(&self) -> &str {
@@ -389,11 +301,7 @@ impl ObjectStore {
 
     fn path_of(bucket: Option<&str>, key: Option<&str>) -> String {
         match (bucket, key) {
-            (Some(b), Some(k)) => format!(
-                "/{}/{}",
-                sigv4::uri_encode(b, false),
-                sigv4::uri_encode(k, true)
-            ),
+            (Some(b), Some(k)) => format!("/{}/{}", sigv4::uri_encode(b, false), sigv4::uri_encode(k, true)),
             (Some(b), None) => format!("/{}", sigv4::uri_encode(b, false)),
             _ => "/".to_string(),
         }
@@ -403,20 +311,11 @@ impl ObjectStore {
         let cfg = &self.inner.cfg;
         let path = Self::path_of(call.bucket, call.key);
         let query = sigv4::canonical_query(&call.query);
-        let pq = if query.is_empty() {
-            path.clone()
-        } else {
-            format!("{path}?{query}")
-        };
+        let pq = if query.is_empty() { path.clone() } else { format!("{path}?{query}") };
         let uri = format!("{}://{}{}", self.inner.scheme, self.inner.authority, pq);
-        let amz_date = jiff::Timestamp::now()
-            .strftime("%Y%m%dT%H%M%SZ")
-            .to_string();
-        let payload_hash = if call.body.is_empty() {
-            sigv4::EMPTY_SHA256.to_string()
-        } else {
-            sigv4::UNSIGNED_PAYLOAD.to_string()
-        };
+        let amz_date = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+        let payload_hash =
+            if call.body.is_empty() { sigv4::EMPTY_SHA256.to_string() } else { sigv4::UNSIGNED_PAYLOAD.to_string() };
         let mut headers = call.headers.clone();
         headers.push(("host".into(), self.inner.authority.clone()));
         headers.push(("x-amz-date".into(), amz_date.clone()));
@@ -439,12 +338,8 @@ impl ObjectStore {
         for (k, v) in &headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        req = req
-            .header("authorization", auth)
-            .header("content-length", call.body.len().to_string());
-        let body: Body = Full::new(call.body.clone())
-            .map_err(|never| match never {})
-            .boxed();
+        req = req.header("authorization", auth).header("content-length", call.body.len().to_string());
+        let body: Body = Full::new(call.body.clone()).map_err(|never| match never {}).boxed();
         req.body(body).map_err(|e| ObjStoreError::Protocol {
             op: call.op.into(),
             target: call.target(),
@@ -459,8 +354,7 @@ impl ObjectStore {
         loop {
             attempt += 1;
             let req = self.build(call)?;
-            let outcome =
-                tokio::time::timeout(cfg.read_timeout, self.inner.client.request(req)).await;
+            let outcome = tokio::time::timeout(cfg.read_timeout, self.inner.client.request(req)).await;
             let retryable_err = match outcome {
                 Err(_) => ObjStoreError::Timeout {
                     endpoint: cfg.endpoint.clone(),
@@ -475,11 +369,7 @@ impl ObjectStore {
                         reason.push_str(&s.to_string());
                         src = s.source();
                     }
-                    ObjStoreError::Unreachable {
-                        endpoint: cfg.endpoint.clone(),
-                        op: call.op.into(),
-                        reason,
-                    }
+                    ObjStoreError::Unreachable { endpoint: cfg.endpoint.clone(), op: call.op.into(), reason }
                 }
                 Ok(Ok(resp)) => {
                     let status = resp.status();
@@ -505,13 +395,10 @@ impl ObjectStore {
 
     async fn error_from(&self, call: &Call<'_>, resp: Response<Incoming>) -> ObjStoreError {
         let status = resp.status();
-        let body =
-            match tokio::time::timeout(self.inner.cfg.read_timeout, resp.into_body().collect())
-                .await
-            {
-                Ok(Ok(c)) => c.to_bytes(),
-                _ => Bytes::new(),
-            };
+        let body = match tokio::time::timeout(self.inner.cfg.read_timeout, resp.into_body().collect()).await {
+            Ok(Ok(c)) => c.to_bytes(),
+            _ => Bytes::new(),
+        };
         let (code, message) = match xml::parse(&body) {
             Ok(root) => (
                 root.text_of("Code").unwrap_or_default().to_string(),
@@ -522,9 +409,7 @@ impl ObjectStore {
         let endpoint = self.inner.cfg.endpoint.clone();
         let code = if code.is_empty() {
             match status {
-                StatusCode::NOT_FOUND if call.key.is_some() && call.method == Method::HEAD => {
-                    "NoSuchKey".into()
-                }
+                StatusCode::NOT_FOUND if call.key.is_some() && call.method == Method::HEAD => "NoSuchKey".into(),
                 StatusCode::NOT_FOUND if call.method == Method::HEAD => "NoSuchBucket".into(),
                 StatusCode::PRECONDITION_FAILED => "PreconditionFailed".into(),
                 StatusCode::FORBIDDEN => "AccessDenied".into(),
@@ -534,10 +419,7 @@ impl ObjectStore {
             code
         };
         match code.as_str() {
-            "NoSuchBucket" => ObjStoreError::NoSuchBucket {
-                endpoint,
-                bucket: call.bucket.unwrap_or("").into(),
-            },
+            "NoSuchBucket" => ObjStoreError::NoSuchBucket { endpoint, bucket: call.bucket.unwrap_or("").into() },
             "NoSuchKey" => ObjStoreError::NoSuchKey {
                 endpoint,
                 bucket: call.bucket.unwrap_or("").into(),
@@ -550,11 +432,7 @@ impl ObjectStore {
             | "NotSignedUp"
             | "InvalidSecurity"
             | "AccountProblem"
-            | "ExpiredToken" => ObjStoreError::Credentials {
-                endpoint,
-                op: call.op.into(),
-                code,
-            },
+            | "ExpiredToken" => ObjStoreError::Credentials { endpoint, op: call.op.into(), code },
             "PreconditionFailed" => ObjStoreError::Changed {
                 bucket: call.bucket.unwrap_or("").into(),
                 key: call.key.unwrap_or("").into(),
@@ -612,12 +490,7 @@ impl ObjectStore {
         let root = self.xml_of(&call).await?;
         let mut names: Vec<String> = root
             .child("Buckets")
-            .map(|b| {
-                b.all("Bucket")
-                    .filter_map(|x| x.text_of("Name"))
-                    .map(str::to_string)
-                    .collect()
-            })
+            .map(|b| b.all("Bucket").filter_map(|x| x.text_of("Name")).map(str::to_string).collect())
             .unwrap_or_default();
         names.sort();
         Ok(names)
@@ -653,14 +526,7 @@ impl ObjectStore {
 
     /// Deletes an empty bucket.
     pub async fn delete_bucket(&self, bucket: &str) -> Result<()> {
-        self.send(&Call::new(
-            "DeleteBucket",
-            Method::DELETE,
-            Some(bucket),
-            None,
-        ))
-        .await
-        .map(|_| ())
+        self.send(&Call::new("DeleteBucket", Method::DELETE, Some(bucket), None)).await.map(|_| ())
     }
 
     /// One page of a listing (at most 1,000 keys), starting after `token`.
@@ -681,35 +547,27 @@ impl ObjectStore {
             call = call.query("continuation-token", t);
         }
         let root = self.xml_of(&call).await?;
-        let encoded = root
-            .text_of("EncodingType")
-            .is_some_and(|e| e.eq_ignore_ascii_case("url"));
+        let encoded = root.text_of("EncodingType").is_some_and(|e| e.eq_ignore_ascii_case("url"));
         let decode = |s: &str| -> Result<String> {
             if !encoded {
                 return Ok(s.to_string());
             }
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .map_err(|e| ObjStoreError::Protocol {
+            percent_encoding::percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).map_err(|e| {
+                ObjStoreError::Protocol {
                     op: call.op.into(),
                     target: call.target(),
                     detail: format!("listed key is not UTF-8: {e}"),
-                })
+                }
+            })
         };
         let mut out = Vec::new();
         for c in root.all("Contents") {
             let key = decode(c.text_of("Key").unwrap_or_default())?;
-            let size = c
-                .text_of("Size")
-                .unwrap_or("0")
-                .trim()
-                .parse::<u64>()
-                .map_err(|e| ObjStoreError::Protocol {
-                    op: call.op.into(),
-                    target: call.target(),
-                    detail: format!("bad Size for {key:?}: {e}"),
-                })?;
+            let size = c.text_of("Size").unwrap_or("0").trim().parse::<u64>().map_err(|e| ObjStoreError::Protocol {
+                op: call.op.into(),
+                target: call.target(),
+                detail: format!("bad Size for {key:?}: {e}"),
+            })?;
             out.push(ObjectInfo {
                 key,
                 size,
@@ -717,14 +575,9 @@ impl ObjectStore {
                 last_modified: c.text_of("LastModified").unwrap_or_default().to_string(),
             });
         }
-        let truncated = root
-            .text_of("IsTruncated")
-            .is_some_and(|t| t.trim() == "true");
+        let truncated = root.text_of("IsTruncated").is_some_and(|t| t.trim() == "true");
         let next = if truncated {
-            let t = root
-                .text_of("NextContinuationToken")
-                .unwrap_or_default()
-                .to_string();
+            let t = root.text_of("NextContinuationToken").unwrap_or_default().to_string();
             if t.is_empty() {
                 return Err(ObjStoreError::Protocol {
                     op: call.op.into(),
@@ -762,24 +615,15 @@ impl ObjectStore {
 
     fn head_from(resp: &Response<Incoming>) -> ObjectHead {
         let h = resp.headers();
-        let get = |name: &str| {
-            h.get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
+        let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let mut metadata = BTreeMap::new();
         for (name, value) in h {
             if let Some(meta) = name.as_str().strip_prefix("x-amz-meta-") {
-                metadata.insert(
-                    meta.to_string(),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                );
+                metadata.insert(meta.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned());
             }
         }
         ObjectHead {
-            size: get("content-length")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
+            size: get("content-length").and_then(|s| s.parse().ok()).unwrap_or(0),
             etag: get("etag").map(|e| unquote(&e)).unwrap_or_default(),
             last_modified: get("last-modified"),
             content_type: get("content-type"),
@@ -789,26 +633,14 @@ impl ObjectStore {
 
     /// Size, ETag, content type and user metadata of one object.
     pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectHead> {
-        let resp = self
-            .send(&Call::new(
-                "HeadObject",
-                Method::HEAD,
-                Some(bucket),
-                Some(key),
-            ))
-            .await?;
+        let resp = self.send(&Call::new("HeadObject", Method::HEAD, Some(bucket), Some(key))).await?;
         Ok(Self::head_from(&resp))
     }
 
     /// Starts reading an object. With `expect`, the server must still hold exactly that
     /// version (`If-Match` on its ETag, and the listed size), or the read fails with
     /// [`ObjStoreError::Changed`].
-    pub async fn get_object(
-        &self,
-        bucket: &str,
-        key: &str,
-        expect: Option<&ObjectInfo>,
-    ) -> Result<ObjectBody> {
+    pub async fn get_object(&self, bucket: &str, key: &str, expect: Option<&ObjectInfo>) -> Result<ObjectBody> {
         let mut call = Call::new("GetObject", Method::GET, Some(bucket), Some(key));
         if let Some(info) = expect {
             call = call.header("if-match", &format!("\"{}\"", info.etag));
@@ -856,48 +688,24 @@ impl ObjectStore {
     }
 
     /// Stores a whole object in one request. Returns its ETag.
-    pub async fn put_object(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: Bytes,
-        opts: &PutOptions,
-    ) -> Result<String> {
-        let call = Self::put_headers(
-            Call::new("PutObject", Method::PUT, Some(bucket), Some(key)),
-            opts,
-        )
-        .body(body);
+    pub async fn put_object(&self, bucket: &str, key: &str, body: Bytes, opts: &PutOptions) -> Result<String> {
+        let call = Self::put_headers(Call::new("PutObject", Method::PUT, Some(bucket), Some(key)), opts).body(body);
         let resp = self.send(&call).await?;
         Ok(Self::head_from(&resp).etag)
     }
 
     /// Starts a multipart upload and returns its id.
-    pub async fn create_multipart(
-        &self,
-        bucket: &str,
-        key: &str,
-        opts: &PutOptions,
-    ) -> Result<String> {
+    pub async fn create_multipart(&self, bucket: &str, key: &str, opts: &PutOptions) -> Result<String> {
         let call = Self::put_headers(
-            Call::new(
-                "CreateMultipartUpload",
-                Method::POST,
-                Some(bucket),
-                Some(key),
-            )
-            .query("uploads", ""),
+            Call::new("CreateMultipartUpload", Method::POST, Some(bucket), Some(key)).query("uploads", ""),
             opts,
         );
         let root = self.xml_of(&call).await?;
-        root.text_of("UploadId")
-            .map(str::to_string)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ObjStoreError::Protocol {
-                op: call.op.into(),
-                target: call.target(),
-                detail: "no UploadId in answer".into(),
-            })
+        root.text_of("UploadId").map(str::to_string).filter(|s| !s.is_empty()).ok_or_else(|| ObjStoreError::Protocol {
+            op: call.op.into(),
+            target: call.target(),
+            detail: "no UploadId in answer".into(),
+        })
     }
 
     /// Uploads part `number` (1-based) and returns its ETag.
@@ -935,48 +743,27 @@ impl ObjectStore {
     ) -> Result<String> {
         let mut xml = String::from("<CompleteMultipartUpload>");
         for (n, etag) in parts {
-            xml.push_str(&format!(
-                "<Part><PartNumber>{n}</PartNumber><ETag>\"{}\"</ETag></Part>",
-                xml::escape(etag)
-            ));
+            xml.push_str(&format!("<Part><PartNumber>{n}</PartNumber><ETag>\"{}\"</ETag></Part>", xml::escape(etag)));
         }
         xml.push_str("</CompleteMultipartUpload>");
-        let call = Call::new(
-            "CompleteMultipartUpload",
-            Method::POST,
-            Some(bucket),
-            Some(key),
-        )
-        .query("uploadId", upload_id)
-        .header("content-type", "application/xml")
-        .body(Bytes::from(xml));
+        let call = Call::new("CompleteMultipartUpload", Method::POST, Some(bucket), Some(key))
+            .query("uploadId", upload_id)
+            .header("content-type", "application/xml")
+            .body(Bytes::from(xml));
         let root = self.xml_of(&call).await?;
         Ok(unquote(root.text_of("ETag").unwrap_or_default()))
     }
 
     /// Abandons a multipart upload so its parts do not linger on the server.
     pub async fn abort_multipart(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
-        let call = Call::new(
-            "AbortMultipartUpload",
-            Method::DELETE,
-            Some(bucket),
-            Some(key),
-        )
-        .query("uploadId", upload_id);
+        let call =
+            Call::new("AbortMultipartUpload", Method::DELETE, Some(bucket), Some(key)).query("uploadId", upload_id);
         self.send(&call).await.map(|_| ())
     }
 
     /// Deletes one object (no error when it is already gone).
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<()> {
-        match self
-            .send(&Call::new(
-                "DeleteObject",
-                Method::DELETE,
-                Some(bucket),
-                Some(key),
-            ))
-            .await
-        {
+        match self.send(&Call::new("DeleteObject", Method::DELETE, Some(bucket), Some(key))).await {
             Ok(_) | Err(ObjStoreError::NoSuchKey { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -985,13 +772,7 @@ impl ObjectStore {
     /// Uploads an object whose bytes arrive as chunks, going multipart above
     /// [`MULTIPART_THRESHOLD`]. Memory stays within one part. On failure a started multipart
     /// upload is aborted, so nothing half-written is left visible.
-    pub async fn upload_stream<S>(
-        &self,
-        bucket: &str,
-        key: &str,
-        opts: &PutOptions,
-        mut chunks: S,
-    ) -> Result<String>
+    pub async fn upload_stream<S>(&self, bucket: &str, key: &str, opts: &PutOptions, mut chunks: S) -> Result<String>
     where
         S: futures_util::Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
@@ -1009,8 +790,7 @@ impl ObjectStore {
                 buf.extend_from_slice(&chunk);
                 while buf.len() >= PART_SIZE {
                     if upload.is_none() {
-                        upload =
-                            Some((self.create_multipart(bucket, key, opts).await?, Vec::new()));
+                        upload = Some((self.create_multipart(bucket, key, opts).await?, Vec::new()));
                     }
                     let rest = buf.split_off(PART_SIZE);
                     let part = Bytes::from(std::mem::replace(&mut buf, rest));
@@ -1022,16 +802,11 @@ impl ObjectStore {
                 }
             }
             match upload.as_mut() {
-                None => {
-                    self.put_object(bucket, key, Bytes::from(std::mem::take(&mut buf)), opts)
-                        .await
-                }
+                None => self.put_object(bucket, key, Bytes::from(std::mem::take(&mut buf)), opts).await,
                 Some((id, parts)) => {
                     if !buf.is_empty() {
                         let n = parts.len() as u32 + 1;
-                        let etag = self
-                            .upload_part(bucket, key, id, n, Bytes::from(std::mem::take(&mut buf)))
-                            .await?;
+                        let etag = self.upload_part(bucket, key, id, n, Bytes::from(std::mem::take(&mut buf))).await?;
                         parts.push((n, etag));
                     }
                     self.complete_multipart(bucket, key, id, parts).await
@@ -1094,10 +869,7 @@ impl ObjectBody {
                         if self.offset == self.head.size {
                             return Ok(None);
                         }
-                        Some(format!(
-                            "body ended after {} of {} bytes",
-                            self.offset, self.head.size
-                        ))
+                        Some(format!("body ended after {} of {} bytes", self.offset, self.head.size))
                     }
                     Ok(Some(Err(e))) => Some(e.to_string()),
                     Err(_) => Some(format!("no data for {}s", timeout.as_secs())),
@@ -1115,14 +887,9 @@ impl ObjectBody {
             }
             self.resumes += 1;
             tracing::warn!(bucket = %self.bucket, key = %self.key, offset = self.offset, %reason, "resuming object read");
-            let call = Call::new(
-                "GetObject",
-                Method::GET,
-                Some(&self.bucket),
-                Some(&self.key),
-            )
-            .header("if-match", &format!("\"{}\"", self.head.etag))
-            .header("range", &format!("bytes={}-", self.offset));
+            let call = Call::new("GetObject", Method::GET, Some(&self.bucket), Some(&self.key))
+                .header("if-match", &format!("\"{}\"", self.head.etag))
+                .header("range", &format!("bytes={}-", self.offset));
             let resp = self.store.send(&call).await?;
             if resp.status() != StatusCode::PARTIAL_CONTENT {
                 return Err(self.changed("server ignored the resume range"));
@@ -1132,10 +899,6 @@ impl ObjectBody {
     }
 
     fn changed(&self, detail: &str) -> ObjStoreError {
-        ObjStoreError::Changed {
-            bucket: self.bucket.clone(),
-            key: self.key.clone(),
-            detail: detail.into(),
-        }
+        ObjStoreError::Changed { bucket: self.bucket.clone(), key: self.key.clone(), detail: detail.into() }
     }
 }

@@ -65,16 +65,10 @@ pub struct SignInput<'a> {
 
 /// Builds the canonical query string: pairs encoded, then sorted.
 pub fn canonical_query(query: &[(String, String)]) -> String {
-    let mut pairs: Vec<(String, String)> = query
-        .iter()
-        .map(|(k, v)| (uri_encode(k, false), uri_encode(v, false)))
-        .collect();
+    let mut pairs: Vec<(String, String)> =
+        query.iter().map(|(k, v)| (uri_encode(k, false), uri_encode(v, false))).collect();
     pairs.sort();
-    pairs
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
 }
 
 /// Returns the `Authorization` header value.
@@ -89,11 +83,7 @@ pub fn authorization(input: &SignInput<'_>) -> String {
         .collect();
     headers.sort();
     let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let signed_headers = headers
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .collect::<Vec<_>>()
-        .join(";");
+    let signed_headers = headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(";");
     let canonical_request = format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
         input.method,
@@ -105,15 +95,9 @@ pub fn authorization(input: &SignInput<'_>) -> String {
     );
     let date = &input.amz_date[..8];
     let scope = format!("{date}/{}/s3/aws4_request", input.region);
-    let string_to_sign = format!(
-        "AWS4-HMAC-SHA256\n{}\n{scope}\n{}",
-        input.amz_date,
-        sha256_hex(canonical_request.as_bytes())
-    );
-    let k_date = hmac(
-        format!("AWS4{}", input.secret_key).as_bytes(),
-        date.as_bytes(),
-    );
+    let string_to_sign =
+        format!("AWS4-HMAC-SHA256\n{}\n{scope}\n{}", input.amz_date, sha256_hex(canonical_request.as_bytes()));
+    let k_date = hmac(format!("AWS4{}", input.secret_key).as_bytes(), date.as_bytes());
     let k_region = hmac(&k_date, input.region.as_bytes());
     let k_service = hmac(&k_region, b"s3");
     let k_signing = hmac(&k_service, b"aws4_request");
@@ -139,10 +123,7 @@ mod tests {
     #[test]
     fn matches_aws_documented_example() {
         let headers = vec![
-            (
-                "host".to_string(),
-                "examplebucket.s3.amazonaws.com".to_string(),
-            ),
+            ("host".to_string(), "examplebucket.s3.amazonaws.com".to_string()),
             ("range".to_string(), "bytes=0-9".to_string()),
             ("x-amz-content-sha256".to_string(), EMPTY_SHA256.to_string()),
             ("x-amz-date".to_string(), "20130524T000000Z".to_string()),
@@ -158,11 +139,6 @@ mod tests {
             access_key: "AKIAIOSFODNN7EXAMPLE",
             secret_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
         });
-        assert!(
-            auth.ends_with(
-                "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
-            ),
-            "{auth}"
-        );
+        assert!(auth.ends_with("Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"), "{auth}");
     }
 }

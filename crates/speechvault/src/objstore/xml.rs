@@ -38,18 +38,12 @@ pub fn parse(body: &[u8]) -> Result<Element, String> {
         match event {
             Event::Start(start) => {
                 let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
-                stack.push(Element {
-                    name,
-                    ..Element::default()
-                });
+                stack.push(Element { name, ..Element::default() });
             }
             Event::Empty(start) => {
                 let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
                 if let Some(parent) = stack.last_mut() {
-                    parent.children.push(Element {
-                        name,
-                        ..Element::default()
-                    });
+                    parent.children.push(Element { name, ..Element::default() });
                 }
             }
             Event::Text(text) => {
@@ -79,9 +73,7 @@ pub fn parse(body: &[u8]) -> Result<Element, String> {
     if !stack.is_empty() {
         return Err("truncated XML document".into());
     }
-    doc.children
-        .pop()
-        .ok_or_else(|| "XML document has no root element".to_string())
+    doc.children.pop().ok_or_else(|| "XML document has no root element".to_string())
 }
 
 /// Escapes text for inclusion in an XML element.
@@ -101,10 +93,7 @@ mod tests {
 <IsTruncated>false</IsTruncated></ListBucketResult>"#;
         let root = parse(doc).unwrap();
         assert_eq!(root.name, "ListBucketResult");
-        let keys: Vec<_> = root
-            .all("Contents")
-            .filter_map(|c| c.text_of("Key"))
-            .collect();
+        let keys: Vec<_> = root.all("Contents").filter_map(|c| c.text_of("Key")).collect();
         assert_eq!(keys, ["a&b", "c"]);
         assert!(parse(b"<a><b></a>").is_err());
     }
