@@ -10,6 +10,12 @@ if [ $need_pg = 1 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
 fi
+if [ "${1:-}" = "--garage" ] && ! command -v restic >/dev/null 2>&1; then
+  # The tests check that restic itself reads speechvault's repositories.
+  echo "== installing restic (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq restic >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq restic >/dev/null; }
+fi
 if [ "${1:-}" = "--garage" ]; then
   export PATH="/opt/garage/bin:$PATH"
   if ! command -v garage >/dev/null 2>&1 || ! garage --version 2>/dev/null | grep -q '2\.5\.0'; then

@@ -34,8 +34,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-fn parse_instance(s: &str) -> Result<InstanceId, String> {
-    InstanceId::parse(s).map_err(|e| e.to_string())
+fn parse_instance(s: &str) -> Result<InstanceId, Failure> {
+    InstanceId::parse(s).map_err(Failure::from)
 }
 
 /// Loads the config: `-c`, else `$SPEECHVAULT_CONFIG`, else `./speechvault.toml` if present,
@@ -204,9 +204,7 @@ pub struct RestoreArgs {
 
 pub async fn restore(cfg: &Config, args: RestoreArgs, json: bool) -> Result<(), Failure> {
     let ownership = match (&args.from_instance, &args.to_instance) {
-        (Some(f), Some(t)) => {
-            Some((parse_instance(f).map_err(anyhow::Error::msg)?, parse_instance(t).map_err(anyhow::Error::msg)?))
-        }
+        (Some(f), Some(t)) => Some((parse_instance(f)?, parse_instance(t)?)),
         (None, None) => None,
         _ => {
             return Err(Failure { code: 2, error: anyhow::anyhow!("--from-instance and --to-instance go together") });
@@ -360,8 +358,8 @@ pub async fn transfer_ownership(
     dry_run: bool,
     json: bool,
 ) -> Result<(), Failure> {
-    let from = parse_instance(&from).map_err(|e| Failure { code: 2, error: anyhow::anyhow!(e) })?;
-    let to = parse_instance(&to).map_err(|e| Failure { code: 2, error: anyhow::anyhow!(e) })?;
+    let from = parse_instance(&from)?;
+    let to = parse_instance(&to)?;
     let inst = installation(cfg, &on)?;
     let profile = cfg.profile()?;
     let store = speechvault::objstore::ObjectStore::new(inst.s3.clone())?;

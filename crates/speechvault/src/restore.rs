@@ -339,6 +339,7 @@ async fn restore_database(
     }
 
     let admin = target.postgres.connect("postgres").await?;
+    let mut created = false;
     match opts.mode {
         TargetMode::Clean => {
             execute(
@@ -349,6 +350,7 @@ async fn restore_database(
             )
             .await?;
             execute(&admin, "postgres", "create database", &format!("CREATE DATABASE {}", quote_ident(db))).await?;
+            created = true;
         }
         TargetMode::Empty => {
             let exists = crate::pg::query(
@@ -363,17 +365,32 @@ async fn restore_database(
                 > 0;
             if !exists {
                 execute(&admin, "postgres", "create database", &format!("CREATE DATABASE {}", quote_ident(db))).await?;
+                created = true;
             }
         }
         TargetMode::DataOnly => {}
     }
+    let superuser: bool = crate::pg::query(
+        &admin,
+        "postgres",
+        "check role",
+        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+        &[],
+    )
+    .await?[0]
+        .get(0);
 
     let env = target.postgres.tool_env()?;
     let mut cmd = std::process::Command::new(pg_restore);
     cmd.args(["--no-owner", "--no-acl", "--exit-on-error", "--no-password"]);
     if opts.mode == TargetMode::DataOnly {
-        // Rows into an existing schema; one job keeps foreign-key order intact.
-        cmd.arg("--data-only");
+        // Rows into an existing schema, all or nothing. The archive lists tables by name, not
+        // by foreign-key order: a superuser holds triggers (and so key checks) off while
+        // loading; other roles depend on the order working out, and pg_restore says if not.
+        cmd.args(["--data-only", "--single-transaction"]);
+        if superuser {
+            cmd.arg("--disable-triggers");
+        }
     } else {
         cmd.arg(format!("--jobs={}", opts.jobs.max(1)));
     }
@@ -389,6 +406,13 @@ async fn restore_database(
     })?;
     drop(spool);
     if !out.status.success() {
+        if created {
+            // Leave no half-restored database behind.
+            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db));
+            if let Err(e) = execute(&admin, "postgres", "drop half-restored database", &drop).await {
+                tracing::warn!("could not drop the half-restored database {db}: {e}");
+            }
+        }
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
         return Err(RestoreError::PgRestore {

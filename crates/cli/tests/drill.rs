@@ -1,0 +1,605 @@
+//! Backup, restore, verify and ownership against real installations (sandboxes, and the
+//! external S3 server when SPEECHVAULT_TEST_S3_ENDPOINT is set), through the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use speechvault::instance::InstanceId;
+use speechvault_sandbox::harness::{TestInstallation, external_s3_from_env, test_dir};
+use speechvault_sandbox::seed::{self, Scale};
+use speechvault_sandbox::{SandboxInfo, UpOptions};
+
+const EXE: &str = env!("CARGO_BIN_EXE_speechvault");
+const REPO_PASSWORD: &str = "correct horse battery staple";
+
+fn exe() -> &'static Path {
+    Path::new(EXE)
+}
+
+/// A repository and a config naming the given installations.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new(installations: &[&SandboxInfo]) -> Self {
+        let dir = test_dir("speechvault-ws-").unwrap();
+        std::fs::write(dir.path().join("repo-password"), format!("{REPO_PASSWORD}\n")).unwrap();
+        let mut cfg = format!(
+            "[repository]\npath = {:?}\npassword_file = {:?}\n\n",
+            dir.path().join("repo").display().to_string(),
+            dir.path().join("repo-password").display().to_string()
+        );
+        for i in installations {
+            cfg.push_str(&i.config_section());
+            cfg.push('\n');
+        }
+        std::fs::write(dir.path().join("speechvault.toml"), cfg).unwrap();
+        let ws = Self { dir };
+        let out = ws.run(&["init"]);
+        assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
+        ws
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("speechvault.toml")
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(EXE);
+        c.arg("-c").arg(self.config()).args(args).env_remove("SPEECHVAULT_PASSWORD");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    fn backups(&self) -> Vec<serde_json::Value> {
+        self.json(&["snapshots"])["backups"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+async fn empty_target(name: &str) -> TestInstallation {
+    TestInstallation::start_with(exe(), name, Scale::Tiny, 0, |o: &mut UpOptions| o.seed_data = false).await.unwrap()
+}
+
+/// Every row of a table as text without the given column, sorted.
+async fn rows_without(client: &tokio_postgres::Client, table: &str, column: Option<&str>) -> Vec<String> {
+    let expr = match column {
+        Some(c) => format!("(to_jsonb(t) - '{c}')::text"),
+        None => "to_jsonb(t)::text".to_string(),
+    };
+    let rows = client.query(&format!("SELECT {expr} FROM {table} t ORDER BY 1"), &[]).await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+async fn owner_counts(
+    client: &tokio_postgres::Client,
+    table: &str,
+    column: &str,
+) -> std::collections::BTreeMap<String, i64> {
+    let rows = client.query(&format!("SELECT {column}::text, count(*) FROM {table} GROUP BY 1"), &[]).await.unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+fn schema_dump(info: &SandboxInfo, db: &str) -> String {
+    let out = Command::new(speechvault::pg::tool("pg_dump").unwrap())
+        .args(["--schema-only", "--no-password"])
+        .env("PGHOST", &info.postgres.host)
+        .env("PGPORT", info.postgres.port.to_string())
+        .env("PGUSER", &info.postgres.user)
+        .env("PGPASSFILE", &info.postgres.passfile)
+        .env("PGDATABASE", db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // pg_dump 15.14+ writes a random \restrict key per run; everything else must match.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_trip_is_byte_exact_and_moves_ownership_of_exactly_the_right_rows() {
+    let (a, b) = tokio::join!(TestInstallation::start(exe(), "src", Scale::Tiny, 11), empty_target("dst"));
+    let (a, b) = (a.unwrap(), b);
+    let ws = Workspace::new(&[&a.info, &b.info]);
+    let backup = ws.json(&["backup", "--from", "src"]);
+    let id = backup["backup_id"].as_str().unwrap().to_string();
+    assert_eq!(backup["components"].as_array().unwrap().len(), 4);
+
+    let from = seed::instances(11)[2].0.clone(); // the numeric CP4D instance
+    let numeric = "1612345678900011";
+    assert_eq!(InstanceId::parse(numeric).unwrap(), from);
+    let to = "5f0c6a5e-7d1b-4c1e-9a53-2b8e8c1d0f42";
+    let report = ws.json(&["restore", &id, "--to", "dst", "--from-instance", numeric, "--to-instance", to]);
+    assert_eq!(report["verify"]["ok"], true, "{report}");
+
+    // Objects: byte-exact with content type and metadata, read independently of verify.
+    let (sa, sb) = (a.info.object_store().unwrap(), b.info.object_store().unwrap());
+    for bucket in ["speech-service-base-models", "stt-customization-icp", "stt-async-icp"] {
+        let la = sa.list_all(&a.info.bucket(bucket), "").await.unwrap();
+        let lb = sb.list_all(&b.info.bucket(bucket), "").await.unwrap();
+        assert_eq!(
+            la.iter().map(|o| (&o.key, o.size)).collect::<Vec<_>>(),
+            lb.iter().map(|o| (&o.key, o.size)).collect::<Vec<_>>()
+        );
+        for o in &la {
+            let (ha, ba) = sa.get_bytes(&a.info.bucket(bucket), &o.key).await.unwrap();
+            let (hb, bb) = sb.get_bytes(&b.info.bucket(bucket), &o.key).await.unwrap();
+            assert_eq!(ba, bb, "{bucket}/{:?}", o.key);
+            assert_eq!((ha.content_type, ha.metadata), (hb.content_type, hb.metadata), "{bucket}/{:?}", o.key);
+        }
+    }
+    assert!(
+        sb.list_all(&b.info.bucket("stt-customization-icp"), "customizations/edge-cases/").await.unwrap().len()
+            == seed::edge_case_objects().len()
+    );
+
+    // Schemas identical.
+    for db in ["stt-customization", "tts-customization", "stt-async"] {
+        assert_eq!(schema_dump(&a.info, db), schema_dump(&b.info, db), "schema of {db}");
+    }
+
+    // Ownership: exactly the source instance's rows moved, nothing else changed in any row.
+    let (pa, pb) = (a.info.pg_config().unwrap(), b.info.pg_config().unwrap());
+    let profile = speechvault::profile::Profile::builtin();
+    for db in ["stt-customization", "tts-customization", "stt-async"] {
+        let (ca, cb) = (pa.connect(db).await.unwrap(), pb.connect(db).await.unwrap());
+        let tables: Vec<String> = ca
+            .query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for table in tables {
+            let cols: Vec<&str> = profile
+                .ownership
+                .iter()
+                .filter(|r| r.database == db && r.table == table)
+                .map(|r| r.columns[0].as_str())
+                .collect();
+            let mut before = rows_without(&ca, &table, None).await;
+            let mut after = rows_without(&cb, &table, None).await;
+            if !cols.is_empty() {
+                // Strip every owner column, then compare what remains.
+                let strip = |rows: &mut Vec<String>| {
+                    for r in rows.iter_mut() {
+                        let mut v: serde_json::Value = serde_json::from_str(r).unwrap();
+                        for c in &cols {
+                            v.as_object_mut().unwrap().remove(*c);
+                        }
+                        *r = v.to_string();
+                    }
+                    rows.sort();
+                };
+                strip(&mut before);
+                strip(&mut after);
+                for c in &cols {
+                    let oa = owner_counts(&ca, &table, c).await;
+                    let ob = owner_counts(&cb, &table, c).await;
+                    let moved = oa.get(from.as_str()).copied().unwrap_or(0);
+                    assert!(moved > 0, "{db}.{table}.{c} has rows of the source instance");
+                    assert_eq!(ob.get(to).copied(), Some(moved), "{db}.{table}.{c}: all of them moved");
+                    assert_eq!(ob.get(from.as_str()), None, "{db}.{table}.{c}: none left behind");
+                    for (owner, n) in &oa {
+                        if owner != from.as_str() {
+                            assert_eq!(ob.get(owner), Some(n), "{db}.{table}.{c}: other owners untouched");
+                        }
+                    }
+                }
+            }
+            assert_eq!(before, after, "{db}.{table}: rows identical apart from ownership");
+        }
+    }
+    let tg = pb.connect("stt-customization").await.unwrap();
+    let state: String = tg
+        .query_one("SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'customizations_touch'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "O", "the trigger held off during the transfer is enabled again");
+
+    // `verify` against the live source passes; after a change it fails with exit status 3.
+    let v = ws.json(&["verify", &id, "--against", "src"]);
+    assert_eq!(v["ok"], true);
+    sa.put_object(
+        &a.info.bucket("stt-async-icp"),
+        "jobs/new-after-backup",
+        bytes::Bytes::from_static(b"x"),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let out = ws.run(&["verify", &id, "--against", "src"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("jobs/new-after-backup"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restic_reads_the_repository_and_the_dump_parts_have_exact_sizes() {
+    let a = TestInstallation::start_with(exe(), "restic", Scale::Tiny, 4, |o| o.components = vec!["sttAsync".into()])
+        .await
+        .unwrap();
+    let ws = Workspace::new(&[&a.info]);
+    let backup = ws.json(&["backup", "--from", "restic"]);
+    let restic = which("restic").expect("restic must be installed (scripts/setup.sh installs it)");
+    let run = |args: &[&str]| {
+        Command::new(&restic)
+            .args(args)
+            .env("RESTIC_REPOSITORY", ws.repo())
+            .env("RESTIC_PASSWORD", REPO_PASSWORD)
+            .env("RESTIC_CACHE_DIR", ws.dir.path().join("restic-cache"))
+            .output()
+            .unwrap()
+    };
+    let check = run(&["check", "--read-data"]);
+    assert!(check.status.success(), "restic check: {}", stderr(&check));
+    // restic's own restore writes files with their declared sizes: the dump must come out whole.
+    let target = ws.dir.path().join("restic-restore");
+    let restore = run(&["restore", "latest", "--tag", "db:stt-async", "--target", target.to_str().unwrap()]);
+    assert!(restore.status.success(), "restic restore: {}", stderr(&restore));
+    let dir = target.join("databases/stt-async");
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    parts.sort();
+    let mut whole = Vec::new();
+    for p in &parts {
+        whole.extend(std::fs::read(p).unwrap());
+    }
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(&whole));
+    let manifest = run(&["dump", "latest", "--tag", "manifest", "/speechvault/manifest.json"]);
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    assert_eq!(manifest["backup_id"], backup["backup_id"]);
+    assert_eq!(manifest["databases"]["stt-async"]["dump_sha256"], digest.as_str());
+    assert!(whole.starts_with(b"PGDMP"), "a pg_dump custom-format archive");
+    // Every object's key is kept in an attribute restic shows.
+    let obj = &manifest["buckets"]["stt-async-icp"]["entries"][0];
+    let listed = run(&["ls", "--long", "latest", "--tag", "bucket:stt-async-icp", obj["path"].as_str().unwrap()]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_that_is_not_installed_fails_before_anything_is_written() {
+    let a = TestInstallation::start_with(exe(), "partial", Scale::Tiny, 2, |o| o.components = vec!["sttAsync".into()])
+        .await
+        .unwrap();
+    let ws = Workspace::new(&[&a.info]);
+    let out = ws.run(&["backup", "--from", "partial", "--components", "sttCustomization"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("\"stt-customization\"") && err.contains(&format!("127.0.0.1:{}", a.info.postgres.port)),
+        "{err}"
+    );
+    assert!(err.contains(&a.info.bucket("stt-customization-icp")), "{err}");
+    assert!(ws.backups().is_empty(), "nothing was written");
+    // Without --components, exactly what is installed is backed up.
+    let b = ws.json(&["backup", "--from", "partial"]);
+    assert_eq!(b["components"], serde_json::json!(["sttAsync"]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let (a, t) = tokio::join!(TestInstallation::start(exe(), "bad-src", Scale::Tiny, 3), empty_target("bad-dst"));
+    let a = a.unwrap();
+    let ws = Workspace::new(&[&a.info, &t.info]);
+    ws.json(&["backup", "--from", "bad-src"]);
+
+    // Wrong repository password.
+    let out = ws.command(&["backup", "--from", "bad-src"]).env("SPEECHVAULT_PASSWORD", "nope").output().unwrap();
+    let cfg = std::fs::read_to_string(ws.config()).unwrap();
+    let wrong = cfg.replace(
+        &format!("password_file = {:?}", ws.dir.path().join("repo-password").display().to_string()),
+        "password = \"wrong\"",
+    );
+    std::fs::write(ws.dir.path().join("wrong.toml"), wrong).unwrap();
+    let out2 = Command::new(EXE)
+        .args(["-c", ws.dir.path().join("wrong.toml").to_str().unwrap(), "snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out2.status.code(), Some(2), "{}", stderr(&out2));
+    assert!(stderr(&out2).contains("wrong password"), "{}", stderr(&out2));
+    assert!(out.status.success(), "the config's password file wins over the environment");
+
+    // Malformed instance id: refused before the target is touched.
+    let out = ws.run(&["restore", "--to", "bad-dst", "--from-instance", "not-an-id", "--to-instance", "1234"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("malformed instance id \"not-an-id\""), "{}", stderr(&out));
+    let store = t.info.object_store().unwrap();
+    for b in ["speech-service-base-models", "stt-customization-icp", "stt-async-icp"] {
+        assert!(!store.bucket_exists(&t.info.bucket(b)).await.unwrap(), "target untouched: {b}");
+    }
+
+    // Unknown backup id, unknown installation.
+    let out = ws.run(&["restore", "20990101", "--to", "bad-dst"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no backup \"20990101\""), "{}", stderr(&out));
+    let out = ws.run(&["backup", "--from", "nowhere"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no installation named \"nowhere\""), "{}", stderr(&out));
+
+    // A non-empty target is refused without --clean, naming what is in the way.
+    let out = ws.run(&["restore", "--to", "bad-src"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not empty") && stderr(&out).contains("--clean"), "{}", stderr(&out));
+    assert_eq!(
+        t.info.pg_config().unwrap().connect("stt-async").await.err().map(|e| e.to_string().contains("does not exist")),
+        Some(true)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_endpoint_fails_within_bounded_time_and_says_which() {
+    let a = TestInstallation::start_with(exe(), "reach", Scale::Tiny, 3, |o| {
+        o.components = vec!["ttsCustomization".into()]
+    })
+    .await
+    .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ws = Workspace::new(&[&a.info]);
+    let cfg = std::fs::read_to_string(ws.config()).unwrap();
+    let broken_s3 = cfg.replace(&a.info.s3.endpoint, &format!("http://127.0.0.1:{closed}"));
+    let broken_pg =
+        cfg.replace(&format!("postgres.port = {}", a.info.postgres.port), &format!("postgres.port = {closed}"));
+    for (name, text, needle) in
+        [("s3", broken_s3, format!("http://127.0.0.1:{closed}")), ("pg", broken_pg, format!("127.0.0.1:{closed}"))]
+    {
+        let path = ws.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let start = Instant::now();
+        let out = Command::new(EXE).args(["-c", path.to_str().unwrap(), "backup", "--from", "reach"]).output().unwrap();
+        assert!(start.elapsed() < Duration::from_secs(30), "{name}: took {:?}", start.elapsed());
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        assert!(stderr(&out).contains(&needle), "{name}: {}", stderr(&out));
+    }
+    assert!(ws.backups().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_backup_leaves_no_complete_backup_and_the_next_one_succeeds() {
+    let a = TestInstallation::start(exe(), "killed", Scale::Small, 5).await.unwrap();
+    let ws = Workspace::new(&[&a.info]);
+    let mut child = ws
+        .command(&["backup", "--from", "killed"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the database snapshots exist, while the buckets are being read.
+    let snapshots = ws.repo().join("snapshots");
+    let start = Instant::now();
+    while std::fs::read_dir(&snapshots).map(|d| d.count()).unwrap_or(0) < 3 {
+        assert!(child.try_wait().unwrap().is_none(), "backup finished before it could be killed");
+        assert!(start.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let sets = ws.backups();
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0]["complete"], false, "{sets:?}");
+    let out = ws.run(&["restore", "latest", "--to", "killed"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no complete backup"), "{}", stderr(&out));
+    let out = ws.run(&["restore", sets[0]["backup_id"].as_str().unwrap(), "--to", "killed"]);
+    assert!(stderr(&out).contains("incomplete"), "{}", stderr(&out));
+    // The next backup works and is the one `latest` finds.
+    let next = ws.json(&["backup", "--from", "killed"]);
+    assert_eq!(ws.json(&["verify", "latest", "--against", "killed"])["backup_id"], next["backup_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_object_store_removes_the_partial_backup() {
+    if external_s3_from_env().is_some() {
+        return; // stops our own server mid-backup
+    }
+    let a = TestInstallation::start(exe(), "flaky", Scale::Small, 6).await.unwrap();
+    let ws = Workspace::new(&[&a.info]);
+    let mut child = ws
+        .command(&["backup", "--from", "flaky"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let snapshots = ws.repo().join("snapshots");
+    let start = Instant::now();
+    while std::fs::read_dir(&snapshots).map(|d| d.count()).unwrap_or(0) < 3 {
+        assert!(child.try_wait().unwrap().is_none(), "backup finished before the server could be stopped");
+        assert!(start.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: stopping the S3 server this test started.
+    unsafe {
+        libc::kill(a.info.s3.pid.unwrap() as i32, libc::SIGKILL);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot reach S3 endpoint"), "{}", stderr(&out));
+    assert!(ws.backups().is_empty(), "the snapshots written before the failure were removed: {:?}", ws.backups());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_reaches_logs_json_or_arguments() {
+    let a = TestInstallation::start(exe(), "secrets", Scale::Tiny, 8).await.unwrap();
+    let t = empty_target("secrets-dst").await;
+    let ws = Workspace::new(&[&a.info, &t.info]);
+    let secrets: Vec<String> = [
+        &a.info.postgres.password_file,
+        &a.info.s3.secret_key_file,
+        &t.info.postgres.password_file,
+        &t.info.s3.secret_key_file,
+    ]
+    .iter()
+    .map(|p| std::fs::read_to_string(p).unwrap().trim().to_string())
+    .chain([REPO_PASSWORD.to_string()])
+    .collect();
+    let mut outputs = Vec::new();
+    for args in [
+        vec!["--json", "-vv", "backup", "--from", "secrets"],
+        vec!["--json", "-vv", "restore", "--to", "secrets-dst"],
+        vec!["--json", "-vv", "verify", "--against", "secrets-dst"],
+        vec!["--json", "snapshots"],
+    ] {
+        let out = ws.run(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        outputs.push(String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out));
+    }
+    // pg_dump and pg_restore get the password through a private file, not their arguments:
+    // check by looking at our own process list while a backup runs.
+    let mut child = ws.command(&["backup", "--from", "secrets"]).spawn().unwrap();
+    let mut seen = String::new();
+    while child.try_wait().unwrap().is_none() {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+                seen.push_str(&String::from_utf8_lossy(&c).replace('\0', " "));
+                seen.push('\n');
+            }
+        }
+    }
+    outputs.push(seen);
+    for (i, text) in outputs.iter().enumerate() {
+        for s in &secrets {
+            assert!(!text.contains(s.as_str()), "output {i} leaks a secret");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transfer_ownership_on_a_live_installation_and_dry_run() {
+    let a = TestInstallation::start(exe(), "live", Scale::Tiny, 9).await.unwrap();
+    let ws = Workspace::new(&[&a.info]);
+    let from = seed::instances(9)[0].0.to_string();
+    let to = "1612345678909999";
+    let dry =
+        ws.json(&["transfer-ownership", "--on", "live", "--from-instance", &from, "--to-instance", to, "--dry-run"]);
+    let rules = dry["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 6, "{dry}");
+    assert!(rules.iter().all(|r| r["skipped"].is_null() && r["rows"].as_u64().unwrap() > 0), "{dry}");
+    let pg = a.info.pg_config().unwrap();
+    let c = pg.connect("stt-customization").await.unwrap();
+    assert!(owner_counts(&c, "customizations", "owner").await.contains_key(&from), "dry run changed nothing");
+    let done = ws.json(&["transfer-ownership", "--on", "live", "--from-instance", &from, "--to-instance", to]);
+    assert_eq!(done["rules"], dry["rules"], "the dry run predicted the counts");
+    let counts = owner_counts(&c, "customizations", "owner").await;
+    assert!(!counts.contains_key(&from));
+    assert!(counts.contains_key("00000000-0000-0000-1612-345678909999"));
+    // The same ids twice is refused.
+    let out = ws.run(&["transfer-ownership", "--on", "live", "--from-instance", to, "--to-instance", to]);
+    assert_eq!(out.status.code(), Some(2));
+    // A release spelling the column `instanceid` is handled by the profile's alternatives.
+    let sa = pg.connect("stt-async").await.unwrap();
+    sa.batch_execute("ALTER TABLE notification_urls RENAME COLUMN instance_id TO instanceid").await.unwrap();
+    let again = ws.json(&["transfer-ownership", "--on", "live", "--from-instance", to, "--to-instance", &from]);
+    assert!(
+        again["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["column"] == "instanceid" && r["rows"].as_u64().unwrap() > 0),
+        "{again}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_only_restore_loads_rows_into_an_existing_schema_and_clean_replaces() {
+    let a = TestInstallation::start(exe(), "do-src", Scale::Tiny, 12).await.unwrap();
+    let t = empty_target("do-dst").await;
+    let ws = Workspace::new(&[&a.info, &t.info]);
+    ws.json(&["backup", "--from", "do-src"]);
+    ws.json(&["restore", "--to", "do-dst", "--no-verify"]);
+    // Simulate a freshly installed target: schema present, no rows.
+    let pg = t.info.pg_config().unwrap();
+    for db in ["stt-customization", "tts-customization", "stt-async"] {
+        let c = pg.connect(db).await.unwrap();
+        c.batch_execute(
+            "DO $$ DECLARE r record; BEGIN FOR r IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP \
+             EXECUTE 'TRUNCATE ' || quote_ident(r.tablename) || ' CASCADE'; END LOOP; END $$; \
+             SELECT lo_unlink(oid) FROM pg_largeobject_metadata;",
+        )
+        .await
+        .unwrap();
+    }
+    let r = ws.json(&["restore", "--to", "do-dst", "--data-only"]);
+    assert_eq!(r["verify"]["ok"], true, "{r}");
+    // --data-only into a target without the schema is refused.
+    let bare = empty_target("do-bare").await;
+    let ws2 = Workspace::new(&[&a.info, &bare.info]);
+    ws2.json(&["backup", "--from", "do-src"]);
+    let out = ws2.run(&["restore", "--to", "do-bare", "--data-only"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // --clean replaces a populated target.
+    let r = ws.json(&["restore", "--to", "do-dst", "--clean"]);
+    assert_eq!(r["verify"]["ok"], true, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_for_async_jobs_gives_up_clearly_and_proceeds_once_they_finish() {
+    let a = TestInstallation::start_with(exe(), "jobs", Scale::Tiny, 13, |o| o.components = vec!["sttAsync".into()])
+        .await
+        .unwrap();
+    let ws = Workspace::new(&[&a.info]);
+    let start = Instant::now();
+    let out = ws.run(&["backup", "--from", "jobs", "--wait-for-async-jobs=2s"]);
+    assert!(start.elapsed() < Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("still waiting or processing"), "{}", stderr(&out));
+    assert!(ws.backups().is_empty());
+    let c = a.info.pg_config().unwrap().connect("stt-async").await.unwrap();
+    c.batch_execute("UPDATE jobs SET status = 'completed' WHERE status IN ('waiting', 'processing')").await.unwrap();
+    ws.json(&["backup", "--from", "jobs", "--wait-for-async-jobs=2s"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_library_reads_back_a_backup_through_the_handle_that_wrote_it() {
+    let a = TestInstallation::start_with(exe(), "lib", Scale::Tiny, 14, |o| o.components = vec!["baseModels".into()])
+        .await
+        .unwrap();
+    let t = empty_target("lib-dst").await;
+    let dir = test_dir("speechvault-lib-").unwrap();
+    let pw = speechvault::secret::Secret::new("pw");
+    let repo = dir.path().join("repo");
+    let vault = std::sync::Arc::new(
+        tokio::task::spawn_blocking(move || speechvault::repository::Vault::init(&repo, &pw)).await.unwrap().unwrap(),
+    );
+    let profile = speechvault::profile::Profile::builtin();
+    let progress = speechvault::progress::Progress::default();
+    let inst = a.info.installation().unwrap();
+    let report =
+        speechvault::backup::run(vault.clone(), &inst, &profile, &Default::default(), &progress).await.unwrap();
+    let v = vault.clone();
+    let sets = tokio::task::spawn_blocking(move || speechvault::catalog::backup_sets(&v)).await.unwrap().unwrap();
+    let set = speechvault::catalog::find(&sets, &report.backup_id, None).unwrap();
+    let target = t.info.installation().unwrap();
+    let r = speechvault::restore::run(vault, &set, &target, &profile, &Default::default(), &progress).await.unwrap();
+    assert!(r.verify.unwrap().ok);
+    let mode = std::fs::metadata(dir.path().join("repo")).unwrap().permissions();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.mode() & 0o077, 0, "the repository directory is private to its owner");
+}
