@@ -117,7 +117,11 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
                 });
             }
             if !json {
-                eprintln!("starting sandbox {} ({} scale, seed {})...", opts.name, opts.scale, opts.seed);
+                if opts.seed_data {
+                    eprintln!("starting sandbox {} ({} scale, seed {})...", opts.name, opts.scale, opts.seed);
+                } else {
+                    eprintln!("starting empty sandbox {}...", opts.name);
+                }
             }
             let started = std::time::Instant::now();
             let (info, report) = sandbox::up(&opts).await?;

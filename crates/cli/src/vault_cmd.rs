@@ -173,13 +173,14 @@ pub async fn snapshots(cfg: &Config, installation: Option<String>, json: bool) -
     } else if views.is_empty() {
         println!("no backups");
     } else {
-        println!("{:<28} {:<16} {:<26} {:<10} PARTS", "BACKUP", "INSTALLATION", "TIME", "STATE");
+        println!("{:<24} {:<16} {:<20} {:<10} PARTS", "BACKUP", "INSTALLATION", "TIME (UTC)", "STATE");
         for v in views {
+            let time: String = v.time.chars().take(19).map(|c| if c == 'T' { ' ' } else { c }).collect();
             println!(
-                "{:<28} {:<16} {:<26} {:<10} {}",
+                "{:<24} {:<16} {:<20} {:<10} {}",
                 v.backup_id,
                 v.installation,
-                v.time,
+                time,
                 if v.complete { "complete" } else { "INCOMPLETE" },
                 v.parts.join(" ")
             );

@@ -603,3 +603,74 @@ async fn the_library_reads_back_a_backup_through_the_handle_that_wrote_it() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(mode.mode() & 0o077, 0, "the repository directory is private to its owner");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_pg_dump_fails_the_backup_and_leaves_nothing() {
+    let a = TestInstallation::start_with(exe(), "dumpfail", Scale::Tiny, 15, |o| {
+        o.components = vec!["ttsCustomization".into()]
+    })
+    .await
+    .unwrap();
+    let ws = Workspace::new(&[&a.info]);
+    // A pg_dump that writes the start of an archive, complains and exits 1, like one that
+    // loses its connection half-way.
+    let bin = ws.dir.path().join("fake-bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("pg_dump");
+    std::fs::write(&fake, "#!/bin/sh\nprintf 'PGDMP-partial'\necho 'pg_dump: error: connection lost' >&2\nexit 1\n")
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = ws.command(&["backup", "--from", "dumpfail"]).env("SPEECHVAULT_PG_BINDIR", &bin).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("pg_dump of database \"tts-customization\" failed") && err.contains("connection lost"),
+        "{err}"
+    );
+    assert!(ws.backups().is_empty(), "the dump's snapshot was removed: {:?}", ws.backups());
+    ws.json(&["backup", "--from", "dumpfail"]);
+    assert_eq!(ws.backups().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupted_repository_fails_the_restore_and_the_empty_target_stays_empty() {
+    let (a, t) = tokio::join!(
+        TestInstallation::start_with(exe(), "corrupt", Scale::Tiny, 16, |o| o.components =
+            vec!["sttAsync".into(), "baseModels".into()]),
+        empty_target("corrupt-dst")
+    );
+    let a = a.unwrap();
+    let ws = Workspace::new(&[&a.info, &t.info]);
+    ws.json(&["backup", "--from", "corrupt"]);
+    // Flip bytes in the middle of the largest pack (object data).
+    let mut packs = Vec::new();
+    for d in std::fs::read_dir(ws.repo().join("data")).unwrap().flatten() {
+        for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+            packs.push((f.metadata().unwrap().len(), f.path()));
+        }
+    }
+    packs.sort();
+    let (len, largest) = packs.pop().unwrap();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    for b in &mut bytes[(len as usize / 2)..(len as usize / 2 + 64)] {
+        *b ^= 0xff;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&largest, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&largest, bytes).unwrap();
+    let out = ws.run(&["restore", "--to", "corrupt-dst"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let pg = t.info.pg_config().unwrap();
+    let admin = pg.connect("postgres").await.unwrap();
+    let dbs: i64 =
+        admin.query_one("SELECT count(*) FROM pg_database WHERE datname = 'stt-async'", &[]).await.unwrap().get(0);
+    assert_eq!(dbs, 0, "the database created by the failed restore was dropped");
+    let store = t.info.object_store().unwrap();
+    for b in ["speech-service-base-models", "stt-async-icp"] {
+        assert!(
+            !store.bucket_exists(&t.info.bucket(b)).await.unwrap(),
+            "bucket {b} created by the failed restore was removed"
+        );
+    }
+}

@@ -187,20 +187,18 @@ pub async fn run(
     preflight(target, &store, &manifest, opts.mode).await?;
     let pg_restore = crate::pg::tool("pg_restore")?;
 
-    let mut databases = BTreeMap::new();
-    for (db, entry) in &manifest.databases {
-        progress.phase(format!("restoring database {db}"), entry.dump_bytes, 0);
-        restore_database(&reader, set, target, db, entry, opts, &pg_restore).await?;
-        databases.insert(db.clone(), DbRestored { dump_bytes: entry.dump_bytes, tables: entry.tables.len() });
-    }
-
-    let mut buckets = BTreeMap::new();
-    for (bucket, entry) in &manifest.buckets {
-        let name = target.bucket(bucket);
-        progress.phase(format!("restoring bucket {name}"), entry.bytes, entry.objects);
-        restore_bucket(&reader, set, &store, &name, entry, opts, progress).await?;
-        buckets.insert(bucket.clone(), BucketRestored { name, objects: entry.objects, bytes: entry.bytes });
-    }
+    let mut touched = Touched::default();
+    let written =
+        write_target(&reader, set, target, &store, &manifest, opts, &pg_restore, progress, &mut touched).await;
+    let (databases, buckets) = match written {
+        Ok(v) => v,
+        Err(e) => {
+            if opts.mode == TargetMode::Empty {
+                touched.roll_back(target, &store).await;
+            }
+            return Err(e);
+        }
+    };
 
     let mut moved = Vec::new();
     if let Some((from, to)) = &opts.ownership {
@@ -226,6 +224,74 @@ pub async fn run(
         verify,
         seconds: clock.elapsed().as_secs_f64(),
     })
+}
+
+/// What a restore created on an empty target, so a failure can take it back.
+#[derive(Default)]
+struct Touched {
+    databases: Vec<String>,
+    /// Buckets written to, and whether the restore created them.
+    buckets: Vec<(String, bool)>,
+}
+
+impl Touched {
+    /// Returns an empty target to empty: drops the databases the restore created, deletes the
+    /// objects it wrote (the buckets were empty before) and the buckets it created.
+    async fn roll_back(&self, target: &Installation, store: &ObjectStore) {
+        if let Ok(admin) = target.postgres.connect("postgres").await {
+            for db in &self.databases {
+                let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db));
+                if let Err(e) = execute(&admin, "postgres", "roll back", &sql).await {
+                    tracing::warn!("rolling back: cannot drop database {db}: {e}");
+                }
+            }
+        }
+        for (bucket, created) in &self.buckets {
+            match store.list_all(bucket, "").await {
+                Ok(objects) => {
+                    for o in objects {
+                        let _ = store.delete_object(bucket, &o.key).await;
+                    }
+                }
+                Err(e) => tracing::warn!("rolling back: cannot list bucket {bucket}: {e}"),
+            }
+            if *created && let Err(e) = store.delete_bucket(bucket).await {
+                tracing::warn!("rolling back: cannot delete bucket {bucket}: {e}");
+            }
+        }
+        tracing::warn!("the failed restore was rolled back; the target is as empty as it was");
+    }
+}
+
+type Written = (BTreeMap<String, DbRestored>, BTreeMap<String, BucketRestored>);
+
+/// Restores the databases, then the buckets, recording what it creates in `touched`.
+#[allow(clippy::too_many_arguments)]
+async fn write_target(
+    reader: &Arc<VaultReader>,
+    set: &BackupSet,
+    target: &Installation,
+    store: &ObjectStore,
+    manifest: &Manifest,
+    opts: &RestoreOptions,
+    pg_restore: &std::path::Path,
+    progress: &Progress,
+    touched: &mut Touched,
+) -> Result<Written, RestoreError> {
+    let mut databases = BTreeMap::new();
+    for (db, entry) in &manifest.databases {
+        progress.phase(format!("restoring database {db}"), entry.dump_bytes, 0);
+        restore_database(reader, set, target, db, entry, opts, pg_restore, touched).await?;
+        databases.insert(db.clone(), DbRestored { dump_bytes: entry.dump_bytes, tables: entry.tables.len() });
+    }
+    let mut buckets = BTreeMap::new();
+    for (bucket, entry) in &manifest.buckets {
+        let name = target.bucket(bucket);
+        progress.phase(format!("restoring bucket {name}"), entry.bytes, entry.objects);
+        restore_bucket(reader, set, store, &name, entry, opts, progress, touched).await?;
+        buckets.insert(bucket.clone(), BucketRestored { name, objects: entry.objects, bytes: entry.bytes });
+    }
+    Ok((databases, buckets))
 }
 
 /// Checks the target before anything is changed.
@@ -308,6 +374,7 @@ async fn restore_database(
     entry: &DatabaseEntry,
     opts: &RestoreOptions,
     pg_restore: &std::path::Path,
+    touched: &mut Touched,
 ) -> Result<(), RestoreError> {
     let snap = snapshot_of(set, &entry.snapshot)?.clone();
     // The dump goes to a private temporary file: pg_restore needs a seekable archive for
@@ -366,6 +433,7 @@ async fn restore_database(
             if !exists {
                 execute(&admin, "postgres", "create database", &format!("CREATE DATABASE {}", quote_ident(db))).await?;
                 created = true;
+                touched.databases.push(db.to_string());
             }
         }
         TargetMode::DataOnly => {}
@@ -468,6 +536,7 @@ impl Write for ChannelWriter {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn restore_bucket(
     reader: &Arc<VaultReader>,
     set: &BackupSet,
@@ -476,6 +545,7 @@ async fn restore_bucket(
     entry: &BucketEntry,
     opts: &RestoreOptions,
     progress: &Progress,
+    touched: &mut Touched,
 ) -> Result<(), RestoreError> {
     let snap = snapshot_of(set, &entry.snapshot)?.clone();
     let files = {
@@ -486,7 +556,11 @@ async fn restore_bucket(
     };
     let nodes: HashMap<String, rustic_core::repofile::Node> =
         files.into_iter().map(|(p, n)| (p.display().to_string(), n)).collect();
-    store.create_bucket(name).await?;
+    let existed = store.bucket_exists(name).await?;
+    if !existed {
+        store.create_bucket(name).await?;
+    }
+    touched.buckets.push((name.to_string(), !existed));
     if opts.mode == TargetMode::Clean {
         for o in store.list_all(name, "").await? {
             store.delete_object(name, &o.key).await?;
