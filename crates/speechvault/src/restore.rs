@@ -188,8 +188,9 @@ pub async fn run(
     let pg_restore = crate::pg::tool("pg_restore")?;
 
     let mut touched = Touched::default();
-    let written =
-        write_target(&reader, set, target, &store, &manifest, opts, &pg_restore, progress, &mut touched).await;
+    let written = Job { reader: &reader, set, target, store: &store, opts, pg_restore: &pg_restore, progress }
+        .write(&manifest, &mut touched)
+        .await;
     let (databases, buckets) = match written {
         Ok(v) => v,
         Err(e) => {
@@ -265,33 +266,35 @@ impl Touched {
 
 type Written = (BTreeMap<String, DbRestored>, BTreeMap<String, BucketRestored>);
 
-/// Restores the databases, then the buckets, recording what it creates in `touched`.
-#[allow(clippy::too_many_arguments)]
-async fn write_target(
-    reader: &Arc<VaultReader>,
-    set: &BackupSet,
-    target: &Installation,
-    store: &ObjectStore,
-    manifest: &Manifest,
-    opts: &RestoreOptions,
-    pg_restore: &std::path::Path,
-    progress: &Progress,
-    touched: &mut Touched,
-) -> Result<Written, RestoreError> {
-    let mut databases = BTreeMap::new();
-    for (db, entry) in &manifest.databases {
-        progress.phase(format!("restoring database {db}"), entry.dump_bytes, 0);
-        restore_database(reader, set, target, db, entry, opts, pg_restore, touched).await?;
-        databases.insert(db.clone(), DbRestored { dump_bytes: entry.dump_bytes, tables: entry.tables.len() });
+/// Everything the writing half of a restore works with.
+struct Job<'a> {
+    reader: &'a Arc<VaultReader>,
+    set: &'a BackupSet,
+    target: &'a Installation,
+    store: &'a ObjectStore,
+    opts: &'a RestoreOptions,
+    pg_restore: &'a std::path::Path,
+    progress: &'a Progress,
+}
+
+impl Job<'_> {
+    /// Restores the databases, then the buckets, recording what it creates in `touched`.
+    async fn write(&self, manifest: &Manifest, touched: &mut Touched) -> Result<Written, RestoreError> {
+        let mut databases = BTreeMap::new();
+        for (db, entry) in &manifest.databases {
+            self.progress.phase(format!("restoring database {db}"), entry.dump_bytes, 0);
+            restore_database(self, db, entry, touched).await?;
+            databases.insert(db.clone(), DbRestored { dump_bytes: entry.dump_bytes, tables: entry.tables.len() });
+        }
+        let mut buckets = BTreeMap::new();
+        for (bucket, entry) in &manifest.buckets {
+            let name = self.target.bucket(bucket);
+            self.progress.phase(format!("restoring bucket {name}"), entry.bytes, entry.objects);
+            restore_bucket(self, &name, entry, touched).await?;
+            buckets.insert(bucket.clone(), BucketRestored { name, objects: entry.objects, bytes: entry.bytes });
+        }
+        Ok((databases, buckets))
     }
-    let mut buckets = BTreeMap::new();
-    for (bucket, entry) in &manifest.buckets {
-        let name = target.bucket(bucket);
-        progress.phase(format!("restoring bucket {name}"), entry.bytes, entry.objects);
-        restore_bucket(reader, set, store, &name, entry, opts, progress, touched).await?;
-        buckets.insert(bucket.clone(), BucketRestored { name, objects: entry.objects, bytes: entry.bytes });
-    }
-    Ok((databases, buckets))
 }
 
 /// Checks the target before anything is changed.
@@ -367,15 +370,12 @@ fn dbname_conninfo(db: &str) -> String {
 }
 
 async fn restore_database(
-    reader: &Arc<VaultReader>,
-    set: &BackupSet,
-    target: &Installation,
+    job: &Job<'_>,
     db: &str,
     entry: &DatabaseEntry,
-    opts: &RestoreOptions,
-    pg_restore: &std::path::Path,
     touched: &mut Touched,
 ) -> Result<(), RestoreError> {
+    let Job { reader, set, target, opts, pg_restore, .. } = *job;
     let snap = snapshot_of(set, &entry.snapshot)?.clone();
     // The dump goes to a private temporary file: pg_restore needs a seekable archive for
     // parallel jobs. (Object data is never staged on disk; dumps are small by comparison.)
@@ -536,17 +536,13 @@ impl Write for ChannelWriter {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn restore_bucket(
-    reader: &Arc<VaultReader>,
-    set: &BackupSet,
-    store: &ObjectStore,
+    job: &Job<'_>,
     name: &str,
     entry: &BucketEntry,
-    opts: &RestoreOptions,
-    progress: &Progress,
     touched: &mut Touched,
 ) -> Result<(), RestoreError> {
+    let Job { reader, set, store, opts, progress, .. } = *job;
     let snap = snapshot_of(set, &entry.snapshot)?.clone();
     let files = {
         let r = reader.clone();
