@@ -473,7 +473,12 @@ async fn no_secret_reaches_logs_json_or_arguments() {
     }
     // pg_dump and pg_restore get the password through a private file, not their arguments:
     // check by looking at our own process list while a backup runs.
-    let mut child = ws.command(&["backup", "--from", "secrets"]).spawn().unwrap();
+    let mut child = ws
+        .command(&["backup", "--from", "secrets"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let mut seen = String::new();
     while child.try_wait().unwrap().is_none() {
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
