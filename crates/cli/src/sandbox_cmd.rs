@@ -53,6 +53,10 @@ pub enum SandboxCmd {
         /// Start the servers without databases, buckets or data (a restore target).
         #[arg(long)]
         empty: bool,
+        /// Serve S3 over https with a self-signed certificate (its PEM is the sandbox's CA
+        /// file: `sandbox env --toml` names it).
+        #[arg(long)]
+        tls: bool,
     },
     /// Stop a sandbox and delete all of its data (also a crashed or half-started one).
     Down { name: String },
@@ -89,6 +93,7 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
             s3_endpoint,
             bucket_suffix,
             empty,
+            tls,
         } => {
             let exe = std::env::current_exe()?;
             let mut opts = sandbox::UpOptions::new(name, exe);
@@ -101,6 +106,7 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
             opts.s3_port = s3_port;
             opts.bucket_suffix = bucket_suffix;
             opts.seed_data = !empty;
+            opts.tls = tls;
             if let Some(endpoint) = s3_endpoint {
                 let access_key = std::env::var("AWS_ACCESS_KEY_ID").map_err(|_| {
                     anyhow::anyhow!(

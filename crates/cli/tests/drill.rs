@@ -679,3 +679,53 @@ async fn a_corrupted_repository_fails_the_restore_and_the_empty_target_stays_emp
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_and_restore_over_https_trust_only_the_named_ca() {
+    if external_s3_from_env().is_some() {
+        return; // TLS is a property of our own server here
+    }
+    let (a, t) = tokio::join!(
+        TestInstallation::start_with(exe(), "tls-src", Scale::Tiny, 17, |o| {
+            o.tls = true;
+            o.components = vec!["sttAsync".into()];
+        }),
+        TestInstallation::start_with(exe(), "tls-dst", Scale::Tiny, 0, |o| {
+            o.tls = true;
+            o.seed_data = false;
+        })
+    );
+    let (a, t) = (a.unwrap(), t.unwrap());
+    assert!(a.info.s3.endpoint.starts_with("https://127.0.0.1:"));
+    let ws = Workspace::new(&[&a.info, &t.info]);
+    ws.json(&["backup", "--from", "tls-src"]);
+    let r = ws.json(&["restore", "--to", "tls-dst"]);
+    assert_eq!(r["verify"]["ok"], true, "{r}");
+
+    // Without the CA file the self-signed certificate is refused, and the error says where.
+    let cfg = std::fs::read_to_string(ws.config()).unwrap();
+    let ca_line = format!("s3.ca_file = {:?}\n", a.info.s3.ca_file.as_ref().unwrap().display().to_string());
+    assert!(cfg.contains(&ca_line));
+    let no_ca = ws.dir.path().join("no-ca.toml");
+    std::fs::write(&no_ca, cfg.replace(&ca_line, "")).unwrap();
+    let out = Command::new(EXE)
+        .args(["-c", no_ca.to_str().unwrap(), "backup", "--from", "tls-src"])
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&a.info.s3.endpoint) && stderr(&out).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&out)
+    );
+    // ... unless the operator explicitly turns verification off.
+    let insecure = ws.dir.path().join("insecure.toml");
+    std::fs::write(&insecure, cfg.replace(&ca_line, "s3.insecure = true\n")).unwrap();
+    let out = Command::new(EXE)
+        .args(["-c", insecure.to_str().unwrap(), "backup", "--from", "tls-src"])
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

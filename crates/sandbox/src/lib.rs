@@ -101,6 +101,9 @@ pub struct S3Info {
     pub bucket_suffix: Option<String>,
     /// Buckets as named on the server, by their profile name.
     pub buckets: Vec<(String, String)>,
+    /// With `--tls`: the server's self-signed certificate, for `s3.ca_file`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl SandboxInfo {
@@ -114,6 +117,7 @@ impl SandboxInfo {
         let sk = read_secret_file(&self.s3.secret_key_file)?;
         let mut cfg = S3Config::new(&self.s3.endpoint, ak.expose(), sk);
         cfg.region = self.s3.region.clone();
+        cfg.ca_file = self.s3.ca_file.clone();
         Ok(cfg)
     }
 
@@ -160,6 +164,7 @@ impl SandboxInfo {
         let ak = read_secret_file(&self.s3.access_key_file)?;
         let sk = read_secret_file(&self.s3.secret_key_file)?;
         let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let ca = self.s3.ca_file.as_ref().map(|p| format!("export AWS_CA_BUNDLE={}\n", q(&p.display().to_string())));
         Ok([
             ("PGHOST", self.postgres.host.clone()),
             ("PGPORT", self.postgres.port.to_string()),
@@ -174,6 +179,7 @@ impl SandboxInfo {
         ]
         .iter()
         .map(|(k, v)| format!("export {k}={}\n", q(v)))
+        .chain(ca)
         .collect())
     }
 
@@ -199,6 +205,9 @@ impl SandboxInfo {
             user = self.postgres.user,
             pw = self.postgres.password_file.display().to_string(),
         );
+        if let Some(ca) = &self.s3.ca_file {
+            s.push_str(&format!("s3.ca_file = {:?}\n", ca.display().to_string()));
+        }
         if let Some(suffix) = &self.s3.bucket_suffix {
             s.push_str(&format!("bucket_suffix = {suffix:?}\n"));
         }
@@ -231,6 +240,8 @@ pub struct UpOptions {
     /// Create databases and buckets and fill them; `false` gives bare servers (a restore
     /// target).
     pub seed_data: bool,
+    /// Serve S3 over https with a self-signed certificate.
+    pub tls: bool,
 }
 
 /// An S3 endpoint that is not ours (Garage, MinIO, ...), for the sandbox's buckets.
@@ -259,6 +270,7 @@ impl UpOptions {
             parallel: 16,
             home: home(),
             seed_data: true,
+            tls: false,
         }
     }
 }
@@ -510,7 +522,7 @@ async fn build(
         None => (
             format!("SV{}", random_string(18, UPPER)),
             random_string(40, ALNUM),
-            format!("http://127.0.0.1:{}", s3_port.unwrap_or_default()),
+            format!("{}://127.0.0.1:{}", if opts.tls { "https" } else { "http" }, s3_port.unwrap_or_default()),
             "us-east-1".to_string(),
         ),
     };
@@ -525,7 +537,15 @@ async fn build(
     pg.start()?;
 
     let mut s3_pid = None;
+    let mut ca_file = None;
     if let Some(port) = s3_port {
+        if opts.tls {
+            let (cert, key) = s3server::self_signed_cert()?;
+            let path = secrets.join("s3-tls.pem");
+            write_private(&path, cert.as_bytes())?;
+            write_private(&secrets.join("s3-tls.key"), key.as_bytes())?;
+            ca_file = Some(path);
+        }
         let pid = start_s3_server(&opts.server_exe, &dir, port)?;
         started.s3_pid = Some(pid);
         s3_pid = Some(pid);
@@ -566,6 +586,7 @@ async fn build(
             pid: s3_pid,
             bucket_suffix: opts.bucket_suffix.clone(),
             buckets: bucket_names.clone(),
+            ca_file,
         },
     };
     write_private(&dir.join("sandbox.json"), &serde_json::to_vec_pretty(&info).map_err(std::io::Error::other)?)?;
@@ -783,7 +804,14 @@ pub async fn serve_s3(dir: &Path, port: u16) -> Result<()> {
             _ => std::future::pending::<()>().await,
         }
     };
-    tracing::info!(port, "S3 server listening on 127.0.0.1");
-    s3server::serve(store, listener, ak.expose(), sk.expose(), shutdown).await?;
+    // `up --tls` leaves a certificate and key beside the other secrets.
+    let cert = dir.join("secrets/s3-tls.pem");
+    let tls = if cert.is_file() {
+        Some(s3server::tls_config(&std::fs::read(&cert)?, &std::fs::read(dir.join("secrets/s3-tls.key"))?)?)
+    } else {
+        None
+    };
+    tracing::info!(port, tls = tls.is_some(), "S3 server listening on 127.0.0.1");
+    s3server::serve(store, listener, ak.expose(), sk.expose(), tls, shutdown).await?;
     Ok(())
 }

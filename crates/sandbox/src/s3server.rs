@@ -721,13 +721,37 @@ mod base64_lite {
     }
 }
 
-/// Serves S3 on `listener` until `shutdown` resolves. Requests must be signed with
-/// `access_key`/`secret_key`.
+/// A self-signed certificate for 127.0.0.1 and localhost: `(certificate PEM, key PEM)`. The
+/// certificate is what clients pass as their CA file.
+pub fn self_signed_cert() -> std::io::Result<(String, String)> {
+    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    let cert = rcgen::generate_simple_self_signed(names).map_err(std::io::Error::other)?;
+    Ok((cert.cert.pem(), cert.key_pair.serialize_pem()))
+}
+
+/// A TLS server configuration from PEM certificate and key.
+pub fn tls_config(cert_pem: &[u8], key_pem: &[u8]) -> std::io::Result<Arc<rustls::ServerConfig>> {
+    let certs = rustls_pemfile::certs(&mut &cert_pem[..]).collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])?
+        .ok_or_else(|| std::io::Error::other("no private key in PEM"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(std::io::Error::other)?;
+    Ok(Arc::new(config))
+}
+
+/// Serves S3 on `listener` until `shutdown` resolves, over TLS when `tls` is given. Requests
+/// must be signed with `access_key`/`secret_key`.
 pub async fn serve(
     store: DigestStore,
     listener: tokio::net::TcpListener,
     access_key: &str,
     secret_key: &str,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -754,11 +778,27 @@ pub async fn serve(
             () = shutdown.as_mut() => break,
         };
         let _ = socket.set_nodelay(true);
-        let conn = http.serve_connection(TokioIo::new(socket), service.clone());
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        match &tls {
+            None => {
+                let conn = http.serve_connection(TokioIo::new(socket), service.clone());
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            Some(config) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                let (http, service) = (http.clone(), service.clone());
+                tokio::spawn(async move {
+                    match acceptor.accept(socket).await {
+                        Ok(stream) => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Err(e) => tracing::debug!("TLS handshake failed: {e}"),
+                    }
+                });
+            }
+        }
     }
     tokio::select! {
         () = graceful.shutdown() => {},
@@ -781,7 +821,7 @@ pub async fn spawn_in_process(
     let stop2 = stop.clone();
     let (ak, sk) = (access_key.to_string(), secret_key.to_string());
     tokio::spawn(async move {
-        let _ = serve(store, listener, &ak, &sk, async move { stop2.notified().await }).await;
+        let _ = serve(store, listener, &ak, &sk, None, async move { stop2.notified().await }).await;
     });
     Ok((format!("http://{addr}"), stop))
 }

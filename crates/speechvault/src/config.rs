@@ -288,7 +288,8 @@ pub fn resolve(name: &str, f: &InstallationFile) -> Result<Installation, ConfigE
             .or_else(|| env("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|| "us-east-1".into());
     s3.session_token = env("AWS_SESSION_TOKEN").map(Secret::new);
-    s3.ca_file = f.s3.ca_file.clone();
+    // AWS_CA_BUNDLE is the standard way to name extra CAs; it only matters for https.
+    s3.ca_file = f.s3.ca_file.clone().or_else(|| env("AWS_CA_BUNDLE").map(PathBuf::from));
     s3.insecure = f.s3.insecure;
 
     let host = f
