@@ -69,6 +69,10 @@ enum Command {
         /// Objects read at once (default: 8 per core, at most 128).
         #[arg(long)]
         parallel: Option<usize>,
+        /// Read every object again, instead of reusing the previous backup's copy of objects
+        /// that are unchanged (same key, size, ETag and last-modified).
+        #[arg(long)]
+        full: bool,
     },
     /// List backups (complete and incomplete) in the repository.
     Snapshots {
@@ -267,8 +271,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Sandbox(cmd) => sandbox_cmd::run(cmd, json).await,
             Command::Init => vault_cmd::init(&cfg()?, json).await,
-            Command::Backup { from, components, wait_for_async_jobs, parallel } => {
-                let args = vault_cmd::BackupArgs { from, components, wait: wait_for_async_jobs, parallel };
+            Command::Backup { from, components, wait_for_async_jobs, parallel, full } => {
+                let args = vault_cmd::BackupArgs { from, components, wait: wait_for_async_jobs, parallel, full };
                 vault_cmd::backup(&cfg()?, args, json).await
             }
             Command::Snapshots { installation } => vault_cmd::snapshots(&cfg()?, installation, json).await,

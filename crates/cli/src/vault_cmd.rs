@@ -129,6 +129,7 @@ pub struct BackupArgs {
     pub components: Vec<String>,
     pub wait: Option<Duration>,
     pub parallel: Option<usize>,
+    pub full: bool,
 }
 
 pub async fn backup(cfg: &Config, args: BackupArgs, json: bool) -> Result<(), Failure> {
@@ -141,6 +142,7 @@ pub async fn backup(cfg: &Config, args: BackupArgs, json: bool) -> Result<(), Fa
     let mut opts = BackupOptions {
         components: (!args.components.is_empty()).then_some(args.components),
         wait_for_async_jobs: args.wait,
+        full: args.full,
         ..Default::default()
     };
     if let Some(p) = args.parallel {
@@ -156,7 +158,16 @@ pub async fn backup(cfg: &Config, args: BackupArgs, json: bool) -> Result<(), Fa
             println!("  database {db}: {} tables, {} rows, dump {}", d.tables, d.rows, human_bytes(d.dump_bytes));
         }
         for (b, s) in &report.buckets {
-            println!("  bucket {b}: {} objects, {}", s.objects, human_bytes(s.bytes));
+            if s.unchanged > 0 {
+                println!(
+                    "  bucket {b}: {} objects, {} ({} unchanged since the previous backup, not read again)",
+                    s.objects,
+                    human_bytes(s.bytes),
+                    s.unchanged
+                );
+            } else {
+                println!("  bucket {b}: {} objects, {}", s.objects, human_bytes(s.bytes));
+            }
         }
         println!("  service instances owning rows: {}", report.instance_ids.join(", "));
     }

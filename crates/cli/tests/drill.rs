@@ -729,3 +729,73 @@ async fn backup_and_restore_over_https_trust_only_the_named_ca() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_backup_reuses_unchanged_objects_and_still_restores_exactly() {
+    let (a, t) = tokio::join!(
+        TestInstallation::start_with(exe(), "incr", Scale::Tiny, 18, |o| o.components = vec!["sttAsync".into()]),
+        empty_target("incr-dst")
+    );
+    let a = a.unwrap();
+    let ws = Workspace::new(&[&a.info, &t.info]);
+    let first = ws.json(&["backup", "--from", "incr"]);
+    assert_eq!(first["buckets"]["stt-async-icp"]["unchanged"], 0);
+    let total = first["buckets"]["stt-async-icp"]["objects"].as_u64().unwrap();
+
+    // Change one object (same size, new content), delete one, add one.
+    let store = a.info.object_store().unwrap();
+    let bucket = a.info.bucket("stt-async-icp");
+    let objects = store.list_all(&bucket, "").await.unwrap();
+    let (changed, deleted) = (&objects[0], &objects[1]);
+    let (head, body) = store.get_bytes(&bucket, &changed.key).await.unwrap();
+    let flipped: Vec<u8> = body.iter().map(|b| b ^ 0x5a).collect();
+    let put =
+        speechvault::objstore::PutOptions { content_type: head.content_type.clone(), metadata: head.metadata.clone() };
+    store.put_object(&bucket, &changed.key, bytes::Bytes::from(flipped.clone()), &put).await.unwrap();
+    store.delete_object(&bucket, &deleted.key).await.unwrap();
+    store.put_object(&bucket, "jobs/added/audio.flac", bytes::Bytes::from_static(b"new"), &put).await.unwrap();
+
+    let second = ws.json(&["backup", "--from", "incr"]);
+    assert_eq!(second["buckets"]["stt-async-icp"]["objects"].as_u64().unwrap(), total);
+    assert_eq!(second["buckets"]["stt-async-icp"]["unchanged"].as_u64().unwrap(), total - 2, "{second}");
+    let full = ws.json(&["backup", "--from", "incr", "--full"]);
+    assert_eq!(full["buckets"]["stt-async-icp"]["unchanged"], 0);
+
+    let id = second["backup_id"].as_str().unwrap();
+    let r = ws.json(&["restore", id, "--to", "incr-dst"]);
+    assert_eq!(r["verify"]["ok"], true, "{r}");
+    let target = t.info.object_store().unwrap();
+    let tb = t.info.bucket("stt-async-icp");
+    assert_eq!(target.get_bytes(&tb, &changed.key).await.unwrap().1.as_ref(), flipped.as_slice());
+    assert!(target.get_bytes(&tb, &deleted.key).await.is_err());
+    assert_eq!(target.get_bytes(&tb, "jobs/added/audio.flac").await.unwrap().1.as_ref(), b"new");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unchanged_objects_are_read_again_when_the_parent_snapshot_is_gone() {
+    let (a, t) = tokio::join!(
+        TestInstallation::start_with(exe(), "lazy", Scale::Tiny, 19, |o| o.components = vec!["sttAsync".into()]),
+        empty_target("lazy-dst")
+    );
+    let a = a.unwrap();
+    let ws = Workspace::new(&[&a.info, &t.info]);
+    let first = ws.json(&["backup", "--from", "lazy"]);
+    // Remove the first backup's bucket snapshot behind speechvault's back (its manifest stays).
+    let restic = which("restic").expect("restic must be installed (scripts/setup.sh installs it)");
+    let sets = ws.backups();
+    let parts = sets[0]["parts"].as_array().unwrap();
+    let snaps = sets[0]["snapshots"].as_array().unwrap();
+    let idx = parts.iter().position(|p| p == "bucket:stt-async-icp").unwrap();
+    let out = Command::new(&restic)
+        .args(["forget", snaps[idx].as_str().unwrap()])
+        .env("RESTIC_REPOSITORY", ws.repo())
+        .env("RESTIC_PASSWORD", REPO_PASSWORD)
+        .env("RESTIC_CACHE_DIR", ws.dir.path().join("restic-cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second = ws.json(&["backup", "--from", "lazy"]);
+    assert_eq!(second["buckets"]["stt-async-icp"]["unchanged"], first["buckets"]["stt-async-icp"]["objects"]);
+    let r = ws.json(&["restore", second["backup_id"].as_str().unwrap(), "--to", "lazy-dst"]);
+    assert_eq!(r["verify"]["ok"], true, "{r}");
+}

@@ -62,11 +62,20 @@ pub struct BackupOptions {
     pub parallel: usize,
     /// Size of the in-memory parts a dump is cut into.
     pub dump_part_size: usize,
+    /// Read every object again instead of reusing what the previous backup of the same
+    /// installation holds for unchanged objects (same key, size, ETag and last-modified).
+    pub full: bool,
 }
 
 impl Default for BackupOptions {
     fn default() -> Self {
-        Self { components: None, wait_for_async_jobs: None, parallel: default_parallelism(), dump_part_size: 16 << 20 }
+        Self {
+            components: None,
+            wait_for_async_jobs: None,
+            parallel: default_parallelism(),
+            dump_part_size: 16 << 20,
+            full: false,
+        }
     }
 }
 
@@ -99,6 +108,8 @@ pub struct DatabaseSummary {
 pub struct BucketSummary {
     pub objects: u64,
     pub bytes: u64,
+    /// Objects unchanged since the previous backup, whose content was not read again.
+    pub unchanged: u64,
 }
 
 fn tags(inst: &Installation, id: &str, what: &str) -> Vec<String> {
@@ -281,9 +292,17 @@ async fn run_inner(
         db_entries.insert(db.clone(), entry);
     }
 
+    let previous = if opts.full { None } else { previous_manifest(vault, inst).await };
     let mut bucket_entries = BTreeMap::new();
+    let mut unchanged = BTreeMap::new();
     for b in &buckets {
-        let entry = backup_bucket(vault, inst, &store, b, id, opts, progress, written).await?;
+        let prev = previous
+            .as_ref()
+            .filter(|m| m.source.s3_endpoint == inst.s3.endpoint)
+            .and_then(|m| m.buckets.get(b))
+            .filter(|e| e.source_name == inst.bucket(b));
+        let (entry, n) = backup_bucket(vault, inst, &store, b, prev, id, opts, progress, written).await?;
+        unchanged.insert(b.clone(), n);
         bucket_entries.insert(b.clone(), entry);
     }
 
@@ -334,7 +353,16 @@ async fn run_inner(
         buckets: manifest
             .buckets
             .iter()
-            .map(|(n, b)| (n.clone(), BucketSummary { objects: b.objects, bytes: b.bytes }))
+            .map(|(n, b)| {
+                (
+                    n.clone(),
+                    BucketSummary {
+                        objects: b.objects,
+                        bytes: b.bytes,
+                        unchanged: unchanged.get(n).copied().unwrap_or(0),
+                    },
+                )
+            })
             .collect(),
         snapshots: written.iter().map(|s| s.to_string()).collect(),
         instance_ids: manifest.instance_ids.clone(),
@@ -453,17 +481,45 @@ async fn dump_database(
     })
 }
 
+/// The manifest of the latest complete backup of `inst`, if there is one and it reads; a
+/// damaged or missing one only means a full read.
+async fn previous_manifest(vault: &Arc<Vault>, inst: &Installation) -> Option<Manifest> {
+    let (v, name) = (vault.clone(), inst.name.clone());
+    let found = tokio::task::spawn_blocking(move || -> Result<Option<Manifest>, crate::catalog::CatalogError> {
+        let sets = crate::catalog::backup_sets(&v)?;
+        let Some(set) = sets.iter().rev().find(|s| s.complete() && s.installation == name) else {
+            return Ok(None);
+        };
+        let reader = v.reader()?;
+        set.manifest(&reader).map(Some)
+    })
+    .await;
+    match found {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => {
+            tracing::warn!("cannot use the previous backup, reading everything: {e}");
+            None
+        }
+        Err(e) => {
+            tracing::warn!("cannot use the previous backup, reading everything: {e}");
+            None
+        }
+    }
+}
+
+/// Backs up one bucket; returns its manifest entry and how many objects were unchanged.
 #[allow(clippy::too_many_arguments)]
 async fn backup_bucket(
     vault: &Arc<Vault>,
     inst: &Installation,
     store: &ObjectStore,
     bucket: &str,
+    previous: Option<&BucketEntry>,
     id: &str,
     opts: &BackupOptions,
     progress: &Progress,
     written: &mut Vec<rustic_core::repofile::SnapshotId>,
-) -> Result<BucketEntry, BackupError> {
+) -> Result<(BucketEntry, u64), BackupError> {
     let actual = inst.bucket(bucket);
     progress.phase(format!("listing bucket {actual}"), 0, 0);
     let listed = store.list_all(&actual, "").await?;
@@ -475,7 +531,28 @@ async fn backup_bucket(
     let failures = Failures::default();
     let p2 = progress.clone();
     let counter: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| p2.add_bytes(n));
-    let (src, digests) = source::bucket_source(store, &actual, &planned, opts.parallel, &failures, Some(counter));
+    let known: Vec<Option<(String, crate::objstore::ObjectHead)>> = match previous {
+        None => vec![None; planned.len()],
+        Some(prev) => {
+            let by_key: std::collections::HashMap<&str, &ObjectEntry> =
+                prev.entries.iter().map(|e| (e.key.as_str(), e)).collect();
+            planned
+                .iter()
+                .map(|p| {
+                    by_key
+                        .get(p.info.key.as_str())
+                        .filter(|e| {
+                            e.size == p.info.size && e.etag == p.info.etag && e.last_modified == p.info.last_modified
+                        })
+                        .map(|e| (e.sha256.clone(), e.head()))
+                })
+                .collect()
+        }
+    };
+    let unchanged = known.iter().filter(|k| k.is_some()).count() as u64;
+    let parent = previous.filter(|_| unchanged > 0).map(|p| p.snapshot.clone());
+    let (src, digests) =
+        source::bucket_source(store, &actual, &planned, known, opts.parallel, &failures, Some(counter));
     let spec = SnapshotSpec {
         host: inst.name.clone(),
         label: format!("bucket:{bucket}"),
@@ -487,7 +564,7 @@ async fn backup_bucket(
         )),
     };
     let v = vault.clone();
-    let snap = tokio::task::spawn_blocking(move || v.archive(src, &spec, None))
+    let snap = tokio::task::spawn_blocking(move || v.archive(src, &spec, parent))
         .await
         .map_err(|e| BackupError::Internal(e.to_string()))?;
     let snap = snap?;
@@ -515,12 +592,13 @@ async fn backup_bucket(
         return Err(BackupError::Source { part: format!("bucket {actual}"), failures: fails });
     }
     entries.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(BucketEntry {
+    let entry = BucketEntry {
         source_name: actual,
         snapshot: snap.id.to_string(),
         path: root.display().to_string(),
         objects: entries.len() as u64,
         bytes: total,
         entries,
-    })
+    };
+    Ok((entry, unchanged))
 }

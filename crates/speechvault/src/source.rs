@@ -50,8 +50,13 @@ pub fn base64(data: &[u8]) -> String {
 }
 
 /// Builds file metadata: exact size, modification time, and `user.*` extended attributes.
-pub fn file_meta(size: u64, mtime: Option<jiff::Timestamp>, xattrs: &[(&str, &[u8])]) -> Metadata {
-    let mut meta = Metadata { size, mtime, mode: Some(0o100600), ..Metadata::default() };
+pub fn file_meta(
+    size: u64,
+    mtime: Option<jiff::Timestamp>,
+    ctime: Option<jiff::Timestamp>,
+    xattrs: &[(&str, &[u8])],
+) -> Metadata {
+    let mut meta = Metadata { size, mtime, ctime, mode: Some(0o100600), ..Metadata::default() };
     if !xattrs.is_empty() {
         // rustic does not export its attribute type; build it through its serde form.
         let list: Vec<serde_json::Value> =
@@ -93,7 +98,7 @@ impl ReadSource for MemorySource {
     }
 
     fn entries(&self) -> Self::Iter {
-        let node = file_node(&self.path, file_meta(self.data.len() as u64, Some(jiff::Timestamp::now()), &[]));
+        let node = file_node(&self.path, file_meta(self.data.len() as u64, Some(jiff::Timestamp::now()), None, &[]));
         vec![Ok(ReadSourceEntry { path: self.path.clone(), node, open: Some(Cursor::new(self.data.clone())) })]
             .into_iter()
     }
@@ -179,7 +184,7 @@ impl Iterator for StreamIter {
         if at_end {
             self.finish();
         }
-        let node = file_node(&path, file_meta(filled as u64, Some(jiff::Timestamp::now()), &[]));
+        let node = file_node(&path, file_meta(filled as u64, Some(jiff::Timestamp::now()), None, &[]));
         Some(Ok(ReadSourceEntry { path, node, open: Some(Cursor::new(buf)) }))
     }
 }
@@ -302,17 +307,95 @@ impl Read for ObjectReader {
     }
 }
 
+/// How the archiver gets an object's bytes.
+pub enum ObjectOpen {
+    /// Fetched ahead by the prefetcher.
+    Ahead(ObjectReader),
+    /// Unchanged since the previous backup: fetched only if rustic does read it (its parent
+    /// snapshot lacks the content), which normally never happens.
+    Lazy(Box<LazyReader>),
+}
+
+impl Read for ObjectOpen {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Ahead(r) => r.read(buf),
+            Self::Lazy(r) => r.read(buf),
+        }
+    }
+}
+
+/// Reads an object on demand, from a thread outside the runtime.
+pub struct LazyReader {
+    handle: tokio::runtime::Handle,
+    store: ObjectStore,
+    bucket: String,
+    info: ObjectInfo,
+    index: usize,
+    digests: Digests,
+    failures: Failures,
+    body: Option<crate::objstore::ObjectBody>,
+    cur: Bytes,
+    hasher: Sha256,
+    done: bool,
+}
+
+impl LazyReader {
+    fn fail(&mut self, msg: String) -> std::io::Error {
+        self.done = true;
+        self.failures.record(format!("object {:?}: {msg}", self.info.key));
+        std::io::Error::other(msg)
+    }
+}
+
+impl Read for LazyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.cur.has_remaining() {
+                let n = buf.len().min(self.cur.remaining());
+                self.cur.copy_to_slice(&mut buf[..n]);
+                return Ok(n);
+            }
+            if self.done {
+                return Ok(0);
+            }
+            if self.body.is_none() {
+                let got = self.handle.block_on(self.store.get_object(&self.bucket, &self.info.key, Some(&self.info)));
+                match got {
+                    Ok(b) => self.body = Some(b),
+                    Err(e) => return Err(self.fail(e.to_string())),
+                }
+            }
+            let Some(body) = self.body.as_mut() else { return Ok(0) };
+            match self.handle.block_on(body.chunk()) {
+                Ok(Some(c)) => {
+                    self.hasher.update(&c);
+                    self.cur = c;
+                }
+                Ok(None) => {
+                    self.done = true;
+                    let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
+                    if let Ok(mut d) = self.digests.lock() {
+                        d[self.index] = Some((digest, body.head.clone()));
+                    }
+                }
+                Err(e) => return Err(self.fail(e.to_string())),
+            }
+        }
+    }
+}
+
 /// The objects of one bucket, in archive order.
 pub struct BucketSource {
-    entries: Mutex<Option<Vec<(PathBuf, Node, ObjectReader)>>>,
+    entries: Mutex<Option<Vec<(PathBuf, Node, ObjectOpen)>>>,
     total: u64,
 }
 
 impl ReadSource for BucketSource {
-    type Open = ObjectReader;
+    type Open = ObjectOpen;
     type Iter = std::iter::Map<
-        std::vec::IntoIter<(PathBuf, Node, ObjectReader)>,
-        fn((PathBuf, Node, ObjectReader)) -> RusticResult<ReadSourceEntry<ObjectReader>>,
+        std::vec::IntoIter<(PathBuf, Node, ObjectOpen)>,
+        fn((PathBuf, Node, ObjectOpen)) -> RusticResult<ReadSourceEntry<ObjectOpen>>,
     >;
 
     fn size(&self) -> RusticResult<Option<u64>> {
@@ -329,39 +412,73 @@ impl ReadSource for BucketSource {
 /// (content type and user metadata are not in listings). Filled in as objects finish.
 pub type Digests = Arc<Mutex<Vec<Option<(String, crate::objstore::ObjectHead)>>>>;
 
+/// A fixed pseudo-time derived from an ETag, stored as the node's ctime: rustic reuses a
+/// parent's content only when size, mtime and ctime all match, so an object rewritten with the
+/// same size within the same second (same last-modified) still counts as changed.
+pub fn etag_time(etag: &str) -> jiff::Timestamp {
+    let h = Sha256::digest(etag.as_bytes());
+    let secs = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    jiff::Timestamp::from_second(i64::from(secs)).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
 /// Builds the source for `planned` objects and starts fetching them, `parallel` at a time, on
 /// the current tokio runtime. Each GET is pinned to the listed ETag and size.
+///
+/// `known[i]` is what the previous backup recorded for object `i` when it is unchanged since
+/// (same key, size, ETag and last-modified): such objects are not fetched ahead, since rustic
+/// takes their content from the parent snapshot; their digest and headers come from `known`.
 pub fn bucket_source(
     store: &ObjectStore,
     bucket: &str,
     planned: &[PlannedObject],
+    known: Vec<Option<(String, crate::objstore::ObjectHead)>>,
     parallel: usize,
     failures: &Failures,
     progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
 ) -> (BucketSource, Digests) {
-    let digests: Digests = Arc::new(Mutex::new(vec![None; planned.len()]));
+    let unchanged: Vec<bool> = known.iter().map(Option::is_some).collect();
+    let digests: Digests = Arc::new(Mutex::new(known));
+    let handle = tokio::runtime::Handle::current();
     let mut entries = Vec::with_capacity(planned.len());
     let mut senders = Vec::with_capacity(planned.len());
-    for p in planned {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(8);
+    for (i, p) in planned.iter().enumerate() {
         let mtime = p.info.last_modified.parse::<jiff::Timestamp>().ok();
         let meta = file_meta(
             p.info.size,
             mtime,
+            Some(etag_time(&p.info.etag)),
             &[("user.s3.key", p.info.key.as_bytes()), ("user.s3.etag", p.info.etag.as_bytes())],
         );
         let node = file_node(&p.path, meta);
-        let reader = ObjectReader {
-            key: p.info.key.clone(),
-            rx,
-            cur: Bytes::new(),
-            read: 0,
-            expected: p.info.size,
-            done: false,
-            failures: failures.clone(),
+        let open = if unchanged[i] {
+            senders.push(None);
+            ObjectOpen::Lazy(Box::new(LazyReader {
+                handle: handle.clone(),
+                store: store.clone(),
+                bucket: bucket.to_string(),
+                info: p.info.clone(),
+                index: i,
+                digests: digests.clone(),
+                failures: failures.clone(),
+                body: None,
+                cur: Bytes::new(),
+                hasher: Sha256::new(),
+                done: false,
+            }))
+        } else {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(8);
+            senders.push(Some(tx));
+            ObjectOpen::Ahead(ObjectReader {
+                key: p.info.key.clone(),
+                rx,
+                cur: Bytes::new(),
+                read: 0,
+                expected: p.info.size,
+                done: false,
+                failures: failures.clone(),
+            })
         };
-        entries.push((p.path.clone(), node, reader));
-        senders.push(tx);
+        entries.push((p.path.clone(), node, open));
     }
     let total = planned.iter().map(|p| p.info.size).sum();
     let infos: Vec<ObjectInfo> = planned.iter().map(|p| p.info.clone()).collect();
@@ -371,6 +488,7 @@ pub fn bucket_source(
     tokio::spawn(async move {
         let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
         for (i, (info, tx)) in infos.into_iter().zip(senders).enumerate() {
+            let Some(tx) = tx else { continue };
             let Ok(permit) = sem.clone().acquire_owned().await else {
                 return;
             };
@@ -447,7 +565,7 @@ mod tests {
     #[test]
     fn base64_and_metadata_round_trip_through_rustic_types() {
         assert_eq!(base64(b"fooba"), "Zm9vYmE=");
-        let m = file_meta(5, None, &[("user.s3.key", b"a/../b")]);
+        let m = file_meta(5, None, None, &[("user.s3.key", b"a/../b")]);
         assert_eq!(m.size, 5);
         assert_eq!(m.extended_attributes.len(), 1);
         let json = serde_json::to_value(&m).unwrap();
