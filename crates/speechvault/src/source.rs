@@ -227,15 +227,17 @@ impl ReadSource for StreamSource {
 // ---------------------------------------------------------------------------------------------
 // A bucket: objects fetched ahead in parallel, digested while they stream.
 
-/// Where an object's content lives in a bucket snapshot: `<root>/<h0h1>/<h2h3>/<sha256(key)>`.
+/// Where an object's content lives in a bucket snapshot: `<root>/<h0h1>/<sha256(key)>`.
 ///
 /// S3 keys are not paths (`a` and `a/b` are both objects; `..`, `.` and empty segments; a
 /// trailing `/`; segments over 255 bytes), so keys are not used as paths at all. The digest
-/// layout is injective for every key, keeps every directory small (two levels of 256), and the
-/// key itself is kept in the file's `user.s3.key` attribute and in the manifest.
+/// layout is injective for every key and spreads objects evenly over 256 directories (each
+/// directory is one tree object in memory: about 4,000 entries per million objects, where a
+/// deeper fan-out would cost one tree load per object on every incremental run). The key
+/// itself is kept in the file's `user.s3.key` attribute and in the manifest.
 pub fn object_path(root: &Path, key: &str) -> PathBuf {
     let h = hex::encode(Sha256::digest(key.as_bytes()));
-    root.join(&h[..2]).join(&h[2..4]).join(&h)
+    root.join(&h[..2]).join(&h)
 }
 
 /// One object to back up, with its place in the snapshot.
@@ -551,7 +553,7 @@ mod tests {
         let paths: std::collections::HashSet<PathBuf> = keys.iter().map(|k| object_path(root, k)).collect();
         assert_eq!(paths.len(), keys.len());
         for p in &paths {
-            assert_eq!(p.components().count(), 6, "{p:?}");
+            assert_eq!(p.components().count(), 5, "{p:?}");
             assert!(p.file_name().unwrap().len() == 64);
         }
         let infos = keys
