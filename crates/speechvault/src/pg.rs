@@ -153,6 +153,32 @@ impl ToolEnv {
     }
 }
 
+/// Drops a database if it exists, ending its sessions first (`WITH (FORCE)` on PostgreSQL 13
+/// and later; older servers get the sessions terminated by hand).
+pub async fn drop_database(admin: &tokio_postgres::Client, db: &str) -> Result<(), PgError> {
+    let version: i32 =
+        query(admin, "postgres", "server version", "SELECT current_setting('server_version_num')::int", &[]).await?[0]
+            .get(0);
+    if version >= 130_000 {
+        return execute(
+            admin,
+            "postgres",
+            "drop database",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db)),
+        )
+        .await;
+    }
+    query(
+        admin,
+        "postgres",
+        "end sessions",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        &[&db],
+    )
+    .await?;
+    execute(admin, "postgres", "drop database", &format!("DROP DATABASE IF EXISTS {}", quote_ident(db))).await
+}
+
 /// Quotes an identifier for SQL (`"stt-customization"`).
 pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))

@@ -241,8 +241,7 @@ impl Touched {
     async fn roll_back(&self, target: &Installation, store: &ObjectStore) {
         if let Ok(admin) = target.postgres.connect("postgres").await {
             for db in &self.databases {
-                let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db));
-                if let Err(e) = execute(&admin, "postgres", "roll back", &sql).await {
+                if let Err(e) = crate::pg::drop_database(&admin, db).await {
                     tracing::warn!("rolling back: cannot drop database {db}: {e}");
                 }
             }
@@ -409,13 +408,7 @@ async fn restore_database(
     let mut created = false;
     match opts.mode {
         TargetMode::Clean => {
-            execute(
-                &admin,
-                "postgres",
-                "drop database",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db)),
-            )
-            .await?;
+            crate::pg::drop_database(&admin, db).await?;
             execute(&admin, "postgres", "create database", &format!("CREATE DATABASE {}", quote_ident(db))).await?;
             created = true;
         }
@@ -476,8 +469,7 @@ async fn restore_database(
     if !out.status.success() {
         if created {
             // Leave no half-restored database behind.
-            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db));
-            if let Err(e) = execute(&admin, "postgres", "drop half-restored database", &drop).await {
+            if let Err(e) = crate::pg::drop_database(&admin, db).await {
                 tracing::warn!("could not drop the half-restored database {db}: {e}");
             }
         }
