@@ -21,12 +21,13 @@ sv=$PWD/target/release/speechvault
 work=$(mktemp -d /var/tmp/speechvault-bench-XXXXXX)
 chmod 711 "$work"
 export SPEECHVAULT_SANDBOX_HOME=$work/sandboxes
-trap '"$sv" sandbox down a >/dev/null 2>&1 || true; "$sv" sandbox down b >/dev/null 2>&1 || true; "$sv" sandbox down c >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+trap '"$sv" sandbox down a >/dev/null 2>&1 || true; "$sv" sandbox down b >/dev/null 2>&1 || true; "$sv" sandbox down c >/dev/null 2>&1 || true; "$sv" sandbox down d >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
-echo "== installations: a ($scale), b and c empty"
+echo "== installations: a ($scale), b, c and d empty"
 "$sv" sandbox up --name a --scale "$scale" --seed 1 | grep -E "bucket|database"
 "$sv" sandbox up --name b --empty >/dev/null
 "$sv" sandbox up --name c --empty >/dev/null
+"$sv" sandbox up --name d --empty >/dev/null
 
 results=$work/results
 : > "$results"
@@ -75,7 +76,7 @@ printf '[repository]\npath = "%s/repo"\npassword = "bench"\n' "$work" > "$work/s
 measure "speechvault backup (first)" "$sv" -c "$work/sv.toml" backup --from sandbox:a
 measure "speechvault backup (unchanged)" "$sv" -c "$work/sv.toml" backup --from sandbox:a
 measure "speechvault restore + SHA-256 verify" "$sv" -c "$work/sv.toml" restore --to sandbox:c
-measure "speechvault restore, no verify" "$sv" -c "$work/sv.toml" restore --to sandbox:c --clean --no-verify
+measure "speechvault restore, no verify" "$sv" -c "$work/sv.toml" restore --to sandbox:d --no-verify
 
 echo; echo "== summary ($scale; ratios are manual / speechvault, higher is better for speechvault)"
 python3 - "$results" <<'PY'

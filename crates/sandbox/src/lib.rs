@@ -677,10 +677,8 @@ fn stop_s3_server(pid: u32) {
 
 async fn delete_buckets(store: &ObjectStore, buckets: &[String]) {
     for b in buckets {
-        if let Ok(objects) = store.list_all(b, "").await {
-            for o in objects {
-                let _ = store.delete_object(b, &o.key).await;
-            }
+        if let Err(e) = store.delete_all(b, "", 32).await {
+            tracing::warn!("cannot empty bucket {b}: {e}");
         }
         let _ = store.delete_bucket(b).await;
     }

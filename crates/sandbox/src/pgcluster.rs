@@ -13,36 +13,15 @@ use crate::SandboxError;
 
 /// Where `initdb`, `pg_ctl` and `postgres` live.
 pub fn find_bindir() -> Result<PathBuf, SandboxError> {
-    let has_all = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
-    if let Some(dir) = std::env::var_os("SPEECHVAULT_PG_BINDIR") {
-        let dir = PathBuf::from(dir);
-        if has_all(&dir) {
-            return Ok(dir);
-        }
-        return Err(SandboxError::MissingPostgres(format!(
-            "SPEECHVAULT_PG_BINDIR={} does not hold initdb, pg_ctl and postgres",
-            dir.display()
-        )));
-    }
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
-        && out.status.success()
-    {
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if has_all(&dir) {
-            return Ok(dir);
-        }
-    }
-    // Debian installs versioned server binaries outside PATH.
-    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
-        .unwrap_or_default();
-    candidates.sort_by_key(|p| {
-        p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0)
-    });
-    candidates.into_iter().rev().find(|d| has_all(d)).ok_or_else(|| {
-        SandboxError::MissingPostgres(
-            "initdb, pg_ctl and postgres were not found (pg_config --bindir, /usr/lib/postgresql/*/bin)".into(),
-        )
+    speechvault::pg::find_bindir(&["initdb", "pg_ctl", "postgres"]).ok_or_else(|| {
+        SandboxError::MissingPostgres(match std::env::var_os("SPEECHVAULT_PG_BINDIR") {
+            Some(d) => format!(
+                "SPEECHVAULT_PG_BINDIR={} does not hold initdb, pg_ctl and postgres",
+                PathBuf::from(d).display()
+            ),
+            None => "initdb, pg_ctl and postgres were not found (PATH, pg_config --bindir, /usr/lib/postgresql/*/bin)"
+                .into(),
+        })
     })
 }
 

@@ -442,12 +442,11 @@ impl S3 for DigestStore {
             let _ = tokio::fs::remove_file(&spooled).await;
             return Err(s3_error!(IncompleteBody, "got {size} bytes, announced {expected}"));
         }
-        if let Some(content_md5) = &input.content_md5 {
-            use base64_lite::encode;
-            if *content_md5 != encode(&md5) {
-                let _ = tokio::fs::remove_file(&spooled).await;
-                return Err(s3_error!(BadDigest));
-            }
+        if let Some(content_md5) = &input.content_md5
+            && *content_md5 != speechvault::source::base64(&md5)
+        {
+            let _ = tokio::fs::remove_file(&spooled).await;
+            return Err(s3_error!(BadDigest));
         }
         let etag = hex::encode(md5);
         let meta = ObjMeta {
@@ -704,23 +703,6 @@ impl S3 for DigestStore {
     }
 }
 
-/// Minimal base64 (standard alphabet) for Content-MD5 checks.
-mod base64_lite {
-    pub fn encode(data: &[u8]) -> String {
-        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in data.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            out.push(T[(n >> 18) as usize & 63] as char);
-            out.push(T[(n >> 12) as usize & 63] as char);
-            out.push(if chunk.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-            out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
-        }
-        out
-    }
-}
-
 /// A self-signed certificate for 127.0.0.1 and localhost: `(certificate PEM, key PEM)`. The
 /// certificate is what clients pass as their CA file.
 pub fn self_signed_cert() -> std::io::Result<(String, String)> {
@@ -860,12 +842,5 @@ mod tests {
         let p = list(&m, "a/", Some("/"), None, 1000);
         assert_eq!(p.prefixes, ["a/c/"]);
         assert_eq!(p.objects.len(), 1);
-    }
-
-    #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(base64_lite::encode(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64_lite::encode(b"fo"), "Zm8=");
-        assert_eq!(base64_lite::encode(b"f"), "Zg==");
     }
 }

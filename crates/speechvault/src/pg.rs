@@ -213,39 +213,42 @@ pub async fn execute(client: &tokio_postgres::Client, database: &str, what: &str
     })
 }
 
-/// Finds a PostgreSQL client tool (`pg_dump`, `pg_restore`): `SPEECHVAULT_PG_BINDIR`, then
-/// `PATH`, then `pg_config --bindir`, then Debian's versioned directories (newest first; a
-/// newer client reads older servers).
-pub fn tool(name: &str) -> Result<PathBuf, PgError> {
+/// The first directory holding all of `programs`: `SPEECHVAULT_PG_BINDIR` alone when it is set
+/// (the operator chose those binaries), else `PATH`, then `pg_config --bindir`, then Debian's
+/// versioned directories, newest first (a newer client reads older servers; Debian keeps the
+/// server binaries outside `PATH`).
+pub fn find_bindir(programs: &[&str]) -> Option<PathBuf> {
+    let has_all = |dir: &std::path::Path| programs.iter().all(|p| dir.join(p).is_file());
     if let Some(dir) = std::env::var_os("SPEECHVAULT_PG_BINDIR") {
-        let p = PathBuf::from(dir).join(name);
-        if p.is_file() {
-            return Ok(p);
-        }
+        let dir = PathBuf::from(dir);
+        return has_all(&dir).then_some(dir);
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join(name);
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
-    }
+    let mut candidates: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     if let Ok(out) = std::process::Command::new("pg_config").arg("--bindir").output()
         && out.status.success()
     {
-        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(name);
-        if p.is_file() {
-            return Ok(p);
-        }
+        candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
     }
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
         .unwrap_or_default();
-    dirs.sort_by_key(|d| {
-        d.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0)
+    debian.sort_by_key(|d| {
+        std::cmp::Reverse(
+            d.parent()
+                .and_then(|v| v.file_name())
+                .and_then(|v| v.to_str())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0),
+        )
     });
-    dirs.into_iter().rev().map(|d| d.join(name)).find(|p| p.is_file()).ok_or_else(|| {
+    candidates.extend(debian);
+    candidates.into_iter().find(|d| has_all(d))
+}
+
+/// Finds a PostgreSQL client tool (`pg_dump`, `pg_restore`); see [`find_bindir`].
+pub fn tool(name: &str) -> Result<PathBuf, PgError> {
+    find_bindir(&[name]).map(|d| d.join(name)).ok_or_else(|| {
         PgError::Io(std::io::Error::new(
             std::io::ErrorKind::NotFound,
             format!("{name} not found: install the PostgreSQL client (apt-get install postgresql-client) or set SPEECHVAULT_PG_BINDIR"),

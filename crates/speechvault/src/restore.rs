@@ -247,13 +247,8 @@ impl Touched {
             }
         }
         for (bucket, created) in &self.buckets {
-            match store.list_all(bucket, "").await {
-                Ok(objects) => {
-                    for o in objects {
-                        let _ = store.delete_object(bucket, &o.key).await;
-                    }
-                }
-                Err(e) => tracing::warn!("rolling back: cannot list bucket {bucket}: {e}"),
+            if let Err(e) = store.delete_all(bucket, "", 32).await {
+                tracing::warn!("rolling back: cannot empty bucket {bucket}: {e}");
             }
             if *created && let Err(e) = store.delete_bucket(bucket).await {
                 tracing::warn!("rolling back: cannot delete bucket {bucket}: {e}");
@@ -550,9 +545,7 @@ async fn restore_bucket(
     }
     touched.buckets.push((name.to_string(), !existed));
     if opts.mode == TargetMode::Clean {
-        for o in store.list_all(name, "").await? {
-            store.delete_object(name, &o.key).await?;
-        }
+        store.delete_all(name, "", opts.parallel).await?;
     }
     let mut jobs = Vec::with_capacity(entry.entries.len());
     for e in &entry.entries {

@@ -34,7 +34,18 @@ impl Failures {
     }
 }
 
-/// Standard base64 with padding (restic stores extended attribute values so).
+/// Copies from `cur` into `buf`; `None` when `cur` is exhausted.
+fn drain(cur: &mut Bytes, buf: &mut [u8]) -> Option<usize> {
+    if !cur.has_remaining() {
+        return None;
+    }
+    let n = buf.len().min(cur.remaining());
+    cur.copy_to_slice(&mut buf[..n]);
+    Some(n)
+}
+
+/// Standard base64 with padding (restic stores extended attribute values so; S3 sends
+/// Content-MD5 so).
 pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
@@ -278,9 +289,7 @@ pub struct ObjectReader {
 impl Read for ObjectReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
-            if self.cur.has_remaining() {
-                let n = buf.len().min(self.cur.remaining());
-                self.cur.copy_to_slice(&mut buf[..n]);
+            if let Some(n) = drain(&mut self.cur, buf) {
                 return Ok(n);
             }
             if self.done {
@@ -353,9 +362,7 @@ impl LazyReader {
 impl Read for LazyReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
-            if self.cur.has_remaining() {
-                let n = buf.len().min(self.cur.remaining());
-                self.cur.copy_to_slice(&mut buf[..n]);
+            if let Some(n) = drain(&mut self.cur, buf) {
                 return Ok(n);
             }
             if self.done {
@@ -567,6 +574,8 @@ mod tests {
     #[test]
     fn base64_and_metadata_round_trip_through_rustic_types() {
         assert_eq!(base64(b"fooba"), "Zm9vYmE=");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(b"f"), "Zg==");
         let m = file_meta(5, None, None, &[("user.s3.key", b"a/../b")]);
         assert_eq!(m.size, 5);
         assert_eq!(m.extended_attributes.len(), 1);

@@ -769,6 +769,19 @@ impl ObjectStore {
         }
     }
 
+    /// Deletes every object under `prefix`, `parallel` requests at a time; returns how many.
+    pub async fn delete_all(&self, bucket: &str, prefix: &str, parallel: usize) -> Result<u64> {
+        use futures_util::StreamExt;
+        let objects = self.list_all(bucket, prefix).await?;
+        let n = objects.len() as u64;
+        let mut deletes = futures_util::stream::iter(objects.iter().map(|o| self.delete_object(bucket, &o.key)))
+            .buffer_unordered(parallel.max(1));
+        while let Some(r) = deletes.next().await {
+            r?;
+        }
+        Ok(n)
+    }
+
     /// Uploads an object whose bytes arrive as chunks, going multipart above
     /// [`MULTIPART_THRESHOLD`]. Memory stays within one part. On failure a started multipart
     /// upload is aborted, so nothing half-written is left visible.
