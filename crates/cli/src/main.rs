@@ -35,14 +35,17 @@ struct Cli {
 const EXAMPLES: &str = "Installations are names from the config, or sandbox:NAME for a local sandbox.
 
 Examples:
-  speechvault -c speechvault.toml init                create the repository
-  speechvault backup --from prod                      back up what is installed on prod
-  speechvault snapshots                               list backups
+  speechvault -c speechvault.toml init      create the repository named in the config
+  speechvault backup --from prod            back up what is installed on prod
+  speechvault snapshots                     list backups
   speechvault restore latest --to dr --from-instance 1612345678901234 --to-instance <uuid>
-  speechvault verify latest --against dr              compare a live installation with a backup
-  speechvault sandbox up --name a --scale small     start a local Speech installation
-  eval \"$(speechvault sandbox env a)\"               point psql and S3 clients at it
-  speechvault sandbox down a                         stop it and delete its data";
+                                            restore into dr as another service instance, verify
+  speechvault verify latest --against dr    compare a live installation with a backup
+  speechvault sandbox up --name a           start a local Speech installation
+  eval \"$(speechvault sandbox env a)\"       point psql and S3 clients at it
+
+Exit status: 0 success, 1 the operation failed, 2 bad usage or input (nothing changed),
+3 verification found differences.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
