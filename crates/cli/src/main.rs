@@ -192,6 +192,37 @@ fn is_bad_input(error: &anyhow::Error) -> bool {
         | CatalogError::Incomplete(_) => true,
         CatalogError::BadManifest { .. } => false,
     };
+    // Rejected credentials are the operator's input to fix, wherever they surface.
+    use speechvault::{objstore::ObjStoreError, pg::PgError};
+    let creds_s3 = |e: &ObjStoreError| matches!(e, ObjStoreError::Credentials { .. });
+    let creds_pg = |e: &PgError| matches!(e, PgError::Auth { .. });
+    let creds_inventory = |e: &InventoryError| match e {
+        InventoryError::Pg(p) => creds_pg(p),
+        InventoryError::ObjStore(o) => creds_s3(o),
+        _ => false,
+    };
+    let credentials = match (
+        error.downcast_ref::<BackupError>(),
+        error.downcast_ref::<RestoreError>(),
+        error.downcast_ref::<speechvault::verify::VerifyError>(),
+        error.downcast_ref::<InventoryError>(),
+    ) {
+        (Some(BackupError::ObjStore(o)), ..) => creds_s3(o),
+        (Some(BackupError::Pg(p)), ..) => creds_pg(p),
+        (Some(BackupError::Inventory(i)), ..) => creds_inventory(i),
+        (_, Some(RestoreError::ObjStore(o)), ..) => creds_s3(o),
+        (_, Some(RestoreError::Pg(p)), ..) => creds_pg(p),
+        (_, _, Some(speechvault::verify::VerifyError::ObjStore(o)), _) => creds_s3(o),
+        (_, _, Some(speechvault::verify::VerifyError::Pg(p)), _) => creds_pg(p),
+        (_, _, _, Some(i)) => creds_inventory(i),
+        _ => {
+            error.downcast_ref::<ObjStoreError>().is_some_and(creds_s3)
+                || error.downcast_ref::<PgError>().is_some_and(creds_pg)
+        }
+    };
+    if credentials {
+        return true;
+    }
     if let Some(e) = error.downcast_ref::<SandboxError>() {
         return matches!(
             e,

@@ -328,6 +328,26 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert!(stderr(&out2).contains("wrong password"), "{}", stderr(&out2));
     assert!(out.status.success(), "the config's password file wins over the environment");
 
+    // Wrong S3 keys or database password: exit 2, and the message says which.
+    let cfg_text = std::fs::read_to_string(ws.config()).unwrap();
+    let before = ws.backups().len();
+    let sk_line = format!("s3.secret_key_file = {:?}", a.info.s3.secret_key_file.display().to_string());
+    let pw_line = format!("postgres.password_file = {:?}", a.info.postgres.password_file.display().to_string());
+    for (name, from, to, needle) in [
+        ("s3", &sk_line, "s3.secret_key = \"wrong\"", "rejected the credentials"),
+        ("pg", &pw_line, "postgres.password = \"wrong\"", "rejected the login"),
+    ] {
+        let path = ws.dir.path().join(format!("bad-{name}.toml"));
+        let text = cfg_text.replacen(from.as_str(), to, 1);
+        assert_ne!(text, cfg_text);
+        std::fs::write(&path, text).unwrap();
+        let out =
+            Command::new(EXE).args(["-c", path.to_str().unwrap(), "backup", "--from", "bad-src"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{name}: {}", stderr(&out));
+    }
+    assert_eq!(ws.backups().len(), before, "nothing written by the refused backups");
+
     // Malformed instance id: refused before the target is touched.
     let out = ws.run(&["restore", "--to", "bad-dst", "--from-instance", "not-an-id", "--to-instance", "1234"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
