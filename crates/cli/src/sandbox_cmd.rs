@@ -57,6 +57,9 @@ pub enum SandboxCmd {
         /// file: `sandbox env --toml` names it).
         #[arg(long)]
         tls: bool,
+        /// PostgreSQL accepts TLS connections only (self-signed; clients use verify-full).
+        #[arg(long)]
+        pg_tls: bool,
     },
     /// Stop a sandbox and delete all of its data (also a crashed or half-started one).
     Down { name: String },
@@ -94,6 +97,7 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
             bucket_suffix,
             empty,
             tls,
+            pg_tls,
         } => {
             let exe = std::env::current_exe()?;
             let mut opts = sandbox::UpOptions::new(name, exe);
@@ -107,6 +111,7 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
             opts.bucket_suffix = bucket_suffix;
             opts.seed_data = !empty;
             opts.tls = tls;
+            opts.pg_tls = pg_tls;
             if let Some(endpoint) = s3_endpoint {
                 let access_key = std::env::var("AWS_ACCESS_KEY_ID").map_err(|_| {
                     anyhow::anyhow!(

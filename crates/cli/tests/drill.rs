@@ -701,26 +701,40 @@ async fn a_corrupted_repository_fails_the_restore_and_the_empty_target_stays_emp
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn backup_and_restore_over_https_trust_only_the_named_ca() {
+async fn backup_and_restore_over_tls_trust_only_the_named_ca() {
     if external_s3_from_env().is_some() {
         return; // TLS is a property of our own server here
     }
     let (a, t) = tokio::join!(
         TestInstallation::start_with(exe(), "tls-src", Scale::Tiny, 17, |o| {
             o.tls = true;
+            o.pg_tls = true;
             o.components = vec!["sttAsync".into()];
         }),
         TestInstallation::start_with(exe(), "tls-dst", Scale::Tiny, 0, |o| {
             o.tls = true;
+            o.pg_tls = true;
             o.seed_data = false;
         })
     );
     let (a, t) = (a.unwrap(), t.unwrap());
     assert!(a.info.s3.endpoint.starts_with("https://127.0.0.1:"));
+    assert!(a.info.postgres.ca_file.is_some());
+    // pg_dump and pg_restore run with verify-full against the sandbox's CA, like our client.
     let ws = Workspace::new(&[&a.info, &t.info]);
     ws.json(&["backup", "--from", "tls-src"]);
     let r = ws.json(&["restore", "--to", "tls-dst"]);
     assert_eq!(r["verify"]["ok"], true, "{r}");
+    // The servers accept TLS only: sslmode = disable is refused (a configuration error, exit 2)
+    // with the server's reason.
+    let plain = ws.dir.path().join("plain.toml");
+    let text = std::fs::read_to_string(ws.config())
+        .unwrap()
+        .replace("postgres.sslmode = \"verify-full\"", "postgres.sslmode = \"disable\"");
+    std::fs::write(&plain, text).unwrap();
+    let out = Command::new(EXE).args(["-c", plain.to_str().unwrap(), "backup", "--from", "tls-src"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no encryption"), "{}", stderr(&out));
 
     // Without the CA file the self-signed certificate is refused, and the error says where.
     let cfg = std::fs::read_to_string(ws.config()).unwrap();

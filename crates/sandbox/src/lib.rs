@@ -87,6 +87,9 @@ pub struct PgInfo {
     /// A `.pgpass` file for `PGPASSFILE`.
     pub passfile: PathBuf,
     pub bindir: PathBuf,
+    /// With `--pg-tls`: the server's self-signed certificate; clients use verify-full.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,7 +112,12 @@ pub struct S3Info {
 impl SandboxInfo {
     pub fn pg_config(&self) -> Result<PgConfig> {
         let pw = read_secret_file(&self.postgres.password_file)?;
-        Ok(PgConfig::new(&self.postgres.host, self.postgres.port, &self.postgres.user, Some(pw)))
+        let mut cfg = PgConfig::new(&self.postgres.host, self.postgres.port, &self.postgres.user, Some(pw));
+        if let Some(ca) = &self.postgres.ca_file {
+            cfg.sslmode = speechvault::pg::SslMode::VerifyFull;
+            cfg.ca_file = Some(ca.clone());
+        }
+        Ok(cfg)
     }
 
     pub fn s3_config(&self) -> Result<S3Config> {
@@ -164,7 +172,14 @@ impl SandboxInfo {
         let ak = read_secret_file(&self.s3.access_key_file)?;
         let sk = read_secret_file(&self.s3.secret_key_file)?;
         let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
-        let ca = self.s3.ca_file.as_ref().map(|p| format!("export AWS_CA_BUNDLE={}\n", q(&p.display().to_string())));
+        let mut extra: Vec<String> = Vec::new();
+        if let Some(p) = &self.s3.ca_file {
+            extra.push(format!("export AWS_CA_BUNDLE={}\n", q(&p.display().to_string())));
+        }
+        if let Some(p) = &self.postgres.ca_file {
+            extra.push("export PGSSLMODE='verify-full'\n".to_string());
+            extra.push(format!("export PGSSLROOTCERT={}\n", q(&p.display().to_string())));
+        }
         Ok([
             ("PGHOST", self.postgres.host.clone()),
             ("PGPORT", self.postgres.port.to_string()),
@@ -179,7 +194,7 @@ impl SandboxInfo {
         ]
         .iter()
         .map(|(k, v)| format!("export {k}={}\n", q(v)))
-        .chain(ca)
+        .chain(extra)
         .collect())
     }
 
@@ -194,7 +209,7 @@ impl SandboxInfo {
              postgres.host = {host:?}\n\
              postgres.port = {port}\n\
              postgres.user = {user:?}\n\
-             postgres.password_file = {pw:?}\n",
+             postgres.password_file = {pw:?}\n{pg_tls}",
             name = self.name,
             endpoint = self.s3.endpoint,
             region = self.s3.region,
@@ -204,6 +219,11 @@ impl SandboxInfo {
             port = self.postgres.port,
             user = self.postgres.user,
             pw = self.postgres.password_file.display().to_string(),
+            pg_tls = match &self.postgres.ca_file {
+                Some(ca) =>
+                    format!("postgres.sslmode = \"verify-full\"\npostgres.ca_file = {:?}\n", ca.display().to_string()),
+                None => String::new(),
+            },
         );
         if let Some(ca) = &self.s3.ca_file {
             s.push_str(&format!("s3.ca_file = {:?}\n", ca.display().to_string()));
@@ -242,6 +262,8 @@ pub struct UpOptions {
     pub seed_data: bool,
     /// Serve S3 over https with a self-signed certificate.
     pub tls: bool,
+    /// PostgreSQL accepts TLS connections only, with a self-signed certificate.
+    pub pg_tls: bool,
 }
 
 /// An S3 endpoint that is not ours (Garage, MinIO, ...), for the sandbox's buckets.
@@ -271,6 +293,7 @@ impl UpOptions {
             home: home(),
             seed_data: true,
             tls: false,
+            pg_tls: false,
         }
     }
 }
@@ -533,6 +556,15 @@ async fn build(
 
     let pg = pgcluster::PgCluster { bindir: bindir.clone(), dir: dir.clone(), port: pg_port };
     pg.init(&opts.pg_user, &pg_password)?;
+    let pg_ca = if opts.pg_tls {
+        let (cert, key) = s3server::self_signed_cert()?;
+        pg.enable_tls(&cert, &key)?;
+        let path = secrets.join("pg-tls.pem");
+        write_private(&path, cert.as_bytes())?;
+        Some(path)
+    } else {
+        None
+    };
     started.pg = Some(pg.clone());
     pg.start()?;
 
@@ -577,6 +609,7 @@ async fn build(
             password_file: pw_file,
             passfile,
             bindir,
+            ca_file: pg_ca,
         },
         s3: S3Info {
             endpoint,

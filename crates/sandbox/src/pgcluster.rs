@@ -149,6 +149,27 @@ impl PgCluster {
         Ok(())
     }
 
+    /// Makes the (stopped) cluster accept TLS connections only, with this certificate and key.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), SandboxError> {
+        let data = self.data_dir();
+        for (name, content) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(name);
+            let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&path)?;
+            f.write_all(content.as_bytes())?;
+            if is_root() {
+                let (uid, gid) = postgres_user()?;
+                chown(&path, uid, gid)?;
+            }
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))?
+            .write_all(b"ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")?;
+        let hba = "# speechvault sandbox: TLS password logins over loopback only\nhostssl all all 127.0.0.1/32 scram-sha-256\n";
+        std::fs::write(data.join("pg_hba.conf"), hba)?;
+        Ok(())
+    }
+
     /// Starts the server and waits until it accepts connections.
     pub fn start(&self) -> Result<(), SandboxError> {
         let mut cmd = server_command(&self.bindir, "pg_ctl");

@@ -92,6 +92,10 @@ pub struct PgFile {
     pub user: Option<String>,
     pub password: Option<Secret>,
     pub password_file: Option<PathBuf>,
+    /// libpq's sslmode: disable, prefer (default), require, verify-ca, verify-full.
+    pub sslmode: Option<String>,
+    /// CA certificates for verify-ca / verify-full.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where backups go.
@@ -320,10 +324,17 @@ pub fn resolve(name: &str, f: &InstallationFile) -> Result<Installation, ConfigE
                 .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
             pgpass_lookup(&passfile, &host, port, &user)
         });
+    let mut postgres = PgConfig::new(host, port, user, password);
+    if let Some(mode) = f.postgres.sslmode.clone().or_else(|| env("PGSSLMODE")) {
+        postgres.sslmode = crate::pg::SslMode::parse(&mode).ok_or_else(|| {
+            bad(&format!("sslmode {mode:?} is not one of disable, prefer, require, verify-ca, verify-full"))
+        })?;
+    }
+    postgres.ca_file = f.postgres.ca_file.clone().or_else(|| env("PGSSLROOTCERT").map(PathBuf::from));
     Ok(Installation {
         name: name.into(),
         s3,
-        postgres: PgConfig::new(host, port, user, password),
+        postgres,
         buckets: f.buckets.clone(),
         bucket_suffix: f.bucket_suffix.clone(),
     })

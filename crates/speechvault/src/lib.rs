@@ -21,4 +21,5 @@ pub mod repository;
 pub mod restore;
 pub mod secret;
 pub mod source;
+pub mod tls;
 pub mod verify;

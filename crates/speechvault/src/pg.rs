@@ -18,6 +18,48 @@ pub struct PgConfig {
     pub user: String,
     pub password: Option<Secret>,
     pub connect_timeout: Duration,
+    pub sslmode: SslMode,
+    /// CA certificates for `verify-ca`/`verify-full` (libpq's `sslrootcert`).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// libpq's `sslmode`, as far as it applies here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    Disable,
+    /// TLS when the server offers it, without checking its certificate (libpq's default).
+    #[default]
+    Prefer,
+    /// TLS always, without checking the certificate.
+    Require,
+    /// TLS, certificate checked against `ca_file` (rustls also checks the host name, so this
+    /// behaves as `verify-full`).
+    VerifyCa,
+    /// TLS, certificate and host name checked.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Parses libpq's spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "disable" => Self::Disable,
+            "allow" | "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +92,25 @@ fn describe(e: &tokio_postgres::Error) -> String {
 
 impl PgConfig {
     pub fn new(host: impl Into<String>, port: u16, user: impl Into<String>, password: Option<Secret>) -> Self {
-        Self { host: host.into(), port, user: user.into(), password, connect_timeout: Duration::from_secs(10) }
+        Self {
+            host: host.into(),
+            port,
+            user: user.into(),
+            password,
+            connect_timeout: Duration::from_secs(10),
+            sslmode: SslMode::Prefer,
+            ca_file: None,
+        }
+    }
+
+    fn connect_error(&self, database: &str, reason: String) -> PgError {
+        PgError::Connect {
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            database: database.into(),
+            reason,
+        }
     }
 
     /// Opens a connection to `database`; the connection task runs on the current runtime.
@@ -65,18 +125,47 @@ impl PgConfig {
         if let Some(pw) = &self.password {
             cfg.password(pw.expose());
         }
-        let attempt =
-            tokio::time::timeout(self.connect_timeout + Duration::from_secs(2), cfg.connect(tokio_postgres::NoTls))
-                .await;
+        match self.sslmode {
+            SslMode::Disable => {
+                cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                self.finish(cfg, database, tokio_postgres::NoTls).await
+            }
+            mode => {
+                let trust = match mode {
+                    SslMode::VerifyCa | SslMode::VerifyFull => {
+                        crate::tls::Trust::Roots { ca_file: self.ca_file.clone(), system: self.ca_file.is_none() }
+                    }
+                    _ => crate::tls::Trust::Anything,
+                };
+                let tls = crate::tls::client_config(&trust).map_err(|e| self.connect_error(database, e))?;
+                cfg.ssl_mode(if mode == SslMode::Prefer {
+                    tokio_postgres::config::SslMode::Prefer
+                } else {
+                    tokio_postgres::config::SslMode::Require
+                });
+                self.finish(cfg, database, tokio_postgres_rustls::MakeRustlsConnect::new(tls)).await
+            }
+        }
+    }
+
+    async fn finish<T>(
+        &self,
+        cfg: tokio_postgres::Config,
+        database: &str,
+        tls: T,
+    ) -> Result<tokio_postgres::Client, PgError>
+    where
+        T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket> + Send + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio_postgres::Socket>>::Future: Send,
+    {
+        let attempt = tokio::time::timeout(self.connect_timeout + Duration::from_secs(2), cfg.connect(tls)).await;
         let (client, conn) = match attempt {
             Err(_) => {
-                return Err(PgError::Connect {
-                    host: self.host.clone(),
-                    port: self.port,
-                    user: self.user.clone(),
-                    database: database.into(),
-                    reason: format!("no answer within {}s", self.connect_timeout.as_secs()),
-                });
+                return Err(
+                    self.connect_error(database, format!("no answer within {}s", self.connect_timeout.as_secs()))
+                );
             }
             Ok(Err(e)) => {
                 let code = e.as_db_error().map(|d| d.code().code().to_string());
@@ -90,13 +179,7 @@ impl PgConfig {
                         user: self.user.clone(),
                         reason: describe(&e),
                     },
-                    _ => PgError::Connect {
-                        host: self.host.clone(),
-                        port: self.port,
-                        user: self.user.clone(),
-                        database: database.into(),
-                        reason: describe(&e),
-                    },
+                    _ => self.connect_error(database, describe(&e)),
                 });
             }
             Ok(Ok(pair)) => pair,
@@ -127,7 +210,12 @@ impl PgConfig {
             ("PGUSER".to_string(), self.user.clone()),
             ("PGPASSFILE".to_string(), passfile.display().to_string()),
             ("PGCONNECT_TIMEOUT".to_string(), self.connect_timeout.as_secs().max(2).to_string()),
+            ("PGSSLMODE".to_string(), self.sslmode.as_str().to_string()),
         ];
+        let mut vars = vars;
+        if let Some(ca) = &self.ca_file {
+            vars.push(("PGSSLROOTCERT".to_string(), ca.display().to_string()));
+        }
         Ok(ToolEnv { _dir: dir, vars, passfile })
     }
 }

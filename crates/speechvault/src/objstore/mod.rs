@@ -188,80 +188,14 @@ fn unquote(etag: &str) -> String {
 }
 
 fn tls_config(cfg: &S3Config) -> Result<rustls::ClientConfig> {
-    let tls_err = |reason: String| ObjStoreError::Tls { endpoint: cfg.endpoint.clone(), reason };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls_err(e.to_string()))?;
-    if cfg.insecure {
-        return Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(insecure::AcceptAny(provider)))
-            .with_no_client_auth());
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(ca) = &cfg.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| tls_err(format!("read CA file {}: {e}", ca.display())))?;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| tls_err(format!("CA file {}: {e}", ca.display())))?;
-            roots.add(cert).map_err(|e| tls_err(format!("CA file {}: {e}", ca.display())))?;
-        }
-        if roots.is_empty() {
-            return Err(tls_err(format!("CA file {} holds no PEM certificate", ca.display())));
-        }
-    } else if cfg.endpoint.starts_with("https") {
-        // System roots are loaded only when they can matter: plain-http endpoints (the sandbox,
-        // tests) must not depend on the machine's CA setup (AWS_CA_BUNDLE and friends).
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            let _ = roots.add(cert);
-        }
-    }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
-}
-
-mod insecure {
-    use rustls::DigitallySignedStruct;
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::CryptoProvider;
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use std::sync::Arc;
-
-    /// Accepts every certificate (`s3.insecure = true`) but still checks handshake signatures.
-    #[derive(Debug)]
-    pub struct AcceptAny(pub Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for AcceptAny {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-        }
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
+    // System roots are loaded only when they can matter: plain-http endpoints (the sandbox,
+    // tests) must not depend on the machine's CA setup (AWS_CA_BUNDLE and friends).
+    let trust = if cfg.insecure {
+        crate::tls::Trust::Anything
+    } else {
+        crate::tls::Trust::Roots { ca_file: cfg.ca_file.clone(), system: cfg.endpoint.starts_with("https") }
+    };
+    crate::tls::client_config(&trust).map_err(|reason| ObjStoreError::Tls { endpoint: cfg.endpoint.clone(), reason })
 }
 
 impl ObjectStore {
