@@ -57,26 +57,7 @@ enum Command {
     /// pg_dump from one consistent snapshot and streams every object into the repository with
     /// its key, size, ETag, content type, user metadata and SHA-256. If anything fails, no
     /// complete-looking backup is left.
-    Backup {
-        /// Installation to back up (config name, or sandbox:NAME).
-        #[arg(long)]
-        from: String,
-        /// Components to back up (comma-separated): sttCustomization, ttsCustomization,
-        /// sttAsync, baseModels. Default: all installed ones.
-        #[arg(long, value_delimiter = ',')]
-        components: Vec<String>,
-        /// Before dumping, wait until no asynchronous job is waiting or processing (backoff,
-        /// up to TIMEOUT, default 30m).
-        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "30m", value_parser = vault_cmd::parse_duration)]
-        wait_for_async_jobs: Option<std::time::Duration>,
-        /// Objects read at once (default: 8 per core, at most 128).
-        #[arg(long)]
-        parallel: Option<usize>,
-        /// Read every object again, instead of reusing the previous backup's copy of objects
-        /// that are unchanged (same key, size, ETag and last-modified).
-        #[arg(long)]
-        full: bool,
-    },
+    Backup(vault_cmd::BackupArgs),
     /// List backups (complete and incomplete) in the repository.
     Snapshots {
         /// Only backups of this installation.
@@ -87,41 +68,7 @@ enum Command {
     ///
     /// The target must be empty (missing or empty databases and buckets) unless --clean or
     /// --data-only. Exit status 3 when verification finds differences.
-    Restore {
-        /// Backup id (or a unique prefix), or `latest`.
-        #[arg(default_value = "latest")]
-        backup: String,
-        /// Installation to restore into (config name, or sandbox:NAME).
-        #[arg(long)]
-        to: String,
-        /// With `latest`: the latest backup of this installation.
-        #[arg(long)]
-        source: Option<String>,
-        /// Drop and recreate the target's databases and empty its buckets first.
-        #[arg(long, conflicts_with = "data_only")]
-        clean: bool,
-        /// Load rows into the schema a freshly installed target already has.
-        #[arg(long)]
-        data_only: bool,
-        /// Service instance id that owns the rows in the backup (UUID or numeric CP4D id).
-        #[arg(long, requires = "to_instance")]
-        from_instance: Option<String>,
-        /// Service instance id of the target installation.
-        #[arg(long, requires = "from_instance")]
-        to_instance: Option<String>,
-        /// Restore only these components.
-        #[arg(long, value_delimiter = ',')]
-        components: Vec<String>,
-        /// Objects written at once.
-        #[arg(long)]
-        parallel: Option<usize>,
-        /// pg_restore parallel jobs.
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// Skip the verification after restoring.
-        #[arg(long)]
-        no_verify: bool,
-    },
+    Restore(vault_cmd::RestoreArgs),
     /// Compare a live installation with a backup: row counts, objects, bytes, SHA-256.
     Verify {
         /// Backup id (or a unique prefix), or `latest`.
@@ -305,39 +252,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Sandbox(cmd) => sandbox_cmd::run(cmd, json).await,
             Command::Init => vault_cmd::init(&cfg()?, json).await,
-            Command::Backup { from, components, wait_for_async_jobs, parallel, full } => {
-                let args = vault_cmd::BackupArgs { from, components, wait: wait_for_async_jobs, parallel, full };
-                vault_cmd::backup(&cfg()?, args, json).await
-            }
+            Command::Backup(args) => vault_cmd::backup(&cfg()?, args, json).await,
             Command::Snapshots { installation } => vault_cmd::snapshots(&cfg()?, installation, json).await,
-            Command::Restore {
-                backup,
-                to,
-                source,
-                clean,
-                data_only,
-                from_instance,
-                to_instance,
-                components,
-                parallel,
-                jobs,
-                no_verify,
-            } => {
-                let args = vault_cmd::RestoreArgs {
-                    backup,
-                    to,
-                    source,
-                    clean,
-                    data_only,
-                    from_instance,
-                    to_instance,
-                    components,
-                    parallel,
-                    jobs,
-                    no_verify,
-                };
-                vault_cmd::restore(&cfg()?, args, json).await
-            }
+            Command::Restore(args) => vault_cmd::restore(&cfg()?, args, json).await,
             Command::Verify { backup, against, no_digests, parallel } => {
                 vault_cmd::verify_cmd(&cfg()?, backup, against, !no_digests, parallel, json).await
             }

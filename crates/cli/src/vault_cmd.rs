@@ -124,11 +124,25 @@ pub async fn init(cfg: &Config, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
+#[derive(Debug, clap::Args)]
 pub struct BackupArgs {
+    /// Installation to back up (config name, or sandbox:NAME).
+    #[arg(long)]
     pub from: String,
+    /// Components to back up (comma-separated): sttCustomization, ttsCustomization,
+    /// sttAsync, baseModels. Default: all installed ones.
+    #[arg(long, value_delimiter = ',')]
     pub components: Vec<String>,
-    pub wait: Option<Duration>,
+    /// Before dumping, wait until no asynchronous job is waiting or processing (backoff,
+    /// up to TIMEOUT, default 30m).
+    #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "30m", value_parser = parse_duration)]
+    pub wait_for_async_jobs: Option<std::time::Duration>,
+    /// Objects read at once (default: 8 per core, at most 128).
+    #[arg(long)]
     pub parallel: Option<usize>,
+    /// Read every object again, instead of reusing the previous backup's copy of objects
+    /// that are unchanged (same key, size, ETag and last-modified).
+    #[arg(long)]
     pub full: bool,
 }
 
@@ -141,7 +155,7 @@ pub async fn backup(cfg: &Config, args: BackupArgs, json: bool) -> Result<(), Fa
     };
     let mut opts = BackupOptions {
         components: (!args.components.is_empty()).then_some(args.components),
-        wait_for_async_jobs: args.wait,
+        wait_for_async_jobs: args.wait_for_async_jobs,
         full: args.full,
         ..Default::default()
     };
@@ -200,17 +214,40 @@ pub async fn snapshots(cfg: &Config, installation: Option<String>, json: bool) -
     Ok(())
 }
 
+#[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
+    /// Backup id (or a unique prefix), or `latest`.
+    #[arg(default_value = "latest")]
     pub backup: String,
+    /// Installation to restore into (config name, or sandbox:NAME).
+    #[arg(long)]
     pub to: String,
+    /// With `latest`: the latest backup of this installation.
+    #[arg(long)]
     pub source: Option<String>,
+    /// Drop and recreate the target's databases and empty its buckets first.
+    #[arg(long, conflicts_with = "data_only")]
     pub clean: bool,
+    /// Load rows into the schema a freshly installed target already has.
+    #[arg(long)]
     pub data_only: bool,
+    /// Service instance id that owns the rows in the backup (UUID or numeric CP4D id).
+    #[arg(long, requires = "to_instance")]
     pub from_instance: Option<String>,
+    /// Service instance id of the target installation.
+    #[arg(long, requires = "from_instance")]
     pub to_instance: Option<String>,
+    /// Restore only these components.
+    #[arg(long, value_delimiter = ',')]
     pub components: Vec<String>,
+    /// Objects written at once.
+    #[arg(long)]
     pub parallel: Option<usize>,
+    /// pg_restore parallel jobs.
+    #[arg(long)]
     pub jobs: Option<usize>,
+    /// Skip the verification after restoring.
+    #[arg(long)]
     pub no_verify: bool,
 }
 
