@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use speechvault_sandbox as sandbox;
 
-use crate::Failure;
+use crate::output::{Failure, out};
 
 #[derive(Debug, Subcommand)]
 pub enum SandboxCmd {
@@ -60,6 +60,8 @@ pub enum SandboxCmd {
         /// PostgreSQL accepts TLS connections only (self-signed; clients use verify-full).
         #[arg(long)]
         pg_tls: bool,
+        #[command(flatten)]
+        behaviour: BehaviourArgs,
     },
     /// Stop a sandbox and delete all of its data (also a crashed or half-started one).
     Down { name: String },
@@ -79,7 +81,53 @@ pub enum SandboxCmd {
         dir: PathBuf,
         #[arg(long)]
         port: u16,
+        #[command(flatten)]
+        behaviour: BehaviourArgs,
     },
+}
+
+/// How our S3 server behaves where real servers differ.
+#[derive(Debug, clap::Args)]
+pub struct BehaviourArgs {
+    /// Behave like this server: garage (default), minio (`+` for spaces in listings, content
+    /// types guessed from extensions) or aws (`+` in listings, binary/octet-stream).
+    #[arg(long, value_name = "SERVER")]
+    like: Option<String>,
+    /// Listing key encoding with encoding-type=url: percent (%20) or plus (+ for a space).
+    #[arg(long, value_name = "percent|plus")]
+    listing_encoding: Option<String>,
+    /// Content type of objects stored without one: none, by-extension, or a type.
+    #[arg(long, value_name = "TYPE")]
+    default_content_type: Option<String>,
+    /// Serve GET and HEAD whatever If-Match says (some servers do).
+    #[arg(long)]
+    ignore_if_match: bool,
+    /// Answer ranged GETs with the whole object (some servers do).
+    #[arg(long)]
+    ignore_range: bool,
+}
+
+impl BehaviourArgs {
+    fn resolve(self) -> Result<sandbox::s3server::Behaviour, Failure> {
+        use sandbox::s3server::{Behaviour, ListingEncoding};
+        let mut b = match self.like.as_deref() {
+            None => Behaviour::default(),
+            Some(name) => Behaviour::preset(name)
+                .ok_or_else(|| Failure::bad_input(format!("--like {name}: use garage, minio or aws")))?,
+        };
+        match self.listing_encoding.as_deref() {
+            None => {}
+            Some("percent") => b.listing_encoding = ListingEncoding::Percent,
+            Some("plus") => b.listing_encoding = ListingEncoding::Plus,
+            Some(other) => return Err(Failure::bad_input(format!("--listing-encoding {other}: use percent or plus"))),
+        }
+        if let Some(t) = self.default_content_type {
+            b.default_content_type = t.parse().map_err(Failure::bad_input)?;
+        }
+        b.ignore_if_match |= self.ignore_if_match;
+        b.ignore_range |= self.ignore_range;
+        Ok(b)
+    }
 }
 
 pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
@@ -98,6 +146,7 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
             empty,
             tls,
             pg_tls,
+            behaviour,
         } => {
             let exe = std::env::current_exe()?;
             let mut opts = sandbox::UpOptions::new(name, exe);
@@ -112,14 +161,15 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
             opts.seed_data = !empty;
             opts.tls = tls;
             opts.pg_tls = pg_tls;
+            opts.s3_behaviour = behaviour.resolve()?;
             if let Some(endpoint) = s3_endpoint {
                 let access_key = std::env::var("AWS_ACCESS_KEY_ID").map_err(|_| {
-                    anyhow::anyhow!(
-                        "--s3-endpoint needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"
+                    Failure::bad_input(
+                        "--s3-endpoint needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment",
                     )
                 })?;
                 let secret_key = std::env::var("AWS_SECRET_ACCESS_KEY")
-                    .map_err(|_| anyhow::anyhow!("--s3-endpoint needs AWS_SECRET_ACCESS_KEY in the environment"))?;
+                    .map_err(|_| Failure::bad_input("--s3-endpoint needs AWS_SECRET_ACCESS_KEY in the environment"))?;
                 opts.external_s3 = Some(sandbox::ExternalS3 {
                     endpoint,
                     region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
@@ -137,55 +187,50 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
             let started = std::time::Instant::now();
             let (info, report) = sandbox::up(&opts).await?;
             if json {
-                println!("{}", serde_json::json!({ "sandbox": info, "seeded": report }));
+                crate::output::json(&serde_json::json!({ "sandbox": info, "seeded": report }))?;
             } else {
-                println!(
-                    "sandbox {} is up in {:.1}s ({})",
-                    info.name,
-                    started.elapsed().as_secs_f64(),
-                    info.dir.display()
-                );
-                println!("  PostgreSQL  127.0.0.1:{} user {}", info.postgres.port, info.postgres.user);
-                println!("  S3          {}", info.s3.endpoint);
-                println!("seeded (seed {}, {} scale):", report.seed, report.scale);
+                out!("sandbox {} is up in {:.1}s ({})", info.name, started.elapsed().as_secs_f64(), info.dir.display());
+                out!("  PostgreSQL  127.0.0.1:{} user {}", info.postgres.port, info.postgres.user);
+                out!("  S3          {}", info.s3.endpoint);
+                out!("seeded (seed {}, {} scale):", report.seed, report.scale);
                 for (db, tables) in &report.databases {
                     let rows: i64 = tables.values().sum();
-                    println!("  database {db}: {} tables, {rows} rows", tables.len());
+                    out!("  database {db}: {} tables, {rows} rows", tables.len());
                 }
                 for (b, r) in &report.buckets {
-                    println!("  bucket {b}: {} objects, {} bytes", r.objects, r.bytes);
+                    out!("  bucket {b}: {} objects, {} bytes", r.objects, r.bytes);
                 }
                 for i in &report.instances {
-                    println!("  service instance {} ({})", i.id, i.note);
+                    out!("  service instance {} ({})", i.id, i.note);
                 }
                 if !report.edge_case_keys.is_empty() {
-                    println!(
+                    out!(
                         "  {} keys a filesystem copy cannot hold, e.g. {:?}",
                         report.edge_case_keys.len(),
                         report.edge_case_keys[0]
                     );
                 }
-                println!("next: eval \"$(speechvault sandbox env {})\"", info.name);
+                out!("next: eval \"$(speechvault sandbox env {})\"", info.name);
             }
         }
         SandboxCmd::Down { name } => {
             sandbox::down(&name).await?;
             if json {
-                println!("{}", serde_json::json!({ "removed": name }));
+                out!("{}", serde_json::json!({ "removed": name }));
             } else {
-                println!("sandbox {name} stopped and removed");
+                out!("sandbox {name} stopped and removed");
             }
         }
         SandboxCmd::List => {
             let entries = sandbox::list()?;
             if json {
-                println!("{}", serde_json::json!({ "sandboxes": entries }));
+                out!("{}", serde_json::json!({ "sandboxes": entries }));
             } else if entries.is_empty() {
-                println!("no sandboxes (home {})", sandbox::home().display());
+                out!("no sandboxes (home {})", sandbox::home().display());
             } else {
-                println!("{:<16} {:<9} {:<8} {:<28} {:<8} DIR", "NAME", "STATE", "PG PORT", "S3 ENDPOINT", "SCALE");
+                out!("{:<16} {:<9} {:<8} {:<28} {:<8} DIR", "NAME", "STATE", "PG PORT", "S3 ENDPOINT", "SCALE");
                 for e in entries {
-                    println!(
+                    out!(
                         "{:<16} {:<9} {:<8} {:<28} {:<8} {}",
                         e.name,
                         e.state,
@@ -200,14 +245,14 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
         SandboxCmd::Env { name, toml } => {
             let info = sandbox::load(&name)?;
             if json {
-                println!("{}", serde_json::json!({ "sandbox": info }));
+                out!("{}", serde_json::json!({ "sandbox": info }));
             } else if toml {
                 print!("{}", info.config_section());
             } else {
                 print!("{}", info.env_exports()?);
             }
         }
-        SandboxCmd::ServeS3 { dir, port } => sandbox::serve_s3(&dir, port).await?,
+        SandboxCmd::ServeS3 { dir, port, behaviour } => sandbox::serve_s3(&dir, port, behaviour.resolve()?).await?,
     }
     Ok(())
 }

@@ -1,21 +1,22 @@
-//! The backup commands: init, backup, snapshots, restore, verify, transfer-ownership.
+//! The backup commands: init, backup, snapshots, transfer-ownership, and what they share.
+//! Restore and verify live in [`crate::restore_cmd`].
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use speechvault::backup::{self, BackupOptions};
 use speechvault::catalog;
 use speechvault::config::{Config, Installation};
 use speechvault::instance::InstanceId;
+use speechvault::interrupt::Stop;
 use speechvault::progress::Progress;
 use speechvault::repository::Vault;
-use speechvault::restore::{self, RestoreOptions, TargetMode};
-use speechvault::verify::{self, VerifyOptions, VerifyReport};
 
-use crate::Failure;
+pub use crate::restore_cmd::{RestoreArgs, VerifyArgs, restore, verify_cmd};
+
+use crate::output::{Failure, out};
 
 /// Parses `90s`, `30m`, `2h` or a number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -34,13 +35,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-fn parse_instance(s: &str) -> Result<InstanceId, Failure> {
+pub fn parse_instance(s: &str) -> Result<InstanceId, Failure> {
     InstanceId::parse(s).map_err(Failure::from)
 }
 
 /// Loads the config: `-c`, else `$SPEECHVAULT_CONFIG`, else `./speechvault.toml` if present,
 /// else an empty one (environment only).
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+pub fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
     let path =
         path.map(PathBuf::from).or_else(|| std::env::var_os("SPEECHVAULT_CONFIG").map(PathBuf::from)).or_else(|| {
             let p = PathBuf::from("speechvault.toml");
@@ -53,7 +54,7 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 /// `sandbox:NAME` names a local sandbox; anything else an installation of the config.
-pub fn installation(cfg: &Config, spec: &str) -> anyhow::Result<Installation> {
+pub fn installation(cfg: &Config, spec: &str) -> Result<Installation, Failure> {
     if let Some(name) = spec.strip_prefix("sandbox:") {
         let info = speechvault_sandbox::load(name)?;
         return Ok(info.installation()?);
@@ -62,7 +63,7 @@ pub fn installation(cfg: &Config, spec: &str) -> anyhow::Result<Installation> {
 }
 
 /// Draws a progress line on stderr while `work` runs, when stderr is a terminal.
-async fn with_progress<T>(progress: &Progress, quiet: bool, work: impl std::future::Future<Output = T>) -> T {
+pub async fn with_progress<T>(progress: &Progress, quiet: bool, work: impl std::future::Future<Output = T>) -> T {
     if quiet || !std::io::stderr().is_terminal() {
         return work.await;
     }
@@ -103,23 +104,23 @@ pub fn human_bytes(n: u64) -> String {
     if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
-fn open_vault(cfg: &Config) -> anyhow::Result<Arc<Vault>> {
+pub async fn open_vault(cfg: &Config) -> Result<Arc<Vault>, Failure> {
     let settings = cfg.repository()?;
-    Ok(Arc::new(Vault::open(&settings.path, &settings.password)?))
+    Ok(Arc::new(blocking(move || Vault::open(&settings.location, &settings.password)).await??))
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(f).await.context("background task failed")
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
+    Ok(tokio::task::spawn_blocking(f).await?)
 }
 
 pub async fn init(cfg: &Config, json: bool) -> Result<(), Failure> {
     let settings = cfg.repository()?;
-    let path = settings.path.clone();
-    blocking(move || Vault::init(&settings.path, &settings.password)).await??;
+    let location = settings.location.clone();
+    blocking(move || Vault::init(&settings.location, &settings.password)).await??;
     if json {
-        println!("{}", serde_json::json!({ "initialized": path }));
+        crate::output::json(&serde_json::json!({ "initialized": location.describe() }))?;
     } else {
-        println!("created repository {} (restic format; private to its owner)", path.display());
+        out!("created repository {location} (restic format; private to its owner)");
     }
     Ok(())
 }
@@ -146,13 +147,10 @@ pub struct BackupArgs {
     pub full: bool,
 }
 
-pub async fn backup(cfg: &Config, args: BackupArgs, json: bool) -> Result<(), Failure> {
+pub async fn backup(cfg: &Config, args: BackupArgs, json: bool, stop: &Stop) -> Result<(), Failure> {
     let inst = installation(cfg, &args.from)?;
     let profile = cfg.profile()?;
-    let vault = {
-        let cfg_repo = cfg.repository()?;
-        Arc::new(blocking(move || Vault::open(&cfg_repo.path, &cfg_repo.password)).await??)
-    };
+    let vault = open_vault(cfg).await?;
     let mut opts = BackupOptions {
         components: (!args.components.is_empty()).then_some(args.components),
         wait_for_async_jobs: args.wait_for_async_jobs,
@@ -163,240 +161,73 @@ pub async fn backup(cfg: &Config, args: BackupArgs, json: bool) -> Result<(), Fa
         opts.parallel = p.max(1);
     }
     let progress = Progress::default();
-    let report = with_progress(&progress, json, backup::run(vault, &inst, &profile, &opts, &progress)).await?;
+    let report = with_progress(&progress, json, backup::run(vault, &inst, &profile, &opts, &progress, stop)).await?;
     if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("backup {} of {} complete in {:.1}s", report.backup_id, report.installation, report.seconds);
-        for (db, d) in &report.databases {
-            println!("  database {db}: {} tables, {} rows, dump {}", d.tables, d.rows, human_bytes(d.dump_bytes));
+        return crate::output::json(&report);
+    }
+    out!("backup {} of {} complete in {:.1}s", report.backup_id, report.installation, report.seconds);
+    for (db, d) in &report.databases {
+        out!("  database {db}: {} tables, {} rows, dump {}", d.tables, d.rows, human_bytes(d.dump_bytes));
+    }
+    for (b, s) in &report.buckets {
+        let mut extra = Vec::new();
+        if s.unchanged > 0 {
+            extra.push(format!("{} unchanged since the previous backup, not read again", s.unchanged));
         }
-        for (b, s) in &report.buckets {
-            if s.unchanged > 0 {
-                println!(
-                    "  bucket {b}: {} objects, {} ({} unchanged since the previous backup, not read again)",
-                    s.objects,
-                    human_bytes(s.bytes),
-                    s.unchanged
-                );
-            } else {
-                println!("  bucket {b}: {} objects, {}", s.objects, human_bytes(s.bytes));
-            }
+        if s.vanished > 0 {
+            extra.push(format!("{} deleted while the backup ran, not in it", s.vanished));
         }
-        println!("  service instances owning rows: {}", report.instance_ids.join(", "));
+        let extra = if extra.is_empty() { String::new() } else { format!(" ({})", extra.join("; ")) };
+        out!("  bucket {b}: {} objects, {}{extra}", s.objects, human_bytes(s.bytes));
+    }
+    out!("  service instances owning rows: {}", report.instance_ids.join(", "));
+    for w in &report.warnings {
+        out!("  warning: {w}");
     }
     Ok(())
 }
 
 pub async fn snapshots(cfg: &Config, installation: Option<String>, json: bool) -> Result<(), Failure> {
-    let vault = open_vault(cfg)?;
+    let vault = open_vault(cfg).await?;
     let sets = blocking(move || catalog::backup_sets(&vault)).await??;
     let views: Vec<_> =
         sets.iter().filter(|s| installation.as_ref().is_none_or(|i| &s.installation == i)).map(|s| s.view()).collect();
     if json {
-        println!("{}", serde_json::json!({ "backups": views }));
-    } else if views.is_empty() {
-        println!("no backups");
-    } else {
-        println!("{:<24} {:<16} {:<20} {:<10} PARTS", "BACKUP", "INSTALLATION", "TIME (UTC)", "STATE");
-        for v in views {
-            let time: String = v.time.chars().take(19).map(|c| if c == 'T' { ' ' } else { c }).collect();
-            println!(
-                "{:<24} {:<16} {:<20} {:<10} {}",
-                v.backup_id,
-                v.installation,
-                time,
-                if v.complete { "complete" } else { "INCOMPLETE" },
-                v.parts.join(" ")
-            );
+        return crate::output::json(&serde_json::json!({ "backups": views }));
+    }
+    if views.is_empty() {
+        out!("no backups");
+        return Ok(());
+    }
+    out!("{:<24} {:<16} {:<20} {:<10} PARTS", "BACKUP", "INSTALLATION", "TIME (UTC)", "STATE");
+    for v in views {
+        let time: String = v.time.chars().take(19).map(|c| if c == 'T' { ' ' } else { c }).collect();
+        if !out!(
+            "{:<24} {:<16} {:<20} {:<10} {}",
+            v.backup_id,
+            v.installation,
+            time,
+            if v.complete { "complete" } else { "INCOMPLETE" },
+            v.parts.join(" ")
+        ) {
+            break;
         }
     }
     Ok(())
 }
 
-#[derive(Debug, clap::Args)]
-pub struct RestoreArgs {
-    /// Backup id (or a unique prefix), or `latest`.
-    #[arg(default_value = "latest")]
-    pub backup: String,
-    /// Installation to restore into (config name, or sandbox:NAME).
-    #[arg(long)]
-    pub to: String,
-    /// With `latest`: the latest backup of this installation.
-    #[arg(long)]
-    pub source: Option<String>,
-    /// Drop and recreate the target's databases and empty its buckets first.
-    #[arg(long, conflicts_with = "data_only")]
-    pub clean: bool,
-    /// Load rows into the schema a freshly installed target already has.
-    #[arg(long)]
-    pub data_only: bool,
-    /// Service instance id that owns the rows in the backup (UUID or numeric CP4D id).
-    #[arg(long, requires = "to_instance")]
-    pub from_instance: Option<String>,
-    /// Service instance id of the target installation.
-    #[arg(long, requires = "from_instance")]
-    pub to_instance: Option<String>,
-    /// Restore only these components.
-    #[arg(long, value_delimiter = ',')]
-    pub components: Vec<String>,
-    /// Objects written at once.
-    #[arg(long)]
-    pub parallel: Option<usize>,
-    /// pg_restore parallel jobs.
-    #[arg(long)]
-    pub jobs: Option<usize>,
-    /// Skip the verification after restoring.
-    #[arg(long)]
-    pub no_verify: bool,
-}
-
-pub async fn restore(cfg: &Config, args: RestoreArgs, json: bool) -> Result<(), Failure> {
-    let ownership = match (&args.from_instance, &args.to_instance) {
-        (Some(f), Some(t)) => Some((parse_instance(f)?, parse_instance(t)?)),
-        (None, None) => None,
-        _ => {
-            return Err(Failure { code: 2, error: anyhow::anyhow!("--from-instance and --to-instance go together") });
-        }
-    };
-    let target = installation(cfg, &args.to)?;
-    let profile = cfg.profile()?;
-    let vault = open_vault(cfg)?;
-    let v = vault.clone();
-    let sets = blocking(move || catalog::backup_sets(&v)).await??;
-    let set = catalog::find(&sets, &args.backup, args.source.as_deref())?;
-    let mut opts = RestoreOptions {
-        mode: if args.clean {
-            TargetMode::Clean
-        } else if args.data_only {
-            TargetMode::DataOnly
-        } else {
-            TargetMode::Empty
-        },
-        components: (!args.components.is_empty()).then_some(args.components),
-        ownership,
-        verify: !args.no_verify,
-        ..Default::default()
-    };
-    if let Some(p) = args.parallel {
-        opts.parallel = p.max(1);
-    }
-    if let Some(j) = args.jobs {
-        opts.jobs = j.max(1);
-    }
-    let progress = Progress::default();
-    let report = with_progress(&progress, json, restore::run(vault, &set, &target, &profile, &opts, &progress)).await?;
-    let verified = report.verify.as_ref().is_none_or(|v| v.ok);
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!(
-            "restored backup {} of {} into {} in {:.1}s",
-            report.backup_id, report.source_installation, report.installation, report.seconds
-        );
-        for (db, d) in &report.databases {
-            println!("  database {db}: {} tables from a {} dump", d.tables, human_bytes(d.dump_bytes));
-        }
-        for (b, s) in &report.buckets {
-            println!("  bucket {b} -> {}: {} objects, {}", s.name, s.objects, human_bytes(s.bytes));
-        }
-        print_ownership(&report.ownership);
-        if let Some(v) = &report.verify {
-            print_verify(v);
-        }
-    }
-    if !verified {
-        return Err(Failure {
-            code: 3,
-            error: anyhow::anyhow!("the restored installation differs from the backup (see the report)"),
-        });
-    }
-    Ok(())
-}
-
-fn print_ownership(outcomes: &[speechvault::ownership::RuleOutcome]) {
+pub fn print_ownership(outcomes: &[speechvault::ownership::RuleOutcome]) {
     if outcomes.is_empty() {
         return;
     }
-    println!("ownership:");
+    out!("ownership:");
     for o in outcomes {
         match (&o.column, &o.skipped) {
-            (Some(c), _) => println!("  {}: {}.{c}: {} rows", o.database, o.table, o.rows),
-            (None, Some(why)) => println!("  {}: {}: skipped ({why})", o.database, o.table),
-            (None, None) => {}
-        }
+            (Some(c), _) => out!("  {}: {}.{c}: {} rows moved, {} left", o.database, o.table, o.rows, o.left),
+            (None, Some(why)) => out!("  {}: {}: skipped ({why})", o.database, o.table),
+            (None, None) => true,
+        };
     }
-}
-
-fn print_verify(v: &VerifyReport) {
-    let bad_tables: Vec<_> = v.tables.iter().filter(|t| !t.ok).collect();
-    let rows: i64 = v.tables.iter().map(|t| t.expected_rows).sum();
-    println!("verification against the backup: {}", if v.ok { "OK" } else { "DIFFERENCES FOUND" });
-    println!("  {} tables, {} rows: {} differ", v.tables.len(), rows, bad_tables.len());
-    for t in bad_tables {
-        let actual = t.actual_rows.map_or("missing".to_string(), |n| n.to_string());
-        println!("    {}.{}: {} rows expected, {actual}", t.database, t.table, t.expected_rows);
-    }
-    for b in &v.buckets {
-        println!(
-            "  bucket {}: {}/{} objects, {}/{} bytes, {} digests checked{}",
-            b.name,
-            b.actual_objects,
-            b.expected_objects,
-            b.actual_bytes,
-            b.expected_bytes,
-            b.digests_checked,
-            if b.ok { "" } else { " - DIFFERENT" }
-        );
-        for k in &b.missing {
-            println!("    missing: {k:?}");
-        }
-        for k in &b.unexpected {
-            println!("    not in backup: {k:?}");
-        }
-        for d in &b.different {
-            println!("    differs: {:?}: {}", d.key, d.reason);
-        }
-    }
-}
-
-pub async fn verify_cmd(
-    cfg: &Config,
-    backup_sel: String,
-    against: String,
-    digests: bool,
-    parallel: Option<usize>,
-    json: bool,
-) -> Result<(), Failure> {
-    let inst = installation(cfg, &against)?;
-    let vault = open_vault(cfg)?;
-    let v = vault.clone();
-    let sets = blocking(move || catalog::backup_sets(&v)).await??;
-    let set = catalog::find(&sets, &backup_sel, None)?;
-    let manifest = blocking(move || -> anyhow::Result<_> {
-        let reader = vault.reader()?;
-        Ok(set.manifest(&reader)?)
-    })
-    .await??;
-    let mut opts = VerifyOptions { digests, ..Default::default() };
-    if let Some(p) = parallel {
-        opts.parallel = p.max(1);
-    }
-    let progress = Progress::default();
-    let report = with_progress(&progress, json, verify::verify(&manifest, &inst, &opts, &progress)).await?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("backup {} vs installation {}", report.backup_id, report.installation);
-        print_verify(&report);
-    }
-    if !report.ok {
-        return Err(Failure {
-            code: 3,
-            error: anyhow::anyhow!("installation {} differs from backup {}", report.installation, report.backup_id),
-        });
-    }
-    Ok(())
 }
 
 pub async fn transfer_ownership(
@@ -414,16 +245,14 @@ pub async fn transfer_ownership(
     let store = speechvault::objstore::ObjectStore::new(inst.s3.clone())?;
     let inv = speechvault::inventory::take(&inst, &profile, &store).await?;
     let dbs: Vec<String> = inv.databases.into_iter().collect();
-    let outcomes = speechvault::ownership::transfer(&inst, &profile, &dbs, &from, &to, dry_run).await?;
+    let outcomes = speechvault::ownership::transfer(&inst, &profile, &dbs, &from, &to, dry_run, None).await?;
     if json {
-        println!(
-            "{}",
-            serde_json::json!({ "installation": inst.name, "from": from, "to": to, "dry_run": dry_run, "rules": outcomes })
+        return crate::output::json(
+            &serde_json::json!({ "installation": inst.name, "from": from, "to": to, "dry_run": dry_run, "rules": outcomes }),
         );
-    } else {
-        println!("{} ownership on {} from {from} to {to}", if dry_run { "would move" } else { "moved" }, inst.name);
-        print_ownership(&outcomes);
     }
+    out!("{} ownership on {} from {from} to {to}", if dry_run { "would move" } else { "moved" }, inst.name);
+    print_ownership(&outcomes);
     Ok(())
 }
 

@@ -23,6 +23,16 @@ pub fn external_s3_from_env() -> Option<ExternalS3> {
     Some(ExternalS3 { endpoint, region, access_key, secret_key: speechvault::secret::Secret::new(secret_key) })
 }
 
+/// The behaviour our S3 server should have in every test (`SPEECHVAULT_TEST_S3_BEHAVE`:
+/// `minio`, `aws`, or `garage`/unset for the default).
+pub fn behaviour_from_env() -> Option<crate::s3server::Behaviour> {
+    let name = std::env::var("SPEECHVAULT_TEST_S3_BEHAVE").ok()?;
+    match crate::s3server::Behaviour::preset(name.trim()) {
+        Some(b) => Some(b),
+        None => panic!("SPEECHVAULT_TEST_S3_BEHAVE={name}: use minio, aws or garage"),
+    }
+}
+
 /// A running installation owned by one test.
 pub struct TestInstallation {
     pub info: SandboxInfo,
@@ -61,6 +71,9 @@ impl TestInstallation {
         opts.scale = scale;
         opts.seed = seed;
         opts.parallel = 8;
+        if let Some(b) = behaviour_from_env() {
+            opts.s3_behaviour = b;
+        }
         if let Some(ext) = external_s3_from_env() {
             opts.external_s3 = Some(ext);
             let tag: u32 = rand::thread_rng().r#gen();

@@ -62,6 +62,23 @@ pub enum SandboxError {
     Io(#[from] std::io::Error),
 }
 
+impl speechvault::error::Kinded for SandboxError {
+    fn kind(&self) -> speechvault::error::ErrorKind {
+        use speechvault::error::ErrorKind;
+        match self {
+            Self::BadInput(_)
+            | Self::Exists { .. }
+            | Self::NotFound(_)
+            | Self::PortInUse { .. }
+            | Self::Profile(_)
+            | Self::MissingPostgres(_) => ErrorKind::BadInput,
+            Self::Pg(e) => e.kind(),
+            Self::ObjStore(e) => e.kind(),
+            _ => ErrorKind::Failed,
+        }
+    }
+}
+
 pub type Result<T, E = SandboxError> = std::result::Result<T, E>;
 
 /// Everything needed to reach a running sandbox. Stored as `sandbox.json` in its directory.
@@ -107,9 +124,17 @@ pub struct S3Info {
     /// With `--tls`: the server's self-signed certificate, for `s3.ca_file`.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// How our server behaves where real servers differ.
+    #[serde(default)]
+    pub behaviour: s3server::Behaviour,
 }
 
 impl SandboxInfo {
+    /// Where a test writes fault rules for this sandbox's S3 server (see [`s3server::faults`]).
+    pub fn faults_file(&self) -> PathBuf {
+        self.dir.join("faults.json")
+    }
+
     pub fn pg_config(&self) -> Result<PgConfig> {
         let pw = read_secret_file(&self.postgres.password_file)?;
         let mut cfg = PgConfig::new(&self.postgres.host, self.postgres.port, &self.postgres.user, Some(pw));
@@ -264,6 +289,8 @@ pub struct UpOptions {
     pub tls: bool,
     /// PostgreSQL accepts TLS connections only, with a self-signed certificate.
     pub pg_tls: bool,
+    /// How our S3 server behaves (listing encoding, default content type...).
+    pub s3_behaviour: s3server::Behaviour,
 }
 
 /// An S3 endpoint that is not ours (Garage, MinIO, ...), for the sandbox's buckets.
@@ -294,6 +321,7 @@ impl UpOptions {
             seed_data: true,
             tls: false,
             pg_tls: false,
+            s3_behaviour: s3server::Behaviour::default(),
         }
     }
 }
@@ -536,8 +564,18 @@ async fn build(
     let pg_password = random_string(32, ALNUM);
     let pw_file = secrets.join("pg-password");
     write_private(&pw_file, pg_password.as_bytes())?;
+    let service_password = random_string(32, ALNUM);
+    write_private(&secrets.join("pg-service-password"), service_password.as_bytes())?;
     let passfile = secrets.join("pgpass");
-    write_private(&passfile, format!("127.0.0.1:{pg_port}:*:{}:{pg_password}\n", opts.pg_user).as_bytes())?;
+    write_private(
+        &passfile,
+        format!(
+            "127.0.0.1:{pg_port}:*:{}:{pg_password}\n127.0.0.1:{pg_port}:*:{}:{service_password}\n",
+            opts.pg_user,
+            seed::SERVICE_ROLE
+        )
+        .as_bytes(),
+    )?;
     let (access_key, secret_key, endpoint, region) = match &opts.external_s3 {
         Some(ext) => {
             (ext.access_key.clone(), ext.secret_key.expose().to_string(), ext.endpoint.clone(), ext.region.clone())
@@ -578,7 +616,7 @@ async fn build(
             write_private(&secrets.join("s3-tls.key"), key.as_bytes())?;
             ca_file = Some(path);
         }
-        let pid = start_s3_server(&opts.server_exe, &dir, port)?;
+        let pid = start_s3_server(&opts.server_exe, &dir, port, &opts.s3_behaviour)?;
         started.s3_pid = Some(pid);
         s3_pid = Some(pid);
     }
@@ -620,6 +658,7 @@ async fn build(
             bucket_suffix: opts.bucket_suffix.clone(),
             buckets: bucket_names.clone(),
             ca_file,
+            behaviour: opts.s3_behaviour.clone(),
         },
     };
     write_private(&dir.join("sandbox.json"), &serde_json::to_vec_pretty(&info).map_err(std::io::Error::other)?)?;
@@ -638,6 +677,7 @@ async fn build(
         started.external = Some((store.clone(), actual.clone()));
     }
     let pgc = info.pg_config()?;
+    seed::create_service_roles(&pgc, &service_password).await?;
     let report = if opts.seed_data {
         seed::seed_databases(&pgc, opts.seed, opts.scale, components).await?;
         seed::seed_buckets(&store, opts.seed, opts.scale, components, &bucket_names, opts.parallel).await?;
@@ -649,14 +689,15 @@ async fn build(
     Ok((info, report))
 }
 
-/// Spawns `<exe> sandbox serve-s3 --dir <dir> --port <port>` in its own process group and
+/// Spawns `<exe> sandbox serve-s3 --dir <dir> --port <port> ...` in its own process group and
 /// waits until it accepts connections.
-fn start_s3_server(exe: &Path, dir: &Path, port: u16) -> Result<u32> {
+fn start_s3_server(exe: &Path, dir: &Path, port: u16, behaviour: &s3server::Behaviour) -> Result<u32> {
     let log = std::fs::File::create(dir.join("s3.log"))?;
     let mut cmd = Command::new(exe);
     cmd.args(["sandbox", "serve-s3", "--dir"])
         .arg(dir)
         .args(["--port", &port.to_string()])
+        .args(behaviour.args())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -816,11 +857,11 @@ pub fn list_in(home: &Path) -> Result<Vec<ListEntry>> {
 }
 
 /// Runs our S3 server for the sandbox in `dir` until SIGTERM or SIGINT (the hidden
-/// `sandbox serve-s3` command).
-pub async fn serve_s3(dir: &Path, port: u16) -> Result<()> {
+/// `sandbox serve-s3` command). Faults are read from `<dir>/faults.json` when it exists.
+pub async fn serve_s3(dir: &Path, port: u16, behaviour: s3server::Behaviour) -> Result<()> {
     let ak = read_secret_file(&dir.join("secrets/s3-access-key"))?;
     let sk = read_secret_file(&dir.join("secrets/s3-secret-key"))?;
-    let store = s3server::DigestStore::open(&dir.join("s3"))?;
+    let store = s3server::DigestStore::open(&dir.join("s3"), behaviour)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     std::fs::write(dir.join("s3.pid"), std::process::id().to_string())?;
     let shutdown = async {
@@ -843,6 +884,7 @@ pub async fn serve_s3(dir: &Path, port: u16) -> Result<()> {
         None
     };
     tracing::info!(port, tls = tls.is_some(), "S3 server listening on 127.0.0.1");
-    s3server::serve(store, listener, ak.expose(), sk.expose(), tls, shutdown).await?;
+    let faults = dir.join("faults.json");
+    s3server::serve(store, listener, ak.expose(), sk.expose(), tls, Some(&faults), shutdown).await?;
     Ok(())
 }

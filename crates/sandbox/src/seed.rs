@@ -191,7 +191,8 @@ pub struct SeedObject {
     pub key: String,
     pub size: usize,
     pub text: bool,
-    pub content_type: String,
+    /// `None`: stored without a type (the server may give it its default).
+    pub content_type: Option<String>,
     pub metadata: BTreeMap<String, String>,
     /// Upload in parts of this size (multipart) instead of one PUT.
     pub multipart_part: Option<usize>,
@@ -263,19 +264,46 @@ pub fn edge_case_objects() -> Vec<SeedObject> {
         ("customizations/edge-cases/tab\there.txt".into(), 9, true),
         ("customizations/edge-cases/a-b/x".into(), 5, true),
         ("customizations/edge-cases/a/y".into(), 6, true),
+        // Listings encode these differently on MinIO/AWS (`+` for a space) and elsewhere (`%20`).
+        ("customizations/edge-cases/plus+sign.txt".into(), 11, true),
+        ("customizations/edge-cases/a space.txt".into(), 12, true),
+        ("customizations/edge-cases/percent%20literal%2B.txt".into(), 13, true),
+        ("customizations/edge-cases/ +%+ ".into(), 14, true),
         (long, 70, false),
     ];
-    keys.into_iter()
+    let mut out: Vec<SeedObject> = keys
+        .into_iter()
         .map(|(key, size, text)| SeedObject {
             bucket: "stt-customization-icp".into(),
             key,
             size,
             text,
-            content_type: if text { "text/plain; charset=utf-8".into() } else { "application/octet-stream".into() },
+            content_type: Some(if text {
+                "text/plain; charset=utf-8".into()
+            } else {
+                "application/octet-stream".into()
+            }),
             metadata: meta(&[("edge-case", "true".into()), ("note", "kept byte-exact".into())]),
             multipart_part: None,
         })
-        .collect()
+        .collect();
+    // Stored without a content type: servers answer with their own default for the key.
+    for (key, text) in [
+        ("customizations/edge-cases/no-type.json", true),
+        ("customizations/edge-cases/no-type.wav", false),
+        ("customizations/edge-cases/no-type", false),
+    ] {
+        out.push(SeedObject {
+            bucket: "stt-customization-icp".into(),
+            key: key.into(),
+            size: 40,
+            text,
+            content_type: None,
+            metadata: BTreeMap::new(),
+            multipart_part: None,
+        });
+    }
+    out
 }
 
 /// Every object of a sandbox for the given components.
@@ -293,7 +321,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                 key: format!("{lang}/v{}/model.bin", 3 + m / 4),
                 size: p.base_model_bytes,
                 text: false,
-                content_type: "application/octet-stream".into(),
+                content_type: Some("application/octet-stream".into()),
                 metadata: meta(&[("model", lang.into()), ("version", format!("{}", 3 + m / 4))]),
                 multipart_part: Some(5 * 1024 * 1024),
             });
@@ -302,7 +330,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                 key: format!("{lang}/v{}/manifest.json", 3 + m / 4),
                 size: 300,
                 text: true,
-                content_type: "application/json".into(),
+                content_type: Some("application/json".into()),
                 metadata: BTreeMap::new(),
                 multipart_part: None,
             });
@@ -320,7 +348,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                     key: format!("customizations/{id}/corpora/corpus-{c}.txt"),
                     size: 2000 + (g as usize * 37 + c as usize * 101) % 6000,
                     text: true,
-                    content_type: "text/plain; charset=utf-8".into(),
+                    content_type: Some("text/plain; charset=utf-8".into()),
                     metadata: m("corpus"),
                     multipart_part: None,
                 });
@@ -330,7 +358,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                 key: format!("customizations/{id}/grammars/grammar-1.abnf"),
                 size: 800,
                 text: true,
-                content_type: "application/srgs".into(),
+                content_type: Some("application/srgs".into()),
                 metadata: m("grammar"),
                 multipart_part: None,
             });
@@ -340,7 +368,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                     key: format!("customizations/{id}/audio/audio-{a}.wav"),
                     size: p.audio_bytes / 2 + (g as usize * 7919 + a as usize * 104_729) % p.audio_bytes,
                     text: false,
-                    content_type: "audio/wav".into(),
+                    content_type: Some("audio/wav".into()),
                     metadata: m("audio"),
                     multipart_part: None,
                 });
@@ -350,7 +378,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                 key: format!("customizations/{id}/model/trained.bin"),
                 size: p.model_bytes,
                 text: false,
-                content_type: "application/octet-stream".into(),
+                content_type: Some("application/octet-stream".into()),
                 metadata: m("trained-model"),
                 multipart_part: None,
             });
@@ -366,7 +394,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                 key: format!("jobs/{id}/audio.flac"),
                 size: p.job_audio_bytes / 2 + (g as usize * 6151) % p.job_audio_bytes,
                 text: false,
-                content_type: "audio/flac".into(),
+                content_type: Some("audio/flac".into()),
                 metadata: meta(&[("job-id", id.clone()), ("user", owner.clone())]),
                 multipart_part: None,
             });
@@ -376,7 +404,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                     key: format!("jobs/{id}/results.json"),
                     size: 1500,
                     text: true,
-                    content_type: "application/json".into(),
+                    content_type: Some("application/json".into()),
                     metadata: meta(&[("job-id", id.clone())]),
                     multipart_part: None,
                 });
@@ -389,7 +417,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
 /// Uploads one object under bucket `actual` (the profile bucket, possibly suffixed). The body
 /// derives from the profile name, so a suffix does not change the data.
 async fn upload(store: &ObjectStore, seed: u64, obj: &SeedObject, actual: &str) -> Result<(), SandboxError> {
-    let opts = PutOptions { content_type: Some(obj.content_type.clone()), metadata: obj.metadata.clone() };
+    let opts = PutOptions { content_type: obj.content_type.clone(), metadata: obj.metadata.clone() };
     let map = |e: speechvault::objstore::ObjStoreError| SandboxError::Seed(format!("upload {actual}/{}: {e}", obj.key));
     match obj.multipart_part {
         Some(part) if obj.size > part => {
@@ -404,7 +432,7 @@ async fn upload(store: &ObjectStore, seed: u64, obj: &SeedObject, actual: &str) 
                 parts.push((n, etag));
                 offset += len;
             }
-            store.complete_multipart(actual, &obj.key, &id, &parts).await.map_err(map)?;
+            store.complete_multipart(actual, &obj.key, &id, &parts, Some(obj.size as u64)).await.map_err(map)?;
         }
         _ => {
             store.put_object(actual, &obj.key, body_of(seed, obj, 0, obj.size), &opts).await.map_err(map)?;
@@ -602,8 +630,19 @@ FROM generate_series(1, {n}) g, generate_series(1, 3) p;
     )
 }
 
+/// SQL for the owner of row `g` as text, in the spellings services write: mostly canonical,
+/// some upper case, some without hyphens, and the numeric instance also as its raw number.
+fn spelled_owner(owners: &str) -> String {
+    let x = format!("{owners}[1 + g % 3]");
+    format!(
+        "(CASE WHEN g % 5 = 0 THEN upper({x}) WHEN g % 5 = 1 THEN replace({x}, '-', '') \
+         WHEN g % 5 = 2 AND {x} LIKE '00000000-0000-0000-%' THEN ltrim(replace({x}, '-', ''), '0') ELSE {x} END)"
+    )
+}
+
 fn stt_async_sql(seed: u64, p: &Params) -> String {
     let owners = owners_array(seed, "text");
+    let spelled = spelled_owner(&owners);
     let n = p.jobs;
     format!(
         r#"
@@ -641,13 +680,13 @@ CREATE TABLE job_results (
 );
 
 INSERT INTO notification_urls (username, instance_id, url, secret_hash, created)
-SELECT {owners}[1 + g % 3], {owners}[1 + g % 3], 'https://callback-' || g || '.example.com/speech?x=' || g,
+SELECT {spelled}, {spelled}, 'https://callback-' || g || '.example.com/speech?x=' || g,
        CASE WHEN g % 2 = 0 THEN decode(md5('{seed}:sec:' || g), 'hex') END,
        timestamptz '2024-03-01 00:00:00+00' + g * interval '1 day'
 FROM generate_series(1, 9) g;
 
 INSERT INTO jobs
-SELECT replace(md5('{seed}:job:' || g)::uuid::text, '-', ''), {owners}[1 + g % 3],
+SELECT replace(md5('{seed}:job:' || g)::uuid::text, '-', ''), {spelled},
        (ARRAY['waiting', 'processing', 'completed', 'failed']::job_status[])[1 + g % 4],
        'en-US_BroadbandModel',
        CASE WHEN g % 3 = 0 THEN 'https://callback-' || (1 + g % 9) || '.example.com/speech?x=' || (1 + g % 9) END,
@@ -671,7 +710,30 @@ WHERE g % 4 = 2;
     )
 }
 
-/// Creates and fills the databases of the selected components.
+/// The role the Speech services connect as: it owns the databases and everything in them.
+pub const SERVICE_ROLE: &str = "speech_svc";
+/// A read-only role the databases grant SELECT to.
+pub const READER_ROLE: &str = "speech_reader";
+
+/// Creates the service roles, as an installation of the services has them (also on an empty
+/// sandbox: a fresh installation is a restore target with its roles in place).
+pub async fn create_service_roles(pg: &PgConfig, service_password: &str) -> Result<(), SandboxError> {
+    let admin = pg.connect("postgres").await?;
+    let sql = format!(
+        "DO $$ BEGIN \
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{SERVICE_ROLE}') THEN \
+             CREATE ROLE {SERVICE_ROLE} LOGIN PASSWORD {pw}; END IF; \
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{READER_ROLE}') THEN \
+             CREATE ROLE {READER_ROLE} NOLOGIN; END IF; \
+         END $$",
+        pw = speechvault::pg::quote_literal(service_password)
+    );
+    execute(&admin, "postgres", "create service roles", &sql).await?;
+    Ok(())
+}
+
+/// Creates and fills the databases of the selected components. The service role owns the
+/// databases and every object in them; the reader role may read the tables.
 pub async fn seed_databases(pg: &PgConfig, seed: u64, scale: Scale, components: &[String]) -> Result<(), SandboxError> {
     let p = scale.params();
     let admin = pg.connect("postgres").await?;
@@ -686,9 +748,24 @@ pub async fn seed_databases(pg: &PgConfig, seed: u64, scale: Scale, components: 
         plan.push(("stt-async", stt_async_sql(seed, &p)));
     }
     for (db, sql) in &plan {
-        execute(&admin, "postgres", "create database", &format!("CREATE DATABASE {}", quote_ident(db))).await?;
+        execute(
+            &admin,
+            "postgres",
+            "create database",
+            &format!("CREATE DATABASE {} OWNER {SERVICE_ROLE}", quote_ident(db)),
+        )
+        .await?;
         let client = pg.connect(db).await?;
-        execute(&client, db, "seed schema and rows", &format!("BEGIN;\n{sql}\nCOMMIT; ANALYZE;")).await?;
+        let grants = format!(
+            "GRANT USAGE ON SCHEMA public TO {READER_ROLE}; GRANT SELECT ON ALL TABLES IN SCHEMA public TO {READER_ROLE};"
+        );
+        execute(
+            &client,
+            db,
+            "seed schema and rows",
+            &format!("BEGIN;\nSET ROLE {SERVICE_ROLE};\n{sql}\n{grants}\nRESET ROLE;\nCOMMIT; ANALYZE;"),
+        )
+        .await?;
     }
     Ok(())
 }

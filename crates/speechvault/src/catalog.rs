@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use rustic_core::repofile::SnapshotFile;
 use serde::Serialize;
 
+use crate::error::{ErrorKind, Kinded};
 use crate::manifest::{self, Manifest};
 use crate::repository::{RepoError, Vault, VaultReader};
 
@@ -22,6 +23,16 @@ pub enum CatalogError {
     Incomplete(String),
     #[error("the manifest of backup {id} is unreadable: {reason}")]
     BadManifest { id: String, reason: String },
+}
+
+impl Kinded for CatalogError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Repo(r) => r.kind(),
+            Self::NoBackup { .. } | Self::NotFound(_) | Self::Ambiguous(_) | Self::Incomplete(_) => ErrorKind::BadInput,
+            Self::BadManifest { .. } => ErrorKind::Failed,
+        }
+    }
 }
 
 /// All snapshots of one backup.
@@ -65,8 +76,7 @@ impl BackupSet {
     pub fn manifest(&self, reader: &VaultReader) -> Result<Manifest, CatalogError> {
         let snap = self.manifest.as_ref().ok_or_else(|| CatalogError::Incomplete(self.id.clone()))?;
         let raw = reader.read(snap, manifest::MANIFEST_PATH)?;
-        let m: Manifest = serde_json::from_slice(&raw)
-            .map_err(|e| CatalogError::BadManifest { id: self.id.clone(), reason: e.to_string() })?;
+        let m = Manifest::parse(&raw).map_err(|reason| CatalogError::BadManifest { id: self.id.clone(), reason })?;
         if m.backup_id != self.id {
             return Err(CatalogError::BadManifest {
                 id: self.id.clone(),

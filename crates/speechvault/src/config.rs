@@ -9,17 +9,19 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::error::{ErrorKind, Kinded};
 use crate::objstore::S3Config;
 use crate::pg::PgConfig;
 use crate::profile::Profile;
+use crate::repository::Location;
 use crate::secret::{Secret, read_secret_file};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("config {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("config {path}{at}: {message}")]
+    Parse { path: PathBuf, at: String, message: String },
     #[error("cannot read secret file {path} ({what}): {source}")]
     SecretFile { what: String, path: PathBuf, source: std::io::Error },
     #[error("installation {name:?}: {reason}")]
@@ -30,6 +32,12 @@ pub enum ConfigError {
     Repository(String),
     #[error(transparent)]
     Profile(#[from] crate::profile::ProfileError),
+}
+
+impl Kinded for ConfigError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::BadInput
+    }
 }
 
 /// The file as written.
@@ -82,6 +90,10 @@ pub struct S3File {
     pub ca_file: Option<PathBuf>,
     #[serde(default)]
     pub insecure: bool,
+    /// Seconds without progress before a request is given up (default 60).
+    pub read_timeout_secs: Option<u64>,
+    /// Attempts per request for transient failures (default 5).
+    pub max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,12 +108,15 @@ pub struct PgFile {
     pub sslmode: Option<String>,
     /// CA certificates for verify-ca / verify-full.
     pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for servers that require one.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 /// Where backups go.
 #[derive(Debug, Clone)]
 pub struct RepositorySettings {
-    pub path: PathBuf,
+    pub location: Location,
     pub password: Secret,
 }
 
@@ -155,7 +170,18 @@ fn env(name: &str) -> Option<String> {
 }
 
 /// Looks a password up in a `.pgpass` file (`host:port:db:user:password`, `*` wildcards).
+/// Like libpq, a file that others can read is ignored, with a warning.
 pub fn pgpass_lookup(path: &Path, host: &str, port: u16, user: &str) -> Option<Secret> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(
+            "password file {} has group or world access and is ignored (as libpq does); fix it with: chmod 600 {}",
+            path.display(),
+            path.display()
+        );
+        return None;
+    }
     let text = std::fs::read_to_string(path).ok()?;
     for line in text.lines() {
         if line.starts_with('#') || line.trim().is_empty() {
@@ -190,8 +216,18 @@ pub fn pgpass_lookup(path: &Path, host: &str, port: u16, user: &str) -> Option<S
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let cfg = Self::parse(&text, path)?;
+        warn_if_readable_secrets(path, &cfg.file);
+        Ok(cfg)
+    }
+
+    /// Parses a config's text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let file: ConfigFile =
-            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), at: toml_position(text, &e), message: one_line(e.message()) })?;
+        for (name, inst) in &file.installations {
+            validate_installation_names(name, inst)?;
+        }
         Ok(Self { file, origin: Some(path.into()) })
     }
 
@@ -212,6 +248,7 @@ impl Config {
             .ok_or_else(|| {
                 ConfigError::Repository("no repository path: set [repository] path or SPEECHVAULT_REPOSITORY".into())
             })?;
+        let location = Location::Local(path);
         let password = match r {
             Some(r) => secret_from("repository password", &r.password, &r.password_file)?,
             None => None,
@@ -235,7 +272,7 @@ impl Config {
         if password.is_empty() {
             return Err(ConfigError::Repository("the repository password is empty".into()));
         }
-        Ok(RepositorySettings { path, password })
+        Ok(RepositorySettings { location, password })
     }
 
     /// Resolves an installation from the config file, filling gaps from the environment.
@@ -270,6 +307,7 @@ pub fn resolve(name: &str, f: &InstallationFile) -> Result<Installation, ConfigE
             .or_else(|| env("AWS_ENDPOINT_URL_S3"))
             .or_else(|| env("AWS_ENDPOINT_URL"))
             .ok_or_else(|| bad("no S3 endpoint: set s3.endpoint, release, or AWS_ENDPOINT_URL"))?;
+    let keys_from_env = f.s3.access_key.is_none() && f.s3.access_key_file.is_none();
     let access_key = match (&f.s3.access_key, &f.s3.access_key_file) {
         (Some(a), _) => Some(a.clone()),
         (None, Some(p)) => Some(
@@ -291,7 +329,16 @@ pub fn resolve(name: &str, f: &InstallationFile) -> Result<Installation, ConfigE
             .or_else(|| env("AWS_REGION"))
             .or_else(|| env("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|| "us-east-1".into());
-    s3.session_token = env("AWS_SESSION_TOKEN").map(Secret::new);
+    // A session token belongs to the keys it was issued with: only with keys from the environment.
+    if keys_from_env {
+        s3.session_token = env("AWS_SESSION_TOKEN").map(Secret::new);
+    }
+    if let Some(secs) = f.s3.read_timeout_secs {
+        s3.read_timeout = std::time::Duration::from_secs(secs.max(1));
+    }
+    if let Some(n) = f.s3.max_attempts {
+        s3.max_attempts = n.max(1);
+    }
     // AWS_CA_BUNDLE is the standard way to name extra CAs; it only matters for https.
     s3.ca_file = f.s3.ca_file.clone().or_else(|| env("AWS_CA_BUNDLE").map(PathBuf::from));
     s3.insecure = f.s3.insecure;
@@ -331,6 +378,13 @@ pub fn resolve(name: &str, f: &InstallationFile) -> Result<Installation, ConfigE
         })?;
     }
     postgres.ca_file = f.postgres.ca_file.clone().or_else(|| env("PGSSLROOTCERT").map(PathBuf::from));
+    let cert = f.postgres.cert_file.clone().or_else(|| env("PGSSLCERT").map(PathBuf::from));
+    let key = f.postgres.key_file.clone().or_else(|| env("PGSSLKEY").map(PathBuf::from));
+    postgres.client_cert = match (cert, key) {
+        (Some(cert_file), Some(key_file)) => Some(crate::tls::ClientCert { cert_file, key_file }),
+        (None, None) => None,
+        _ => return Err(bad("postgres.cert_file and postgres.key_file go together")),
+    };
     Ok(Installation {
         name: name.into(),
         s3,
@@ -338,6 +392,52 @@ pub fn resolve(name: &str, f: &InstallationFile) -> Result<Installation, ConfigE
         buckets: f.buckets.clone(),
         bucket_suffix: f.bucket_suffix.clone(),
     })
+}
+
+/// ` line L, column C` of a TOML error, for messages that fit on one line.
+pub fn toml_position(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else { return String::new() };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!(" line {line}, column {column}")
+}
+
+/// A message on one line.
+pub fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// Bucket names and suffixes must be valid S3 bucket names before they touch a request or a path.
+fn validate_installation_names(name: &str, f: &InstallationFile) -> Result<(), ConfigError> {
+    let bad = |reason: String| ConfigError::Installation { name: name.into(), reason };
+    if let Some(s) = &f.bucket_suffix
+        && (s.is_empty() || !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'))
+    {
+        return Err(bad(format!("bucket_suffix {s:?} may hold only lower-case letters, digits, '-' and '.'")));
+    }
+    for (profile_name, actual) in &f.buckets {
+        crate::objstore::validate_bucket_name(actual).map_err(|e| bad(format!("buckets.{profile_name}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Warns once when a config file holding inline secrets can be read by others.
+fn warn_if_readable_secrets(path: &Path, f: &ConfigFile) {
+    use std::os::unix::fs::PermissionsExt;
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let inline = f.repository.as_ref().is_some_and(|r| r.password.is_some())
+        || f.installations.values().any(|i| i.s3.secret_key.is_some() || i.postgres.password.is_some());
+    let Ok(meta) = std::fs::metadata(path) else { return };
+    if inline && meta.permissions().mode() & 0o077 != 0 {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "config {} holds secrets inline and others can read it: run `chmod 600 {}`, or move the secrets to *_file settings",
+                path.display(),
+                path.display()
+            );
+        });
+    }
 }
 
 #[cfg(test)]
@@ -385,7 +485,59 @@ bucket_suffix = "ibm-speech-zen"
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pgpass");
         std::fs::write(&p, "# c\nother:5432:*:u:no\n127.0.0.1:*:*:u:pa\\:ss\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            pgpass_lookup(&p, "127.0.0.1", 6000, "u").is_none(),
+            "a file others can read is ignored, as libpq does"
+        );
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(pgpass_lookup(&p, "127.0.0.1", 6000, "u").unwrap().expose(), "pa:ss");
         assert!(pgpass_lookup(&p, "127.0.0.1", 6000, "v").is_none());
+    }
+
+    #[test]
+    fn bad_bucket_names_and_half_client_certs_are_refused() {
+        let p = Path::new("t.toml");
+        let cfg = "[installations.a]\nbuckets = { \"stt-async-icp\" = \"../escape\" }\n";
+        assert!(matches!(Config::parse(cfg, p), Err(ConfigError::Installation { .. })));
+        let cfg = "[installations.a]\nbucket_suffix = \"a/b\"\n";
+        assert!(matches!(Config::parse(cfg, p), Err(ConfigError::Installation { .. })));
+        let cfg = "[installations.a]\ns3.endpoint = \"http://x\"\ns3.access_key = \"k\"\ns3.secret_key = \"s\"\n\
+                   postgres.host = \"h\"\npostgres.user = \"u\"\npostgres.cert_file = \"/c\"\n";
+        let c = Config::parse(cfg, p).unwrap();
+        let e = c.installation("a").unwrap_err().to_string();
+        assert!(e.contains("cert_file and postgres.key_file go together"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Any text gives a config or a parse error naming the file, never a panic.
+        #[test]
+        fn any_text_parses_or_fails_cleanly(text in "(?s).{0,400}") {
+            if let Err(e) = Config::parse(&text, Path::new("x.toml")) {
+                let named = e.to_string().contains("x.toml") || matches!(e, ConfigError::Installation { .. });
+                proptest::prop_assert!(named, "{}", e);
+            }
+        }
+
+        /// Installation sections with arbitrary names and settings resolve or fail with a
+        /// message naming the installation.
+        #[test]
+        fn installations_resolve_or_name_themselves(
+            name in "[a-z][a-z0-9-]{0,12}",
+            port in proptest::option::of(0u32..70000),
+            suffix in proptest::option::of("[a-z0-9.-]{1,10}"),
+        ) {
+            let mut text = format!("[installations.{name}]\ns3.endpoint = \"http://127.0.0.1:9\"\ns3.access_key = \"k\"\ns3.secret_key = \"s\"\npostgres.host = \"h\"\npostgres.user = \"u\"\n");
+            if let Some(p) = port { text.push_str(&format!("postgres.port = {p}\n")); }
+            if let Some(s) = &suffix { text.push_str(&format!("bucket_suffix = {s:?}\n")); }
+            match Config::parse(&text, Path::new("x.toml")) {
+                Ok(cfg) => match cfg.installation(&name) {
+                    Ok(inst) => proptest::prop_assert_eq!(inst.name, name),
+                    Err(e) => proptest::prop_assert!(e.to_string().contains(&name)),
+                },
+                Err(e) => proptest::prop_assert!(port.is_some_and(|p| p > 65535) || e.to_string().contains(&name), "{}", e),
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::config::Installation;
+use crate::error::{ErrorKind, Kinded};
 use crate::objstore::ObjectStore;
 use crate::pg::{PgError, query};
 use crate::profile::Profile;
@@ -22,6 +23,16 @@ pub enum InventoryError {
     Pg(#[from] PgError),
     #[error(transparent)]
     ObjStore(#[from] crate::objstore::ObjStoreError),
+}
+
+impl Kinded for InventoryError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Missing { .. } | Self::Nothing { .. } | Self::Profile(_) => ErrorKind::BadInput,
+            Self::Pg(e) => e.kind(),
+            Self::ObjStore(e) => e.kind(),
+        }
+    }
 }
 
 /// The profile's databases and buckets that exist on an installation.

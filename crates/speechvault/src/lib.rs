@@ -5,11 +5,20 @@
 //! one module per outside system:
 //!
 //! - [`objstore`]: the S3 client (every valid key, SigV4, retries, timeouts);
+//! - [`pg`]: PostgreSQL, its catalog and its client tools;
+//! - [`repository`]: the restic-format repository (rustic_core);
 //! - [`secret`]: values that never print.
+//!
+//! The domain: [`profile`] (what the services keep where, as data), [`config`],
+//! [`inventory`], [`backup`], [`restore`], [`verify`], [`ownership`], [`manifest`],
+//! [`catalog`] (backup sets in a repository). Every error type implements
+//! [`error::Kinded`], so a front end derives its exit status from the error itself.
 pub mod backup;
 pub mod catalog;
 pub mod config;
+pub mod error;
 pub mod instance;
+pub mod interrupt;
 pub mod inventory;
 pub mod manifest;
 pub mod objstore;

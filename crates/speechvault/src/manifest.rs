@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::objstore::ObjectHead;
 
+/// The manifest format this release writes; it reads every format up to this one.
 pub const FORMAT: u32 = 1;
 /// Tag on every snapshot speechvault writes.
 pub const TAG: &str = "speechvault";
@@ -39,6 +40,9 @@ pub struct SourceInfo {
     pub postgres: String,
     pub postgres_version: String,
     pub postgres_user: String,
+    /// `server_version_num` (150008 for 15.8); a restore refuses an older major version.
+    #[serde(default)]
+    pub postgres_version_num: Option<i32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -53,6 +57,16 @@ pub struct DatabaseEntry {
     pub tables: BTreeMap<String, i64>,
     /// Distinct values per ownership column, `table.column` -> ids.
     pub owners: BTreeMap<String, Vec<String>>,
+    /// Content digest per table (`schema.table`, and large objects), taken in the dump's
+    /// snapshot; see [`crate::pg::catalog`]. Empty in backups made before digests existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub digests: BTreeMap<String, String>,
+    /// Columns digested in canonical instance-id form, by `schema.table`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub owner_columns: BTreeMap<String, Vec<String>>,
+    /// The role that owned the database.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -64,6 +78,10 @@ pub struct BucketEntry {
     pub objects: u64,
     pub bytes: u64,
     pub entries: Vec<ObjectEntry>,
+    /// Keys listed but deleted before they could be read (a live installation); not part of
+    /// the backup, not restored, not verified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vanished: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -89,6 +107,29 @@ impl ObjectEntry {
             content_type: self.content_type.clone(),
             metadata: self.metadata.clone(),
         }
+    }
+}
+
+impl Manifest {
+    /// Parses a manifest, refusing formats newer than this release understands.
+    pub fn parse(raw: &[u8]) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Probe {
+            format: u32,
+        }
+        let probe: Probe = serde_json::from_slice(raw).map_err(|e| e.to_string())?;
+        if probe.format > FORMAT {
+            return Err(format!(
+                "it has format {}, this speechvault reads formats up to {FORMAT}: use a newer speechvault",
+                probe.format
+            ));
+        }
+        serde_json::from_slice(raw).map_err(|e| e.to_string())
+    }
+
+    /// Every service instance id the backup recorded, in canonical form.
+    pub fn canonical_instance_ids(&self) -> std::collections::BTreeSet<crate::instance::InstanceId> {
+        self.instance_ids.iter().filter_map(|s| crate::instance::InstanceId::parse(s).ok()).collect()
     }
 }
 

@@ -9,13 +9,19 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+impl crate::error::Kinded for ProfileError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::BadInput
+    }
+}
+
 /// The profile shipped inside the binary.
 pub const BUILTIN: &str = include_str!("../profiles/speech.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("profile {origin}: {source}")]
-    Parse { origin: String, source: toml::de::Error },
+    #[error("profile {origin}{at}: {message}")]
+    Parse { origin: String, at: String, message: String },
     #[error("profile {origin}: {reason}")]
     Invalid { origin: String, reason: String },
     #[error("unknown component {name:?}; the profile defines: {known}")]
@@ -88,7 +94,11 @@ impl Profile {
 
     pub fn parse(text: &str, origin: &str) -> Result<Self, ProfileError> {
         let p: Profile =
-            toml::from_str(text).map_err(|source| ProfileError::Parse { origin: origin.into(), source })?;
+            toml::from_str(text).map_err(|e| ProfileError::Parse {
+                origin: origin.into(),
+                at: crate::config::toml_position(text, &e),
+                message: crate::config::one_line(e.message()),
+            })?;
         let invalid = |reason: String| ProfileError::Invalid { origin: origin.into(), reason };
         if p.components.is_empty() {
             return Err(invalid("defines no component".into()));
@@ -96,6 +106,9 @@ impl Profile {
         for (name, c) in &p.components {
             if c.databases.is_empty() && c.buckets.is_empty() {
                 return Err(invalid(format!("component {name} names no database and no bucket")));
+            }
+            for b in &c.buckets {
+                crate::objstore::validate_bucket_name(b).map_err(|e| invalid(format!("component {name}: {e}")))?;
             }
         }
         for r in &p.ownership {

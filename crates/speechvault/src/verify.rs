@@ -1,8 +1,12 @@
 //! `verify`: a live installation against a backup's manifest.
 //!
-//! Checks, per database, the exact row count of every table the backup recorded, and per
-//! bucket the object count, total bytes, and each object's size, SHA-256 (read back in full),
-//! content type and user metadata. Every difference is listed; any difference fails.
+//! Per database: every table the backup recorded must exist with the same number of rows and
+//! the same content digest ([`crate::pg::catalog`]: rows rendered in a fixed form, owner
+//! columns in canonical id form). After a restore that moved ownership, the target's instance
+//! id is mapped back to the source's before digesting, so only a real change differs. Per
+//! bucket: the object count, total bytes, and each object's size, SHA-256 (read back in full),
+//! content type and user metadata. Objects recorded as vanished during the backup are not part
+//! of it. Every difference is listed, saying which side has what; any difference fails.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,9 +16,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::Installation;
+use crate::error::{ErrorKind, Kinded};
+use crate::instance::InstanceId;
 use crate::manifest::{Manifest, ObjectEntry};
 use crate::objstore::{ObjStoreError, ObjectStore};
-use crate::pg::PgError;
+use crate::pg::{PgError, catalog};
 use crate::progress::Progress;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +31,15 @@ pub enum VerifyError {
     ObjStore(#[from] ObjStoreError),
 }
 
+impl Kinded for VerifyError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Pg(e) => e.kind(),
+            Self::ObjStore(e) => e.kind(),
+        }
+    }
+}
+
 /// At most this many keys are listed per kind of difference.
 const LIST_LIMIT: usize = 50;
 
@@ -33,6 +48,8 @@ pub struct VerifyReport {
     pub backup_id: String,
     pub installation: String,
     pub ok: bool,
+    /// The ownership mapping applied before comparing rows: `(backup's id, installation's id)`.
+    pub ownership_mapped: Option<(String, String)>,
     pub tables: Vec<TableCheck>,
     pub buckets: Vec<BucketCheck>,
 }
@@ -41,9 +58,13 @@ pub struct VerifyReport {
 pub struct TableCheck {
     pub database: String,
     pub table: String,
-    pub expected_rows: i64,
-    /// `None` when the table (or database) does not exist.
-    pub actual_rows: Option<i64>,
+    /// Rows the backup holds.
+    pub backup_rows: i64,
+    /// Rows the installation holds; `None` when the table (or database) does not exist.
+    pub installation_rows: Option<i64>,
+    /// `same`, `different`, or `not-compared` (a backup made before digests existed, or large
+    /// objects this login cannot read).
+    pub content: &'static str,
     pub ok: bool,
 }
 
@@ -77,12 +98,52 @@ pub struct VerifyOptions {
     /// Read every object back and compare SHA-256, content type and metadata.
     pub digests: bool,
     pub parallel: usize,
+    /// The restore moved ownership from the first id (in the backup) to the second (on the
+    /// installation): compare as if it had not.
+    pub ownership: Option<(InstanceId, InstanceId)>,
 }
 
 impl Default for VerifyOptions {
     fn default() -> Self {
-        Self { digests: true, parallel: crate::backup::default_parallelism() }
+        Self { digests: true, parallel: crate::backup::default_parallelism(), ownership: None }
     }
+}
+
+/// Content types servers give an object stored without one: AWS and moto
+/// `binary/octet-stream`, others `application/octet-stream`, MinIO a guess from the key's
+/// extension.
+pub fn is_server_default_type(content_type: &str, key: &str) -> bool {
+    let ct = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if ct == "binary/octet-stream" || ct == "application/octet-stream" {
+        return true;
+    }
+    let ext = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let guesses: &[&str] = match ext.as_str() {
+        "txt" | "text" | "log" => &["text/plain"],
+        "json" => &["application/json"],
+        "xml" => &["application/xml", "text/xml"],
+        "html" | "htm" => &["text/html"],
+        "csv" => &["text/csv"],
+        "wav" => &["audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"],
+        "flac" => &["audio/flac", "audio/x-flac"],
+        "mp3" => &["audio/mpeg", "audio/mp3"],
+        "ogg" | "oga" => &["audio/ogg"],
+        "opus" => &["audio/ogg", "audio/opus"],
+        "webm" => &["audio/webm", "video/webm"],
+        "zip" => &["application/zip"],
+        "gz" | "tgz" => &["application/gzip", "application/x-gzip"],
+        "tar" => &["application/x-tar"],
+        "pdf" => &["application/pdf"],
+        "png" => &["image/png"],
+        "jpg" | "jpeg" => &["image/jpeg"],
+        "abnf" => &["application/srgs"],
+        "grxml" => &["application/srgs+xml"],
+        "yaml" | "yml" => &["application/yaml", "application/x-yaml", "text/yaml"],
+        "js" => &["application/javascript", "text/javascript"],
+        "css" => &["text/css"],
+        _ => &[],
+    };
+    guesses.contains(&ct.as_str())
 }
 
 /// Compares `inst` (with bucket names mapped by the installation) against `manifest`.
@@ -92,22 +153,42 @@ pub async fn verify(
     opts: &VerifyOptions,
     progress: &Progress,
 ) -> Result<VerifyReport, VerifyError> {
+    let map: Vec<(String, String)> =
+        opts.ownership.iter().map(|(from, to)| (to.as_str().to_string(), from.as_str().to_string())).collect();
     let mut tables = Vec::new();
     for (db, entry) in &manifest.databases {
-        progress.phase(format!("counting rows in {db}"), 0, entry.tables.len() as u64);
-        let actual: BTreeMap<String, i64> = match inst.postgres.connect(db).await {
-            Ok(client) => crate::backup::count_rows(&client, db).await?,
+        progress.phase(format!("comparing rows in {db}"), 0, entry.tables.len() as u64);
+        let actual = match inst.postgres.connect(db).await {
+            Ok(client) => {
+                crate::pg::execute(&client, db, "begin", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+                let d = catalog::table_digests(&client, db, &entry.owner_columns, &map).await?;
+                let _ = crate::pg::execute(&client, db, "end", "COMMIT").await;
+                d
+            }
             Err(PgError::NoSuchDatabase { .. }) => BTreeMap::new(),
             Err(e) => return Err(e.into()),
         };
-        for (table, expected) in &entry.tables {
-            let actual_rows = actual.get(table).copied();
+        for table in entry.tables.keys().chain(entry.digests.keys().filter(|k| k.as_str() == catalog::LARGE_OBJECTS)) {
+            let lo = table == catalog::LARGE_OBJECTS;
+            let backup_rows = entry.tables.get(table).copied().unwrap_or(0);
+            let found = actual.get(table);
+            let installation_rows = found.map(|d| d.rows);
+            let content = match (entry.digests.get(table), found) {
+                (Some(expected), Some(d)) if *expected == d.digest => "same",
+                (Some(_), Some(_)) => "different",
+                (Some(_), None) if table == catalog::LARGE_OBJECTS => "not-compared",
+                (Some(_), None) => "different",
+                (None, _) => "not-compared",
+            };
+            // Large objects are compared by digest only (their count is part of it).
+            let rows_ok = lo || installation_rows == Some(backup_rows);
             tables.push(TableCheck {
                 database: db.clone(),
                 table: table.clone(),
-                expected_rows: *expected,
-                actual_rows,
-                ok: actual_rows == Some(*expected),
+                backup_rows,
+                installation_rows,
+                content,
+                ok: rows_ok && content != "different",
             });
         }
     }
@@ -118,7 +199,14 @@ pub async fn verify(
         buckets.push(check_bucket(&store, bucket, &name, &entry.entries, opts, progress).await?);
     }
     let ok = tables.iter().all(|t| t.ok) && buckets.iter().all(|b| b.ok);
-    Ok(VerifyReport { backup_id: manifest.backup_id.clone(), installation: inst.name.clone(), ok, tables, buckets })
+    Ok(VerifyReport {
+        backup_id: manifest.backup_id.clone(),
+        installation: inst.name.clone(),
+        ok,
+        ownership_mapped: opts.ownership.as_ref().map(|(f, t)| (f.to_string(), t.to_string())),
+        tables,
+        buckets,
+    })
 }
 
 async fn check_bucket(
@@ -167,7 +255,7 @@ async fn check_bucket(
                 if check.different.len() < LIST_LIMIT {
                     check.different.push(Difference {
                         key: key.to_string(),
-                        reason: format!("size {} instead of {}", o.size, e.size),
+                        reason: format!("the backup has {} bytes, the installation {}", e.size, o.size),
                     });
                 }
             }
@@ -207,6 +295,31 @@ async fn check_bucket(
     Ok(check)
 }
 
+/// What differs between the headers a server gives and what the backup recorded.
+pub fn header_differences(
+    key: &str,
+    expected_type: &Option<String>,
+    expected_meta: &BTreeMap<String, String>,
+    head: &crate::objstore::ObjectHead,
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let type_ok = match (expected_type, &head.content_type) {
+        (Some(e), Some(a)) => e == a,
+        (None, None) => true,
+        // Stored without a type: the server's default for the key is not a difference.
+        (None, Some(a)) => is_server_default_type(a, key),
+        (Some(_), None) => false,
+    };
+    if !type_ok {
+        reasons
+            .push(format!("content type: the backup has {expected_type:?}, the installation {:?}", head.content_type));
+    }
+    if &head.metadata != expected_meta {
+        reasons.push(format!("user metadata: the backup has {expected_meta:?}, the installation {:?}", head.metadata));
+    }
+    reasons
+}
+
 /// Reads one object; returns what differs from the manifest, if anything.
 async fn compare_object(
     store: &ObjectStore,
@@ -232,11 +345,24 @@ async fn compare_object(
     if digest != e.sha256 {
         reasons.push("content differs (SHA-256)".to_string());
     }
-    if body.head.content_type != e.content_type {
-        reasons.push(format!("content type {:?} instead of {:?}", body.head.content_type, e.content_type));
-    }
-    if body.head.metadata != e.metadata {
-        reasons.push(format!("user metadata {:?} instead of {:?}", body.head.metadata, e.metadata));
-    }
+    reasons.extend(header_differences(&e.key, &e.content_type, &e.metadata, &body.head));
     Ok(if reasons.is_empty() { None } else { Some(reasons.join("; ")) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_default_types_are_not_differences_only_without_a_recorded_type() {
+        let head = |ct: &str| crate::objstore::ObjectHead { content_type: Some(ct.into()), ..Default::default() };
+        let none = BTreeMap::new();
+        assert!(header_differences("a/b.wav", &None, &none, &head("binary/octet-stream")).is_empty());
+        assert!(header_differences("a/b.wav", &None, &none, &head("audio/wav")).is_empty());
+        assert!(header_differences("a/b.json", &None, &none, &head("application/json")).is_empty());
+        assert!(!header_differences("a/b.json", &None, &none, &head("image/png")).is_empty());
+        let recorded = Some("audio/flac".to_string());
+        assert!(!header_differences("a/b.flac", &recorded, &none, &head("binary/octet-stream")).is_empty());
+        assert!(header_differences("a/b.flac", &recorded, &none, &head("audio/flac")).is_empty());
+    }
 }

@@ -1,14 +1,28 @@
-//! PostgreSQL: connections for queries, and the environment for `pg_dump`/`pg_restore`.
+//! PostgreSQL: connections for queries, the catalog questions speechvault asks, and the
+//! client tools (`pg_dump`, `pg_restore`, `psql`).
 //!
 //! The only module that talks to PostgreSQL. Passwords reach the client tools through a
-//! private, temporary password file (`PGPASSFILE`), never through arguments or logs.
+//! private, temporary password file (`PGPASSFILE`), never through arguments or logs, and the
+//! tools run with a cleared environment ([`tools`]).
+//!
+//! TLS follows libpq's `sslmode`: `prefer` (libpq's default: TLS when the server offers it,
+//! certificate not checked), `require` (TLS, not checked), `verify-ca` (the chain is checked
+//! against the CA file, the host name is not), `verify-full` (chain and host name). Our client
+//! and the tools get the same mode, CA file and client certificate.
+//!
+//! - [`catalog`]: tables, row counts, content digests, owners, roles, versions;
+//! - [`tools`]: finding the client tools, their version, and their environment.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
+pub mod catalog;
+pub mod tools;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::error::{ErrorKind, Kinded};
 use crate::secret::Secret;
+
+pub use tools::{ToolEnv, find_bindir, tool};
 
 /// How to reach one PostgreSQL server.
 #[derive(Debug, Clone)]
@@ -21,6 +35,8 @@ pub struct PgConfig {
     pub sslmode: SslMode,
     /// CA certificates for `verify-ca`/`verify-full` (libpq's `sslrootcert`).
     pub ca_file: Option<PathBuf>,
+    /// Client certificate and key for servers that require one (libpq's `sslcert`/`sslkey`).
+    pub client_cert: Option<crate::tls::ClientCert>,
 }
 
 /// libpq's `sslmode`, as far as it applies here.
@@ -32,10 +48,9 @@ pub enum SslMode {
     Prefer,
     /// TLS always, without checking the certificate.
     Require,
-    /// TLS, certificate checked against `ca_file` (rustls also checks the host name, so this
-    /// behaves as `verify-full`).
+    /// TLS, certificate chain checked against `ca_file`; the host name is not checked.
     VerifyCa,
-    /// TLS, certificate and host name checked.
+    /// TLS, certificate chain and host name checked.
     VerifyFull,
 }
 
@@ -68,15 +83,39 @@ pub enum PgError {
     Connect { host: String, port: u16, user: String, database: String, reason: String },
     #[error("PostgreSQL at {host}:{port} rejected the login of {user}: {reason}")]
     Auth { host: String, port: u16, user: String, reason: String },
+    #[error("PostgreSQL at {host}:{port}: TLS settings: {reason}")]
+    Tls { host: String, port: u16, reason: String },
     #[error("database {database:?} does not exist on PostgreSQL at {host}:{port}")]
     NoSuchDatabase { host: String, port: u16, database: String },
     #[error("PostgreSQL query failed on {database:?} ({what}): {reason}")]
     Query { database: String, what: String, reason: String },
+    #[error(
+        "{tool} {tool_version} is older than the PostgreSQL {server_version} server at {server}: install the PostgreSQL {server_major} client tools (or newer) and point SPEECHVAULT_PG_BINDIR at them"
+    )]
+    ToolTooOld { tool: String, tool_version: String, server_version: String, server_major: u32, server: String },
+    #[error("{0}")]
+    Tool(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-fn describe(e: &tokio_postgres::Error) -> String {
+impl Kinded for PgError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Auth { .. } | Self::Tls { .. } | Self::NoSuchDatabase { .. } | Self::ToolTooOld { .. } => {
+                ErrorKind::BadInput
+            }
+            // A server that refuses what the client offers (no TLS, no such user) is a setting
+            // to fix, not a failure of the work.
+            Self::Connect { reason, .. } if reason.contains("no encryption") || reason.contains("pg_hba.conf") => {
+                ErrorKind::BadInput
+            }
+            _ => ErrorKind::Failed,
+        }
+    }
+}
+
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return format!("{} ({})", db.message(), db.code().code());
     }
@@ -90,6 +129,11 @@ fn describe(e: &tokio_postgres::Error) -> String {
     s
 }
 
+/// The SQLSTATE of a failed query, if the server sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_string())
+}
+
 impl PgConfig {
     pub fn new(host: impl Into<String>, port: u16, user: impl Into<String>, password: Option<Secret>) -> Self {
         Self {
@@ -100,7 +144,13 @@ impl PgConfig {
             connect_timeout: Duration::from_secs(10),
             sslmode: SslMode::Prefer,
             ca_file: None,
+            client_cert: None,
         }
+    }
+
+    /// `host:port`, for messages.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
     }
 
     fn connect_error(&self, database: &str, reason: String) -> PgError {
@@ -131,13 +181,14 @@ impl PgConfig {
                 self.finish(cfg, database, tokio_postgres::NoTls).await
             }
             mode => {
+                let system = self.ca_file.is_none();
                 let trust = match mode {
-                    SslMode::VerifyCa | SslMode::VerifyFull => {
-                        crate::tls::Trust::Roots { ca_file: self.ca_file.clone(), system: self.ca_file.is_none() }
-                    }
+                    SslMode::VerifyFull => crate::tls::Trust::Roots { ca_file: self.ca_file.clone(), system },
+                    SslMode::VerifyCa => crate::tls::Trust::ChainOnly { ca_file: self.ca_file.clone(), system },
                     _ => crate::tls::Trust::Anything,
                 };
-                let tls = crate::tls::client_config(&trust).map_err(|e| self.connect_error(database, e))?;
+                let tls = crate::tls::client_config(&trust, self.client_cert.as_ref())
+                    .map_err(|reason| PgError::Tls { host: self.host.clone(), port: self.port, reason })?;
                 cfg.ssl_mode(if mode == SslMode::Prefer {
                     tokio_postgres::config::SslMode::Prefer
                 } else {
@@ -168,8 +219,7 @@ impl PgConfig {
                 );
             }
             Ok(Err(e)) => {
-                let code = e.as_db_error().map(|d| d.code().code().to_string());
-                return Err(match code.as_deref() {
+                return Err(match sqlstate(&e).as_deref() {
                     Some("3D000") => {
                         PgError::NoSuchDatabase { host: self.host.clone(), port: self.port, database: database.into() }
                     }
@@ -191,62 +241,12 @@ impl PgConfig {
         });
         Ok(client)
     }
-
-    /// Writes a private password file for the client tools and returns the environment they
-    /// need. Keep the returned guard alive while the tool runs.
-    pub fn tool_env(&self) -> Result<ToolEnv, PgError> {
-        let dir = tempfile::Builder::new().prefix("speechvault-pg-").tempdir()?;
-        let passfile = dir.path().join("pgpass");
-        let mut f = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(&passfile)?;
-        if let Some(pw) = &self.password {
-            // .pgpass format: host:port:database:user:password, with : and \ escaped.
-            let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
-            writeln!(f, "{}:{}:*:{}:{}", esc(&self.host), self.port, esc(&self.user), esc(pw.expose()))?;
-        }
-        drop(f);
-        let vars = vec![
-            ("PGHOST".to_string(), self.host.clone()),
-            ("PGPORT".to_string(), self.port.to_string()),
-            ("PGUSER".to_string(), self.user.clone()),
-            ("PGPASSFILE".to_string(), passfile.display().to_string()),
-            ("PGCONNECT_TIMEOUT".to_string(), self.connect_timeout.as_secs().max(2).to_string()),
-            ("PGSSLMODE".to_string(), self.sslmode.as_str().to_string()),
-        ];
-        let mut vars = vars;
-        if let Some(ca) = &self.ca_file {
-            vars.push(("PGSSLROOTCERT".to_string(), ca.display().to_string()));
-        }
-        Ok(ToolEnv { _dir: dir, vars, passfile })
-    }
-}
-
-/// Environment for `pg_dump`/`pg_restore`/`psql`; removes the password file when dropped.
-pub struct ToolEnv {
-    _dir: tempfile::TempDir,
-    pub vars: Vec<(String, String)>,
-    pub passfile: PathBuf,
-}
-
-impl ToolEnv {
-    /// Applies the variables to a command, clearing the `PG*` ones it would otherwise inherit.
-    pub fn apply(&self, cmd: &mut std::process::Command) {
-        for (k, _) in std::env::vars() {
-            if k.starts_with("PG") {
-                cmd.env_remove(&k);
-            }
-        }
-        for (k, v) in &self.vars {
-            cmd.env(k, v);
-        }
-    }
 }
 
 /// Drops a database if it exists, ending its sessions first (`WITH (FORCE)` on PostgreSQL 13
 /// and later; older servers get the sessions terminated by hand).
 pub async fn drop_database(admin: &tokio_postgres::Client, db: &str) -> Result<(), PgError> {
-    let version: i32 =
-        query(admin, "postgres", "server version", "SELECT current_setting('server_version_num')::int", &[]).await?[0]
-            .get(0);
+    let version = catalog::server_version_num(admin, "postgres").await?;
     if version >= 130_000 {
         return execute(
             admin,
@@ -301,45 +301,9 @@ pub async fn execute(client: &tokio_postgres::Client, database: &str, what: &str
     })
 }
 
-/// The first directory holding all of `programs`: `SPEECHVAULT_PG_BINDIR` alone when it is set
-/// (the operator chose those binaries), else `PATH`, then `pg_config --bindir`, then Debian's
-/// versioned directories, newest first (a newer client reads older servers; Debian keeps the
-/// server binaries outside `PATH`).
-pub fn find_bindir(programs: &[&str]) -> Option<PathBuf> {
-    let has_all = |dir: &std::path::Path| programs.iter().all(|p| dir.join(p).is_file());
-    if let Some(dir) = std::env::var_os("SPEECHVAULT_PG_BINDIR") {
-        let dir = PathBuf::from(dir);
-        return has_all(&dir).then_some(dir);
-    }
-    let mut candidates: Vec<PathBuf> =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
-    if let Ok(out) = std::process::Command::new("pg_config").arg("--bindir").output()
-        && out.status.success()
-    {
-        candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-    }
-    let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
-        .unwrap_or_default();
-    debian.sort_by_key(|d| {
-        std::cmp::Reverse(
-            d.parent()
-                .and_then(|v| v.file_name())
-                .and_then(|v| v.to_str())
-                .and_then(|v| v.parse::<u32>().ok())
-                .unwrap_or(0),
-        )
-    });
-    candidates.extend(debian);
-    candidates.into_iter().find(|d| has_all(d))
-}
-
-/// Finds a PostgreSQL client tool (`pg_dump`, `pg_restore`); see [`find_bindir`].
-pub fn tool(name: &str) -> Result<PathBuf, PgError> {
-    find_bindir(&[name]).map(|d| d.join(name)).ok_or_else(|| {
-        PgError::Io(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("{name} not found: install the PostgreSQL client (apt-get install postgresql-client) or set SPEECHVAULT_PG_BINDIR"),
-        ))
-    })
+/// Whether `db` exists on the server behind `admin`.
+pub async fn database_exists(admin: &tokio_postgres::Client, db: &str) -> Result<bool, PgError> {
+    let rows = query(admin, "postgres", "find database", "SELECT count(*) FROM pg_database WHERE datname = $1", &[&db])
+        .await?;
+    Ok(rows[0].get::<_, i64>(0) > 0)
 }

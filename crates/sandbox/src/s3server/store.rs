@@ -1,5 +1,4 @@
-//! The sandbox's S3 server: the `s3s` crate speaks the protocol (routing, XML, SigV4), and
-//! [`DigestStore`] keeps the data.
+//! The sandbox's object store: the data behind its S3 server.
 //!
 //! Why not a key-to-path mapping like `s3s-fs`: S3 keys are not paths (`a` and `a/b` are both
 //! objects, `..` is an ordinary segment, a key may end in `/` or exceed a file name's length).
@@ -10,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -43,6 +41,9 @@ struct Upload {
     key: String,
     content_type: Option<String>,
     metadata: BTreeMap<String, String>,
+    /// Unix time in milliseconds.
+    #[serde(default)]
+    initiated_ms: i64,
 }
 
 #[derive(Default)]
@@ -56,6 +57,7 @@ pub struct DigestStore {
     root: PathBuf,
     state: Mutex<State>,
     counter: AtomicU64,
+    behaviour: super::Behaviour,
 }
 
 fn internal(e: impl std::fmt::Display) -> s3s::S3Error {
@@ -86,7 +88,7 @@ async fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 impl DigestStore {
     /// Opens (or creates) a store under `root` and loads its index.
-    pub fn open(root: &Path) -> std::io::Result<Self> {
+    pub fn open(root: &Path, behaviour: super::Behaviour) -> std::io::Result<Self> {
         std::fs::create_dir_all(root.join("buckets"))?;
         std::fs::create_dir_all(root.join("uploads"))?;
         std::fs::create_dir_all(root.join("tmp"))?;
@@ -119,7 +121,7 @@ impl DigestStore {
         for entry in std::fs::read_dir(root.join("tmp"))? {
             let _ = std::fs::remove_file(entry?.path());
         }
-        Ok(Self { root: root.to_path_buf(), state: Mutex::new(state), counter: AtomicU64::new(0) })
+        Ok(Self { root: root.to_path_buf(), state: Mutex::new(state), counter: AtomicU64::new(0), behaviour })
     }
 
     fn object_dir(&self, bucket: &str, digest: &str) -> PathBuf {
@@ -187,6 +189,15 @@ impl DigestStore {
         Ok(self.root.join("uploads").join(id))
     }
 
+    /// The type an object is stored with: the one given, else this server's default.
+    fn content_type_for(&self, key: &str, given: Option<String>) -> Option<String> {
+        given.or_else(|| match &self.behaviour.default_content_type {
+            super::DefaultContentType::None => None,
+            super::DefaultContentType::ByExtension => Some(type_by_extension(key)),
+            super::DefaultContentType::Fixed(t) => Some(t.clone()),
+        })
+    }
+
     async fn load_upload(&self, id: &str) -> S3Result<(PathBuf, Upload)> {
         let dir = self.upload_dir(id)?;
         let raw = tokio::fs::read(dir.join("upload.json")).await.map_err(|_| s3_error!(NoSuchUpload))?;
@@ -210,9 +221,43 @@ fn to_metadata(m: &BTreeMap<String, String>) -> Option<Metadata> {
     if m.is_empty() { None } else { Some(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()) }
 }
 
-/// Percent-encodes a key for `encoding-type=url` listings (everything but unreserved and `/`).
-fn url_encode_key(key: &str) -> String {
-    speechvault::objstore::sigv4::uri_encode(key, true)
+/// Encodes a key for `encoding-type=url` listings: everything but unreserved characters and
+/// `/` percent-encoded; in the `plus` dialect (MinIO, AWS) a space is `+` and `*` stays bare.
+fn url_encode_key(key: &str, dialect: super::ListingEncoding) -> String {
+    match dialect {
+        super::ListingEncoding::Percent => speechvault::objstore::sigv4::uri_encode(key, true),
+        super::ListingEncoding::Plus => {
+            let mut out = String::with_capacity(key.len());
+            for &b in key.as_bytes() {
+                match b {
+                    b' ' => out.push('+'),
+                    b'/' | b'*' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+                    b if b.is_ascii_alphanumeric() => out.push(b as char),
+                    b => out.push_str(&format!("%{b:02X}")),
+                }
+            }
+            out
+        }
+    }
+}
+
+/// The type MinIO would give a key stored without one.
+fn type_by_extension(key: &str) -> String {
+    let ext = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "text" | "log" => "text/plain",
+        "json" => "application/json",
+        "xml" => "application/xml",
+        "wav" => "audio/wav",
+        "flac" => "audio/flac",
+        "mp3" => "audio/mpeg",
+        "ogg" => "audio/ogg",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "abnf" => "application/srgs",
+        _ => "application/octet-stream",
+    }
+    .to_string()
 }
 
 struct Listing {
@@ -271,9 +316,12 @@ fn list(
     out
 }
 
-fn to_object(m: &ObjMeta, encode: bool) -> Object {
+fn to_object(m: &ObjMeta, encode: Option<super::ListingEncoding>) -> Object {
     Object {
-        key: Some(if encode { url_encode_key(&m.key) } else { m.key.clone() }),
+        key: Some(match encode {
+            Some(d) => url_encode_key(&m.key, d),
+            None => m.key.clone(),
+        }),
         size: Some(m.size as i64),
         e_tag: Some(ETag::Strong(m.etag.clone())),
         last_modified: Some(ts(m.modified_ms)),
@@ -345,7 +393,11 @@ impl S3 for DigestStore {
 
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
-        let encode = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
+        let encode = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == EncodingType::URL)
+            .then_some(self.behaviour.listing_encoding);
         let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
         let prefix = input.prefix.clone().unwrap_or_default();
         let token = match &input.continuation_token {
@@ -365,8 +417,9 @@ impl S3 for DigestStore {
         let state = self.state.lock().await;
         let objects = state.buckets.get(&input.bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
         let l = list(objects, &prefix, input.delimiter.as_deref(), after.as_deref(), max);
-        let enc = |s: &str| {
-            if encode { url_encode_key(s) } else { s.to_string() }
+        let enc = |s: &str| match encode {
+            Some(d) => url_encode_key(s, d),
+            None => s.to_string(),
         };
         let contents: Vec<Object> = l.objects.iter().map(|m| to_object(m, encode)).collect();
         let prefixes: Vec<CommonPrefix> = l.prefixes.iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect();
@@ -390,14 +443,19 @@ impl S3 for DigestStore {
 
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
         let input = req.input;
-        let encode = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
+        let encode = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == EncodingType::URL)
+            .then_some(self.behaviour.listing_encoding);
         let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
         let prefix = input.prefix.clone().unwrap_or_default();
         let state = self.state.lock().await;
         let objects = state.buckets.get(&input.bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
         let l = list(objects, &prefix, input.delimiter.as_deref(), input.marker.as_deref(), max);
-        let enc = |s: &str| {
-            if encode { url_encode_key(s) } else { s.to_string() }
+        let enc = |s: &str| match encode {
+            Some(d) => url_encode_key(s, d),
+            None => s.to_string(),
         };
         let contents: Vec<Object> = l.objects.iter().map(|m| to_object(m, encode)).collect();
         let prefixes: Vec<CommonPrefix> = l.prefixes.iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect();
@@ -449,12 +507,13 @@ impl S3 for DigestStore {
             return Err(s3_error!(BadDigest));
         }
         let etag = hex::encode(md5);
+        let content_type = self.content_type_for(&input.key, input.content_type);
         let meta = ObjMeta {
             key: input.key.clone(),
             size,
             etag: etag.clone(),
             modified_ms: now_ms(),
-            content_type: input.content_type,
+            content_type,
             metadata: sorted_meta(input.metadata),
             data: String::new(),
         };
@@ -469,6 +528,7 @@ impl S3 for DigestStore {
         let input = req.input;
         let meta = self.lookup(&input.bucket, &input.key).await?;
         if let Some(cond) = &input.if_match
+            && !self.behaviour.ignore_if_match
             && !etag_matches(cond, &meta.etag)
         {
             return Err(s3_error!(PreconditionFailed));
@@ -487,12 +547,14 @@ impl S3 for DigestStore {
         let input = req.input;
         let meta = self.lookup(&input.bucket, &input.key).await?;
         if let Some(cond) = &input.if_match
+            && !self.behaviour.ignore_if_match
             && !etag_matches(cond, &meta.etag)
         {
             return Err(s3_error!(PreconditionFailed));
         }
+        let range = if self.behaviour.ignore_range { None } else { input.range };
         let mut file = tokio::fs::File::open(self.data_path(&input.bucket, &meta)).await.map_err(internal)?;
-        let (start, len, content_range) = match input.range {
+        let (start, len, content_range) = match range {
             None => (0, meta.size, None),
             Some(range) => {
                 let r = range.check(meta.size)?;
@@ -581,8 +643,9 @@ impl S3 for DigestStore {
         let up = Upload {
             bucket: input.bucket.clone(),
             key: input.key.clone(),
-            content_type: input.content_type,
+            content_type: self.content_type_for(&input.key, input.content_type),
             metadata: sorted_meta(input.metadata),
+            initiated_ms: now_ms(),
         };
         write_atomic(&dir.join("upload.json"), &serde_json::to_vec(&up).map_err(internal)?).await.map_err(internal)?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
@@ -690,6 +753,56 @@ impl S3 for DigestStore {
         }))
     }
 
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        {
+            let state = self.state.lock().await;
+            if !state.buckets.contains_key(&input.bucket) {
+                return Err(s3_error!(NoSuchBucket));
+            }
+        }
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let encode = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == EncodingType::URL)
+            .then_some(self.behaviour.listing_encoding);
+        let mut found: Vec<(String, String, i64)> = Vec::new();
+        let mut rd = tokio::fs::read_dir(self.root.join("uploads")).await.map_err(internal)?;
+        while let Some(e) = rd.next_entry().await.map_err(internal)? {
+            let id = e.file_name().to_string_lossy().into_owned();
+            let Ok(raw) = tokio::fs::read(e.path().join("upload.json")).await else { continue };
+            let Ok(up) = serde_json::from_slice::<Upload>(&raw) else { continue };
+            if up.bucket == input.bucket && up.key.starts_with(&prefix) {
+                found.push((up.key, id, up.initiated_ms));
+            }
+        }
+        found.sort();
+        let uploads: Vec<MultipartUpload> = found
+            .into_iter()
+            .map(|(key, id, at)| MultipartUpload {
+                key: Some(match encode {
+                    Some(d) => url_encode_key(&key, d),
+                    None => key,
+                }),
+                upload_id: Some(id),
+                initiated: Some(ts(at)),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            encoding_type: input.encoding_type,
+            is_truncated: Some(false),
+            uploads: (!uploads.is_empty()).then_some(uploads),
+            ..Default::default()
+        }))
+    }
+
     async fn abort_multipart_upload(
         &self,
         req: S3Request<AbortMultipartUploadInput>,
@@ -701,111 +814,6 @@ impl S3 for DigestStore {
         tokio::fs::remove_dir_all(&dir).await.map_err(internal)?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
-}
-
-/// A self-signed certificate for 127.0.0.1 and localhost: `(certificate PEM, key PEM)`. The
-/// certificate is what clients pass as their CA file.
-pub fn self_signed_cert() -> std::io::Result<(String, String)> {
-    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-    let cert = rcgen::generate_simple_self_signed(names).map_err(std::io::Error::other)?;
-    Ok((cert.cert.pem(), cert.key_pair.serialize_pem()))
-}
-
-/// A TLS server configuration from PEM certificate and key.
-pub fn tls_config(cert_pem: &[u8], key_pem: &[u8]) -> std::io::Result<Arc<rustls::ServerConfig>> {
-    let certs = rustls_pemfile::certs(&mut &cert_pem[..]).collect::<Result<Vec<_>, _>>()?;
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])?
-        .ok_or_else(|| std::io::Error::other("no private key in PEM"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(std::io::Error::other)?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(std::io::Error::other)?;
-    Ok(Arc::new(config))
-}
-
-/// Serves S3 on `listener` until `shutdown` resolves, over TLS when `tls` is given. Requests
-/// must be signed with `access_key`/`secret_key`.
-pub async fn serve(
-    store: DigestStore,
-    listener: tokio::net::TcpListener,
-    access_key: &str,
-    secret_key: &str,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder as ConnBuilder;
-
-    let service = {
-        let mut b = s3s::service::S3ServiceBuilder::new(store);
-        b.set_auth(s3s::auth::SimpleAuth::from_single(access_key, secret_key));
-        b.build()
-    };
-    let http = ConnBuilder::new(TokioExecutor::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (socket, _) = tokio::select! {
-            res = listener.accept() => match res {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.as_mut() => break,
-        };
-        let _ = socket.set_nodelay(true);
-        match &tls {
-            None => {
-                let conn = http.serve_connection(TokioIo::new(socket), service.clone());
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-            Some(config) => {
-                let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
-                let (http, service) = (http.clone(), service.clone());
-                tokio::spawn(async move {
-                    match acceptor.accept(socket).await {
-                        Ok(stream) => {
-                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
-                        }
-                        Err(e) => tracing::debug!("TLS handshake failed: {e}"),
-                    }
-                });
-            }
-        }
-    }
-    tokio::select! {
-        () = graceful.shutdown() => {},
-        () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {},
-    }
-    Ok(())
-}
-
-/// Runs a store and server in the background of the current runtime; for tests that need an
-/// S3 endpoint without a sandbox process. Returns the endpoint URL and a stop handle.
-pub async fn spawn_in_process(
-    root: &Path,
-    access_key: &str,
-    secret_key: &str,
-) -> std::io::Result<(String, Arc<tokio::sync::Notify>)> {
-    let store = DigestStore::open(root)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let stop2 = stop.clone();
-    let (ak, sk) = (access_key.to_string(), secret_key.to_string());
-    tokio::spawn(async move {
-        let _ = serve(store, listener, &ak, &sk, None, async move { stop2.notified().await }).await;
-    });
-    Ok((format!("http://{addr}"), stop))
 }
 
 #[cfg(test)]

@@ -1,0 +1,269 @@
+//! `restore` and `verify`.
+
+use std::path::PathBuf;
+
+use speechvault::catalog;
+use speechvault::config::Config;
+use speechvault::error::ErrorKind;
+use speechvault::interrupt::Stop;
+use speechvault::progress::Progress;
+use speechvault::restore::{self, Preflight, RestoreOptions, TargetMode};
+use speechvault::verify::{self, VerifyOptions, VerifyReport};
+
+use crate::output::{Failure, out};
+use crate::vault_cmd::{
+    blocking, human_bytes, installation, open_vault, parse_instance, print_ownership, with_progress,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// Backup id (or a unique prefix), or `latest`.
+    #[arg(default_value = "latest")]
+    pub backup: String,
+    /// Installation to restore into (config name, or sandbox:NAME).
+    #[arg(long)]
+    pub to: String,
+    /// With `latest`: the latest backup of this installation.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Replace what the target holds: its databases are dropped and recreated, objects that
+    /// differ are overwritten, objects the backup does not hold are deleted. Only after the
+    /// backup was read and checked.
+    #[arg(long, conflicts_with = "data_only")]
+    pub clean: bool,
+    /// Load rows into the schema a freshly installed target already has, all databases
+    /// committed together at the end.
+    #[arg(long)]
+    pub data_only: bool,
+    /// Finish a restore of the same backup that was interrupted (killed, or a server went
+    /// away): databases are restored again, objects already there intact are kept.
+    #[arg(long)]
+    pub resume: bool,
+    /// How much of the backup to read before changing the target: `quick` reads the dumps and
+    /// checks every pack the objects need (present, right size, authentic header); `full`
+    /// also reads and authenticates every object.
+    #[arg(long, value_name = "quick|full", default_value = "quick", value_parser = parse_preflight)]
+    pub preflight: Preflight,
+    /// Service instance id that owns the rows in the backup (UUID or numeric CP4D id).
+    #[arg(long, requires = "to_instance")]
+    pub from_instance: Option<String>,
+    /// Service instance id of the target installation.
+    #[arg(long, requires = "from_instance")]
+    pub to_instance: Option<String>,
+    /// Role that owns the restored databases and everything in them (default: the role that
+    /// owned them in the backup, when it exists on the target; else the login).
+    #[arg(long, value_name = "ROLE")]
+    pub db_owner: Option<String>,
+    /// Directory for the dumps while they are restored (default: the system's temporary
+    /// directory); its free space is checked first.
+    #[arg(long, value_name = "DIR")]
+    pub temp_dir: Option<PathBuf>,
+    /// Restore only these components.
+    #[arg(long, value_delimiter = ',')]
+    pub components: Vec<String>,
+    /// Objects written at once.
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// pg_restore parallel jobs.
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Skip the verification after restoring.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+fn parse_preflight(s: &str) -> Result<Preflight, String> {
+    match s {
+        "quick" => Ok(Preflight::Quick),
+        "full" => Ok(Preflight::Full),
+        other => Err(format!("{other:?}: use quick or full")),
+    }
+}
+
+pub async fn restore(cfg: &Config, args: RestoreArgs, json: bool, stop: &Stop) -> Result<(), Failure> {
+    let ownership = match (&args.from_instance, &args.to_instance) {
+        (Some(f), Some(t)) => Some((parse_instance(f)?, parse_instance(t)?)),
+        (None, None) => None,
+        _ => return Err(Failure::bad_input("--from-instance and --to-instance go together")),
+    };
+    let target = installation(cfg, &args.to)?;
+    let profile = cfg.profile()?;
+    let vault = open_vault(cfg).await?;
+    let v = vault.clone();
+    let sets = blocking(move || catalog::backup_sets(&v)).await??;
+    let set = catalog::find(&sets, &args.backup, args.source.as_deref())?;
+    let mut opts = RestoreOptions {
+        mode: if args.clean {
+            TargetMode::Clean
+        } else if args.data_only {
+            TargetMode::DataOnly
+        } else {
+            TargetMode::Empty
+        },
+        resume: args.resume,
+        preflight: args.preflight,
+        components: (!args.components.is_empty()).then_some(args.components),
+        ownership,
+        db_owner: args.db_owner,
+        temp_dir: args.temp_dir,
+        verify: !args.no_verify,
+        ..Default::default()
+    };
+    if let Some(p) = args.parallel {
+        opts.parallel = p.max(1);
+    }
+    if let Some(j) = args.jobs {
+        opts.jobs = j.max(1);
+    }
+    let progress = Progress::default();
+    let report =
+        with_progress(&progress, json, restore::run(vault, &set, &target, &profile, &opts, &progress, stop)).await?;
+    let verified = report.verify.as_ref().is_none_or(|v| v.ok);
+    if json {
+        crate::output::json(&report)?;
+    } else {
+        out!(
+            "restored backup {} of {} into {} in {:.1}s{}",
+            report.backup_id,
+            report.source_installation,
+            report.installation,
+            report.seconds,
+            if report.resumed { " (resumed)" } else { "" }
+        );
+        for (db, d) in &report.databases {
+            let owner = d.owner.as_deref().map(|o| format!(", owned by {o}")).unwrap_or_default();
+            out!("  database {db}: {} tables from a {} dump{owner}", d.tables, human_bytes(d.dump_bytes));
+        }
+        for (b, s) in &report.buckets {
+            let mut extra = Vec::new();
+            if s.kept > 0 {
+                extra.push(format!("{} already there and kept", s.kept));
+            }
+            if s.deleted > 0 {
+                extra.push(format!("{} not in the backup, deleted", s.deleted));
+            }
+            let extra = if extra.is_empty() { String::new() } else { format!(" ({})", extra.join(", ")) };
+            out!("  bucket {b} -> {}: {} objects, {}{extra}", s.name, s.objects, human_bytes(s.bytes));
+        }
+        print_ownership(&report.ownership);
+        for n in &report.notes {
+            out!("  note: {n}");
+        }
+        if let Some(v) = &report.verify {
+            print_verify(v);
+        }
+    }
+    if !verified {
+        let f = Failure::new(
+            ErrorKind::Differences,
+            anyhow::anyhow!(
+                "the restored installation differs from the backup (see the report); it was not rolled back"
+            ),
+        );
+        return Err(if json { f.already_reported() } else { f });
+    }
+    Ok(())
+}
+
+fn print_verify(v: &VerifyReport) {
+    let bad_tables: Vec<_> = v.tables.iter().filter(|t| !t.ok).collect();
+    let rows: i64 = v.tables.iter().map(|t| t.backup_rows).sum();
+    out!("verification against the backup: {}", if v.ok { "OK" } else { "DIFFERENCES FOUND" });
+    if let Some((from, to)) = &v.ownership_mapped {
+        out!("  rows owned by {to} on the installation compared as owned by {from} in the backup");
+    }
+    out!("  {} tables, {} rows (counts and content): {} differ", v.tables.len(), rows, bad_tables.len());
+    for t in bad_tables {
+        let found = t.installation_rows.map_or("no such table".to_string(), |n| format!("{n} rows"));
+        out!(
+            "    {}.{}: the backup has {} rows, the installation {found}; content {}",
+            t.database,
+            t.table,
+            t.backup_rows,
+            t.content
+        );
+    }
+    for b in &v.buckets {
+        out!(
+            "  bucket {}: {}/{} objects, {}/{} bytes, {} digests checked{}",
+            b.name,
+            b.actual_objects,
+            b.expected_objects,
+            b.actual_bytes,
+            b.expected_bytes,
+            b.digests_checked,
+            if b.ok { "" } else { " - DIFFERENT" }
+        );
+        for k in &b.missing {
+            out!("    in the backup, missing here: {k:?}");
+        }
+        for k in &b.unexpected {
+            out!("    here, not in the backup: {k:?}");
+        }
+        for d in &b.different {
+            out!("    differs: {:?}: {}", d.key, d.reason);
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Backup id (or a unique prefix), or `latest`.
+    #[arg(default_value = "latest")]
+    pub backup: String,
+    /// Installation to check (config name, or sandbox:NAME).
+    #[arg(long)]
+    pub against: String,
+    /// Compare counts and sizes only, without reading objects back.
+    #[arg(long)]
+    pub no_digests: bool,
+    /// The installation's rows were moved from this service instance (as `restore` does):
+    /// compare them as if they had not. Requires --to-instance.
+    #[arg(long, requires = "to_instance")]
+    pub from_instance: Option<String>,
+    /// The service instance the rows were moved to.
+    #[arg(long, requires = "from_instance")]
+    pub to_instance: Option<String>,
+    #[arg(long)]
+    pub parallel: Option<usize>,
+}
+
+pub async fn verify_cmd(cfg: &Config, args: VerifyArgs, json: bool) -> Result<(), Failure> {
+    let ownership = match (&args.from_instance, &args.to_instance) {
+        (Some(f), Some(t)) => Some((parse_instance(f)?, parse_instance(t)?)),
+        _ => None,
+    };
+    let inst = installation(cfg, &args.against)?;
+    let vault = open_vault(cfg).await?;
+    let v = vault.clone();
+    let sets = blocking(move || catalog::backup_sets(&v)).await??;
+    let set = catalog::find(&sets, &args.backup, None)?;
+    let manifest = blocking(move || -> Result<_, Failure> {
+        let reader = vault.reader()?;
+        Ok(set.manifest(&reader)?)
+    })
+    .await??;
+    if let Some((from, to)) = &ownership {
+        speechvault::ownership::check_request(&manifest.canonical_instance_ids(), from, to)?;
+    }
+    let mut opts = VerifyOptions { digests: !args.no_digests, ownership, ..Default::default() };
+    if let Some(p) = args.parallel {
+        opts.parallel = p.max(1);
+    }
+    let progress = Progress::default();
+    let report = with_progress(&progress, json, verify::verify(&manifest, &inst, &opts, &progress)).await?;
+    if json {
+        crate::output::json(&report)?;
+    } else {
+        out!("backup {} vs installation {}", report.backup_id, report.installation);
+        print_verify(&report);
+    }
+    if !report.ok {
+        let f = Failure::new(
+            ErrorKind::Differences,
+            anyhow::anyhow!("installation {} differs from backup {}", report.installation, report.backup_id),
+        );
+        return Err(if json { f.already_reported() } else { f });
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! Helpers shared by the integration tests: a repository with a config naming the test's
+//! installations, the real binary, and ways to reach into a run (pause points, fault rules).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use speechvault::instance::InstanceId;
+use speechvault_sandbox::harness::{TestInstallation, test_dir};
+use speechvault_sandbox::seed::Scale;
+use speechvault_sandbox::{SandboxInfo, UpOptions};
+
+pub const EXE: &str = env!("CARGO_BIN_EXE_speechvault");
+pub const REPO_PASSWORD: &str = "correct horse battery staple";
+
+pub fn exe() -> &'static Path {
+    Path::new(EXE)
+}
+
+/// A repository and a config naming the given installations.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new(installations: &[&SandboxInfo]) -> Self {
+        Self::new_with(installations, "")
+    }
+
+    /// Like [`Workspace::new`], with `extra` appended to every installation's section
+    /// (e.g. `s3.read_timeout_secs = 2`).
+    pub fn new_with(installations: &[&SandboxInfo], extra: &str) -> Self {
+        let dir = test_dir("speechvault-ws-").unwrap();
+        std::fs::write(dir.path().join("repo-password"), format!("{REPO_PASSWORD}\n")).unwrap();
+        let mut cfg = format!(
+            "[repository]\npath = {:?}\npassword_file = {:?}\n\n",
+            dir.path().join("repo").display().to_string(),
+            dir.path().join("repo-password").display().to_string()
+        );
+        for i in installations {
+            cfg.push_str(&i.config_section());
+            cfg.push_str(extra);
+            cfg.push('\n');
+        }
+        std::fs::write(dir.path().join("speechvault.toml"), cfg).unwrap();
+        let ws = Self { dir };
+        let out = ws.run(&["init"]);
+        assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
+        ws
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("speechvault.toml")
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(EXE);
+        c.arg("-c").arg(self.config()).args(args).env_remove("SPEECHVAULT_PASSWORD");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    pub fn backups(&self) -> Vec<serde_json::Value> {
+        self.json(&["snapshots"])["backups"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Runs restic on the workspace's repository.
+pub fn restic(ws: &Workspace, args: &[&str]) -> Output {
+    let restic = which("restic").expect("restic must be installed (scripts/setup.sh installs it)");
+    Command::new(restic)
+        .args(args)
+        .env("RESTIC_REPOSITORY", ws.repo())
+        .env("RESTIC_PASSWORD", REPO_PASSWORD)
+        .env("RESTIC_CACHE_DIR", ws.dir.path().join("restic-cache"))
+        .output()
+        .unwrap()
+}
+
+/// `restic check --read-data` passes on the workspace's repository.
+pub fn assert_restic_check(ws: &Workspace) {
+    let out = restic(ws, &["check", "--read-data"]);
+    assert!(out.status.success(), "restic check: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+}
+
+/// A run of the binary stopped at a pause point (see `speechvault::interrupt`).
+pub struct Paused {
+    pub child: std::process::Child,
+    file: PathBuf,
+}
+
+impl Workspace {
+    /// Starts `args` with the pause point `point` armed, and waits until it is reached.
+    pub fn run_until(&self, point: &str, args: &[&str]) -> Paused {
+        let file = self.dir.path().join(format!("pause-{}", point.replace(':', "-")));
+        let _ = std::fs::remove_file(&file);
+        let mut cmd = self.command(args);
+        cmd.env("SPEECHVAULT_TEST_PAUSE_AT", point)
+            .env("SPEECHVAULT_TEST_PAUSE_FILE", &file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let start = Instant::now();
+        while !file.exists() {
+            if let Some(status) = child.try_wait().unwrap() {
+                let out = child.wait_with_output().unwrap();
+                panic!("{args:?} ended ({status}) before reaching {point}: {}", stderr(&out));
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "{point} not reached within 120s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Paused { child, file }
+    }
+}
+
+impl Paused {
+    /// Lets the run go on and waits for it to end.
+    pub fn resume(self) -> Output {
+        let mut c = self.file.clone().into_os_string();
+        c.push(".continue");
+        std::fs::write(c, b"go").unwrap();
+        self.child.wait_with_output().unwrap()
+    }
+
+    /// `kill -9`, as a crash would.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Sends a signal (SIGINT, SIGTERM) and waits for the run to end.
+    pub fn signal(self, sig: i32) -> Output {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+        let mut c = self.file.clone().into_os_string();
+        c.push(".continue");
+        std::fs::write(c, b"go").unwrap();
+        self.child.wait_with_output().unwrap()
+    }
+}
+
+/// Installs fault rules on a sandbox's S3 server (ours only).
+pub fn set_faults(info: &SandboxInfo, rules: serde_json::Value) {
+    let path = info.faults_file();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&rules).unwrap()).unwrap();
+    std::fs::rename(tmp, path).unwrap();
+}
+
+/// Whether the tests run against an external S3 server (Garage, moto) instead of ours.
+pub fn external() -> bool {
+    speechvault_sandbox::harness::external_s3_from_env().is_some()
+}
+
+/// Whether the external server checks credentials (moto accepts any).
+pub fn server_checks_credentials() -> bool {
+    std::env::var_os("SPEECHVAULT_TEST_S3_NO_AUTH").is_none()
+}
+
+/// Rows of every table of `db` in a comparable form.
+pub async fn all_rows(info: &SandboxInfo, db: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let c = info.pg_config().unwrap().connect(db).await.unwrap();
+    let tables: Vec<String> = c
+        .query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = std::collections::BTreeMap::new();
+    for t in tables {
+        out.insert(t.clone(), rows_without(&c, &t, None).await);
+    }
+    out
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub async fn empty_target(name: &str) -> TestInstallation {
+    TestInstallation::start_with(exe(), name, Scale::Tiny, 0, |o: &mut UpOptions| o.seed_data = false).await.unwrap()
+}
+
+/// Every row of a table as text without the given column, sorted.
+pub async fn rows_without(client: &tokio_postgres::Client, table: &str, column: Option<&str>) -> Vec<String> {
+    let expr = match column {
+        Some(c) => format!("(to_jsonb(t) - '{c}')::text"),
+        None => "to_jsonb(t)::text".to_string(),
+    };
+    let rows = client.query(&format!("SELECT {expr} FROM {table} t ORDER BY 1"), &[]).await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+pub async fn owner_counts(
+    client: &tokio_postgres::Client,
+    table: &str,
+    column: &str,
+) -> std::collections::BTreeMap<String, i64> {
+    // Every spelling of an instance id (upper case, no hyphens, numeric) counts as that id.
+    let rows = client.query(&format!("SELECT {column}::text, count(*) FROM {table} GROUP BY 1"), &[]).await.unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for r in rows {
+        let raw: String = r.get(0);
+        let id = InstanceId::parse(&raw).map(|i| i.to_string()).unwrap_or(raw);
+        *out.entry(id).or_insert(0) += r.get::<_, i64>(1);
+    }
+    out
+}
+
+pub fn schema_dump(info: &SandboxInfo, db: &str) -> String {
+    let out = Command::new(speechvault::pg::tool("pg_dump").unwrap())
+        .args(["--schema-only", "--no-password"])
+        .env("PGHOST", &info.postgres.host)
+        .env("PGPORT", info.postgres.port.to_string())
+        .env("PGUSER", &info.postgres.user)
+        .env("PGPASSFILE", &info.postgres.passfile)
+        .env("PGDATABASE", db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // pg_dump 15.14+ writes a random \restrict key per run; everything else must match.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
+}

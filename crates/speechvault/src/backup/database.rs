@@ -1,0 +1,172 @@
+//! One database into the repository: `pg_dump` from an exported snapshot, with row counts,
+//! content digests and owners read in that very snapshot.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{BackupError, BackupOptions, tags};
+use crate::config::Installation;
+use crate::interrupt::Stop;
+use crate::manifest::DatabaseEntry;
+use crate::pg::catalog;
+use crate::pg::{execute, query, quote_ident};
+use crate::profile::Profile;
+use crate::repository::{SnapshotSpec, Vault};
+use crate::source::{Failures, StreamSource};
+
+/// Everything one database dump works with.
+pub(crate) struct DumpJob<'a> {
+    pub vault: &'a Arc<Vault>,
+    pub inst: &'a Installation,
+    pub profile: &'a Profile,
+    pub id: &'a str,
+    pub opts: &'a BackupOptions,
+    pub pg_dump: &'a Path,
+    pub stop: &'a Stop,
+}
+
+/// What the snapshot says about a database besides the dump.
+struct Described {
+    tables: BTreeMap<String, i64>,
+    digests: BTreeMap<String, String>,
+    owners: BTreeMap<String, Vec<String>>,
+    owner_columns: BTreeMap<String, Vec<String>>,
+}
+
+impl DumpJob<'_> {
+    pub async fn run(
+        &self,
+        db: &str,
+        written: &mut Vec<rustic_core::repofile::SnapshotId>,
+    ) -> Result<DatabaseEntry, BackupError> {
+        let DumpJob { vault, inst, id, opts, .. } = *self;
+        let admin = inst.postgres.connect("postgres").await?;
+        let owner = catalog::database_owner(&admin, db).await?;
+        drop(admin);
+        // The exported snapshot is the point in time of this database's backup: pg_dump
+        // attaches to it, and counts, digests and owners are read in it.
+        let client = inst.postgres.connect(db).await?;
+        execute(&client, db, "begin snapshot", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        let snapshot_id: String =
+            query(&client, db, "export snapshot", "SELECT pg_export_snapshot()", &[]).await?[0].get(0);
+
+        let env = inst.postgres.tool_env()?;
+        let mut cmd = std::process::Command::new(self.pg_dump);
+        // Uncompressed, so the repository can deduplicate unchanged rows between backups and
+        // compress with zstd itself.
+        cmd.args(["--format=custom", "--compress=0", "--no-password", "--snapshot", &snapshot_id])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        env.apply(&mut cmd);
+        cmd.env("PGDATABASE", db);
+        crate::pg::tools::die_with_parent(&mut cmd);
+        let failures = Failures::default();
+        let spec = SnapshotSpec {
+            host: inst.name.clone(),
+            label: format!("db:{db}"),
+            tags: tags(inst, id, &format!("db:{db}")),
+            path: PathBuf::from(format!("/databases/{db}")),
+            description: Some(format!(
+                "speechvault backup {id} of {}: database {db} (pg_dump custom format, in parts)",
+                inst.name
+            )),
+        };
+        let v = vault.clone();
+        let part_size = opts.dump_part_size;
+        let f2 = failures.clone();
+        let dbname = db.to_string();
+        let stop = self.stop.clone();
+        let archive = tokio::task::spawn_blocking(move || -> Result<_, BackupError> {
+            let mut child = cmd.spawn().map_err(|e| BackupError::Dump {
+                database: dbname.clone(),
+                reason: format!("cannot start pg_dump: {e}"),
+            })?;
+            let stdout = child.stdout.take().ok_or_else(|| BackupError::Internal("pg_dump has no stdout".into()))?;
+            let mut stderr =
+                child.stderr.take().ok_or_else(|| BackupError::Internal("pg_dump has no stderr".into()))?;
+            let err_reader = std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = stderr.read_to_string(&mut s);
+                s
+            });
+            let src = StreamSource::new(spec.path.clone(), Box::new(stdout), part_size, f2, stop);
+            let stats = src.stats();
+            let snap = v.archive(src, &spec, None);
+            let status = child.wait();
+            let errors = err_reader.join().unwrap_or_default();
+            let stats = stats.lock().map(|s| s.clone()).unwrap_or_default();
+            Ok((snap, status, errors, stats))
+        });
+        // Meanwhile, in the same snapshot: counts, digests and owners.
+        let described = self.describe(&client, db).await;
+        let outcome = archive.await.map_err(|e| BackupError::Internal(e.to_string()))??;
+        drop(env);
+        let (snap, status, errors, stats) = outcome;
+        // The exported snapshot had to stay valid until pg_dump attached to it.
+        let _ = execute(&client, db, "end snapshot", "COMMIT").await;
+        let snap = snap?;
+        written.push(snap.id);
+        let described = described?;
+        let status = status.map_err(|e| BackupError::Dump { database: db.into(), reason: e.to_string() })?;
+        if !status.success() {
+            return Err(BackupError::Dump {
+                database: db.into(),
+                reason: format!("exit status {status}: {}", errors.trim()),
+            });
+        }
+        let fails = failures.list();
+        if !fails.is_empty() {
+            return Err(BackupError::Source { part: format!("database {db}"), failures: fails });
+        }
+        Ok(DatabaseEntry {
+            snapshot: snap.id.to_string(),
+            path: format!("/databases/{db}"),
+            dump_bytes: stats.bytes,
+            dump_parts: stats.parts,
+            dump_sha256: stats.sha256,
+            tables: described.tables,
+            owners: described.owners,
+            digests: described.digests,
+            owner_columns: described.owner_columns,
+            owner,
+        })
+    }
+
+    async fn describe(&self, client: &tokio_postgres::Client, db: &str) -> Result<Described, BackupError> {
+        let mut owners = BTreeMap::new();
+        let mut owner_columns: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for rule in self.profile.ownership.iter().filter(|r| r.database == db) {
+            let Some(col) = catalog::rule_column(client, db, &rule.table, &rule.columns).await? else {
+                continue;
+            };
+            let sql = format!(
+                "SELECT DISTINCT {c}::text FROM {t} WHERE {c} IS NOT NULL ORDER BY 1 LIMIT 10000",
+                c = quote_ident(&col),
+                t = quote_ident(&rule.table)
+            );
+            let rows = query(client, db, "read owners", &sql, &[]).await?;
+            owners.insert(
+                format!("{}.{col}", rule.table),
+                rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>(),
+            );
+            if let Some(q) = catalog::qualified_name(client, db, &rule.table).await? {
+                owner_columns.entry(q).or_default().push(col);
+            }
+        }
+        let digests = catalog::table_digests(client, db, &owner_columns, &[]).await?;
+        let tables = digests
+            .iter()
+            .filter(|(t, _)| t.as_str() != catalog::LARGE_OBJECTS)
+            .map(|(t, d)| (t.clone(), d.rows))
+            .collect();
+        Ok(Described {
+            tables,
+            digests: digests.into_iter().map(|(t, d)| (t, d.digest)).collect(),
+            owners,
+            owner_columns,
+        })
+    }
+}

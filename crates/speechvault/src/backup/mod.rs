@@ -1,0 +1,390 @@
+//! `backup`: one installation into one snapshot set.
+//!
+//! The procedure, in order:
+//! 1. find what is installed (fail before writing anything if a selected part is missing);
+//! 2. optionally wait until no asynchronous job is waiting or processing;
+//! 3. dump each database with `pg_dump --format=custom` from an exported snapshot, counting and
+//!    digesting rows in that same snapshot, streamed into the repository in exact-size parts
+//!    ([`database`]); this is the backup's point of consistency;
+//! 4. stream each bucket's objects into the repository (after the databases, so every object
+//!    a dumped row references is in the backup), hashing each with SHA-256 on the way; objects
+//!    deleted meanwhile are recorded as vanished, objects overwritten meanwhile are read as
+//!    they are now ([`bucket`]);
+//! 5. write the manifest, last. Any failure, or a stop request, deletes the snapshots written
+//!    so far.
+
+pub mod bucket;
+pub mod database;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::Installation;
+use crate::error::{ErrorKind, Kinded};
+use crate::interrupt::Stop;
+use crate::inventory::{self, InventoryError};
+use crate::manifest::{self, Manifest, SourceInfo};
+use crate::objstore::ObjectStore;
+use crate::pg::{PgError, query, quote_ident};
+use crate::profile::Profile;
+use crate::progress::Progress;
+use crate::repository::{RepoError, SnapshotSpec, Vault};
+use crate::source::MemorySource;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    #[error(transparent)]
+    ObjStore(#[from] crate::objstore::ObjStoreError),
+    #[error("pg_dump of database {database:?} failed: {reason}")]
+    Dump { database: String, reason: String },
+    #[error("backing up {part} failed; no snapshot of it was kept: {}", crate::error::summarize(failures, 3))]
+    Source { part: String, failures: Vec<String> },
+    #[error(
+        "{busy} asynchronous jobs still waiting or processing in {database}.{table} after {waited:?}; stop the sttAsync services or retry later (nothing was written)"
+    )]
+    JobsBusy { database: String, table: String, busy: i64, waited: Duration },
+    #[error("the backup was interrupted; the snapshots it had written were removed")]
+    Interrupted,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Kinded for BackupError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Inventory(e) => e.kind(),
+            Self::Repo(e) => e.kind(),
+            Self::Profile(e) => e.kind(),
+            Self::Pg(e) => e.kind(),
+            Self::ObjStore(e) => e.kind(),
+            Self::Interrupted => ErrorKind::Interrupted,
+            _ => ErrorKind::Failed,
+        }
+    }
+}
+
+/// How to back up.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Components to back up; `None` backs up what is installed.
+    pub components: Option<Vec<String>>,
+    /// Wait up to this long for asynchronous jobs to finish before dumping.
+    pub wait_for_async_jobs: Option<Duration>,
+    /// Objects fetched at once.
+    pub parallel: usize,
+    /// Size of the in-memory parts a dump is cut into.
+    pub dump_part_size: usize,
+    /// Read every object again instead of reusing what the previous backup of the same
+    /// installation holds for unchanged objects (same key, size, ETag and last-modified).
+    pub full: bool,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        Self {
+            components: None,
+            wait_for_async_jobs: None,
+            parallel: default_parallelism(),
+            dump_part_size: 16 << 20,
+            full: false,
+        }
+    }
+}
+
+/// Parallel transfers sized for the host: I/O-bound, so several per core.
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 16) * 8
+}
+
+/// What a backup did.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub backup_id: String,
+    pub installation: String,
+    pub components: Vec<String>,
+    pub databases: BTreeMap<String, DatabaseSummary>,
+    pub buckets: BTreeMap<String, BucketSummary>,
+    pub snapshots: Vec<String>,
+    pub instance_ids: Vec<String>,
+    /// Things the operator should know that did not fail the backup (vanished objects).
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseSummary {
+    pub dump_bytes: u64,
+    pub tables: usize,
+    pub rows: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BucketSummary {
+    pub objects: u64,
+    pub bytes: u64,
+    /// Objects unchanged since the previous backup, whose content was not read again.
+    pub unchanged: u64,
+    /// Objects deleted between the listing and their GET: not in the backup.
+    pub vanished: u64,
+}
+
+pub(crate) fn tags(inst: &Installation, id: &str, what: &str) -> Vec<String> {
+    vec![manifest::TAG.into(), manifest::backup_tag(id), format!("installation:{}", inst.name), what.into()]
+}
+
+/// Runs a backup of `inst` into `vault`. On failure or a stop request, no snapshot of this
+/// backup remains.
+pub async fn run(
+    vault: Arc<Vault>,
+    inst: &Installation,
+    profile: &Profile,
+    opts: &BackupOptions,
+    progress: &Progress,
+    stop: &Stop,
+) -> Result<BackupReport, BackupError> {
+    let id = manifest::new_backup_id();
+    let mut written = Vec::new();
+    let result = run_inner(&vault, inst, profile, opts, progress, stop, &id, &mut written).await;
+    let result = match result {
+        Err(_) if stop.is_stopped() => Err(BackupError::Interrupted),
+        other => other,
+    };
+    if result.is_err() && !written.is_empty() {
+        let v = vault.clone();
+        let ids = written.clone();
+        let cleanup = tokio::task::spawn_blocking(move || v.delete_snapshots(&ids)).await;
+        match cleanup {
+            Ok(Ok(())) => tracing::warn!(backup = %id, "removed {} snapshots of the failed backup", written.len()),
+            Ok(Err(e)) => tracing::error!(backup = %id, "could not remove snapshots of the failed backup: {e}"),
+            Err(e) => tracing::error!(backup = %id, "could not remove snapshots of the failed backup: {e}"),
+        }
+    }
+    result
+}
+
+async fn wait_for_jobs(
+    inst: &Installation,
+    profile: &Profile,
+    components: &[String],
+    limit: Duration,
+    stop: &Stop,
+) -> Result<(), BackupError> {
+    for name in components {
+        let Some(busy) = &profile.components[name].busy_jobs else {
+            continue;
+        };
+        for db in &profile.components[name].databases {
+            let client = inst.postgres.connect(db).await?;
+            let sql = format!(
+                "SELECT count(*) FROM {} WHERE {}::text = ANY($1)",
+                quote_ident(&busy.table),
+                quote_ident(&busy.column)
+            );
+            let start = Instant::now();
+            let mut delay = Duration::from_secs(1);
+            loop {
+                let rows = query(&client, db, "count busy jobs", &sql, &[&busy.values]).await?;
+                let n: i64 = rows[0].get(0);
+                if n == 0 {
+                    break;
+                }
+                let waited = start.elapsed();
+                if waited >= limit {
+                    return Err(BackupError::JobsBusy {
+                        database: db.clone(),
+                        table: busy.table.clone(),
+                        busy: n,
+                        waited,
+                    });
+                }
+                tracing::warn!(database = %db, busy = n, "waiting for asynchronous jobs to finish");
+                tokio::select! {
+                    () = tokio::time::sleep(delay.min(limit.saturating_sub(waited))) => {}
+                    () = stop.stopped() => return Err(BackupError::Interrupted),
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_inner(
+    vault: &Arc<Vault>,
+    inst: &Installation,
+    profile: &Profile,
+    opts: &BackupOptions,
+    progress: &Progress,
+    stop: &Stop,
+    id: &str,
+    written: &mut Vec<rustic_core::repofile::SnapshotId>,
+) -> Result<BackupReport, BackupError> {
+    let started_at = jiff::Timestamp::now();
+    let clock = Instant::now();
+    let store = ObjectStore::new(inst.s3.clone())?;
+    progress.phase("checking the installation", 0, 0);
+    let inv = inventory::take(inst, profile, &store).await?;
+    let components = inventory::components(inst, profile, &inv, opts.components.as_deref())?;
+    let selected = profile.select(&components)?;
+    let mut databases: Vec<String> = selected.iter().flat_map(|(_, c)| c.databases.clone()).collect();
+    databases.sort();
+    databases.dedup();
+    let mut buckets: Vec<String> = selected.iter().flat_map(|(_, c)| c.buckets.clone()).collect();
+    buckets.sort();
+    buckets.dedup();
+
+    let admin = inst.postgres.connect("postgres").await?;
+    let version_row = query(
+        &admin,
+        "postgres",
+        "server version",
+        "SELECT current_setting('server_version'), current_user::text, current_setting('server_version_num')::int",
+        &[],
+    )
+    .await?;
+    let version_num: i32 = version_row[0].get(2);
+    let source_info = SourceInfo {
+        s3_endpoint: inst.s3.endpoint.clone(),
+        postgres: inst.postgres.address(),
+        postgres_version: version_row[0].get(0),
+        postgres_user: version_row[0].get(1),
+        postgres_version_num: Some(version_num),
+    };
+    let pg_dump = crate::pg::tool("pg_dump")?;
+    if !databases.is_empty() {
+        // pg_dump refuses servers newer than itself, after a connection: say so up front.
+        crate::pg::tools::check_tool_version(&pg_dump, version_num, &inst.postgres.address())?;
+    }
+
+    if let Some(limit) = opts.wait_for_async_jobs {
+        progress.phase("waiting for asynchronous jobs", 0, 0);
+        wait_for_jobs(inst, profile, &components, limit, stop).await?;
+    }
+
+    let mut db_entries = BTreeMap::new();
+    let mut instance_ids = std::collections::BTreeSet::new();
+    for db in &databases {
+        if stop.is_stopped() {
+            return Err(BackupError::Interrupted);
+        }
+        progress.phase(format!("dumping database {db}"), 0, 0);
+        let job = database::DumpJob { vault, inst, profile, id, opts, pg_dump: &pg_dump, stop };
+        let entry = job.run(db, written).await?;
+        for ids in entry.owners.values() {
+            instance_ids.extend(ids.iter().cloned());
+        }
+        db_entries.insert(db.clone(), entry);
+    }
+
+    let previous = if opts.full { None } else { bucket::previous_manifest(vault, inst).await };
+    let mut bucket_entries = BTreeMap::new();
+    let mut unchanged = BTreeMap::new();
+    let mut warnings = Vec::new();
+    for b in &buckets {
+        if stop.is_stopped() {
+            return Err(BackupError::Interrupted);
+        }
+        let prev = previous
+            .as_ref()
+            .filter(|m| m.source.s3_endpoint == inst.s3.endpoint)
+            .and_then(|m| m.buckets.get(b))
+            .filter(|e| e.source_name == inst.bucket(b));
+        let job = bucket::BucketJob { vault, inst, store: &store, id, opts, progress, stop };
+        let (entry, n) = job.run(b, prev, written).await?;
+        if !entry.vanished.is_empty() {
+            warnings.push(format!(
+                "bucket {}: {} objects were deleted while the backup ran and are not in it (first: {:?})",
+                entry.source_name,
+                entry.vanished.len(),
+                entry.vanished[0]
+            ));
+        }
+        unchanged.insert(b.clone(), n);
+        bucket_entries.insert(b.clone(), entry);
+    }
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+
+    let manifest = Manifest {
+        format: manifest::FORMAT,
+        tool: format!("speechvault {}", env!("CARGO_PKG_VERSION")),
+        backup_id: id.to_string(),
+        installation: inst.name.clone(),
+        started: started_at.to_string(),
+        finished: jiff::Timestamp::now().to_string(),
+        source: source_info,
+        components: components.clone(),
+        databases: db_entries,
+        buckets: bucket_entries,
+        instance_ids: instance_ids.into_iter().collect(),
+    };
+    if stop.is_stopped() {
+        return Err(BackupError::Interrupted);
+    }
+    progress.phase("writing the manifest", 0, 0);
+    let data = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Internal(e.to_string()))?;
+    let spec = SnapshotSpec {
+        host: inst.name.clone(),
+        label: "manifest".into(),
+        tags: tags(inst, id, "manifest"),
+        path: PathBuf::from("/speechvault"),
+        description: Some(format!("speechvault backup {id} of {}: manifest", inst.name)),
+    };
+    let v = vault.clone();
+    let snap = tokio::task::spawn_blocking(move || {
+        crate::interrupt::pause_point("backup:manifest");
+        v.archive(MemorySource::new(PathBuf::from(manifest::MANIFEST_PATH), data), &spec, None)
+    })
+    .await
+    .map_err(|e| BackupError::Internal(e.to_string()))??;
+    written.push(snap.id);
+
+    Ok(BackupReport {
+        backup_id: id.to_string(),
+        installation: inst.name.clone(),
+        components,
+        databases: manifest
+            .databases
+            .iter()
+            .map(|(n, d)| {
+                (
+                    n.clone(),
+                    DatabaseSummary { dump_bytes: d.dump_bytes, tables: d.tables.len(), rows: d.tables.values().sum() },
+                )
+            })
+            .collect(),
+        buckets: manifest
+            .buckets
+            .iter()
+            .map(|(n, b)| {
+                (
+                    n.clone(),
+                    BucketSummary {
+                        objects: b.objects,
+                        bytes: b.bytes,
+                        unchanged: unchanged.get(n).copied().unwrap_or(0),
+                        vanished: b.vanished.len() as u64,
+                    },
+                )
+            })
+            .collect(),
+        snapshots: written.iter().map(|s| s.to_string()).collect(),
+        instance_ids: manifest.instance_ids.clone(),
+        warnings,
+        seconds: clock.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,453 @@
+//! Objects: HEAD, GET, PUT, DELETE and multipart uploads.
+//!
+//! Writes carry `Content-MD5`, so the server itself rejects a body damaged on the way, and
+//! every upload returns the ETag the server should have given it (the MD5 of the body, or for
+//! a multipart upload the MD5 of the parts' MD5s with the part count), so a caller can check
+//! the stored object without reading it back.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Response};
+use hyper::body::Incoming;
+use md5::{Digest as _, Md5};
+
+use super::body::ObjectBody;
+use super::client::{Call, backoff, unquote};
+use super::{MULTIPART_THRESHOLD, ObjStoreError, ObjectHead, ObjectInfo, ObjectStore, PART_SIZE, PutOptions, Result};
+
+/// What an upload stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    /// The ETag the server answered with.
+    pub etag: String,
+    /// The ETag an S3 server computes for these bytes sent this way (MD5-based).
+    pub expected_etag: String,
+    pub size: u64,
+}
+
+impl Uploaded {
+    /// Whether the server's ETag confirms the bytes. Servers that do not use MD5 ETags (or
+    /// encrypt with KMS) give something else: then this says nothing either way.
+    pub fn etag_confirms(&self) -> Option<bool> {
+        let looks_md5 = |e: &str| {
+            let base = e.split('-').next().unwrap_or("");
+            base.len() == 32 && base.bytes().all(|b| b.is_ascii_hexdigit())
+        };
+        if !looks_md5(&self.etag) {
+            return None;
+        }
+        Some(self.etag.eq_ignore_ascii_case(&self.expected_etag))
+    }
+}
+
+fn md5_base64(data: &[u8]) -> String {
+    crate::source::base64(&Md5::digest(data))
+}
+
+impl ObjectStore {
+    pub(crate) fn head_from(resp: &Response<Incoming>) -> ObjectHead {
+        let h = resp.headers();
+        let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let mut metadata = BTreeMap::new();
+        for (name, value) in h {
+            if let Some(meta) = name.as_str().strip_prefix("x-amz-meta-") {
+                metadata.insert(meta.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned());
+            }
+        }
+        // A ranged answer's Content-Length is the range's; the object's size is in Content-Range.
+        let size = get("content-range")
+            .and_then(|r| r.rsplit('/').next().and_then(|t| t.trim().parse().ok()))
+            .or_else(|| get("content-length").and_then(|s| s.parse().ok()))
+            .unwrap_or(0);
+        ObjectHead {
+            size,
+            etag: get("etag").map(|e| unquote(&e)).unwrap_or_default(),
+            last_modified: get("last-modified"),
+            content_type: get("content-type"),
+            metadata,
+        }
+    }
+
+    /// Size, ETag, content type and user metadata of one object.
+    pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectHead> {
+        super::validate_bucket_name(bucket)?;
+        let resp = self.send(&Call::new("HeadObject", Method::HEAD, Some(bucket), Some(key))).await?;
+        Ok(Self::head_from(&resp))
+    }
+
+    /// Starts reading an object. With `expect`, the server must still hold exactly that
+    /// version: the request carries `If-Match` on the listed ETag, and the answer's ETag and
+    /// size are checked too (some servers ignore `If-Match`). Otherwise the read fails with
+    /// [`ObjStoreError::Changed`].
+    pub async fn get_object(&self, bucket: &str, key: &str, expect: Option<&ObjectInfo>) -> Result<ObjectBody> {
+        super::validate_bucket_name(bucket)?;
+        let mut call = Call::new("GetObject", Method::GET, Some(bucket), Some(key));
+        if let Some(info) = expect {
+            call = call.header("if-match", &format!("\"{}\"", info.etag));
+        }
+        let resp = self.send(&call).await?;
+        let head = Self::head_from(&resp);
+        if let Some(info) = expect {
+            let changed = |detail: String| ObjStoreError::Changed { bucket: bucket.into(), key: key.into(), detail };
+            if head.etag != info.etag {
+                return Err(changed(format!("listed with ETag {}, now {}", info.etag, head.etag)));
+            }
+            if head.size != info.size {
+                return Err(changed(format!("listed with {} bytes, now {} bytes", info.size, head.size)));
+            }
+        }
+        Ok(ObjectBody::new(self.clone(), bucket, key, head, resp.into_body()))
+    }
+
+    /// Reads a whole object into memory; for small objects and tests.
+    pub async fn get_bytes(&self, bucket: &str, key: &str) -> Result<(ObjectHead, Bytes)> {
+        let mut body = self.get_object(bucket, key, None).await?;
+        let mut buf = Vec::with_capacity(body.head.size as usize);
+        while let Some(chunk) = body.chunk().await? {
+            buf.extend_from_slice(&chunk);
+        }
+        Ok((body.head.clone(), Bytes::from(buf)))
+    }
+
+    fn put_headers<'a>(mut call: Call<'a>, opts: &PutOptions) -> Call<'a> {
+        if let Some(ct) = &opts.content_type {
+            call = call.header("content-type", ct);
+        }
+        for (k, v) in &opts.metadata {
+            call = call.header(&format!("x-amz-meta-{k}"), v);
+        }
+        call
+    }
+
+    /// Stores a whole object in one request. Returns its ETag.
+    pub async fn put_object(&self, bucket: &str, key: &str, body: Bytes, opts: &PutOptions) -> Result<String> {
+        Ok(self.put_checked(bucket, key, body, opts).await?.etag)
+    }
+
+    /// Stores a whole object with `Content-MD5`; returns what was stored.
+    pub async fn put_checked(&self, bucket: &str, key: &str, body: Bytes, opts: &PutOptions) -> Result<Uploaded> {
+        super::validate_bucket_name(bucket)?;
+        let digest = Md5::digest(&body);
+        let size = body.len() as u64;
+        let call = Self::put_headers(Call::new("PutObject", Method::PUT, Some(bucket), Some(key)), opts)
+            .header("content-md5", &crate::source::base64(&digest))
+            .body(body);
+        let resp = self.send(&call).await?;
+        Ok(Uploaded { etag: Self::head_from(&resp).etag, expected_etag: hex::encode(digest), size })
+    }
+
+    fn register(&self, upload_id: &str, bucket: &str, key: &str) {
+        if let Ok(mut u) = self.inner.uploads.lock() {
+            u.insert(upload_id.to_string(), (bucket.to_string(), key.to_string()));
+        }
+    }
+
+    fn unregister(&self, upload_id: &str) {
+        if let Ok(mut u) = self.inner.uploads.lock() {
+            u.remove(upload_id);
+        }
+    }
+
+    /// Starts a multipart upload and returns its id. Creating is not idempotent: when the
+    /// answer is lost, uploads for the key that the server started since are aborted before
+    /// trying again, so no orphan is left.
+    pub async fn create_multipart(&self, bucket: &str, key: &str, opts: &PutOptions) -> Result<String> {
+        super::validate_bucket_name(bucket)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let started = jiff::Timestamp::now();
+            let call = Self::put_headers(
+                Call::new("CreateMultipartUpload", Method::POST, Some(bucket), Some(key)).query("uploads", ""),
+                opts,
+            );
+            let err = match self.xml_of(&call).await {
+                Ok(root) => {
+                    let id =
+                        root.text_of("UploadId").map(str::to_string).filter(|s| !s.is_empty()).ok_or_else(|| {
+                            ObjStoreError::Protocol {
+                                op: call.op.into(),
+                                target: call.target(),
+                                detail: "no UploadId in answer".into(),
+                            }
+                        })?;
+                    self.register(&id, bucket, key);
+                    return Ok(id);
+                }
+                Err(e) => e,
+            };
+            if !Self::ambiguous(&err) || attempt >= self.inner.cfg.max_attempts {
+                return Err(err);
+            }
+            tracing::warn!(bucket, key, error = %err, "creating a multipart upload may have succeeded; reconciling");
+            self.abort_unknown_uploads(bucket, key, started).await;
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    }
+
+    /// Whether a failed non-idempotent request may still have been carried out.
+    fn ambiguous(e: &ObjStoreError) -> bool {
+        match e {
+            ObjStoreError::Timeout { .. } | ObjStoreError::Unreachable { .. } => true,
+            ObjStoreError::Http { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// Aborts uploads of `key` started since `since` (minus clock slack) that are not ours.
+    async fn abort_unknown_uploads(&self, bucket: &str, key: &str, since: jiff::Timestamp) {
+        let ours: Vec<String> = self.inner.uploads.lock().map(|u| u.keys().cloned().collect()).unwrap_or_default();
+        let slack = since.checked_sub(jiff::SignedDuration::from_secs(300)).unwrap_or(since);
+        match self.list_multipart_uploads(bucket, key).await {
+            Ok(list) => {
+                for u in list.into_iter().filter(|u| u.key == key && !ours.contains(&u.upload_id)) {
+                    let recent = u.initiated.parse::<jiff::Timestamp>().map_or(true, |t| t >= slack);
+                    if recent && let Err(e) = self.abort_multipart(bucket, key, &u.upload_id).await {
+                        tracing::warn!(bucket, key, upload = %u.upload_id, error = %e, "cannot abort a stray upload");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(bucket, key, error = %e, "cannot list multipart uploads to reconcile"),
+        }
+    }
+
+    /// Uploads part `number` (1-based) with `Content-MD5`; returns its ETag.
+    pub async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> Result<String> {
+        let call = Call::new("UploadPart", Method::PUT, Some(bucket), Some(key))
+            .query("partNumber", &number.to_string())
+            .query("uploadId", upload_id)
+            .header("content-md5", &md5_base64(&body))
+            .body(body);
+        let resp = self.send(&call).await?;
+        let etag = Self::head_from(&resp).etag;
+        if etag.is_empty() {
+            return Err(ObjStoreError::Protocol {
+                op: call.op.into(),
+                target: call.target(),
+                detail: "part has no ETag".into(),
+            });
+        }
+        Ok(etag)
+    }
+
+    /// Completes a multipart upload from `(part number, ETag)` pairs; returns the object's
+    /// ETag. Completing is not idempotent: when the answer is lost, the outcome is read from
+    /// the server (the upload is gone and the object has the expected size) before retrying.
+    pub async fn complete_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[(u32, String)],
+        expected_size: Option<u64>,
+    ) -> Result<String> {
+        let mut xml = String::from("<CompleteMultipartUpload>");
+        for (n, etag) in parts {
+            xml.push_str(&format!(
+                "<Part><PartNumber>{n}</PartNumber><ETag>\"{}\"</ETag></Part>",
+                super::xml::escape(etag)
+            ));
+        }
+        xml.push_str("</CompleteMultipartUpload>");
+        let mut attempt = 0;
+        let started = Instant::now();
+        loop {
+            attempt += 1;
+            let call = Call::new("CompleteMultipartUpload", Method::POST, Some(bucket), Some(key))
+                .query("uploadId", upload_id)
+                .header("content-type", "application/xml")
+                .body(Bytes::from(xml.clone()));
+            let err = match self.xml_of(&call).await {
+                Ok(root) => {
+                    self.unregister(upload_id);
+                    return Ok(unquote(root.text_of("ETag").unwrap_or_default()));
+                }
+                Err(e) => e,
+            };
+            let gone = matches!(&err, ObjStoreError::Http { code, .. } if code == "NoSuchUpload");
+            if !(Self::ambiguous(&err) || (gone && attempt > 1)) || attempt >= self.inner.cfg.max_attempts {
+                return Err(err);
+            }
+            tracing::warn!(bucket, key, error = %err, "completing a multipart upload may have succeeded; reconciling");
+            if let Some(etag) = self.completed_upload(bucket, key, upload_id, expected_size, started).await {
+                self.unregister(upload_id);
+                return Ok(etag);
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    }
+
+    /// After a lost CompleteMultipartUpload answer: the object's ETag when the upload is no
+    /// longer open and the object is there with the expected size and a fresh date.
+    async fn completed_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        expected_size: Option<u64>,
+        started: Instant,
+    ) -> Option<String> {
+        let open = self.list_multipart_uploads(bucket, key).await.ok()?.iter().any(|u| u.upload_id == upload_id);
+        if open {
+            return None;
+        }
+        let head = self.head_object(bucket, key).await.ok()?;
+        let fresh = head.last_modified.as_deref().and_then(|d| jiff::fmt::rfc2822::parse(d).ok()).is_none_or(|t| {
+            let age = jiff::Timestamp::now().duration_since(t.timestamp());
+            age.as_secs() <= started.elapsed().as_secs() as i64 + 300
+        });
+        (expected_size.is_none_or(|s| s == head.size) && fresh).then_some(head.etag)
+    }
+
+    /// Abandons a multipart upload so its parts do not linger on the server.
+    pub async fn abort_multipart(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
+        let call =
+            Call::new("AbortMultipartUpload", Method::DELETE, Some(bucket), Some(key)).query("uploadId", upload_id);
+        let r = match self.send(&call).await {
+            Ok(_) => Ok(()),
+            Err(ObjStoreError::Http { code, .. }) if code == "NoSuchUpload" => Ok(()),
+            Err(e) => Err(e),
+        };
+        if r.is_ok() {
+            self.unregister(upload_id);
+        }
+        r
+    }
+
+    /// Aborts every multipart upload this client started and did not finish (after an error
+    /// or a cancelled task). Returns how many were aborted.
+    pub async fn abort_pending_uploads(&self) -> usize {
+        let pending: Vec<(String, (String, String))> = self
+            .inner
+            .uploads
+            .lock()
+            .map(|u| u.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let mut n = 0;
+        for (id, (bucket, key)) in pending {
+            match self.abort_multipart(&bucket, &key, &id).await {
+                Ok(()) => n += 1,
+                Err(e) => tracing::warn!(bucket, key, error = %e, "could not abort multipart upload"),
+            }
+        }
+        n
+    }
+
+    /// Deletes one object (no error when it is already gone).
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<()> {
+        super::validate_bucket_name(bucket)?;
+        match self.send(&Call::new("DeleteObject", Method::DELETE, Some(bucket), Some(key))).await {
+            Ok(_) | Err(ObjStoreError::NoSuchKey { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the given keys, `parallel` requests at a time.
+    pub async fn delete_keys(&self, bucket: &str, keys: &[String], parallel: usize) -> Result<u64> {
+        use futures_util::StreamExt;
+        let mut deletes = futures_util::stream::iter(keys.iter().map(|k| self.delete_object(bucket, k)))
+            .buffer_unordered(parallel.max(1));
+        let mut n = 0;
+        while let Some(r) = deletes.next().await {
+            r?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Deletes every object under `prefix`, `parallel` requests at a time; returns how many.
+    pub async fn delete_all(&self, bucket: &str, prefix: &str, parallel: usize) -> Result<u64> {
+        let keys: Vec<String> = self.list_all(bucket, prefix).await?.into_iter().map(|o| o.key).collect();
+        self.delete_keys(bucket, &keys, parallel).await
+    }
+
+    /// Uploads an object whose bytes arrive as chunks, going multipart above
+    /// [`MULTIPART_THRESHOLD`]. Memory stays within one part. On failure a started multipart
+    /// upload is aborted, so nothing half-written is left visible; if the task is cancelled
+    /// instead, the upload stays registered for [`ObjectStore::abort_pending_uploads`].
+    pub async fn upload_stream<S>(&self, bucket: &str, key: &str, opts: &PutOptions, mut chunks: S) -> Result<Uploaded>
+    where
+        S: futures_util::Stream<Item = std::io::Result<Bytes>> + Unpin,
+    {
+        use futures_util::StreamExt;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut upload: Option<(String, Vec<(u32, String)>)> = None;
+        let mut part_md5s: Vec<u8> = Vec::new();
+        let mut size = 0u64;
+        let fail = |e: std::io::Error| ObjStoreError::Protocol {
+            op: "Upload".into(),
+            target: format!("{bucket}/{key}"),
+            detail: format!("source failed: {e}"),
+        };
+        let result: Result<Uploaded> = async {
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(fail)?;
+                size += chunk.len() as u64;
+                buf.extend_from_slice(&chunk);
+                // Go multipart only once more than one part's worth has arrived.
+                while buf.len() >= PART_SIZE && size > MULTIPART_THRESHOLD {
+                    if upload.is_none() {
+                        upload = Some((self.create_multipart(bucket, key, opts).await?, Vec::new()));
+                    }
+                    let rest = buf.split_off(PART_SIZE);
+                    let part = Bytes::from(std::mem::replace(&mut buf, rest));
+                    part_md5s.extend_from_slice(&Md5::digest(&part));
+                    if let Some((id, parts)) = upload.as_mut() {
+                        let n = parts.len() as u32 + 1;
+                        let etag = self.upload_part(bucket, key, id, n, part).await?;
+                        parts.push((n, etag));
+                    }
+                }
+            }
+            match upload.as_mut() {
+                None => self.put_checked(bucket, key, Bytes::from(std::mem::take(&mut buf)), opts).await,
+                Some((id, parts)) => {
+                    if !buf.is_empty() {
+                        let n = parts.len() as u32 + 1;
+                        let last = Bytes::from(std::mem::take(&mut buf));
+                        part_md5s.extend_from_slice(&Md5::digest(&last));
+                        let etag = self.upload_part(bucket, key, id, n, last).await?;
+                        parts.push((n, etag));
+                    }
+                    let etag = self.complete_multipart(bucket, key, id, parts, Some(size)).await?;
+                    let expected = format!("{}-{}", hex::encode(Md5::digest(&part_md5s)), parts.len());
+                    Ok(Uploaded { etag, expected_etag: expected, size })
+                }
+            }
+        }
+        .await;
+        if result.is_err()
+            && let Some((id, _)) = &upload
+            && let Err(e) = self.abort_multipart(bucket, key, id).await
+        {
+            tracing::warn!(bucket, key, error = %e, "could not abort multipart upload");
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_confirm_only_when_they_look_like_md5() {
+        let u = |etag: &str, exp: &str| Uploaded { etag: etag.into(), expected_etag: exp.into(), size: 1 };
+        let md5 = "0cc175b9c0f1b6a831c399e269772661";
+        assert_eq!(u(md5, md5).etag_confirms(), Some(true));
+        assert_eq!(u(&md5.to_uppercase(), md5).etag_confirms(), Some(true));
+        assert_eq!(u("0cc175b9c0f1b6a831c399e269772662", md5).etag_confirms(), Some(false));
+        assert_eq!(u("abc", md5).etag_confirms(), None);
+        let mp = format!("{md5}-3");
+        assert_eq!(u(&mp, &mp).etag_confirms(), Some(true));
+    }
+}

@@ -1,0 +1,238 @@
+//! What speechvault asks PostgreSQL's catalog: tables, row counts, content digests, the
+//! column an ownership rule uses, owners, roles and versions.
+//!
+//! Content digests make `verify` compare rows, not only counts. Each row is rendered as text
+//! in a fixed form ([`FIXED_RENDERING`]: UTC, ISO dates, exact floats, hex bytea) from its
+//! columns in name order, hashed with MD5, and the hashes are added up as two 64-bit halves:
+//! the sum does not depend on row order, so no sort is needed and memory stays flat for any
+//! table size. Columns that hold service instance ids are rendered in canonical UUID form, so
+//! spellings of one id (upper case, no hyphens, a numeric Cloud Pak for Data id) digest alike
+//! and a moved owner can be mapped back before comparing.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use super::{PgError, execute, query, quote_ident, quote_literal};
+
+/// Session settings under which a row's text depends only on its content.
+pub const FIXED_RENDERING: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
+    SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+    SET lc_monetary = 'C'";
+
+/// Name under which large objects are digested, beside the tables.
+pub const LARGE_OBJECTS: &str = "pg_catalog.pg_largeobject";
+
+/// Every user table: `(schema.table, quoted schema.table)`.
+pub async fn user_tables(client: &tokio_postgres::Client, db: &str) -> Result<Vec<(String, String)>, PgError> {
+    let rows = query(
+        client,
+        db,
+        "list tables",
+        "SELECT n.nspname || '.' || c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
+         ORDER BY 1",
+        &[],
+    )
+    .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Exact row count of every user table.
+pub async fn count_rows(client: &tokio_postgres::Client, db: &str) -> Result<BTreeMap<String, i64>, PgError> {
+    let mut out = BTreeMap::new();
+    for (name, quoted) in user_tables(client, db).await? {
+        let rows = query(client, db, "count rows", &format!("SELECT count(*) FROM {quoted}"), &[]).await?;
+        out.insert(name, rows[0].get::<_, i64>(0));
+    }
+    Ok(out)
+}
+
+/// The first of an ownership rule's alternative columns that exists in `table`.
+pub async fn rule_column(
+    client: &tokio_postgres::Client,
+    db: &str,
+    table: &str,
+    columns: &[String],
+) -> Result<Option<String>, PgError> {
+    let rows = query(
+        client,
+        db,
+        "find ownership column",
+        "SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = to_regclass(quote_ident($1)) \
+         AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY($2)",
+        &[&table, &columns],
+    )
+    .await?;
+    let present: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(columns.iter().find(|c| present.contains(c)).cloned())
+}
+
+/// `schema.table` of an unqualified table name as the search path resolves it.
+pub async fn qualified_name(client: &tokio_postgres::Client, db: &str, table: &str) -> Result<Option<String>, PgError> {
+    let rows = query(
+        client,
+        db,
+        "resolve table",
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.oid = to_regclass(quote_ident($1))",
+        &[&table],
+    )
+    .await?;
+    Ok(rows.first().map(|r| r.get(0)))
+}
+
+/// SQL that renders a text value holding an instance id in canonical UUID form (any case,
+/// with or without hyphens, or a numeric id of up to 32 digits), and leaves anything else.
+pub fn canonical_id_sql(expr: &str) -> String {
+    let hyphenate = |x: &str| {
+        format!(
+            "substr({x}, 1, 8) || '-' || substr({x}, 9, 4) || '-' || substr({x}, 13, 4) || '-' || substr({x}, 17, 4) || '-' || substr({x}, 21, 12)"
+        )
+    };
+    let padded = format!("lpad({expr}, 32, '0')");
+    let lowered = format!("lower({expr})");
+    format!(
+        "CASE WHEN {expr} ~ '^[0-9]{{1,32}}$' THEN {num} \
+         WHEN {expr} ~* '^[0-9a-f]{{32}}$' THEN {hex} \
+         WHEN {expr} ~* '^[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}$' THEN lower({expr}) \
+         ELSE {expr} END",
+        num = hyphenate(&padded),
+        hex = hyphenate(&lowered),
+    )
+}
+
+/// A table's content fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDigest {
+    pub rows: i64,
+    /// `v1:` and 32 hex digits.
+    pub digest: String,
+}
+
+/// Digests every user table, and the large objects when they are readable. Run it inside the
+/// snapshot whose content it should describe. `owner_columns` maps `schema.table` to columns
+/// rendered in canonical id form; `map_ids` rewrites canonical ids in those columns (the
+/// target's id back to the source's, when verifying a restore that moved ownership).
+pub async fn table_digests(
+    client: &tokio_postgres::Client,
+    db: &str,
+    owner_columns: &BTreeMap<String, Vec<String>>,
+    map_ids: &[(String, String)],
+) -> Result<BTreeMap<String, TableDigest>, PgError> {
+    execute(client, db, "fix the row rendering", FIXED_RENDERING).await?;
+    let mut out = BTreeMap::new();
+    for (name, quoted) in user_tables(client, db).await? {
+        let cols = query(
+            client,
+            db,
+            "list columns",
+            "SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = $1::text::regclass \
+             AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attname",
+            &[&quoted],
+        )
+        .await?;
+        let owned = owner_columns.get(&name);
+        let exprs: Vec<String> = cols
+            .iter()
+            .map(|r| {
+                let c: String = r.get(0);
+                let col = format!("t.{}", quote_ident(&c));
+                if owned.is_some_and(|o| o.contains(&c)) {
+                    let e = canonical_id_sql(&format!("{col}::text"));
+                    if map_ids.is_empty() {
+                        return e;
+                    }
+                    let arms: String = map_ids
+                        .iter()
+                        .map(|(from, to)| format!(" WHEN {} THEN {}", quote_literal(from), quote_literal(to)))
+                        .collect();
+                    format!("CASE ({e}){arms} ELSE ({e}) END")
+                } else {
+                    col
+                }
+            })
+            .collect();
+        let row = if exprs.is_empty() { "ROW()".to_string() } else { format!("ROW({})", exprs.join(", ")) };
+        let sql = format!(
+            "SELECT count(*), \
+             coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text, \
+             coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text \
+             FROM (SELECT md5({row}::text) AS h FROM {quoted} t) s"
+        );
+        let r = query(client, db, &format!("digest {name}"), &sql, &[]).await?;
+        out.insert(name, finish_digest(r[0].get(0), r[0].get(1), r[0].get(2)));
+    }
+    // Large objects: readable by their owners and superusers; skipped (not compared) otherwise.
+    let lo = client
+        .query(
+            "SELECT count(*), \
+             coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text, \
+             coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text \
+             FROM (SELECT md5(oid::text || ':' || md5(lo_get(oid))) AS h FROM pg_largeobject_metadata) s",
+            &[],
+        )
+        .await;
+    match lo {
+        Ok(r) => {
+            let d = finish_digest(r[0].get(0), r[0].get(1), r[0].get(2));
+            if d.rows > 0 {
+                out.insert(LARGE_OBJECTS.to_string(), d);
+            }
+        }
+        Err(e) => tracing::info!(database = db, "large objects not digested: {}", super::describe(&e)),
+    }
+    Ok(out)
+}
+
+fn finish_digest(rows: i64, a: String, b: String) -> TableDigest {
+    let h = Sha256::digest(format!("{rows}:{a}:{b}").as_bytes());
+    TableDigest { rows, digest: format!("v1:{}", &hex::encode(h)[..32]) }
+}
+
+/// The server's version as a number (150008 for 15.8).
+pub async fn server_version_num(client: &tokio_postgres::Client, db: &str) -> Result<i32, PgError> {
+    let rows = query(client, db, "server version", "SELECT current_setting('server_version_num')::int", &[]).await?;
+    Ok(rows[0].get(0))
+}
+
+/// The role owning database `db`, if it exists.
+pub async fn database_owner(admin: &tokio_postgres::Client, db: &str) -> Result<Option<String>, PgError> {
+    let rows = query(
+        admin,
+        "postgres",
+        "database owner",
+        "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
+        &[&db],
+    )
+    .await?;
+    Ok(rows.first().map(|r| r.get(0)))
+}
+
+/// Whether a role exists.
+pub async fn role_exists(client: &tokio_postgres::Client, db: &str, role: &str) -> Result<bool, PgError> {
+    let rows = query(client, db, "find role", "SELECT count(*) FROM pg_roles WHERE rolname = $1", &[&role]).await?;
+    Ok(rows[0].get::<_, i64>(0) > 0)
+}
+
+/// Whether the logged-in role is a superuser.
+pub async fn is_superuser(client: &tokio_postgres::Client, db: &str) -> Result<bool, PgError> {
+    let rows =
+        query(client, db, "check role", "SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[]).await?;
+    Ok(rows.first().is_some_and(|r| r.get(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_id_sql_names_every_spelling() {
+        let sql = canonical_id_sql("x");
+        assert!(sql.contains("lpad(x, 32, '0')"));
+        assert!(sql.contains("lower(x)"));
+        assert_eq!(finish_digest(0, "0".into(), "0".into()).digest.len(), 35);
+    }
+}

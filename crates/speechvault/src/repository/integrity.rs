@@ -1,0 +1,149 @@
+//! Is a backup's data there and authentic? Checked before a restore touches its target.
+//!
+//! restic's repository keeps file contents in pack files; the index says which pack holds
+//! which blob. [`VaultReader::check_packs`] takes the files a restore will read and checks,
+//! for every pack they need: the pack exists, has exactly the size the index implies, and its
+//! header (at the end of the pack) decrypts and authenticates with the repository key. That
+//! catches a missing, truncated or replaced pack in two small reads per pack, without reading
+//! the data itself; [`VaultReader::read_all`] reads and authenticates every byte instead.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
+use aes256ctr_poly1305aes::aead::Aead;
+use rustic_core::repofile::{IndexFile, IndexPack, Node, PackId};
+use rustic_core::{FileType, Id};
+
+use super::{RepoError, Result, VaultReader};
+
+/// What [`VaultReader::check_packs`] looked at.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PackReport {
+    pub packs: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+}
+
+/// Decrypts restic's `IV || ciphertext || MAC` with the repository's master key.
+pub(crate) fn decrypt(key: &rustic_core::repofile::MasterKey, data: &[u8]) -> Option<Vec<u8>> {
+    if data.len() < 32 || key.encrypt.len() != 32 || key.mac.k.len() != 16 || key.mac.r.len() != 16 {
+        return None;
+    }
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(&key.encrypt);
+    k[32..48].copy_from_slice(&key.mac.k);
+    k[48..].copy_from_slice(&key.mac.r);
+    let cipher = Aes256CtrPoly1305Aes::new(aes256ctr_poly1305aes::Key::from_slice(&k));
+    let nonce = aes256ctr_poly1305aes::aead::generic_array::GenericArray::from_slice(&data[..16]);
+    cipher.decrypt(nonce, &data[16..]).ok()
+}
+
+/// The length of a pack's header before encryption: one entry per blob, 37 bytes (type,
+/// length, id) or 41 for a compressed blob (plus its uncompressed length).
+fn plain_header_len(pack: &IndexPack) -> u32 {
+    pack.blobs.iter().map(|b| if b.location.uncompressed_length.is_some() { 41 } else { 37 }).sum()
+}
+
+impl VaultReader {
+    /// The packs holding the content of `nodes`, checked as the module docs say. Fails with
+    /// [`RepoError::Damaged`] listing every damaged pack (up to a few) and how many there are.
+    pub fn check_packs<'a>(&self, nodes: impl IntoIterator<Item = &'a Node>) -> Result<PackReport> {
+        let mut needed: BTreeSet<PackId> = BTreeSet::new();
+        let mut report = PackReport::default();
+        for node in nodes {
+            for id in node.content.iter().flatten() {
+                let entry = self.repo.get_index_entry(id).map_err(|e| RepoError::Damaged {
+                    location: self.location.describe(),
+                    reason: format!(
+                        "a blob of file {:?} is not in the index: {}",
+                        node.name(),
+                        super::rustic_message(&e)
+                    ),
+                })?;
+                needed.insert(entry.pack);
+                report.blobs += 1;
+                report.bytes += u64::from(entry.location.length);
+            }
+        }
+        report.packs = needed.len();
+        if needed.is_empty() {
+            return Ok(report);
+        }
+        // Expected sizes, from the index files.
+        let mut expected: BTreeMap<PackId, (u32, u32)> = BTreeMap::new();
+        for item in self.repo.stream_files::<IndexFile>().map_err(|e| self.err(e))? {
+            let (_, index) = item.map_err(|e| self.err(e))?;
+            for pack in &index.packs {
+                if needed.contains(&pack.id) {
+                    expected.insert(pack.id, (pack.pack_size(), plain_header_len(pack)));
+                }
+            }
+        }
+        let listed: BTreeMap<Id, u32> =
+            self.backend.list_with_size(FileType::Pack).map_err(|e| self.err(e))?.into_iter().collect();
+        let mut damaged = Vec::new();
+        for pack in &needed {
+            let id: Id = **pack;
+            let short = &id.to_hex()[..12];
+            let Some(&(size, header_len)) = expected.get(pack) else {
+                damaged.push(format!("pack {short} is not described by any index file"));
+                continue;
+            };
+            match listed.get(&id) {
+                None => damaged.push(format!("pack {short} is missing")),
+                Some(&actual) if actual != size => {
+                    damaged.push(format!("pack {short} has {actual} bytes, the index says {size}"))
+                }
+                Some(_) => {
+                    if let Err(why) = self.check_header(&id, size, header_len) {
+                        damaged.push(format!("pack {short}: {why}"));
+                    }
+                }
+            }
+        }
+        if !damaged.is_empty() {
+            return Err(RepoError::Damaged {
+                location: self.location.describe(),
+                reason: format!(
+                    "{} of the {} packs this backup needs are damaged: {}",
+                    damaged.len(),
+                    needed.len(),
+                    crate::error::summarize(&damaged, 5)
+                ),
+            });
+        }
+        Ok(report)
+    }
+
+    /// Reads a pack's header (its last bytes) and authenticates it.
+    fn check_header(&self, id: &Id, size: u32, header_len: u32) -> std::result::Result<(), String> {
+        if size < 4 {
+            return Err("too short to hold a header".into());
+        }
+        let tail =
+            self.backend.read_partial(FileType::Pack, id, false, size - 4, 4).map_err(|e| super::rustic_message(&e))?;
+        let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        if stored != header_len + 32 {
+            return Err(format!("header length {stored} where the index implies {}", header_len + 32));
+        }
+        let at = size.checked_sub(4 + stored).ok_or("header longer than the pack")?;
+        let raw =
+            self.backend.read_partial(FileType::Pack, id, false, at, stored).map_err(|e| super::rustic_message(&e))?;
+        let plain = decrypt(&self.key, &raw).ok_or("header does not authenticate (wrong key or damaged)")?;
+        if plain.len() as u32 != header_len {
+            return Err(format!("header holds {} bytes, expected {header_len}", plain.len()));
+        }
+        Ok(())
+    }
+
+    /// Reads and authenticates every byte of `nodes` (`--preflight=full`).
+    pub fn read_all<'a>(&self, nodes: impl IntoIterator<Item = &'a Node>) -> Result<u64> {
+        let mut sink = std::io::sink();
+        let mut n = 0;
+        for node in nodes {
+            self.dump(node, &mut sink)?;
+            n += node.meta.size;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,306 @@
+//! The backup repository: restic format through rustic_core, pinned and wrapped here only.
+//!
+//! Everything here blocks (rustic_core is synchronous): call it from blocking threads
+//! (`tokio::task::spawn_blocking`), never from an async worker.
+//!
+//! Traps handled here, from the field notes:
+//! - the handle that wrote a snapshot cannot read it: [`Vault::reader`] always re-indexes;
+//! - errors inside a source are only logged by rustic: the sources in [`crate::source`]
+//!   record them, and callers delete the snapshot if any occurred;
+//! - entries must arrive in `Path::cmp` order: [`check_path_order`] enforces it;
+//! - rustic's local backend writes files in place, so a killed process leaves truncated
+//!   files: [`local::LocalStore`] writes through a temporary file and a rename.
+//!
+//! - [`integrity`]: checks that a backup's data is there and authentic before a restore.
+
+pub mod integrity;
+pub mod local;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustic_core::repofile::{Node, SnapshotFile};
+use rustic_core::{
+    BackupOptions, ConfigOptions, Credentials, KeyOptions, LsOptions, OpenStatus, ReadSource, Repository,
+    RepositoryBackends, RepositoryOptions, SnapshotOptions, WriteBackend,
+};
+
+use crate::error::{ErrorKind, Kinded};
+use crate::secret::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("no repository at {location}: run `speechvault init` first")]
+    Missing { location: String },
+    #[error("a repository already exists at {location}")]
+    Exists { location: String },
+    #[error("wrong password for the repository at {location}")]
+    WrongPassword { location: String },
+    #[error("repository at {location}: {reason}")]
+    Rustic { location: String, reason: String },
+    #[error("repository at {location}: {source}")]
+    Io { location: String, source: std::io::Error },
+    #[error("repository at {location} is damaged: {reason}")]
+    Damaged { location: String, reason: String },
+    #[error("entries out of path order: {before:?} came before {after:?}")]
+    Order { before: PathBuf, after: PathBuf },
+}
+
+impl Kinded for RepoError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Missing { .. } | Self::Exists { .. } | Self::WrongPassword { .. } => ErrorKind::BadInput,
+            Self::Damaged { .. } => ErrorKind::Differences,
+            _ => ErrorKind::Failed,
+        }
+    }
+}
+
+pub type Result<T, E = RepoError> = std::result::Result<T, E>;
+
+/// Where a repository lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Local(PathBuf),
+}
+
+impl Location {
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Local(p) => p.display().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// An open repository.
+pub struct Vault {
+    location: Location,
+    backend: Arc<dyn WriteBackend>,
+    repo: Repository<OpenStatus>,
+    /// Kept to reopen cheaply: a password open runs the key derivation again.
+    key: rustic_core::repofile::MasterKey,
+}
+
+/// What to record in a new snapshot.
+#[derive(Debug, Clone)]
+pub struct SnapshotSpec {
+    /// The installation name; with label and paths it selects the parent chain.
+    pub host: String,
+    pub label: String,
+    pub tags: Vec<String>,
+    /// The one directory the snapshot holds, e.g. `/databases/stt-async`.
+    pub path: PathBuf,
+    pub description: Option<String>,
+}
+
+/// rustic's error, in one line: the message and its cause, without the report boilerplate.
+pub fn rustic_message(e: &rustic_core::RusticError) -> String {
+    let s = e.display_log();
+    let s = s.strip_prefix("Error: ").unwrap_or(&s);
+    s.replace(" (kind: related to ", " (").replace("\n", " ")
+}
+
+fn options() -> RepositoryOptions {
+    // No cache: one more place to clean, and local repositories do not need it.
+    RepositoryOptions::default().no_cache(true)
+}
+
+/// Checks that `paths` come in the order rustic's archiver needs (`Path::cmp`).
+pub fn check_path_order<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Result<()> {
+    let mut prev: Option<&Path> = None;
+    for p in paths {
+        if let Some(before) = prev
+            && before.cmp(p) != std::cmp::Ordering::Less
+        {
+            return Err(RepoError::Order { before: before.into(), after: p.into() });
+        }
+        prev = Some(p);
+    }
+    Ok(())
+}
+
+fn backend_for(location: &Location) -> Arc<dyn WriteBackend> {
+    match location {
+        Location::Local(p) => Arc::new(local::LocalStore::new(p)),
+    }
+}
+
+fn has_config(backend: &dyn WriteBackend, location: &Location) -> Result<bool> {
+    let list = backend
+        .list_with_size(rustic_core::FileType::Config)
+        .map_err(|e| RepoError::Rustic { location: location.describe(), reason: rustic_message(&e) })?;
+    Ok(!list.is_empty())
+}
+
+impl Vault {
+    fn err(&self, e: impl std::borrow::Borrow<rustic_core::RusticError>) -> RepoError {
+        RepoError::Rustic { location: self.location.describe(), reason: rustic_message(e.borrow()) }
+    }
+
+    /// Creates a new repository; a local one is private to its owner.
+    pub fn init(location: &Location, password: &Secret) -> Result<Self> {
+        let backend = backend_for(location);
+        let err = |e: Box<rustic_core::RusticError>| RepoError::Rustic {
+            location: location.describe(),
+            reason: rustic_message(&e),
+        };
+        if has_config(backend.as_ref(), location)? {
+            return Err(RepoError::Exists { location: location.describe() });
+        }
+        backend.create().map_err(err)?;
+        let repo = Repository::new(&options(), &RepositoryBackends::new(backend.clone(), None)).map_err(err)?;
+        let repo = repo
+            .init(&Credentials::password(password.expose()), &KeyOptions::default(), &ConfigOptions::default())
+            .map_err(err)?;
+        let key = repo.key();
+        Ok(Self { location: location.clone(), backend, repo, key })
+    }
+
+    /// Opens an existing repository.
+    pub fn open(location: &Location, password: &Secret) -> Result<Self> {
+        let backend = backend_for(location);
+        if !has_config(backend.as_ref(), location)? {
+            return Err(RepoError::Missing { location: location.describe() });
+        }
+        let keys = backend
+            .list(rustic_core::FileType::Key)
+            .map_err(|e| RepoError::Rustic { location: location.describe(), reason: rustic_message(&e) })?;
+        if keys.is_empty() {
+            return Err(RepoError::Damaged {
+                location: location.describe(),
+                reason: "it has a config file but no keys: it is not a usable restic repository".into(),
+            });
+        }
+        let repo = Repository::new(&options(), &RepositoryBackends::new(backend.clone(), None))
+            .map_err(|e| RepoError::Rustic { location: location.describe(), reason: rustic_message(&e) })?;
+        let repo = repo.open(&Credentials::password(password.expose())).map_err(|e| {
+            if e.is_incorrect_password() {
+                RepoError::WrongPassword { location: location.describe() }
+            } else {
+                RepoError::Rustic { location: location.describe(), reason: rustic_message(&e) }
+            }
+        })?;
+        let key = repo.key();
+        Ok(Self { location: location.clone(), backend, repo, key })
+    }
+
+    /// A second handle on the same repository, opened with the master key.
+    fn reopen(&self) -> Result<Repository<OpenStatus>> {
+        let repo = Repository::new(&options(), &RepositoryBackends::new(self.backend.clone(), None))
+            .map_err(|e| self.err(e))?;
+        repo.open(&Credentials::Masterkey(self.key.clone())).map_err(|e| self.err(e))
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Every snapshot in the repository.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotFile>> {
+        self.repo.get_all_snapshots().map_err(|e| self.err(e))
+    }
+
+    /// Writes one snapshot from `source`. `parent`: `None` forces a full read (no parent);
+    /// `Some(id)` uses that snapshot as parent.
+    pub fn archive<R>(&self, source: R, spec: &SnapshotSpec, parent: Option<String>) -> Result<SnapshotFile>
+    where
+        R: ReadSource + 'static,
+        <R as ReadSource>::Open: Send,
+        <R as ReadSource>::Iter: Send,
+    {
+        let repo = self.reopen()?.to_indexed_ids().map_err(|e| self.err(e))?;
+        let mut opts = SnapshotOptions::default().host(spec.host.clone()).label(spec.label.clone());
+        opts.description = spec.description.clone();
+        for t in &spec.tags {
+            opts = opts.add_tags(t).map_err(|e| self.err(e))?;
+        }
+        let snap = SnapshotFile::from_options(&opts).map_err(|e| self.err(e))?;
+        let mut backup = BackupOptions::default();
+        match parent {
+            None => backup.parent_opts.force = true,
+            Some(id) => backup.parent_opts.parents = vec![id],
+        }
+        repo.archive(&backup, &source, snap, std::slice::from_ref(&spec.path)).map_err(|e| self.err(e))
+    }
+
+    /// Removes snapshots (their data stays until a prune).
+    pub fn delete_snapshots(&self, ids: &[rustic_core::repofile::SnapshotId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.repo.delete_snapshots(ids).map_err(|e| self.err(e))
+    }
+
+    /// A reader over the repository as it is now (freshly indexed, so it sees new snapshots).
+    pub fn reader(&self) -> Result<VaultReader> {
+        // Reopen from scratch: an index built before our own writes misses their trees.
+        let repo = self.reopen()?.to_indexed().map_err(|e| self.err(e))?;
+        Ok(VaultReader { location: self.location.clone(), backend: self.backend.clone(), key: self.key.clone(), repo })
+    }
+
+    /// Runs rustic's structural check (and with `read_data`, reads every pack).
+    pub fn check(&self, read_data: bool) -> Result<()> {
+        let mut opts = rustic_core::CheckOptions::default();
+        if read_data {
+            opts = opts.read_data(true);
+        }
+        let results = self.repo.check(opts).map_err(|e| self.err(e))?;
+        results.is_ok().map_err(|e| self.err(e))
+    }
+}
+
+/// Read access to snapshots' files.
+pub struct VaultReader {
+    location: Location,
+    backend: Arc<dyn WriteBackend>,
+    key: rustic_core::repofile::MasterKey,
+    repo: Repository<rustic_core::IndexedFullStatus>,
+}
+
+impl VaultReader {
+    fn err(&self, e: impl std::borrow::Borrow<rustic_core::RusticError>) -> RepoError {
+        RepoError::Rustic { location: self.location.describe(), reason: rustic_message(e.borrow()) }
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Every file in the snapshot, with its absolute path inside the snapshot.
+    pub fn files(&self, snap: &SnapshotFile) -> Result<Vec<(PathBuf, Node)>> {
+        let root = self.repo.node_from_snapshot_and_path(snap, "").map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in self.repo.ls(&root, &LsOptions::default()).map_err(|e| self.err(e))? {
+            let (path, node) = item.map_err(|e| self.err(e))?;
+            if node.is_file() {
+                out.push((Path::new("/").join(path), node));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The node at `path` inside a snapshot.
+    pub fn node(&self, snap: &SnapshotFile, path: &str) -> Result<Node> {
+        self.repo.node_from_snapshot_and_path(snap, path).map_err(|e| self.err(e))
+    }
+
+    /// Streams a file's content into `w`; every blob is authenticated on the way.
+    pub fn dump(&self, node: &Node, w: &mut impl Write) -> Result<()> {
+        self.repo.dump(node, w).map_err(|e| self.err(e))
+    }
+
+    /// A whole (small) file in memory.
+    pub fn read(&self, snap: &SnapshotFile, path: &str) -> Result<Vec<u8>> {
+        let node = self.node(snap, path)?;
+        let mut buf = Vec::with_capacity(node.meta.size as usize);
+        self.dump(&node, &mut buf)?;
+        Ok(buf)
+    }
+}

@@ -1,0 +1,218 @@
+//! Objects back into their buckets.
+//!
+//! Each object streams out of the repository (every blob authenticated) into an upload with
+//! `Content-MD5` (multipart above 16 MiB), with its content type and user metadata; the ETag
+//! the server answers is checked against the one its bytes imply. With `--resume` and
+//! `--clean`, an object already on the target with the same size is read back and kept when
+//! its SHA-256, content type and metadata match; `--clean` then deletes what the backup does
+//! not hold. Every key written is recorded, so a rollback deletes exactly those.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use super::checks::snapshot_of;
+use super::{BucketRestored, Job, RestoreError, TargetMode};
+use crate::manifest::{BucketEntry, ObjectEntry};
+use crate::objstore::{ObjStoreError, ObjectInfo, ObjectStore, PutOptions};
+use crate::progress::Progress;
+use crate::repository::VaultReader;
+
+/// Sends what rustic's `dump` writes into a channel, in chunks of about 1 MiB.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+    bytes: u64,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        self.bytes += data.len() as u64;
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::take(&mut self.buf));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::other("upload stopped"))
+    }
+}
+
+/// Whether the object on the target is already exactly the backed-up one.
+async fn identical(
+    store: &ObjectStore,
+    bucket: &str,
+    e: &ObjectEntry,
+    listed: &ObjectInfo,
+) -> Result<bool, ObjStoreError> {
+    if listed.size != e.size {
+        return Ok(false);
+    }
+    let mut body = match store.get_object(bucket, &e.key, Some(listed)).await {
+        Ok(b) => b,
+        Err(err) if err.is_gone_or_changed() => return Ok(false),
+        Err(err) => return Err(err),
+    };
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = body.chunk().await? {
+        hasher.update(&chunk);
+    }
+    let same_bytes = hex::encode(hasher.finalize()) == e.sha256;
+    Ok(same_bytes && crate::verify::header_differences(&e.key, &e.content_type, &e.metadata, &body.head).is_empty())
+}
+
+/// Step 5 for one bucket.
+pub(crate) async fn restore_bucket(
+    job: &Job<'_>,
+    name: &str,
+    entry: &BucketEntry,
+) -> Result<BucketRestored, RestoreError> {
+    let Job { reader, set, store, opts, progress, touched, .. } = *job;
+    let snap = snapshot_of(set, &entry.snapshot)?.clone();
+    let files = {
+        let r = reader.clone();
+        tokio::task::spawn_blocking(move || r.files(&snap))
+            .await
+            .map_err(|e| RestoreError::Internal(e.to_string()))??
+    };
+    let nodes: HashMap<String, rustic_core::repofile::Node> =
+        files.into_iter().map(|(p, n)| (p.display().to_string(), n)).collect();
+    let existed = store.bucket_exists(name).await?;
+    if !existed {
+        store.create_bucket(name).await?;
+        if let Ok(mut t) = touched.lock() {
+            t.buckets_created.push(name.to_string());
+        }
+    }
+    // What is there already matters when resuming or replacing.
+    let present: HashMap<String, ObjectInfo> = if existed && (opts.resume || opts.mode == TargetMode::Clean) {
+        store.list_all(name, "").await?.into_iter().map(|o| (o.key.clone(), o)).collect()
+    } else {
+        HashMap::new()
+    };
+    let mut work = Vec::with_capacity(entry.entries.len());
+    for e in &entry.entries {
+        let node = nodes.get(&e.path).cloned().ok_or_else(|| RestoreError::Damaged {
+            what: format!("bucket {}", entry.source_name),
+            reason: format!("object {:?} (file {}) is missing from snapshot {}", e.key, e.path, entry.snapshot),
+        })?;
+        work.push((e, node));
+    }
+    let kept = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let first = Arc::new(std::sync::Once::new());
+    let mut uploads = futures_util::stream::iter(work.into_iter().map(|(e, node)| {
+        let (present, kept, first) = (&present, kept.clone(), first.clone());
+        async move {
+            if let Some(listed) = present.get(&e.key)
+                && identical(store, name, e, listed).await.map_err(|err| format!("{:?}: {err}", e.key))?
+            {
+                kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                progress.add_bytes(e.size);
+                progress.item_done();
+                return Ok(());
+            }
+            restore_object(reader.clone(), store, name, e, node, progress)
+                .await
+                .map_err(|err| format!("{:?}: {err}", e.key))?;
+            if let Ok(mut t) = touched.lock() {
+                t.keys_written.entry(name.to_string()).or_default().push(e.key.clone());
+            }
+            first.call_once(|| crate::interrupt::pause_point("restore:objects"));
+            Ok::<(), String>(())
+        }
+    }))
+    .buffer_unordered(opts.parallel.max(1));
+    let mut failures = Vec::new();
+    while let Some(r) = uploads.next().await {
+        if let Err(msg) = r {
+            failures.push(msg);
+            // Stop starting new transfers after a burst of failures; report what failed.
+            if failures.len() >= 50 {
+                break;
+            }
+        }
+    }
+    drop(uploads);
+    if !failures.is_empty() {
+        return Err(RestoreError::Objects {
+            bucket: name.into(),
+            count: failures.len(),
+            summary: crate::error::summarize(&failures, 3),
+            failures,
+        });
+    }
+    let mut deleted = 0;
+    if opts.mode == TargetMode::Clean {
+        let wanted: HashSet<&str> = entry.entries.iter().map(|e| e.key.as_str()).collect();
+        let extra: Vec<String> = present.keys().filter(|k| !wanted.contains(k.as_str())).cloned().collect();
+        deleted = store.delete_keys(name, &extra, opts.parallel).await?;
+    }
+    Ok(BucketRestored {
+        name: name.to_string(),
+        objects: entry.objects,
+        bytes: entry.bytes,
+        kept: kept.load(std::sync::atomic::Ordering::Relaxed),
+        deleted,
+    })
+}
+
+async fn restore_object(
+    reader: Arc<VaultReader>,
+    store: &ObjectStore,
+    bucket: &str,
+    e: &ObjectEntry,
+    node: rustic_core::repofile::Node,
+    progress: &Progress,
+) -> Result<(), RestoreError> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let expected = e.size;
+    let dumper = tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK.min(expected as usize)), bytes: 0 };
+        let result =
+            reader.dump(&node, &mut w).map_err(|e| e.to_string()).and_then(|()| w.flush().map_err(|e| e.to_string()));
+        let verdict = match result {
+            Err(msg) => Err(msg),
+            Ok(()) if w.bytes != expected => Err(format!("repository gave {} bytes, expected {expected}", w.bytes)),
+            Ok(()) => Ok(()),
+        };
+        if let Err(msg) = &verdict {
+            // The upload sees the error before its end and abandons the object.
+            let _ = tx.blocking_send(Err(std::io::Error::other(msg.clone())));
+        }
+        verdict
+    });
+    let opts = PutOptions { content_type: e.content_type.clone(), metadata: e.metadata.clone() };
+    let p = progress.clone();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).map(
+        move |item| {
+            if let Ok(b) = &item {
+                p.add_bytes(b.len() as u64);
+            }
+            item
+        },
+    );
+    let uploaded = store.upload_stream(bucket, &e.key, &opts, Box::pin(stream)).await;
+    let dumped = dumper.await.map_err(|err| RestoreError::Internal(err.to_string()))?;
+    let fail = |reason: String| RestoreError::Object { bucket: bucket.into(), key: e.key.clone(), reason };
+    dumped.map_err(fail)?;
+    let uploaded = uploaded.map_err(|err| fail(err.to_string()))?;
+    if uploaded.etag_confirms() == Some(false) {
+        return Err(fail(format!(
+            "the server stored it with ETag {}, but its bytes give {}",
+            uploaded.etag, uploaded.expected_etag
+        )));
+    }
+    progress.item_done();
+    Ok(())
+}

@@ -1,0 +1,472 @@
+//! A bucket as a rustic source: objects fetched ahead in parallel, digested while they stream.
+//!
+//! rustic stores the size an entry declares, so an entry is handed to the archiver only once
+//! its GET has answered and the version being read is known. That is what makes a live
+//! installation safe to back up: an object deleted between the listing and its GET is
+//! re-listed and, if gone, left out and recorded as vanished; an object overwritten in between
+//! is re-listed and its new version is read (a bounded number of times). Every GET is pinned
+//! to the listed ETag and size ([`ObjectStore::get_object`]).
+//!
+//! The prefetcher hands the archiver one slot per object, in archive order, through a channel
+//! bounded by the number of parallel transfers; a transfer slot is freed only when the
+//! archiver has read its object, so memory stays within `parallel` objects' chunks.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rustic_core::repofile::Node;
+use rustic_core::{ReadSource, ReadSourceEntry, RusticResult};
+use sha2::{Digest, Sha256};
+
+use super::{Failures, drain, file_meta, file_node};
+use crate::interrupt::Stop;
+use crate::objstore::{ObjectHead, ObjectInfo, ObjectStore};
+
+/// How often an object that changed under us is re-listed before the backup gives up on it.
+const MAX_RELISTS: u32 = 3;
+
+/// Where an object's content lives in a bucket snapshot: `<root>/<h0h1>/<sha256(key)>`.
+///
+/// S3 keys are not paths (`a` and `a/b` are both objects; `..`, `.` and empty segments; a
+/// trailing `/`; segments over 255 bytes), so keys are not used as paths at all. The digest
+/// layout is injective for every key and spreads objects evenly over 256 directories (each
+/// directory is one tree object in memory: about 4,000 entries per million objects, where a
+/// deeper fan-out would cost one tree load per object on every incremental run). The key
+/// itself is kept in the file's `user.s3.key` attribute and in the manifest.
+pub fn object_path(root: &Path, key: &str) -> PathBuf {
+    let h = hex::encode(Sha256::digest(key.as_bytes()));
+    root.join(&h[..2]).join(&h)
+}
+
+/// One object to back up, with its place in the snapshot.
+#[derive(Debug, Clone)]
+pub struct PlannedObject {
+    pub info: ObjectInfo,
+    pub path: PathBuf,
+}
+
+/// Sorts objects into the order the archiver needs.
+pub fn plan_objects(root: &Path, objects: Vec<ObjectInfo>) -> Vec<PlannedObject> {
+    let mut planned: Vec<PlannedObject> =
+        objects.into_iter().map(|info| PlannedObject { path: object_path(root, &info.key), info }).collect();
+    planned.sort_by(|a, b| a.path.cmp(&b.path));
+    planned
+}
+
+/// An object as it was backed up: the version (possibly newer than the listing), its
+/// SHA-256 and headers.
+#[derive(Debug, Clone)]
+pub struct ReadObject {
+    pub info: ObjectInfo,
+    pub sha256: String,
+    pub head: ObjectHead,
+}
+
+/// What became of one planned object.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Read(Box<ReadObject>),
+    /// Deleted between the listing and its GET.
+    Vanished,
+}
+
+/// Outcomes by position in the plan, filled in as objects finish.
+pub type Outcomes = Arc<Mutex<Vec<Option<Outcome>>>>;
+
+/// A fixed pseudo-time derived from an ETag, stored as the node's ctime: rustic reuses a
+/// parent's content only when size, mtime and ctime all match, so an object rewritten with the
+/// same size within the same second (same last-modified) still counts as changed.
+pub fn etag_time(etag: &str) -> jiff::Timestamp {
+    let h = Sha256::digest(etag.as_bytes());
+    let secs = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    jiff::Timestamp::from_second(i64::from(secs)).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+fn node_for(path: &Path, info: &ObjectInfo) -> Node {
+    let mtime = info.last_modified.parse::<jiff::Timestamp>().ok();
+    let meta = file_meta(
+        info.size,
+        mtime,
+        Some(etag_time(&info.etag)),
+        &[("user.s3.key", info.key.as_bytes()), ("user.s3.etag", info.etag.as_bytes())],
+    );
+    file_node(path, meta)
+}
+
+/// What a fetch task tells the archiver about its object.
+enum Msg {
+    /// The GET answered: this version's bytes follow.
+    Head(ObjectInfo),
+    Data(Bytes),
+    Failed(String),
+    Vanished,
+    /// The object is complete. Carries the transfer slot, so the slot is freed only when the
+    /// archiver has read the whole object.
+    End(#[allow(dead_code, reason = "held only so that dropping it frees the slot")] tokio::sync::OwnedSemaphorePermit),
+}
+
+/// One object, in archive order.
+enum Slot {
+    /// Unchanged since the previous backup: rustic takes the content from the parent.
+    Known { index: usize, path: PathBuf, info: ObjectInfo },
+    /// Being fetched: the first message says which version, or that it is gone.
+    Fetch { path: PathBuf, key: String, rx: tokio::sync::mpsc::Receiver<Msg>, last: bool },
+}
+
+/// Reads one object's bytes as the prefetcher delivers them.
+pub struct ObjectReader {
+    key: String,
+    rx: tokio::sync::mpsc::Receiver<Msg>,
+    cur: Bytes,
+    read: u64,
+    expected: u64,
+    done: bool,
+    last: bool,
+    failures: Failures,
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some(n) = drain(&mut self.cur, buf) {
+                return Ok(n);
+            }
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Msg::Data(b)) => {
+                    if self.read == 0 {
+                        crate::interrupt::pause_point("backup:objects");
+                    }
+                    self.read += b.len() as u64;
+                    self.cur = b;
+                }
+                Some(Msg::Failed(msg)) => {
+                    self.done = true;
+                    self.failures.record(format!("object {:?}: {msg}", self.key));
+                    return Err(std::io::Error::other(msg));
+                }
+                Some(Msg::End(_)) | None | Some(Msg::Head(_)) | Some(Msg::Vanished) => {
+                    self.done = true;
+                    if self.read != self.expected {
+                        let msg = format!("object {:?}: got {} of {} bytes", self.key, self.read, self.expected);
+                        self.failures.record(msg.clone());
+                        return Err(std::io::Error::other(msg));
+                    }
+                    if self.last {
+                        // The archiver now finishes the bucket's packs and snapshot.
+                        crate::interrupt::pause_point("backup:snapshot");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How the archiver gets an object's bytes.
+pub enum ObjectOpen {
+    /// Fetched ahead by the prefetcher.
+    Ahead(ObjectReader),
+    /// Unchanged since the previous backup: fetched only if rustic does read it (its parent
+    /// snapshot lacks the content), which normally never happens.
+    Lazy(Box<LazyReader>),
+}
+
+impl Read for ObjectOpen {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Ahead(r) => r.read(buf),
+            Self::Lazy(r) => r.read(buf),
+        }
+    }
+}
+
+/// Reads an object on demand, from a thread outside the runtime.
+pub struct LazyReader {
+    handle: tokio::runtime::Handle,
+    store: ObjectStore,
+    bucket: String,
+    info: ObjectInfo,
+    index: usize,
+    outcomes: Outcomes,
+    failures: Failures,
+    body: Option<crate::objstore::ObjectBody>,
+    cur: Bytes,
+    hasher: Sha256,
+    done: bool,
+}
+
+impl LazyReader {
+    fn fail(&mut self, msg: String) -> std::io::Error {
+        self.done = true;
+        self.failures.record(format!("object {:?}: {msg}", self.info.key));
+        std::io::Error::other(msg)
+    }
+}
+
+impl Read for LazyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some(n) = drain(&mut self.cur, buf) {
+                return Ok(n);
+            }
+            if self.done {
+                return Ok(0);
+            }
+            if self.body.is_none() {
+                let got = self.handle.block_on(self.store.get_object(&self.bucket, &self.info.key, Some(&self.info)));
+                match got {
+                    Ok(b) => self.body = Some(b),
+                    Err(e) => return Err(self.fail(e.to_string())),
+                }
+            }
+            let Some(body) = self.body.as_mut() else { return Ok(0) };
+            match self.handle.block_on(body.chunk()) {
+                Ok(Some(c)) => {
+                    self.hasher.update(&c);
+                    self.cur = c;
+                }
+                Ok(None) => {
+                    self.done = true;
+                    let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+                    let head = body.head.clone();
+                    if let Ok(mut d) = self.outcomes.lock() {
+                        d[self.index] =
+                            Some(Outcome::Read(Box::new(ReadObject { info: self.info.clone(), sha256, head })));
+                    }
+                }
+                Err(e) => return Err(self.fail(e.to_string())),
+            }
+        }
+    }
+}
+
+/// The objects of one bucket, in archive order.
+pub struct BucketSource {
+    slots: Mutex<Option<tokio::sync::mpsc::Receiver<Slot>>>,
+    ctx: Arc<IterContext>,
+    total: u64,
+}
+
+struct IterContext {
+    handle: tokio::runtime::Handle,
+    store: ObjectStore,
+    bucket: String,
+    outcomes: Outcomes,
+    failures: Failures,
+    stop: Stop,
+}
+
+pub struct BucketIter {
+    slots: Option<tokio::sync::mpsc::Receiver<Slot>>,
+    ctx: Arc<IterContext>,
+}
+
+impl Iterator for BucketIter {
+    type Item = RusticResult<ReadSourceEntry<ObjectOpen>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.ctx.stop.is_stopped() {
+                self.ctx.failures.record(format!("bucket {}: interrupted", self.ctx.bucket));
+                self.slots = None;
+                return None;
+            }
+            let slot = self.slots.as_mut()?.blocking_recv()?;
+            match slot {
+                Slot::Known { index, path, info } => {
+                    let node = node_for(&path, &info);
+                    let open = ObjectOpen::Lazy(Box::new(LazyReader {
+                        handle: self.ctx.handle.clone(),
+                        store: self.ctx.store.clone(),
+                        bucket: self.ctx.bucket.clone(),
+                        info,
+                        index,
+                        outcomes: self.ctx.outcomes.clone(),
+                        failures: self.ctx.failures.clone(),
+                        body: None,
+                        cur: Bytes::new(),
+                        hasher: Sha256::new(),
+                        done: false,
+                    }));
+                    return Some(Ok(ReadSourceEntry { path, node, open: Some(open) }));
+                }
+                Slot::Fetch { path, key, mut rx, last } => match rx.blocking_recv() {
+                    Some(Msg::Head(info)) => {
+                        let node = node_for(&path, &info);
+                        let open = ObjectOpen::Ahead(ObjectReader {
+                            key,
+                            rx,
+                            cur: Bytes::new(),
+                            read: 0,
+                            expected: info.size,
+                            done: false,
+                            last,
+                            failures: self.ctx.failures.clone(),
+                        });
+                        return Some(Ok(ReadSourceEntry { path, node, open: Some(open) }));
+                    }
+                    Some(Msg::Vanished) => continue,
+                    Some(Msg::Failed(msg)) => self.ctx.failures.record(format!("object {key:?}: {msg}")),
+                    None | Some(Msg::Data(_)) | Some(Msg::End(_)) => {
+                        self.ctx.failures.record(format!("object {key:?}: the transfer ended without an answer"))
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl ReadSource for BucketSource {
+    type Open = ObjectOpen;
+    type Iter = BucketIter;
+
+    fn size(&self) -> RusticResult<Option<u64>> {
+        Ok(Some(self.total))
+    }
+
+    fn entries(&self) -> Self::Iter {
+        let slots = self.slots.lock().ok().and_then(|mut s| s.take());
+        if slots.is_none() {
+            self.ctx.failures.record(format!("bucket {}: entries were already consumed", self.ctx.bucket));
+        }
+        BucketIter { slots, ctx: self.ctx.clone() }
+    }
+}
+
+/// Where fetched bytes are reported (progress, rate accounting).
+pub type ByteCounter = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Builds the source for `planned` objects and starts fetching them, `parallel` at a time, on
+/// the current tokio runtime.
+///
+/// `known[i]` is what the previous backup recorded for object `i` when it is unchanged since
+/// (same key, size, ETag and last-modified): such objects are not fetched, since rustic takes
+/// their content from the parent snapshot; their outcome comes from `known`.
+#[allow(clippy::too_many_arguments)]
+pub fn bucket_source(
+    store: &ObjectStore,
+    bucket: &str,
+    planned: Vec<PlannedObject>,
+    known: Vec<Option<Outcome>>,
+    parallel: usize,
+    failures: &Failures,
+    progress: Option<ByteCounter>,
+    stop: Stop,
+) -> (BucketSource, Outcomes) {
+    let total = planned.iter().map(|p| p.info.size).sum();
+    let outcomes: Outcomes = Arc::new(Mutex::new(known));
+    let parallel = parallel.max(1);
+    let (slot_tx, slot_rx) = tokio::sync::mpsc::channel::<Slot>(parallel);
+    let ctx = Arc::new(IterContext {
+        handle: tokio::runtime::Handle::current(),
+        store: store.clone(),
+        bucket: bucket.to_string(),
+        outcomes: outcomes.clone(),
+        failures: failures.clone(),
+        stop: stop.clone(),
+    });
+    let (store, bucket, outs) = (store.clone(), bucket.to_string(), outcomes.clone());
+    tokio::spawn(async move {
+        let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
+        let n = planned.len();
+        for (i, p) in planned.into_iter().enumerate() {
+            if stop.is_stopped() {
+                return;
+            }
+            let unchanged = outs.lock().map(|o| o[i].is_some()).unwrap_or(false);
+            if unchanged {
+                if slot_tx.send(Slot::Known { index: i, path: p.path, info: p.info }).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            let Ok(permit) = sem.clone().acquire_owned().await else {
+                return;
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(8);
+            let slot = Slot::Fetch { path: p.path, key: p.info.key.clone(), rx, last: i + 1 == n };
+            if slot_tx.send(slot).await.is_err() {
+                return;
+            }
+            let (store, bucket, outs, progress) = (store.clone(), bucket.clone(), outs.clone(), progress.clone());
+            tokio::spawn(async move {
+                fetch(&store, &bucket, p.info, i, &outs, tx, permit, progress.as_deref()).await;
+            });
+        }
+    });
+    (BucketSource { slots: Mutex::new(Some(slot_rx)), ctx, total }, outcomes)
+}
+
+/// Fetches one object into `tx`, re-listing it when it changed or vanished since the listing.
+#[allow(clippy::too_many_arguments)]
+async fn fetch(
+    store: &ObjectStore,
+    bucket: &str,
+    mut info: ObjectInfo,
+    index: usize,
+    outcomes: &Outcomes,
+    tx: tokio::sync::mpsc::Sender<Msg>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    progress: Option<&(dyn Fn(u64) + Send + Sync)>,
+) {
+    let mut relists = 0;
+    let mut body = loop {
+        match store.get_object(bucket, &info.key, Some(&info)).await {
+            Ok(body) => break body,
+            Err(e) if e.is_gone_or_changed() && relists < MAX_RELISTS => {
+                relists += 1;
+                tracing::info!(bucket, key = %info.key, "object changed or vanished since the listing ({e}); listing it again");
+                match store.find_object(bucket, &info.key).await {
+                    Ok(Some(now)) => info = now,
+                    Ok(None) => {
+                        if let Ok(mut o) = outcomes.lock() {
+                            o[index] = Some(Outcome::Vanished);
+                        }
+                        let _ = tx.send(Msg::Vanished).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Msg::Failed(e.to_string())).await;
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Msg::Failed(e.to_string())).await;
+                return;
+            }
+        }
+    };
+    if tx.send(Msg::Head(info.clone())).await.is_err() {
+        return;
+    }
+    let mut hasher = Sha256::new();
+    loop {
+        match body.chunk().await {
+            Ok(Some(chunk)) => {
+                hasher.update(&chunk);
+                let n = chunk.len() as u64;
+                if tx.send(Msg::Data(chunk)).await.is_err() {
+                    return;
+                }
+                if let Some(p) = progress {
+                    p(n);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx.send(Msg::Failed(e.to_string())).await;
+                return;
+            }
+        }
+    }
+    let sha256 = hex::encode(hasher.finalize());
+    if let Ok(mut o) = outcomes.lock() {
+        o[index] = Some(Outcome::Read(Box::new(ReadObject { info, sha256, head: body.head.clone() })));
+    }
+    let _ = tx.send(Msg::End(permit)).await;
+}
