@@ -60,6 +60,10 @@ pub enum SandboxCmd {
         /// PostgreSQL accepts TLS connections only (self-signed; clients use verify-full).
         #[arg(long)]
         pg_tls: bool,
+        /// PostgreSQL also requires client certificates (implies --pg-tls); the sandbox's
+        /// config section names the certificate and key.
+        #[arg(long)]
+        pg_client_certs: bool,
         #[command(flatten)]
         behaviour: BehaviourArgs,
     },
@@ -146,6 +150,7 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
             empty,
             tls,
             pg_tls,
+            pg_client_certs,
             behaviour,
         } => {
             let exe = std::env::current_exe()?;
@@ -161,6 +166,7 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
             opts.seed_data = !empty;
             opts.tls = tls;
             opts.pg_tls = pg_tls;
+            opts.pg_client_certs = pg_client_certs;
             opts.s3_behaviour = behaviour.resolve()?;
             if let Some(endpoint) = s3_endpoint {
                 let access_key = std::env::var("AWS_ACCESS_KEY_ID").map_err(|_| {

@@ -173,7 +173,6 @@ async fn restic_reads_the_repository_and_the_dump_parts_have_exact_sizes() {
     assert!(listed.status.success(), "{}", stderr(&listed));
 }
 
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_component_that_is_not_installed_fails_before_anything_is_written() {
     let a = TestInstallation::start_with(exe(), "partial", Scale::Tiny, 2, |o| o.components = vec!["sttAsync".into()])

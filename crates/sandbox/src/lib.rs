@@ -107,6 +107,9 @@ pub struct PgInfo {
     /// With `--pg-tls`: the server's self-signed certificate; clients use verify-full.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// With `--pg-client-certs`: the certificate and key clients present.
+    #[serde(default)]
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,6 +144,10 @@ impl SandboxInfo {
         if let Some(ca) = &self.postgres.ca_file {
             cfg.sslmode = speechvault::pg::SslMode::VerifyFull;
             cfg.ca_file = Some(ca.clone());
+        }
+        if let Some((cert_file, key_file)) = &self.postgres.client_cert {
+            cfg.client_cert =
+                Some(speechvault::tls::ClientCert { cert_file: cert_file.clone(), key_file: key_file.clone() });
         }
         Ok(cfg)
     }
@@ -205,6 +212,10 @@ impl SandboxInfo {
             extra.push("export PGSSLMODE='verify-full'\n".to_string());
             extra.push(format!("export PGSSLROOTCERT={}\n", q(&p.display().to_string())));
         }
+        if let Some((cert, key)) = &self.postgres.client_cert {
+            extra.push(format!("export PGSSLCERT={}\n", q(&cert.display().to_string())));
+            extra.push(format!("export PGSSLKEY={}\n", q(&key.display().to_string())));
+        }
         Ok([
             ("PGHOST", self.postgres.host.clone()),
             ("PGPORT", self.postgres.port.to_string()),
@@ -250,6 +261,13 @@ impl SandboxInfo {
                 None => String::new(),
             },
         );
+        if let Some((cert, key)) = &self.postgres.client_cert {
+            s.push_str(&format!(
+                "postgres.cert_file = {:?}\npostgres.key_file = {:?}\n",
+                cert.display().to_string(),
+                key.display().to_string()
+            ));
+        }
         if let Some(ca) = &self.s3.ca_file {
             s.push_str(&format!("s3.ca_file = {:?}\n", ca.display().to_string()));
         }
@@ -289,6 +307,10 @@ pub struct UpOptions {
     pub tls: bool,
     /// PostgreSQL accepts TLS connections only, with a self-signed certificate.
     pub pg_tls: bool,
+    /// Names in PostgreSQL's certificate (default 127.0.0.1 and localhost).
+    pub pg_tls_names: Vec<String>,
+    /// PostgreSQL also requires a client certificate (implies `pg_tls`).
+    pub pg_client_certs: bool,
     /// How our S3 server behaves (listing encoding, default content type...).
     pub s3_behaviour: s3server::Behaviour,
 }
@@ -321,6 +343,8 @@ impl UpOptions {
             seed_data: true,
             tls: false,
             pg_tls: false,
+            pg_tls_names: vec!["127.0.0.1".into(), "localhost".into()],
+            pg_client_certs: false,
             s3_behaviour: s3server::Behaviour::default(),
         }
     }
@@ -594,9 +618,20 @@ async fn build(
 
     let pg = pgcluster::PgCluster { bindir: bindir.clone(), dir: dir.clone(), port: pg_port };
     pg.init(&opts.pg_user, &pg_password)?;
-    let pg_ca = if opts.pg_tls {
-        let (cert, key) = s3server::self_signed_cert()?;
-        pg.enable_tls(&cert, &key)?;
+    let mut pg_client = None;
+    let pg_ca = if opts.pg_tls || opts.pg_client_certs {
+        let (cert, key) = s3server::self_signed_cert_for(&opts.pg_tls_names)?;
+        let client_ca = if opts.pg_client_certs {
+            let (ca, client_cert, client_key) = s3server::client_cert(&opts.pg_user)?;
+            let (cp, kp) = (secrets.join("pg-client.crt"), secrets.join("pg-client.key"));
+            write_private(&cp, client_cert.as_bytes())?;
+            write_private(&kp, client_key.as_bytes())?;
+            pg_client = Some((cp, kp));
+            Some(ca)
+        } else {
+            None
+        };
+        pg.enable_tls(&cert, &key, client_ca.as_deref())?;
         let path = secrets.join("pg-tls.pem");
         write_private(&path, cert.as_bytes())?;
         Some(path)
@@ -648,6 +683,7 @@ async fn build(
             passfile,
             bindir,
             ca_file: pg_ca,
+            client_cert: pg_client,
         },
         s3: S3Info {
             endpoint,

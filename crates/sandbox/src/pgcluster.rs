@@ -149,10 +149,16 @@ impl PgCluster {
         Ok(())
     }
 
-    /// Makes the (stopped) cluster accept TLS connections only, with this certificate and key.
-    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), SandboxError> {
+    /// Makes the (stopped) cluster accept TLS connections only, with this certificate and key;
+    /// with `client_ca`, clients must also present a certificate signed by it (whose common
+    /// name is their user name).
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str, client_ca: Option<&str>) -> Result<(), SandboxError> {
         let data = self.data_dir();
-        for (name, content) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+        let mut files = vec![("server.crt", cert_pem), ("server.key", key_pem)];
+        if let Some(ca) = client_ca {
+            files.push(("client-ca.crt", ca));
+        }
+        for (name, content) in files {
             let path = data.join(name);
             let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&path)?;
             f.write_all(content.as_bytes())?;
@@ -165,7 +171,18 @@ impl PgCluster {
             .append(true)
             .open(data.join("postgresql.conf"))?
             .write_all(b"ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")?;
-        let hba = "# speechvault sandbox: TLS password logins over loopback only\nhostssl all all 127.0.0.1/32 scram-sha-256\n";
+        let hba = match client_ca {
+            None => "# speechvault sandbox: TLS password logins over loopback only\nhostssl all all 127.0.0.1/32 scram-sha-256\n".to_string(),
+            Some(_) => {
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(data.join("postgresql.conf"))?
+                    .write_all(b"ssl_ca_file = 'client-ca.crt'\n")?;
+                "# speechvault sandbox: TLS password logins with client certificates over loopback only\n\
+                 hostssl all all 127.0.0.1/32 scram-sha-256 clientcert=verify-full\n"
+                    .to_string()
+            }
+        };
         std::fs::write(data.join("pg_hba.conf"), hba)?;
         Ok(())
     }

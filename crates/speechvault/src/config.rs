@@ -223,8 +223,11 @@ impl Config {
 
     /// Parses a config's text; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let file: ConfigFile =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), at: toml_position(text, &e), message: one_line(e.message()) })?;
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            at: toml_position(text, &e),
+            message: one_line(e.message()),
+        })?;
         for (name, inst) in &file.installations {
             validate_installation_names(name, inst)?;
         }
@@ -291,6 +294,15 @@ impl Config {
 
 /// Builds an [`Installation`] from its file section and the environment.
 pub fn resolve(name: &str, f: &InstallationFile) -> Result<Installation, ConfigError> {
+    resolve_with(name, f, &env)
+}
+
+/// [`resolve`] with the environment given as a lookup (tests pass their own).
+pub fn resolve_with(
+    name: &str,
+    f: &InstallationFile,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Installation, ConfigError> {
     let bad = |reason: &str| ConfigError::Installation { name: name.into(), reason: reason.into() };
     let derived_s3 = f.release.as_ref().map(|r| match &f.namespace {
         Some(ns) => format!("https://{r}-ibm-minio-svc.{ns}:9000"),
@@ -539,5 +551,30 @@ bucket_suffix = "ibm-speech-zen"
                 Err(e) => proptest::prop_assert!(port.is_some_and(|p| p > 65535) || e.to_string().contains(&name), "{}", e),
             }
         }
+    }
+
+    #[test]
+    fn a_session_token_goes_only_with_keys_from_the_environment() {
+        let env = |n: &str| {
+            match n {
+                "AWS_ACCESS_KEY_ID" => Some("ENVKEY"),
+                "AWS_SECRET_ACCESS_KEY" => Some("envsecret"),
+                "AWS_SESSION_TOKEN" => Some("token"),
+                "AWS_ENDPOINT_URL" => Some("http://127.0.0.1:9"),
+                "PGHOST" => Some("h"),
+                "PGUSER" => Some("u"),
+                _ => None,
+            }
+            .map(String::from)
+        };
+        let from_env = InstallationFile::default();
+        let inst = resolve_with("a", &from_env, &env).unwrap();
+        assert_eq!(inst.s3.access_key, "ENVKEY");
+        assert!(inst.s3.session_token.is_some(), "keys from the environment keep their token");
+        let mut from_file = InstallationFile::default();
+        from_file.s3.access_key = Some("FILEKEY".into());
+        from_file.s3.secret_key = Some(Secret::new("filesecret"));
+        let inst = resolve_with("a", &from_file, &env).unwrap();
+        assert!(inst.s3.session_token.is_none(), "a token never goes with keys from the config");
     }
 }

@@ -152,3 +152,77 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
     use std::io::Read;
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn manifest_with(keys: Vec<(String, u64)>, format: u32) -> Manifest {
+        let entries = keys
+            .into_iter()
+            .map(|(key, size)| ObjectEntry {
+                path: format!("/buckets/b/{}", key.len()),
+                key,
+                size,
+                etag: "e".into(),
+                last_modified: "2024-01-01T00:00:00Z".into(),
+                sha256: "s".into(),
+                content_type: None,
+                metadata: BTreeMap::new(),
+            })
+            .collect::<Vec<_>>();
+        Manifest {
+            format,
+            tool: "t".into(),
+            backup_id: "id".into(),
+            installation: "i".into(),
+            started: "s".into(),
+            finished: "f".into(),
+            source: SourceInfo {
+                s3_endpoint: "e".into(),
+                postgres: "p".into(),
+                postgres_version: "15".into(),
+                postgres_user: "u".into(),
+                postgres_version_num: Some(150000),
+            },
+            components: vec![],
+            databases: BTreeMap::new(),
+            buckets: BTreeMap::from([(
+                "b".to_string(),
+                BucketEntry {
+                    source_name: "b".into(),
+                    snapshot: "x".into(),
+                    path: "/buckets/b".into(),
+                    objects: entries.len() as u64,
+                    bytes: 0,
+                    entries,
+                    vanished: vec![],
+                },
+            )]),
+            instance_ids: vec![],
+        }
+    }
+
+    proptest! {
+        /// Whatever a manifest holds (any key), it reads back as written.
+        #[test]
+        fn manifests_round_trip(keys in proptest::collection::vec(("(?s).{0,64}", any::<u64>()), 0..20)) {
+            let m = manifest_with(keys, FORMAT);
+            let raw = serde_json::to_vec_pretty(&m).unwrap();
+            prop_assert_eq!(Manifest::parse(&raw).unwrap(), m);
+        }
+
+        /// Damaged bytes give an error, never a panic.
+        #[test]
+        fn damaged_manifests_fail_cleanly(raw in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = Manifest::parse(&raw);
+        }
+    }
+
+    #[test]
+    fn newer_formats_are_refused_with_advice() {
+        let raw = serde_json::to_vec(&manifest_with(vec![], FORMAT + 1)).unwrap();
+        assert!(Manifest::parse(&raw).unwrap_err().contains("use a newer speechvault"));
+    }
+}

@@ -93,12 +93,11 @@ impl Profile {
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Self, ProfileError> {
-        let p: Profile =
-            toml::from_str(text).map_err(|e| ProfileError::Parse {
-                origin: origin.into(),
-                at: crate::config::toml_position(text, &e),
-                message: crate::config::one_line(e.message()),
-            })?;
+        let p: Profile = toml::from_str(text).map_err(|e| ProfileError::Parse {
+            origin: origin.into(),
+            at: crate::config::toml_position(text, &e),
+            message: crate::config::one_line(e.message()),
+        })?;
         let invalid = |reason: String| ProfileError::Invalid { origin: origin.into(), reason };
         if p.components.is_empty() {
             return Err(invalid("defines no component".into()));

@@ -246,7 +246,6 @@ pub fn schema_dump(info: &SandboxInfo, db: &str) -> String {
         .join("\n")
 }
 
-
 pub fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
 }

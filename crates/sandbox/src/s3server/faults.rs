@@ -32,6 +32,8 @@ pub enum Fault {
     Truncate { after_bytes: u64 },
     /// The request is carried out after `ms` milliseconds.
     Latency { ms: u64 },
+    /// The request body is read (and the answer's body sent) at this rate: a slow link.
+    SlowBody { bytes_per_sec: u64 },
 }
 
 /// Which requests a rule applies to, and how often.
@@ -153,6 +155,50 @@ where
         }
     }
 }
+
+/// A body that moves at most `rate` bytes per second.
+pub struct Throttled<B> {
+    pub inner: B,
+    pub rate: u64,
+    pub wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> Throttled<B> {
+    pub fn new(inner: B, rate: u64) -> Self {
+        Self { inner, rate: rate.max(1), wait: None }
+    }
+}
+
+impl<B> hyper::body::Body for Throttled<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        if let Some(w) = self.wait.as_mut() {
+            if w.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.wait = None;
+        }
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let secs = data.len() as f64 / self.rate as f64;
+            self.wait = Some(Box::pin(tokio::time::sleep(Duration::from_secs_f64(secs))));
+        }
+        polled
+    }
+}
+
+use std::future::Future as _;
 
 /// How long a stall lasts at most, whatever the rule says.
 pub const MAX_STALL: Duration = Duration::from_secs(600);

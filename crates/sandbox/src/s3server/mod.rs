@@ -131,9 +131,30 @@ impl Behaviour {
 /// A self-signed certificate for 127.0.0.1 and localhost: `(certificate PEM, key PEM)`. The
 /// certificate is what clients pass as their CA file.
 pub fn self_signed_cert() -> std::io::Result<(String, String)> {
-    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-    let cert = rcgen::generate_simple_self_signed(names).map_err(std::io::Error::other)?;
+    self_signed_cert_for(&["127.0.0.1".to_string(), "localhost".to_string()])
+}
+
+/// A self-signed certificate for the given names.
+pub fn self_signed_cert_for(names: &[String]) -> std::io::Result<(String, String)> {
+    let cert = rcgen::generate_simple_self_signed(names.to_vec()).map_err(std::io::Error::other)?;
     Ok((cert.cert.pem(), cert.key_pair.serialize_pem()))
+}
+
+/// A CA and a client certificate it signed for common name `cn`:
+/// `(CA PEM, client certificate PEM, client key PEM)`.
+pub fn client_cert(cn: &str) -> std::io::Result<(String, String, String)> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let e = std::io::Error::other;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "speechvault sandbox client CA");
+    let ca_key = KeyPair::generate().map_err(e)?;
+    let ca = ca_params.self_signed(&ca_key).map_err(e)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    let key = KeyPair::generate().map_err(e)?;
+    let cert = params.signed_by(&key, &ca, &ca_key).map_err(e)?;
+    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
 }
 
 /// A TLS server configuration from PEM certificate and key.
@@ -198,6 +219,11 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Service {
                 Some(Fault::Latency { ms }) => {
                     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                     inner.call(req.map(s3s::Body::from)).await
+                }
+                Some(Fault::SlowBody { bytes_per_sec }) => {
+                    let req = req.map(|b| s3s::Body::http_body(faults::Throttled::new(b, bytes_per_sec)));
+                    let resp = inner.call(req).await?;
+                    Ok(resp.map(|b| s3s::Body::http_body(faults::Throttled::new(b, bytes_per_sec))))
                 }
             }
         })

@@ -63,6 +63,8 @@ impl BucketJob<'_> {
         let actual = inst.bucket(bucket);
         progress.phase(format!("listing bucket {actual}"), 0, 0);
         let listed = store.list_all(&actual, "").await?;
+        // Between the listing and the reads: the live-installation tests change objects here.
+        crate::interrupt::pause_point("backup:listed");
         let root = PathBuf::from(format!("/buckets/{bucket}"));
         let planned = plan_objects(&root, listed);
         crate::repository::check_path_order(planned.iter().map(|p| p.path.as_path()))?;

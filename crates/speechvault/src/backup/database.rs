@@ -61,7 +61,7 @@ impl DumpJob<'_> {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         env.apply(&mut cmd);
-        cmd.env("PGDATABASE", db);
+        cmd.env("PGDATABASE", db).env("PGAPPNAME", "speechvault/pg_dump");
         crate::pg::tools::die_with_parent(&mut cmd);
         let failures = Failures::default();
         let spec = SnapshotSpec {

@@ -107,9 +107,15 @@ impl Kinded for PgError {
             }
             // A server that refuses what the client offers (no TLS, no such user) is a setting
             // to fix, not a failure of the work.
-            Self::Connect { reason, .. } if reason.contains("no encryption") || reason.contains("pg_hba.conf") => {
+            Self::Connect { reason, .. }
+                if reason.contains("no encryption")
+                    || reason.contains("pg_hba.conf")
+                    || reason.contains("certificate") =>
+            {
                 ErrorKind::BadInput
             }
+            // Missing privileges are the login's to fix (42501 insufficient_privilege).
+            Self::Query { reason, .. } if reason.contains("(42501)") => ErrorKind::BadInput,
             _ => ErrorKind::Failed,
         }
     }

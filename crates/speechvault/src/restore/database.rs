@@ -51,6 +51,7 @@ async fn run_tool(mut cmd: tokio::process::Command, what: &str, db: &str) -> Res
 fn tool_command(job: &Job<'_>, tool: &std::path::Path, env: &crate::pg::ToolEnv) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(tool);
     env.apply_tokio(&mut cmd);
+    cmd.env("PGAPPNAME", "speechvault/pg_restore");
     // Die with us, so a killed restore leaves no pg_restore writing behind it.
     // SAFETY: prctl is async-signal-safe and touches only the child's own state.
     unsafe {

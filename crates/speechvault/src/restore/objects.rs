@@ -120,6 +120,7 @@ pub(crate) async fn restore_bucket(
                 kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 progress.add_bytes(e.size);
                 progress.item_done();
+                first.call_once(|| crate::interrupt::pause_point("restore:objects"));
                 return Ok(());
             }
             restore_object(reader.clone(), store, name, e, node, progress)
@@ -138,7 +139,7 @@ pub(crate) async fn restore_bucket(
         if let Err(msg) = r {
             failures.push(msg);
             // Stop starting new transfers after a burst of failures; report what failed.
-            if failures.len() >= 50 {
+            if failures.len() >= 20 {
                 break;
             }
         }

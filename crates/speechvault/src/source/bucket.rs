@@ -310,9 +310,16 @@ impl Iterator for BucketIter {
                         return Some(Ok(ReadSourceEntry { path, node, open: Some(open) }));
                     }
                     Some(Msg::Vanished) => continue,
-                    Some(Msg::Failed(msg)) => self.ctx.failures.record(format!("object {key:?}: {msg}")),
+                    // The backup fails anyway: stop here rather than try every other object.
+                    Some(Msg::Failed(msg)) => {
+                        self.ctx.failures.record(format!("object {key:?}: {msg}"));
+                        self.slots = None;
+                        return None;
+                    }
                     None | Some(Msg::Data(_)) | Some(Msg::End(_)) => {
-                        self.ctx.failures.record(format!("object {key:?}: the transfer ended without an answer"))
+                        self.ctx.failures.record(format!("object {key:?}: the transfer ended without an answer"));
+                        self.slots = None;
+                        return None;
                     }
                 },
             }

@@ -62,6 +62,10 @@ impl Iterator for StreamIter {
     type Item = RusticResult<ReadSourceEntry<Cursor<Vec<u8>>>>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.n == 0 && self.reader.is_some() {
+            // pg_dump is running and has not been read from: the crash tests stop here.
+            crate::interrupt::pause_point("backup:pg_dump");
+        }
         let reader = self.reader.as_mut()?;
         if self.stop.is_stopped() {
             self.failures.record(format!("reading {}: interrupted", self.dir.display()));
@@ -97,9 +101,6 @@ impl Iterator for StreamIter {
         self.n += 1;
         if at_end {
             self.finish();
-        } else {
-            // pg_dump is still writing: the crash tests stop here.
-            crate::interrupt::pause_point("backup:pg_dump");
         }
         let node = file_node(&path, file_meta(filled as u64, Some(jiff::Timestamp::now()), None, &[]));
         Some(Ok(ReadSourceEntry { path, node, open: Some(Cursor::new(buf)) }))
