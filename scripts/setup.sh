@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
 # Installs what speechvault's demo and tests need on a bare Debian machine (idempotent):
-# PostgreSQL server binaries, and with --garage the Garage S3 server (built from crates.io).
+# PostgreSQL server binaries, and with --garage the test servers and tools: restic (reads our
+# repositories), moto's S3 server (PyPI) and Garage (built from crates.io).
 set -euo pipefail
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq "$@" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$@" >/dev/null; }
+}
 need_pg=1
 if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then need_pg=0; fi
 if [ $need_pg = 1 ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need_pg=0; fi
 if [ $need_pg = 1 ]; then
   echo "== installing PostgreSQL server binaries (apt)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
-fi
-if [ "${1:-}" = "--garage" ] && ! command -v restic >/dev/null 2>&1; then
-  # The tests check that restic itself reads speechvault's repositories.
-  echo "== installing restic (apt)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq restic >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq restic >/dev/null; }
+  apt_install postgresql
 fi
 if [ "${1:-}" = "--garage" ]; then
+  if ! command -v restic >/dev/null 2>&1; then
+    # The tests check that restic itself reads speechvault's repositories.
+    echo "== installing restic (apt)"
+    apt_install restic
+  fi
+  if ! command -v moto_server >/dev/null 2>&1; then
+    # moto's S3 server: a restore target that behaves like AWS (binary/octet-stream, no auth).
+    echo "== installing moto's S3 server (PyPI)"
+    python3 -m pip install --quiet 'moto[server]'
+  fi
   export PATH="/opt/garage/bin:$PATH"
   if ! command -v garage >/dev/null 2>&1 || ! garage --version 2>/dev/null | grep -q '2\.5\.0'; then
     echo "== building Garage 2.5.0 from crates.io (about 7 minutes on 2 cores)"

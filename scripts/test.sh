@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing, checks style and lints, then runs the whole suite
-# twice: against the sandbox's own S3 server, and against a real Garage server.
+# The test command: installs what is missing, checks style and lints, then runs the suite:
+#   1. everything against the sandbox's own S3 server (including the fault and crash tests);
+#   2. the drill with the sandbox server behaving like MinIO (listings with `+`, types by
+#      extension) and like AWS (binary/octet-stream);
+#   3. the integration tests against a real Garage server;
+#   4. the drill against moto's S3 server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --garage
-export PATH="/opt/garage/bin:$PATH"
+export PATH="/opt/garage/bin:$PATH" RUST_BACKTRACE=0
+start=$SECONDS
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -14,8 +19,28 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== tests against the sandbox S3 server"
 cargo test --workspace
 
+for like in minio aws; do
+  echo "== drill with the sandbox S3 server behaving like $like"
+  SPEECHVAULT_TEST_S3_BEHAVE=$like cargo test -p speechvault-cli --test drill --test live --test ownership
+done
+
+tmp=$(mktemp -d /tmp/speechvault-servers-XXXXXX)
+cleanup() {
+  kill "$(cat "$tmp/garage/garage.pid" 2>/dev/null)" 2>/dev/null || true
+  kill "$(cat "$tmp/moto/moto.pid" 2>/dev/null)" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
 echo "== integration tests against Garage $(garage --version | awk '{print $2}')"
-gdir=$(mktemp -d /tmp/speechvault-garage-XXXXXX)
-trap 'kill "$(cat "$gdir/garage.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$gdir"' EXIT
-eval "$(.ci/garage-up.sh "$gdir")"
-cargo test --workspace --tests --test '*'
+(
+  eval "$(.ci/garage-up.sh "$tmp/garage")"
+  cargo test --workspace --tests --test '*'
+)
+
+echo "== drill against moto's S3 server"
+(
+  eval "$(.ci/moto-up.sh "$tmp/moto")"
+  cargo test -p speechvault-cli --test drill --test ownership
+)
+echo "== all tests passed in $((SECONDS - start)) s"

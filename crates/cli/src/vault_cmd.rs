@@ -246,6 +246,13 @@ pub async fn transfer_ownership(
     let inv = speechvault::inventory::take(&inst, &profile, &store).await?;
     let dbs: Vec<String> = inv.databases.into_iter().collect();
     let outcomes = speechvault::ownership::transfer(&inst, &profile, &dbs, &from, &to, dry_run, None).await?;
+    if outcomes.iter().all(|o| o.rows == 0) {
+        // A transfer that moves nothing is almost always a wrong id: say so, do not succeed.
+        return Err(Failure::bad_input(format!(
+            "no row of any ownership rule on {} holds service instance {from}; nothing was changed (check --from-instance)",
+            inst.name
+        )));
+    }
     if json {
         return crate::output::json(
             &serde_json::json!({ "installation": inst.name, "from": from, "to": to, "dry_run": dry_run, "rules": outcomes }),

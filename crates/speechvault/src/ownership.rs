@@ -104,6 +104,39 @@ pub fn check_request(
     Ok(())
 }
 
+/// Checks, before anything changes, that every rule can be applied to the backup's schema: a
+/// rule whose table has recorded owners in a column the rule does not name would be skipped
+/// (a profile for another release), and owners would silently stay behind.
+pub fn check_rules(profile: &Profile, recorded: &RecordedOwners) -> Result<(), OwnershipError> {
+    for (db, owners) in recorded {
+        for rule in profile.ownership.iter().filter(|r| &r.database == db) {
+            let in_table: Vec<(&String, &Vec<String>)> = owners
+                .iter()
+                .filter(|(k, v)| k.split_once('.').map(|(t, _)| t) == Some(rule.table.as_str()) && !v.is_empty())
+                .collect();
+            let covered = in_table
+                .iter()
+                .any(|(k, _)| k.split_once('.').is_some_and(|(_, c)| rule.columns.iter().any(|rc| rc == c)));
+            let other_rule_covers = |k: &str| {
+                profile.ownership.iter().any(|r| {
+                    &r.database == db
+                        && k.split_once('.').is_some_and(|(t, c)| t == r.table && r.columns.iter().any(|rc| rc == c))
+                })
+            };
+            let orphans: Vec<&String> = in_table.iter().map(|(k, _)| *k).filter(|k| !other_rule_covers(k)).collect();
+            if !covered && !orphans.is_empty() {
+                return Err(OwnershipError::RuleSkipped {
+                    database: db.clone(),
+                    table: rule.table.clone(),
+                    reason: format!("the backup has no column {} in it", rule.columns.join(" or ")),
+                    owners: orphans.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Rewrites ownership on `databases` of `inst` from `from` to `to`, one transaction per
 /// database. With `dry_run`, counts the rows and changes nothing. `recorded` (from a backup's
 /// manifest) turns a skipped rule with recorded owners into an error.

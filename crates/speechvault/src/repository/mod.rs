@@ -100,11 +100,31 @@ pub struct SnapshotSpec {
     pub description: Option<String>,
 }
 
-/// rustic's error, in one line: the message and its cause, without the report boilerplate.
+/// rustic's error, in one line: the message and its causes, without the report boilerplate
+/// rustic's `Display` adds ("Some additional details...", backtraces).
 pub fn rustic_message(e: &rustic_core::RusticError) -> String {
-    let s = e.display_log();
-    let s = s.strip_prefix("Error: ").unwrap_or(&s);
-    s.replace(" (kind: related to ", " (").replace("\n", " ")
+    fn own(e: &rustic_core::RusticError) -> String {
+        let s = e.display_log();
+        let s = s.strip_prefix("Error: ").unwrap_or(&s);
+        let s = s.split(": caused by: ").next().unwrap_or(s);
+        // "... (kind: related to X)" is rustic's category; keep the category only.
+        s.replace(" (kind: related to ", " (")
+    }
+    let mut parts = vec![own(e)];
+    let mut src = std::error::Error::source(e);
+    while let Some(cause) = src {
+        // rustic boxes its errors before attaching them as causes.
+        let rustic = cause
+            .downcast_ref::<rustic_core::RusticError>()
+            .or_else(|| cause.downcast_ref::<Box<rustic_core::RusticError>>().map(|b| b.as_ref()));
+        match rustic {
+            Some(r) => parts.push(own(r)),
+            None => parts.push(cause.to_string()),
+        }
+        src = cause.source();
+    }
+    parts.dedup();
+    crate::config::one_line(&parts.join(": "))
 }
 
 fn options() -> RepositoryOptions {

@@ -178,6 +178,27 @@ pub async fn check_target(
     if !found.is_empty() {
         return Err(RestoreError::NotEmpty { installation: target.name.clone(), found });
     }
+    let creates =
+        opts.mode != TargetMode::DataOnly && state.databases.values().any(|b| !matches!(b, DbBefore::Empty { .. }));
+    if creates && !state.superuser {
+        let may: bool = crate::pg::query(
+            &admin,
+            "postgres",
+            "check CREATEDB",
+            "SELECT rolcreatedb FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await?
+        .first()
+        .is_some_and(|r| r.get(0));
+        if !may {
+            return Err(RestoreError::Refused(format!(
+                "{} may not create databases on {} (permission denied to create database): grant it CREATEDB, or log in as a role that has it",
+                target.postgres.user,
+                target.postgres.address()
+            )));
+        }
+    }
     if !missing_schema.is_empty() {
         return Err(RestoreError::NoSchema(missing_schema.join("; ")));
     }

@@ -32,14 +32,22 @@ fn dbname_conninfo(db: &str) -> String {
     format!("dbname='{}'", db.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// Runs a client tool to completion; kills it when the restore is cancelled.
-async fn run_tool(mut cmd: tokio::process::Command, what: &str, db: &str) -> Result<Vec<u8>, RestoreError> {
+/// Runs a client tool to completion; kills it when the restore is stopped.
+async fn run_tool(
+    job: &Job<'_>,
+    mut cmd: tokio::process::Command,
+    what: &str,
+    db: &str,
+) -> Result<Vec<u8>, RestoreError> {
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     cmd.kill_on_drop(true);
     let fail = |reason: String| RestoreError::PgRestore { database: db.into(), reason };
     let child = cmd.spawn().map_err(|e| fail(format!("cannot start {what}: {e}")))?;
     crate::interrupt::pause_point("restore:pg_restore");
-    let out = child.wait_with_output().await.map_err(|e| fail(format!("{what}: {e}")))?;
+    let out = tokio::select! {
+        out = child.wait_with_output() => out.map_err(|e| fail(format!("{what}: {e}")))?,
+        () = job.stop.stopped() => return Err(RestoreError::Interrupted),
+    };
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
@@ -104,7 +112,7 @@ pub(crate) async fn restore_database(job: &Job<'_>, db: &str, entry: &DatabaseEn
         .arg("--dbname")
         .arg(dbname_conninfo(db))
         .arg(spool_path);
-    run_tool(cmd, "pg_restore", db).await?;
+    run_tool(job, cmd, "pg_restore", db).await?;
 
     let client = target.postgres.connect(db).await?;
     let mut notes = Vec::new();
@@ -190,7 +198,7 @@ async fn replay_grants(
 ) -> Result<Vec<String>, RestoreError> {
     let mut cmd = tool_command(job, pg_restore, env);
     cmd.arg("--list").arg(spool);
-    let toc = String::from_utf8_lossy(&run_tool(cmd, "pg_restore --list", db).await?).into_owned();
+    let toc = String::from_utf8_lossy(&run_tool(job, cmd, "pg_restore --list", db).await?).into_owned();
     let acl: String =
         toc.lines().filter(|l| !l.starts_with(';') && l.contains(" ACL ")).map(|l| format!("{l}\n")).collect();
     if acl.is_empty() {
@@ -200,7 +208,7 @@ async fn replay_grants(
     std::fs::write(list.path(), acl)?;
     let mut cmd = tool_command(job, pg_restore, env);
     cmd.args(["--file=-", "--use-list"]).arg(list.path()).arg(spool);
-    let script = String::from_utf8_lossy(&run_tool(cmd, "pg_restore (privileges)", db).await?).into_owned();
+    let script = String::from_utf8_lossy(&run_tool(job, cmd, "pg_restore (privileges)", db).await?).into_owned();
     let mut skipped = Vec::new();
     for stmt in statements(&script) {
         let upper = stmt.to_ascii_uppercase();
@@ -279,7 +287,10 @@ pub(crate) async fn load_rows(job: &Job<'_>, db: &str) -> Result<Load, RestoreEr
         let _ = stderr.read_to_string(&mut s).await;
         s
     });
-    let applied = apply_script(&client, db, tokio::io::BufReader::new(stdout)).await;
+    let applied = tokio::select! {
+        r = apply_script(&client, db, tokio::io::BufReader::new(stdout)) => r,
+        () = job.stop.stopped() => Err(RestoreError::Interrupted),
+    };
     let status = child.wait().await.map_err(|e| fail(e.to_string()))?;
     let errors = errors.await.unwrap_or_default();
     if !status.success() {
@@ -346,6 +357,9 @@ async fn apply_script<R: tokio::io::AsyncBufRead + Unpin>(
                 sink.send(Bytes::from(buf)).await.map_err(|e| q(trimmed, e))?;
             }
             sink.finish().await.map_err(|e| q(trimmed, e))?;
+        } else if is_transaction_control(trimmed) {
+            // pg_restore groups large objects in their own transaction; ours spans the load.
+            continue;
         } else if trimmed.starts_with("SET client_encoding") && !trimmed.to_ascii_uppercase().contains("UTF8") {
             return Err(RestoreError::PgRestore {
                 database: db.into(),
@@ -356,6 +370,14 @@ async fn apply_script<R: tokio::io::AsyncBufRead + Unpin>(
         }
     }
     Ok(())
+}
+
+/// `BEGIN;`, `COMMIT;` and their synonyms, which must not end our transaction.
+fn is_transaction_control(stmt: &str) -> bool {
+    let word = stmt.trim_end_matches(';').trim().to_ascii_uppercase();
+    matches!(word.as_str(), "BEGIN" | "COMMIT" | "END" | "START TRANSACTION" | "ROLLBACK" | "ABORT")
+        || word.starts_with("BEGIN ")
+        || word.starts_with("COMMIT ")
 }
 
 /// Commits every open load, in order. A failure after the first commit names what was
@@ -411,6 +433,16 @@ pub(crate) async fn clear_markers(job: &Job<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scripts_transaction_control_is_left_to_us() {
+        for s in ["BEGIN;", "COMMIT;", "commit;", "START TRANSACTION;", "END;", "BEGIN ISOLATION LEVEL SERIALIZABLE;"] {
+            assert!(is_transaction_control(s), "{s}");
+        }
+        for s in ["SELECT pg_catalog.lo_create('1');", "COPY x FROM stdin;", "BEGINNING;"] {
+            assert!(!is_transaction_control(s), "{s}");
+        }
+    }
 
     #[test]
     fn scripts_split_into_statements() {

@@ -112,7 +112,12 @@ impl Kinded for RestoreError {
             Self::Verify(e) => e.kind(),
             Self::NotEmpty { .. } | Self::NoSchema(_) | Self::NotInBackup(..) | Self::Refused(_) => ErrorKind::BadInput,
             Self::Interrupted => ErrorKind::Interrupted,
-            Self::RolledBack { cause, .. } | Self::Partial { cause, .. } => match cause.kind() {
+            // Rolled back: nothing changed, so bad input stays bad input.
+            Self::RolledBack { cause, .. } => match cause.kind() {
+                ErrorKind::Differences => ErrorKind::Failed,
+                k => k,
+            },
+            Self::Partial { cause, .. } => match cause.kind() {
                 ErrorKind::Interrupted => ErrorKind::Interrupted,
                 _ => ErrorKind::Failed,
             },
@@ -269,6 +274,8 @@ pub(crate) struct Job<'a> {
     pub progress: &'a Progress,
     pub touched: &'a Arc<Mutex<Touched>>,
     pub spool: &'a checks::Spool,
+    /// Checked between steps; running tools are killed, uploads in flight finish.
+    pub stop: &'a Stop,
 }
 
 /// Restores `set` into `target`. `stop` interrupts it (and rolls back what can be).
@@ -302,6 +309,9 @@ pub async fn run(
     }
     if let Some((from, to)) = &opts.ownership {
         ownership::check_request(&manifest.canonical_instance_ids(), from, to)?;
+        let recorded: ownership::RecordedOwners =
+            manifest.databases.iter().map(|(d, e)| (d.clone(), e.owners.clone())).collect();
+        ownership::check_rules(profile, &recorded)?;
     }
     let store = ObjectStore::new(target.s3.clone())?;
 
@@ -325,11 +335,9 @@ pub async fn run(
         progress,
         touched: &touched,
         spool: &spool,
+        stop,
     };
-    let written = tokio::select! {
-        r = job.write() => r,
-        () = stop.stopped() => Err(RestoreError::Interrupted),
-    };
+    let written = job.write().await;
     let (databases, buckets, moved, notes) = match written {
         Ok(v) => v,
         Err(cause) => return Err(rollback::after_failure(&job, cause).await),
@@ -361,11 +369,16 @@ type Written = (BTreeMap<String, DbRestored>, BTreeMap<String, BucketRestored>, 
 
 impl Job<'_> {
     /// Steps 4 to 6: databases, objects, ownership. Records what it creates in `touched`.
+    fn check_stop(&self) -> Result<(), RestoreError> {
+        if self.stop.is_stopped() { Err(RestoreError::Interrupted) } else { Ok(()) }
+    }
+
     async fn write(&self) -> Result<Written, RestoreError> {
         let mut notes = Vec::new();
         let mut databases = BTreeMap::new();
         let mut loads = Vec::new();
         for (db, entry) in &self.manifest.databases {
+            self.check_stop()?;
             self.progress.phase(format!("restoring database {db}"), entry.dump_bytes, 0);
             if self.opts.mode == TargetMode::DataOnly {
                 loads.push(database::load_rows(self, db).await?);
@@ -386,6 +399,7 @@ impl Job<'_> {
         }
         let mut buckets = BTreeMap::new();
         for (bucket, entry) in &self.manifest.buckets {
+            self.check_stop()?;
             let name = self.target.bucket(bucket);
             self.progress.phase(format!("restoring bucket {name}"), entry.bytes, entry.objects);
             let r = objects::restore_bucket(self, &name, entry).await?;
@@ -394,6 +408,7 @@ impl Job<'_> {
         let mut moved = Vec::new();
         let recorded: ownership::RecordedOwners =
             self.manifest.databases.iter().map(|(d, e)| (d.clone(), e.owners.clone())).collect();
+        self.check_stop()?;
         if let Some((from, to)) = &self.opts.ownership {
             self.progress.phase("moving ownership", 0, 0);
             if self.opts.mode == TargetMode::DataOnly {
@@ -406,6 +421,7 @@ impl Job<'_> {
                 moved = ownership::transfer(self.target, self.profile, &dbs, from, to, false, Some(&recorded)).await?;
             }
         }
+        self.check_stop()?;
         if !loads.is_empty() {
             database::commit_all(self, loads).await?;
         }

@@ -123,16 +123,19 @@ pub(crate) async fn restore_bucket(
                 first.call_once(|| crate::interrupt::pause_point("restore:objects"));
                 return Ok(());
             }
-            restore_object(reader.clone(), store, name, e, node, progress)
-                .await
-                .map_err(|err| format!("{:?}: {err}", e.key))?;
+            // Recorded before the upload starts: a rollback deletes it whatever happens to it.
             if let Ok(mut t) = touched.lock() {
                 t.keys_written.entry(name.to_string()).or_default().push(e.key.clone());
             }
+            restore_object(reader.clone(), store, name, e, node, progress)
+                .await
+                .map_err(|err| format!("{:?}: {err}", e.key))?;
             first.call_once(|| crate::interrupt::pause_point("restore:objects"));
             Ok::<(), String>(())
         }
     }))
+    // A stop request ends the queue; uploads in flight finish (and are rolled back).
+    .take_until(Box::pin(job.stop.stopped()))
     .buffer_unordered(opts.parallel.max(1));
     let mut failures = Vec::new();
     while let Some(r) = uploads.next().await {
@@ -145,6 +148,9 @@ pub(crate) async fn restore_bucket(
         }
     }
     drop(uploads);
+    if job.stop.is_stopped() {
+        return Err(RestoreError::Interrupted);
+    }
     if !failures.is_empty() {
         return Err(RestoreError::Objects {
             bucket: name.into(),
