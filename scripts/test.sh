@@ -32,7 +32,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== integration tests against Garage $(garage --version | awk '{print $2}')"
+echo "== integration tests against Garage $(garage --version | awk '{print $2}' | sed 's/^cargo://')"
 (
   eval "$(.ci/garage-up.sh "$tmp/garage")"
   cargo test --workspace --tests --test '*'

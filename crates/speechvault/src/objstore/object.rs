@@ -101,6 +101,28 @@ impl ObjectStore {
         Ok(ObjectBody::new(self.clone(), bucket, key, head, resp.into_body()))
     }
 
+    /// Reads `length` bytes at `offset` of an object into memory (a ranged GET; a server that
+    /// ignores Range is handled by skipping). Fails if fewer bytes come back.
+    pub async fn get_range(&self, bucket: &str, key: &str, offset: u64, length: u64) -> Result<Bytes> {
+        super::validate_bucket_name(bucket)?;
+        if length == 0 {
+            return Ok(Bytes::new());
+        }
+        let call = Call::new("GetObject", Method::GET, Some(bucket), Some(key))
+            .header("range", &format!("bytes={offset}-{}", offset + length - 1));
+        let (headers, body) = self.send_read(&call).await?;
+        let ranged = headers.contains_key("content-range");
+        let data = if ranged { body } else { body.slice((offset as usize).min(body.len())..) };
+        if (data.len() as u64) < length {
+            return Err(ObjStoreError::Protocol {
+                op: call.op.into(),
+                target: call.target(),
+                detail: format!("asked for {length} bytes at {offset}, got {}", data.len()),
+            });
+        }
+        Ok(data.slice(..length as usize))
+    }
+
     /// Reads a whole object into memory; for small objects and tests.
     pub async fn get_bytes(&self, bucket: &str, key: &str) -> Result<(ObjectHead, Bytes)> {
         let mut body = self.get_object(bucket, key, None).await?;
