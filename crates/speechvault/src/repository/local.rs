@@ -41,6 +41,10 @@ impl LocalStore {
         Self { path: path.to_path_buf(), full_after, written: AtomicU64::new(0) }
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn dir(&self, tpe: FileType, id: &Id) -> PathBuf {
         match tpe {
             FileType::Config => self.path.clone(),

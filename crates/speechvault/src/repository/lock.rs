@@ -1,0 +1,239 @@
+//! Repository locks, written the way restic writes them, so restic and speechvault respect
+//! each other.
+//!
+//! rustic is lock-free by design; restic is not. A lock is a small encrypted JSON file in
+//! `locks/` (`time`, `exclusive`, `hostname`, `username`, `pid`, `uid`, `gid`), named by the
+//! SHA-256 of its encrypted bytes. Backups, copies and restores take a shared lock; forget and
+//! prune an exclusive one. A lock is refreshed every five minutes while it is held; like
+//! restic, a lock is stale when it has not been refreshed for 30 minutes, or when it names a
+//! process of this host that no longer runs. A run that finds a conflicting live lock waits
+//! (up to `--lock-wait`) and then fails naming the holder.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{RepoError, Result, Vault};
+
+/// How long an unrefreshed lock is honoured.
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// How often a held lock is rewritten.
+const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// A lock file's content (restic's field names).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LockInfo {
+    pub time: String,
+    pub exclusive: bool,
+    pub hostname: String,
+    pub username: String,
+    pub pid: i64,
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+}
+
+/// A lock found in the repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct FoundLock {
+    pub id: String,
+    #[serde(flatten)]
+    pub info: Option<LockInfo>,
+    /// Why it is stale, when it is.
+    pub stale: Option<String>,
+}
+
+impl FoundLock {
+    pub fn describe(&self) -> String {
+        match &self.info {
+            Some(i) => format!(
+                "{} lock {} held by {}@{} (pid {}) since {}",
+                if i.exclusive { "an exclusive" } else { "a shared" },
+                &self.id[..8.min(self.id.len())],
+                i.username,
+                i.hostname,
+                i.pid,
+                i.time
+            ),
+            None => format!("an unreadable lock {}", &self.id[..8.min(self.id.len())]),
+        }
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn username() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| {
+        // SAFETY: getuid has no preconditions.
+        format!("uid{}", unsafe { libc::getuid() })
+    })
+}
+
+fn stale_reason(info: &LockInfo) -> Option<String> {
+    if let Ok(t) = info.time.parse::<jiff::Timestamp>() {
+        let age = jiff::Timestamp::now().duration_since(t);
+        if age.as_secs() > STALE_AFTER.as_secs() as i64 {
+            return Some(format!("not refreshed for {} minutes", age.as_secs() / 60));
+        }
+    }
+    if info.hostname == hostname() && info.pid > 0 && !process_alive(info.pid as i32) {
+        return Some(format!("process {} on this host is gone", info.pid));
+    }
+    None
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid, 0) == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) }
+}
+
+impl Vault {
+    /// Every lock in the repository, decoded where the key can.
+    pub fn locks(&self) -> Result<Vec<FoundLock>> {
+        let mut out = Vec::new();
+        for name in self.store.list_locks().map_err(|e| self.io(e))? {
+            let info = self
+                .store
+                .read_lock(&name)
+                .ok()
+                .and_then(|raw| super::integrity::decrypt(&self.key, &raw))
+                .and_then(|plain| serde_json::from_slice::<LockInfo>(&plain).ok());
+            let stale = info.as_ref().and_then(stale_reason);
+            out.push(FoundLock { id: name, info, stale });
+        }
+        Ok(out)
+    }
+
+    /// Removes stale locks (or, with `all`, every lock); returns what was removed.
+    pub fn unlock(&self, all: bool) -> Result<Vec<FoundLock>> {
+        let mut removed = Vec::new();
+        for lock in self.locks()? {
+            if all || lock.stale.is_some() {
+                self.store.remove_lock(&lock.id).map_err(|e| self.io(e))?;
+                removed.push(lock);
+            }
+        }
+        Ok(removed)
+    }
+
+    fn write_lock(&self, info: &LockInfo) -> Result<String> {
+        let plain = serde_json::to_vec(info).map_err(|e| self.io(std::io::Error::other(e)))?;
+        let data = super::integrity::encrypt(&self.key, &plain)
+            .ok_or_else(|| self.io(std::io::Error::other("cannot encrypt the lock")))?;
+        let name = hex::encode(Sha256::digest(&data));
+        self.store.write_lock(&name, data.into()).map_err(|e| self.io(e))?;
+        Ok(name)
+    }
+
+    /// Takes a lock, waiting up to `wait` for conflicting live locks to go away.
+    pub fn lock(self: &Arc<Self>, exclusive: bool, wait: Duration) -> Result<RepoLock> {
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let conflict = self.conflicting(exclusive, None)?;
+            if conflict.is_none() {
+                let info = LockInfo {
+                    time: jiff::Timestamp::now().to_string(),
+                    exclusive,
+                    hostname: hostname(),
+                    username: username(),
+                    pid: i64::from(std::process::id()),
+                    // SAFETY: getuid/getgid have no preconditions.
+                    uid: unsafe { libc::getuid() },
+                    gid: unsafe { libc::getgid() },
+                };
+                let id = self.write_lock(&info)?;
+                // Someone may have locked at the same moment: look again, and back off if so.
+                match self.conflicting(exclusive, Some(&id))? {
+                    None => return Ok(RepoLock::start(self.clone(), id, info)),
+                    Some(_) => {
+                        let _ = self.store.remove_lock(&id);
+                    }
+                }
+            }
+            if start.elapsed() >= wait {
+                let holder = self.conflicting(exclusive, None)?.map(|l| l.describe()).unwrap_or_else(|| "another run".into());
+                return Err(RepoError::Locked {
+                    location: self.location.describe(),
+                    holder,
+                    waited: start.elapsed().as_secs(),
+                });
+            }
+            tracing::info!("repository is locked; waiting");
+            std::thread::sleep(delay.min(wait.saturating_sub(start.elapsed())).max(Duration::from_millis(50)));
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// A live lock that conflicts with taking one (`ours` excluded).
+    fn conflicting(&self, exclusive: bool, ours: Option<&str>) -> Result<Option<FoundLock>> {
+        Ok(self.locks()?.into_iter().find(|l| {
+            Some(l.id.as_str()) != ours
+                && l.stale.is_none()
+                && (exclusive || l.info.as_ref().is_none_or(|i| i.exclusive))
+        }))
+    }
+}
+
+/// A held lock: refreshed in the background, removed when dropped.
+pub struct RepoLock {
+    vault: Arc<Vault>,
+    id: Arc<std::sync::Mutex<String>>,
+    done: Arc<AtomicBool>,
+    refresher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RepoLock {
+    fn start(vault: Arc<Vault>, id: String, info: LockInfo) -> Self {
+        let id = Arc::new(std::sync::Mutex::new(id));
+        let done = Arc::new(AtomicBool::new(false));
+        let (v, i, d) = (vault.clone(), id.clone(), done.clone());
+        let refresher = std::thread::spawn(move || {
+            let mut last = Instant::now();
+            while !d.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                if last.elapsed() < REFRESH_EVERY {
+                    continue;
+                }
+                last = Instant::now();
+                let fresh = LockInfo { time: jiff::Timestamp::now().to_string(), ..info.clone() };
+                match v.write_lock(&fresh) {
+                    Ok(new) => {
+                        if let Ok(mut cur) = i.lock() {
+                            let old = std::mem::replace(&mut *cur, new);
+                            let _ = v.store.remove_lock(&old);
+                        }
+                    }
+                    Err(e) => tracing::warn!("cannot refresh the repository lock: {e}"),
+                }
+            }
+        });
+        Self { vault, id, done, refresher: Some(refresher) }
+    }
+}
+
+impl Drop for RepoLock {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.refresher.take() {
+            let _ = t.join();
+        }
+        let id = self.id.lock().map(|i| i.clone()).unwrap_or_default();
+        // Removal may block on the network; never on an async worker: use a thread of its own.
+        let vault = self.vault.clone();
+        let removed = std::thread::spawn(move || vault.store.remove_lock(&id).map_err(|e| format!("{id}: {e}"))).join();
+        if let Ok(Err(e)) = removed {
+            tracing::warn!("cannot remove the repository lock {e}");
+        }
+    }
+}
