@@ -5,6 +5,7 @@
 //! found differences, 130 interrupted.
 
 mod output;
+mod repo_cmd;
 mod restore_cmd;
 mod sandbox_cmd;
 mod vault_cmd;
@@ -34,6 +35,13 @@ struct Cli {
     /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Work on the repository named NAME in the config ([repositories.NAME]) instead of the
+    /// default [repository].
+    #[arg(long, global = true, value_name = "NAME")]
+    repository: Option<String>,
+    /// How long to wait for another run's lock on the repository (e.g. 30s, 10m).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "10m", value_parser = vault_cmd::parse_duration)]
+    lock_wait: std::time::Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,8 +66,14 @@ an empty target is rolled back, an interrupted backup leaves no backup).";
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create the repository named in the config (encrypted with its password).
-    Init,
+    /// Create the repository named in the config (encrypted with its password); an S3
+    /// repository's bucket is created when missing.
+    Init {
+        /// With --repository NAME: chunk like the default repository, so backups copied
+        /// between them still deduplicate.
+        #[arg(long)]
+        copy_chunker_params: bool,
+    },
     /// Back up an installation: databases first, then buckets, then the manifest.
     ///
     /// Detects the installed components (or takes --components), dumps each database with
@@ -98,6 +112,45 @@ enum Command {
         #[arg(long)]
         to_instance: String,
         /// Count the rows that would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Copy backups into another repository (3-2-1), re-encrypted under its key.
+    ///
+    /// Whole backup sets, manifest last; sets the target already holds are skipped.
+    Copy(repo_cmd::CopyArgs),
+    /// Remove backups by retention rules (per installation, whole backups only), and
+    /// incomplete backups older than a grace period.
+    ///
+    /// Rules come from the config ([retention], [installations.NAME.retention]) unless given
+    /// here. --dry-run shows what would go and why each kept backup stays.
+    Forget(repo_cmd::ForgetArgs),
+    /// Free the space of removed backups.
+    Prune {
+        /// Unused space to leave (e.g. 5%, 1GiB, unlimited).
+        #[arg(long)]
+        max_unused: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check the repository's structure; with --read-data read and authenticate every byte.
+    ///
+    /// Damage is reported with the backups, databases and objects it affects; exit status 3.
+    Check {
+        #[arg(long)]
+        read_data: bool,
+        /// Read only part of the data: N% (at random) or n/m (run 1/m .. m/m to cover all).
+        #[arg(long, value_name = "N%|n/m", value_parser = |s: &str| s.parse::<speechvault::repository::maintenance::ReadSubset>())]
+        read_data_subset: Option<speechvault::repository::maintenance::ReadSubset>,
+    },
+    /// Manage the repository's keys (passwords).
+    #[command(subcommand)]
+    Key(repo_cmd::KeyCmd),
+    /// Remove stale locks (of runs that are gone); with --remove-all every lock.
+    Unlock {
+        #[arg(long)]
+        remove_all: bool,
+        /// Only list the locks and which are stale.
         #[arg(long)]
         dry_run: bool,
     },
@@ -160,13 +213,16 @@ fn main() -> ExitCode {
     }
     let json = cli.json;
     let config = cli.config.clone();
+    let (repository, lock_wait) = (cli.repository.clone(), cli.lock_wait);
     let result = runtime.block_on(async move {
         let (handle, stop) = Stop::new();
-        if !matches!(cli.command, Command::Sandbox(_)) {
-            watch_signals(handle);
+        if let Command::Sandbox(cmd) = cli.command {
+            return sandbox_cmd::run(cmd, json).await;
         }
-        let cfg = || vault_cmd::load_config(config.as_deref());
-        run(cli.command, cfg, json, &stop).await
+        watch_signals(handle);
+        let cfg = vault_cmd::load_config(config.as_deref())?;
+        let ctx = vault_cmd::Ctx { cfg, json, repository, lock_wait, stop };
+        run(cli.command, &ctx).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -191,21 +247,22 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(
-    command: Command,
-    cfg: impl Fn() -> Result<speechvault::config::Config, Failure>,
-    json: bool,
-    stop: &Stop,
-) -> Result<(), Failure> {
+async fn run(command: Command, ctx: &vault_cmd::Ctx) -> Result<(), Failure> {
     match command {
-        Command::Sandbox(cmd) => sandbox_cmd::run(cmd, json).await,
-        Command::Init => vault_cmd::init(&cfg()?, json).await,
-        Command::Backup(args) => vault_cmd::backup(&cfg()?, args, json, stop).await,
-        Command::Snapshots { installation } => vault_cmd::snapshots(&cfg()?, installation, json).await,
-        Command::Restore(args) => vault_cmd::restore(&cfg()?, args, json, stop).await,
-        Command::Verify(args) => vault_cmd::verify_cmd(&cfg()?, args, json).await,
+        Command::Sandbox(_) => Ok(()),
+        Command::Init { copy_chunker_params } => vault_cmd::init(ctx, copy_chunker_params).await,
+        Command::Backup(args) => vault_cmd::backup(ctx, args).await,
+        Command::Snapshots { installation } => vault_cmd::snapshots(ctx, installation).await,
+        Command::Restore(args) => vault_cmd::restore(ctx, args).await,
+        Command::Verify(args) => vault_cmd::verify_cmd(ctx, args).await,
         Command::TransferOwnership { on, from_instance, to_instance, dry_run } => {
-            vault_cmd::transfer_ownership(&cfg()?, on, from_instance, to_instance, dry_run, json).await
+            vault_cmd::transfer_ownership(ctx, on, from_instance, to_instance, dry_run).await
         }
+        Command::Copy(args) => repo_cmd::copy(ctx, args).await,
+        Command::Forget(args) => repo_cmd::forget(ctx, args).await,
+        Command::Prune { max_unused, dry_run } => repo_cmd::prune(ctx, max_unused, dry_run).await,
+        Command::Check { read_data, read_data_subset } => repo_cmd::check(ctx, read_data, read_data_subset).await,
+        Command::Key(cmd) => repo_cmd::key(ctx, cmd).await,
+        Command::Unlock { remove_all, dry_run } => repo_cmd::unlock(ctx, remove_all, dry_run).await,
     }
 }

@@ -54,6 +54,9 @@ kinded!(
     speechvault::profile::ProfileError,
     speechvault::repository::RepoError,
     speechvault::verify::VerifyError,
+    speechvault::check::CheckError,
+    speechvault::copies::CopyError,
+    speechvault::retention::RetentionError,
     speechvault_sandbox::SandboxError,
 );
 

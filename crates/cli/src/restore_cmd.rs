@@ -3,17 +3,13 @@
 use std::path::PathBuf;
 
 use speechvault::catalog;
-use speechvault::config::Config;
 use speechvault::error::ErrorKind;
-use speechvault::interrupt::Stop;
 use speechvault::progress::Progress;
 use speechvault::restore::{self, Preflight, RestoreOptions, TargetMode};
 use speechvault::verify::{self, VerifyOptions, VerifyReport};
 
 use crate::output::{Failure, out};
-use crate::vault_cmd::{
-    blocking, human_bytes, installation, open_vault, parse_instance, print_ownership, with_progress,
-};
+use crate::vault_cmd::{Ctx, blocking, human_bytes, installation, parse_instance, print_ownership, with_progress};
 
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
@@ -80,7 +76,8 @@ fn parse_preflight(s: &str) -> Result<Preflight, String> {
     }
 }
 
-pub async fn restore(cfg: &Config, args: RestoreArgs, json: bool, stop: &Stop) -> Result<(), Failure> {
+pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<(), Failure> {
+    let (cfg, json, stop) = (&ctx.cfg, ctx.json, &ctx.stop);
     let ownership = match (&args.from_instance, &args.to_instance) {
         (Some(f), Some(t)) => Some((parse_instance(f)?, parse_instance(t)?)),
         (None, None) => None,
@@ -88,7 +85,8 @@ pub async fn restore(cfg: &Config, args: RestoreArgs, json: bool, stop: &Stop) -
     };
     let target = installation(cfg, &args.to)?;
     let profile = cfg.profile()?;
-    let vault = open_vault(cfg).await?;
+    let vault = ctx.vault().await?;
+    let _lock = ctx.lock(&vault, false).await?;
     let v = vault.clone();
     let sets = blocking(move || catalog::backup_sets(&v)).await??;
     let set = catalog::find(&sets, &args.backup, args.source.as_deref())?;
@@ -228,13 +226,15 @@ pub struct VerifyArgs {
     pub parallel: Option<usize>,
 }
 
-pub async fn verify_cmd(cfg: &Config, args: VerifyArgs, json: bool) -> Result<(), Failure> {
+pub async fn verify_cmd(ctx: &Ctx, args: VerifyArgs) -> Result<(), Failure> {
+    let (cfg, json) = (&ctx.cfg, ctx.json);
     let ownership = match (&args.from_instance, &args.to_instance) {
         (Some(f), Some(t)) => Some((parse_instance(f)?, parse_instance(t)?)),
         _ => None,
     };
     let inst = installation(cfg, &args.against)?;
-    let vault = open_vault(cfg).await?;
+    let vault = ctx.vault().await?;
+    let _lock = ctx.lock(&vault, false).await?;
     let v = vault.clone();
     let sets = blocking(move || catalog::backup_sets(&v)).await??;
     let set = catalog::find(&sets, &args.backup, None)?;

@@ -104,8 +104,35 @@ pub fn human_bytes(n: u64) -> String {
     if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
-pub async fn open_vault(cfg: &Config) -> Result<Arc<Vault>, Failure> {
-    let settings = cfg.repository()?;
+/// What every repository command works with: the config, the output mode, which repository
+/// (`--repository`), how long to wait for a lock, and the stop flag.
+pub struct Ctx {
+    pub cfg: Config,
+    pub json: bool,
+    pub repository: Option<String>,
+    pub lock_wait: Duration,
+    pub stop: Stop,
+}
+
+impl Ctx {
+    /// Opens the repository chosen with `--repository` (default `[repository]`).
+    pub async fn vault(&self) -> Result<Arc<Vault>, Failure> {
+        open_vault_named(&self.cfg, self.repository.as_deref()).await
+    }
+
+    /// Takes the repository's lock (shared, or exclusive for forget and prune).
+    pub async fn lock(
+        &self,
+        vault: &Arc<Vault>,
+        exclusive: bool,
+    ) -> Result<speechvault::repository::lock::RepoLock, Failure> {
+        let (v, wait) = (vault.clone(), self.lock_wait);
+        Ok(blocking(move || v.lock(exclusive, wait)).await??)
+    }
+}
+
+pub async fn open_vault_named(cfg: &Config, name: Option<&str>) -> Result<Arc<Vault>, Failure> {
+    let settings = cfg.named_repository(name)?;
     Ok(Arc::new(blocking(move || Vault::open(&settings.location, &settings.password)).await??))
 }
 
@@ -113,14 +140,29 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     Ok(tokio::task::spawn_blocking(f).await?)
 }
 
-pub async fn init(cfg: &Config, json: bool) -> Result<(), Failure> {
-    let settings = cfg.repository()?;
+pub async fn init(ctx: &Ctx, copy_chunker_params: bool) -> Result<(), Failure> {
+    let settings = ctx.cfg.named_repository(ctx.repository.as_deref())?;
     let location = settings.location.clone();
-    blocking(move || Vault::init(&settings.location, &settings.password)).await??;
-    if json {
+    let chunker_from = if copy_chunker_params {
+        if ctx.repository.is_none() {
+            return Err(Failure::bad_input(
+                "--copy-chunker-params takes them from the default repository into the one named with --repository",
+            ));
+        }
+        Some(open_vault_named(&ctx.cfg, None).await?)
+    } else {
+        None
+    };
+    blocking(move || Vault::init(&settings.location, &settings.password, chunker_from.as_deref())).await??;
+    if ctx.json {
         crate::output::json(&serde_json::json!({ "initialized": location.describe() }))?;
     } else {
-        out!("created repository {location} (restic format; private to its owner)");
+        match &location {
+            speechvault::repository::Location::Local(_) => {
+                out!("created repository {location} (restic format; private to its owner)")
+            }
+            speechvault::repository::Location::S3(_) => out!("created repository {location} (restic format)"),
+        };
     }
     Ok(())
 }
@@ -147,10 +189,13 @@ pub struct BackupArgs {
     pub full: bool,
 }
 
-pub async fn backup(cfg: &Config, args: BackupArgs, json: bool, stop: &Stop) -> Result<(), Failure> {
+pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<(), Failure> {
+    let (cfg, json, stop) = (&ctx.cfg, ctx.json, &ctx.stop);
     let inst = installation(cfg, &args.from)?;
     let profile = cfg.profile()?;
-    let vault = open_vault(cfg).await?;
+    let retention = cfg.retention(&inst.name)?;
+    let vault = ctx.vault().await?;
+    let lock = ctx.lock(&vault, false).await?;
     let mut opts = BackupOptions {
         components: (!args.components.is_empty()).then_some(args.components),
         wait_for_async_jobs: args.wait_for_async_jobs,
@@ -161,9 +206,21 @@ pub async fn backup(cfg: &Config, args: BackupArgs, json: bool, stop: &Stop) -> 
         opts.parallel = p.max(1);
     }
     let progress = Progress::default();
-    let report = with_progress(&progress, json, backup::run(vault, &inst, &profile, &opts, &progress, stop)).await?;
+    let report =
+        with_progress(&progress, json, backup::run(vault.clone(), &inst, &profile, &opts, &progress, stop)).await?;
+    drop(lock);
+    // One command serves a scheduled job: with retention.after_backup, forget and prune now.
+    let applied = if retention.after_backup && retention.has_rules() {
+        Some(crate::repo_cmd::apply_retention(ctx, &vault, std::slice::from_ref(&inst.name), true, false).await?)
+    } else {
+        None
+    };
     if json {
-        return crate::output::json(&report);
+        let mut doc = serde_json::to_value(&report)?;
+        if let Some(a) = &applied {
+            doc["retention"] = serde_json::to_value(a)?;
+        }
+        return crate::output::json(&doc);
     }
     out!("backup {} of {} complete in {:.1}s", report.backup_id, report.installation, report.seconds);
     for (db, d) in &report.databases {
@@ -184,11 +241,15 @@ pub async fn backup(cfg: &Config, args: BackupArgs, json: bool, stop: &Stop) -> 
     for w in &report.warnings {
         out!("  warning: {w}");
     }
+    if let Some(a) = &applied {
+        crate::repo_cmd::print_retention(a);
+    }
     Ok(())
 }
 
-pub async fn snapshots(cfg: &Config, installation: Option<String>, json: bool) -> Result<(), Failure> {
-    let vault = open_vault(cfg).await?;
+pub async fn snapshots(ctx: &Ctx, installation: Option<String>) -> Result<(), Failure> {
+    let json = ctx.json;
+    let vault = ctx.vault().await?;
     let sets = blocking(move || catalog::backup_sets(&vault)).await??;
     let views: Vec<_> =
         sets.iter().filter(|s| installation.as_ref().is_none_or(|i| &s.installation == i)).map(|s| s.view()).collect();
@@ -230,14 +291,8 @@ pub fn print_ownership(outcomes: &[speechvault::ownership::RuleOutcome]) {
     }
 }
 
-pub async fn transfer_ownership(
-    cfg: &Config,
-    on: String,
-    from: String,
-    to: String,
-    dry_run: bool,
-    json: bool,
-) -> Result<(), Failure> {
+pub async fn transfer_ownership(ctx: &Ctx, on: String, from: String, to: String, dry_run: bool) -> Result<(), Failure> {
+    let (cfg, json) = (&ctx.cfg, ctx.json);
     let from = parse_instance(&from)?;
     let to = parse_instance(&to)?;
     let inst = installation(cfg, &on)?;

@@ -503,7 +503,7 @@ async fn the_library_reads_back_a_backup_through_the_handle_that_wrote_it() {
     let repo = dir.path().join("repo");
     let vault = std::sync::Arc::new(
         tokio::task::spawn_blocking(move || {
-            speechvault::repository::Vault::init(&speechvault::repository::Location::Local(repo), &pw)
+            speechvault::repository::Vault::init(&speechvault::repository::Location::Local(repo), &pw, None)
         })
         .await
         .unwrap()

@@ -72,6 +72,15 @@ impl BackupSet {
         }
     }
 
+    /// The snapshot the manifest names `id`: by its id here, or, in a copy, by the id it had
+    /// in the repository it was first written to.
+    pub fn snapshot(&self, id: &str) -> Option<&SnapshotFile> {
+        self.snapshots
+            .iter()
+            .find(|s| s.id.to_string() == id)
+            .or_else(|| self.snapshots.iter().find(|s| s.original.is_some_and(|o| o.to_string() == id)))
+    }
+
     /// Reads the manifest.
     pub fn manifest(&self, reader: &VaultReader) -> Result<Manifest, CatalogError> {
         let snap = self.manifest.as_ref().ok_or_else(|| CatalogError::Incomplete(self.id.clone()))?;

@@ -11,11 +11,13 @@
 //!
 //! The domain: [`profile`] (what the services keep where, as data), [`config`],
 //! [`inventory`], [`backup`], [`restore`], [`verify`], [`ownership`], [`manifest`],
-//! [`catalog`] (backup sets in a repository). Every error type implements
+//! [`catalog`] (backup sets in a repository), [`retention`], [`check`], [`copies`]. Every error type implements
 //! [`error::Kinded`], so a front end derives its exit status from the error itself.
 pub mod backup;
 pub mod catalog;
+pub mod check;
 pub mod config;
+pub mod copies;
 pub mod error;
 pub mod instance;
 pub mod interrupt;
@@ -28,6 +30,7 @@ pub mod profile;
 pub mod progress;
 pub mod repository;
 pub mod restore;
+pub mod retention;
 pub mod secret;
 pub mod source;
 pub mod tls;

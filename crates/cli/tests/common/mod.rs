@@ -31,19 +31,35 @@ impl Workspace {
     /// Like [`Workspace::new`], with `extra` appended to every installation's section
     /// (e.g. `s3.read_timeout_secs = 2`).
     pub fn new_with(installations: &[&SandboxInfo], extra: &str) -> Self {
+        Self::build(installations, extra, None, "")
+    }
+
+    /// A workspace whose default repository is `repository` (a `[repository]` section; `None`
+    /// for a local directory), with `more` (e.g. `[repositories.NAME]` sections) appended.
+    pub fn with_repositories(installations: &[&SandboxInfo], repository: Option<&str>, more: &str) -> Self {
+        Self::build(installations, "", repository, more)
+    }
+
+    fn build(installations: &[&SandboxInfo], extra: &str, repository: Option<&str>, more: &str) -> Self {
         let dir = test_dir("speechvault-ws-").unwrap();
         std::fs::write(dir.path().join("repo-password"), format!("{REPO_PASSWORD}\n")).unwrap();
-        let mut cfg = format!(
-            "[repository]\npath = {:?}\npassword_file = {:?}\n\n",
-            dir.path().join("repo").display().to_string(),
-            dir.path().join("repo-password").display().to_string()
-        );
+        let mut cfg = match repository {
+            Some(r) => format!("{r}\n"),
+            None => format!(
+                "[repository]\npath = {:?}\npassword_file = {:?}\n\n",
+                dir.path().join("repo").display().to_string(),
+                dir.path().join("repo-password").display().to_string()
+            ),
+        };
         for i in installations {
             cfg.push_str(&i.config_section());
             cfg.push_str(extra);
             cfg.push('\n');
         }
+        cfg.push_str(more);
         std::fs::write(dir.path().join("speechvault.toml"), cfg).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path().join("speechvault.toml"), std::fs::Permissions::from_mode(0o600)).unwrap();
         let ws = Self { dir };
         let out = ws.run(&["init"]);
         assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
@@ -164,6 +180,46 @@ pub fn set_faults(info: &SandboxInfo, rules: serde_json::Value) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec(&rules).unwrap()).unwrap();
     std::fs::rename(tmp, path).unwrap();
+}
+
+/// An S3 repository section (`[repository]`, or `[repositories.NAME]` with `name`) in a
+/// bucket of the test S3 server: the external one when set, else `info`'s own server.
+pub fn s3_repository(info: &SandboxInfo, name: Option<&str>, bucket: &str) -> String {
+    let (endpoint, region, ak, sk) = match speechvault_sandbox::harness::external_s3_from_env() {
+        Some(ext) => (ext.endpoint, ext.region, ext.access_key, ext.secret_key.expose().to_string()),
+        None => (
+            info.s3.endpoint.clone(),
+            info.s3.region.clone(),
+            std::fs::read_to_string(&info.s3.access_key_file).unwrap().trim().to_string(),
+            std::fs::read_to_string(&info.s3.secret_key_file).unwrap().trim().to_string(),
+        ),
+    };
+    // A bucket of its own per test run, so runs never meet.
+    let bucket = format!("{bucket}-{:08x}", rand::random::<u32>());
+    let header = match name {
+        Some(n) => format!("[repositories.{n}]"),
+        None => "[repository]".to_string(),
+    };
+    format!(
+        "{header}\nurl = \"s3:{endpoint}/{bucket}/speech\"\npassword = {REPO_PASSWORD:?}\ns3.region = {region:?}\ns3.access_key = {ak:?}\ns3.secret_key = {sk:?}\n\n"
+    )
+}
+
+/// Environment for the restic CLI on a repository section written by [`s3_repository`].
+pub fn restic_s3_env(section: &str) -> Vec<(String, String)> {
+    let get = |k: &str| {
+        section
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap()
+    };
+    vec![
+        ("RESTIC_REPOSITORY".into(), get("url")),
+        ("AWS_ACCESS_KEY_ID".into(), get("s3.access_key")),
+        ("AWS_SECRET_ACCESS_KEY".into(), get("s3.secret_key")),
+        ("AWS_DEFAULT_REGION".into(), get("s3.region")),
+    ]
 }
 
 /// Whether the tests run against an external S3 server (Garage, moto) instead of ours.

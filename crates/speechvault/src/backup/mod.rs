@@ -383,7 +383,7 @@ async fn run_inner(
             })
             .collect(),
         snapshots: written.iter().map(|s| s.to_string()).collect(),
-        instance_ids: manifest.instance_ids.clone(),
+        instance_ids: manifest.canonical_instance_ids().iter().map(|i| i.to_string()).collect(),
         warnings,
         seconds: clock.elapsed().as_secs_f64(),
     })

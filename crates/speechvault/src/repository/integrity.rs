@@ -38,6 +38,24 @@ pub(crate) fn decrypt(key: &rustic_core::repofile::MasterKey, data: &[u8]) -> Op
     cipher.decrypt(nonce, &data[16..]).ok()
 }
 
+/// Encrypts with the repository's master key, as restic does (random IV).
+pub(crate) fn encrypt(key: &rustic_core::repofile::MasterKey, plain: &[u8]) -> Option<Vec<u8>> {
+    use aes256ctr_poly1305aes::aead::AeadInPlace;
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(key.encrypt.get(..32)?);
+    k[32..48].copy_from_slice(key.mac.k.get(..16)?);
+    k[48..].copy_from_slice(key.mac.r.get(..16)?);
+    let cipher = Aes256CtrPoly1305Aes::new(aes256ctr_poly1305aes::Key::from_slice(&k));
+    let iv: [u8; 16] = rand::random();
+    let nonce = aes256ctr_poly1305aes::aead::generic_array::GenericArray::from_slice(&iv);
+    let mut out = Vec::with_capacity(plain.len() + 32);
+    out.extend_from_slice(&iv);
+    out.extend_from_slice(plain);
+    let tag = cipher.encrypt_in_place_detached(nonce, &[], &mut out[16..]).ok()?;
+    out.extend_from_slice(&tag);
+    Some(out)
+}
+
 /// The length of a pack's header before encryption: one entry per blob, 37 bytes (type,
 /// length, id) or 41 for a compressed blob (plus its uncompressed length).
 fn plain_header_len(pack: &IndexPack) -> u32 {

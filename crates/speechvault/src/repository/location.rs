@@ -9,7 +9,7 @@ use crate::objstore::S3Config;
 #[derive(Debug, Clone)]
 pub enum Location {
     Local(PathBuf),
-    S3(S3Location),
+    S3(Box<S3Location>),
 }
 
 /// A repository in a bucket: `s3:<endpoint>/<bucket>[/<prefix>]`.
@@ -62,9 +62,10 @@ pub fn parse_s3_url(url: &str) -> Result<(String, String, String), String> {
     };
     let mut parts = rest.splitn(3, '/');
     let host = parts.next().filter(|h| !h.is_empty()).ok_or_else(|| format!("{url:?} names no host"))?;
-    let bucket = parts.next().filter(|b| !b.is_empty()).ok_or_else(|| {
-        format!("{url:?} names no bucket: use s3:https://host[:port]/bucket[/prefix]")
-    })?;
+    let bucket = parts
+        .next()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| format!("{url:?} names no bucket: use s3:https://host[:port]/bucket[/prefix]"))?;
     crate::objstore::validate_bucket_name(bucket).map_err(|e| format!("{url:?}: {e}"))?;
     let prefix = parts.next().unwrap_or("").trim_matches('/').to_string();
     if prefix.split('/').any(|seg| seg == "." || seg == "..") || prefix.contains("//") {
@@ -85,7 +86,14 @@ mod tests {
         );
         assert_eq!(parse_s3_url("s3:https://minio:9000/backups").unwrap().2, "");
         assert_eq!(parse_s3_url("s3:s3.example.com/backups/").unwrap().0, "https://s3.example.com");
-        for bad in ["s3:http://host", "s3:http://host/", "s3:ftp://h/b", "http://h/b", "s3:http://h/Bad_Bucket", "s3:http://h/b/../x"] {
+        for bad in [
+            "s3:http://host",
+            "s3:http://host/",
+            "s3:ftp://h/b",
+            "http://h/b",
+            "s3:http://h/Bad_Bucket",
+            "s3:http://h/b/../x",
+        ] {
             assert!(parse_s3_url(bad).is_err(), "{bad}");
         }
     }

@@ -139,6 +139,12 @@ impl Vault {
     pub fn lock(self: &Arc<Self>, exclusive: bool, wait: Duration) -> Result<RepoLock> {
         let start = Instant::now();
         let mut delay = Duration::from_millis(200);
+        // Locks of runs that are gone would stop restic (which removes them only on `unlock`):
+        // clear them, as `unlock` would.
+        for lock in self.locks()?.into_iter().filter(|l| l.stale.is_some()) {
+            tracing::info!("removing {}: {}", lock.describe(), lock.stale.as_deref().unwrap_or(""));
+            let _ = self.store.remove_lock(&lock.id);
+        }
         loop {
             let conflict = self.conflicting(exclusive, None)?;
             if conflict.is_none() {
@@ -162,7 +168,8 @@ impl Vault {
                 }
             }
             if start.elapsed() >= wait {
-                let holder = self.conflicting(exclusive, None)?.map(|l| l.describe()).unwrap_or_else(|| "another run".into());
+                let holder =
+                    self.conflicting(exclusive, None)?.map(|l| l.describe()).unwrap_or_else(|| "another run".into());
                 return Err(RepoError::Locked {
                     location: self.location.describe(),
                     holder,

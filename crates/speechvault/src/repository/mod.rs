@@ -11,10 +11,20 @@
 //! - rustic's local backend writes files in place, so a killed process leaves truncated
 //!   files: [`local::LocalStore`] writes through a temporary file and a rename.
 //!
-//! - [`integrity`]: checks that a backup's data is there and authentic before a restore.
+//! - [`location`]: local directories and `s3:` URLs; [`store`]: the storage behind both
+//!   ([`local`], [`s3`]);
+//! - [`lock`]: restic-compatible locks;
+//! - [`integrity`]: checks that a backup's data is there and authentic;
+//! - [`maintenance`]: check, prune, keys; [`copy`]: backup sets between repositories.
 
+pub mod copy;
 pub mod integrity;
 pub mod local;
+pub mod location;
+pub mod lock;
+pub mod maintenance;
+pub mod s3;
+pub mod store;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,11 +33,14 @@ use std::sync::Arc;
 use rustic_core::repofile::{Node, SnapshotFile};
 use rustic_core::{
     BackupOptions, ConfigOptions, Credentials, KeyOptions, LsOptions, OpenStatus, ReadSource, Repository,
-    RepositoryBackends, RepositoryOptions, SnapshotOptions, WriteBackend,
+    RepositoryBackends, RepositoryOptions, SnapshotOptions,
 };
 
 use crate::error::{ErrorKind, Kinded};
 use crate::secret::Secret;
+
+pub use location::{Location, S3Location};
+pub use store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -43,6 +56,12 @@ pub enum RepoError {
     Io { location: String, source: std::io::Error },
     #[error("repository at {location} is damaged: {reason}")]
     Damaged { location: String, reason: String },
+    #[error(
+        "repository at {location} is locked by {holder}; gave up after {waited}s (wait longer with --lock-wait, or remove a stale lock with `speechvault unlock`)"
+    )]
+    Locked { location: String, holder: String, waited: u64 },
+    #[error("repository at {location}: {reason}")]
+    Refused { location: String, reason: String },
     #[error("entries out of path order: {before:?} came before {after:?}")]
     Order { before: PathBuf, after: PathBuf },
 }
@@ -50,7 +69,9 @@ pub enum RepoError {
 impl Kinded for RepoError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::Missing { .. } | Self::Exists { .. } | Self::WrongPassword { .. } => ErrorKind::BadInput,
+            Self::Missing { .. } | Self::Exists { .. } | Self::WrongPassword { .. } | Self::Refused { .. } => {
+                ErrorKind::BadInput
+            }
             Self::Damaged { .. } => ErrorKind::Differences,
             _ => ErrorKind::Failed,
         }
@@ -59,33 +80,15 @@ impl Kinded for RepoError {
 
 pub type Result<T, E = RepoError> = std::result::Result<T, E>;
 
-/// Where a repository lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    Local(PathBuf),
-}
-
-impl Location {
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Local(p) => p.display().to_string(),
-        }
-    }
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
-
 /// An open repository.
 pub struct Vault {
     location: Location,
-    backend: Arc<dyn WriteBackend>,
+    store: Store,
     repo: Repository<OpenStatus>,
     /// Kept to reopen cheaply: a password open runs the key derivation again.
     key: rustic_core::repofile::MasterKey,
+    /// A runtime of our own when opened outside one (S3 calls need one).
+    _runtime: Option<Arc<tokio::runtime::Runtime>>,
 }
 
 /// What to record in a new snapshot.
@@ -146,50 +149,75 @@ pub fn check_path_order<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Result
     Ok(())
 }
 
-fn backend_for(location: &Location) -> Arc<dyn WriteBackend> {
-    match location {
-        Location::Local(p) => Arc::new(local::LocalStore::new(p)),
+/// The runtime S3 calls run on: the current one, else a small one of our own.
+fn runtime() -> std::io::Result<(tokio::runtime::Handle, Option<Arc<tokio::runtime::Runtime>>)> {
+    if let Ok(h) = tokio::runtime::Handle::try_current() {
+        return Ok((h, None));
     }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    Ok((rt.handle().clone(), Some(Arc::new(rt))))
 }
 
-fn has_config(backend: &dyn WriteBackend, location: &Location) -> Result<bool> {
-    let list = backend
+fn open_store(location: &Location) -> Result<(Store, Option<Arc<tokio::runtime::Runtime>>)> {
+    let io = |source| RepoError::Io { location: location.describe(), source };
+    let (handle, rt) = runtime().map_err(io)?;
+    Ok((Store::open(location, handle).map_err(io)?, rt))
+}
+
+fn has_config(store: &Store, location: &Location) -> Result<bool> {
+    let list = store
+        .backend()
         .list_with_size(rustic_core::FileType::Config)
         .map_err(|e| RepoError::Rustic { location: location.describe(), reason: rustic_message(&e) })?;
     Ok(!list.is_empty())
 }
 
 impl Vault {
-    fn err(&self, e: impl std::borrow::Borrow<rustic_core::RusticError>) -> RepoError {
+    pub(crate) fn err(&self, e: impl std::borrow::Borrow<rustic_core::RusticError>) -> RepoError {
         RepoError::Rustic { location: self.location.describe(), reason: rustic_message(e.borrow()) }
     }
 
-    /// Creates a new repository; a local one is private to its owner.
-    pub fn init(location: &Location, password: &Secret) -> Result<Self> {
-        let backend = backend_for(location);
+    pub(crate) fn io(&self, source: std::io::Error) -> RepoError {
+        RepoError::Io { location: self.location.describe(), source }
+    }
+
+    /// Creates a new repository (a local one private to its owner; an S3 one creates its
+    /// bucket when missing). With `chunker_from`, the new repository chunks like that one, so
+    /// backup sets copied between them still deduplicate.
+    pub fn init(location: &Location, password: &Secret, chunker_from: Option<&Vault>) -> Result<Self> {
+        let (store, rt) = open_store(location)?;
         let err = |e: Box<rustic_core::RusticError>| RepoError::Rustic {
             location: location.describe(),
             reason: rustic_message(&e),
         };
-        if has_config(backend.as_ref(), location)? {
+        if has_config(&store, location)? {
             return Err(RepoError::Exists { location: location.describe() });
         }
-        backend.create().map_err(err)?;
-        let repo = Repository::new(&options(), &RepositoryBackends::new(backend.clone(), None)).map_err(err)?;
-        let repo = repo
-            .init(&Credentials::password(password.expose()), &KeyOptions::default(), &ConfigOptions::default())
-            .map_err(err)?;
+        store.backend().create().map_err(err)?;
+        let repo = Repository::new(&options(), &RepositoryBackends::new(store.backend(), None)).map_err(err)?;
+        let creds = Credentials::password(password.expose());
+        let repo = match chunker_from {
+            None => repo.init(&creds, &KeyOptions::default(), &ConfigOptions::default()).map_err(err)?,
+            Some(other) => {
+                let mut config = other.repo.config().clone();
+                config.id = rustic_core::Id::random().into();
+                config.is_hot = None;
+                config.append_only = None;
+                repo.init_with_config(&creds, &KeyOptions::default(), config).map_err(err)?
+            }
+        };
         let key = repo.key();
-        Ok(Self { location: location.clone(), backend, repo, key })
+        Ok(Self { location: location.clone(), store, repo, key, _runtime: rt })
     }
 
     /// Opens an existing repository.
     pub fn open(location: &Location, password: &Secret) -> Result<Self> {
-        let backend = backend_for(location);
-        if !has_config(backend.as_ref(), location)? {
+        let (store, rt) = open_store(location)?;
+        if !has_config(&store, location)? {
             return Err(RepoError::Missing { location: location.describe() });
         }
-        let keys = backend
+        let keys = store
+            .backend()
             .list(rustic_core::FileType::Key)
             .map_err(|e| RepoError::Rustic { location: location.describe(), reason: rustic_message(&e) })?;
         if keys.is_empty() {
@@ -198,7 +226,7 @@ impl Vault {
                 reason: "it has a config file but no keys: it is not a usable restic repository".into(),
             });
         }
-        let repo = Repository::new(&options(), &RepositoryBackends::new(backend.clone(), None))
+        let repo = Repository::new(&options(), &RepositoryBackends::new(store.backend(), None))
             .map_err(|e| RepoError::Rustic { location: location.describe(), reason: rustic_message(&e) })?;
         let repo = repo.open(&Credentials::password(password.expose())).map_err(|e| {
             if e.is_incorrect_password() {
@@ -208,18 +236,22 @@ impl Vault {
             }
         })?;
         let key = repo.key();
-        Ok(Self { location: location.clone(), backend, repo, key })
+        Ok(Self { location: location.clone(), store, repo, key, _runtime: rt })
     }
 
     /// A second handle on the same repository, opened with the master key.
-    fn reopen(&self) -> Result<Repository<OpenStatus>> {
-        let repo = Repository::new(&options(), &RepositoryBackends::new(self.backend.clone(), None))
+    pub(crate) fn reopen(&self) -> Result<Repository<OpenStatus>> {
+        let repo = Repository::new(&options(), &RepositoryBackends::new(self.store.backend(), None))
             .map_err(|e| self.err(e))?;
         repo.open(&Credentials::Masterkey(self.key.clone())).map_err(|e| self.err(e))
     }
 
     pub fn location(&self) -> &Location {
         &self.location
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Every snapshot in the repository.
@@ -262,24 +294,14 @@ impl Vault {
     pub fn reader(&self) -> Result<VaultReader> {
         // Reopen from scratch: an index built before our own writes misses their trees.
         let repo = self.reopen()?.to_indexed().map_err(|e| self.err(e))?;
-        Ok(VaultReader { location: self.location.clone(), backend: self.backend.clone(), key: self.key.clone(), repo })
-    }
-
-    /// Runs rustic's structural check (and with `read_data`, reads every pack).
-    pub fn check(&self, read_data: bool) -> Result<()> {
-        let mut opts = rustic_core::CheckOptions::default();
-        if read_data {
-            opts = opts.read_data(true);
-        }
-        let results = self.repo.check(opts).map_err(|e| self.err(e))?;
-        results.is_ok().map_err(|e| self.err(e))
+        Ok(VaultReader { location: self.location.clone(), backend: self.store.backend(), key: self.key.clone(), repo })
     }
 }
 
 /// Read access to snapshots' files.
 pub struct VaultReader {
     location: Location,
-    backend: Arc<dyn WriteBackend>,
+    backend: Arc<dyn rustic_core::WriteBackend>,
     key: rustic_core::repofile::MasterKey,
     repo: Repository<rustic_core::IndexedFullStatus>,
 }

@@ -40,7 +40,7 @@ impl S3Store {
             bucket: loc.bucket.clone(),
             prefix: loc.prefix.clone(),
             handle,
-            location: super::Location::S3(loc.clone()).describe(),
+            location: super::Location::S3(Box::new(loc.clone())).describe(),
         })
     }
 
@@ -79,10 +79,7 @@ impl S3Store {
     pub fn list_dir(&self, dir: &str) -> Result<Vec<(String, u64)>, ObjStoreError> {
         let prefix = format!("{}{dir}/", self.base());
         let listed = self.block_on(self.store.list_all(&self.bucket, &prefix))?;
-        Ok(listed
-            .into_iter()
-            .filter_map(|o| o.key.rsplit('/').next().map(|n| (n.to_string(), o.size)))
-            .collect())
+        Ok(listed.into_iter().filter_map(|o| o.key.rsplit('/').next().map(|n| (n.to_string(), o.size))).collect())
     }
 
     pub fn read_key(&self, key: &str) -> Result<Bytes, ObjStoreError> {
@@ -156,7 +153,8 @@ impl WriteBackend for S3Store {
             .block_on(self.store.bucket_exists(&self.bucket))
             .map_err(|e| err("cannot look for bucket", &self.bucket, e))?;
         if !exists {
-            self.block_on(self.store.create_bucket(&self.bucket)).map_err(|e| err("cannot create bucket", &self.bucket, e))?;
+            self.block_on(self.store.create_bucket(&self.bucket))
+                .map_err(|e| err("cannot create bucket", &self.bucket, e))?;
         }
         Ok(())
     }

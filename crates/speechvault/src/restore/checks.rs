@@ -352,7 +352,7 @@ pub(crate) fn snapshot_of<'a>(
     set: &'a BackupSet,
     id: &str,
 ) -> Result<&'a rustic_core::repofile::SnapshotFile, RestoreError> {
-    set.snapshots.iter().find(|s| s.id.to_string() == id).ok_or_else(|| {
+    set.snapshot(id).ok_or_else(|| {
         RestoreError::BackupDamaged(format!("snapshot {id} named in the manifest of backup {} is missing", set.id))
     })
 }

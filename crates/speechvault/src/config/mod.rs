@@ -13,8 +13,13 @@ use crate::error::{ErrorKind, Kinded};
 use crate::objstore::S3Config;
 use crate::pg::PgConfig;
 use crate::profile::Profile;
-use crate::repository::Location;
 use crate::secret::{Secret, read_secret_file};
+
+pub mod repository;
+pub mod retention;
+
+pub use repository::{RepositoryFile, RepositorySettings};
+pub use retention::{Retention, RetentionFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -46,19 +51,17 @@ impl Kinded for ConfigError {
 pub struct ConfigFile {
     #[serde(default)]
     pub repository: Option<RepositoryFile>,
+    /// Further repositories (copies: off-site, another cloud), by name.
+    #[serde(default)]
+    pub repositories: BTreeMap<String, RepositoryFile>,
+    /// Default retention for every installation.
+    #[serde(default)]
+    pub retention: Option<RetentionFile>,
     /// A profile file replacing the built-in one.
     #[serde(default)]
     pub profile: Option<PathBuf>,
     #[serde(default)]
     pub installations: BTreeMap<String, InstallationFile>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RepositoryFile {
-    pub path: Option<PathBuf>,
-    pub password: Option<Secret>,
-    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +79,9 @@ pub struct InstallationFile {
     /// Explicit bucket names by profile name; wins over `bucket_suffix`.
     #[serde(default)]
     pub buckets: BTreeMap<String, String>,
+    /// Retention for this installation's backups, over the defaults.
+    #[serde(default)]
+    pub retention: Option<RetentionFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,13 +119,6 @@ pub struct PgFile {
     pub key_file: Option<PathBuf>,
 }
 
-/// Where backups go.
-#[derive(Debug, Clone)]
-pub struct RepositorySettings {
-    pub location: Location,
-    pub password: Secret,
-}
-
 /// One Speech installation, resolved: how to reach its two datastores.
 #[derive(Debug, Clone)]
 pub struct Installation {
@@ -151,7 +150,11 @@ pub struct Config {
     pub origin: Option<PathBuf>,
 }
 
-fn secret_from(what: &str, inline: &Option<Secret>, file: &Option<PathBuf>) -> Result<Option<Secret>, ConfigError> {
+pub(crate) fn secret_from(
+    what: &str,
+    inline: &Option<Secret>,
+    file: &Option<PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
     if let Some(s) = inline {
         return Ok(Some(s.clone()));
     }
@@ -165,7 +168,7 @@ fn secret_from(what: &str, inline: &Option<Secret>, file: &Option<PathBuf>) -> R
     Ok(None)
 }
 
-fn env(name: &str) -> Option<String> {
+pub(crate) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
@@ -240,42 +243,6 @@ impl Config {
             Some(p) => Ok(Profile::load(p)?),
             None => Ok(Profile::builtin()),
         }
-    }
-
-    /// The repository settings; `SPEECHVAULT_REPOSITORY` and `SPEECHVAULT_PASSWORD`(`_FILE`) fill gaps.
-    pub fn repository(&self) -> Result<RepositorySettings, ConfigError> {
-        let r = self.file.repository.as_ref();
-        let path = r
-            .and_then(|r| r.path.clone())
-            .or_else(|| env("SPEECHVAULT_REPOSITORY").map(PathBuf::from))
-            .ok_or_else(|| {
-                ConfigError::Repository("no repository path: set [repository] path or SPEECHVAULT_REPOSITORY".into())
-            })?;
-        let location = Location::Local(path);
-        let password = match r {
-            Some(r) => secret_from("repository password", &r.password, &r.password_file)?,
-            None => None,
-        };
-        let password = match password {
-            Some(p) => p,
-            None => match (env("SPEECHVAULT_PASSWORD"), env("SPEECHVAULT_PASSWORD_FILE")) {
-                (Some(p), _) => Secret::new(p),
-                (None, Some(f)) => read_secret_file(Path::new(&f)).map_err(|source| ConfigError::SecretFile {
-                    what: "repository password".into(),
-                    path: f.into(),
-                    source,
-                })?,
-                (None, None) => {
-                    return Err(ConfigError::Repository(
-                        "no repository password: set [repository] password_file or SPEECHVAULT_PASSWORD(_FILE)".into(),
-                    ));
-                }
-            },
-        };
-        if password.is_empty() {
-            return Err(ConfigError::Repository("the repository password is empty".into()));
-        }
-        Ok(RepositorySettings { location, password })
     }
 
     /// Resolves an installation from the config file, filling gaps from the environment.
