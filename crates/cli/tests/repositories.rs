@@ -115,18 +115,28 @@ async fn copies_are_whole_backups_manifest_last_and_idempotent() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn retention_forgets_whole_backups_by_rule_and_prune_frees_the_space() {
-    let a = TestInstallation::start_with(exe(), "ret-src", Scale::Tiny, 93, |o| o.components = vec!["sttAsync".into()])
+async fn retention_on_a_local_repository() {
+    retention_forgets_whole_backups_by_rule_and_prune_frees_the_space(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_on_an_s3_repository() {
+    retention_forgets_whole_backups_by_rule_and_prune_frees_the_space(true).await;
+}
+
+async fn retention_forgets_whole_backups_by_rule_and_prune_frees_the_space(s3: bool) {
+    let name = if s3 { "ret-s3" } else { "ret-src" };
+    let a = TestInstallation::start_with(exe(), name, Scale::Tiny, 93, |o| o.components = vec!["sttAsync".into()])
         .await
         .unwrap();
-    let ws = Workspace::new(&[&a.info]);
+    let (ws, files) = workspace_on(s3, &[&a.info]);
     let mut ids = Vec::new();
     for round in 0..4 {
         add_objects(&a.info, round + 10).await;
-        ids.push(ws.json(&["backup", "--from", "ret-src"])["backup_id"].as_str().unwrap().to_string());
+        ids.push(ws.json(&["backup", "--from", name])["backup_id"].as_str().unwrap().to_string());
     }
     // A killed backup leaves an incomplete set.
-    ws.run_until("backup:objects", &["backup", "--from", "ret-src", "--full"]).kill();
+    ws.run_until("backup:objects", &["backup", "--from", name, "--full"]).kill();
     assert_eq!(ws.backups().len(), 5);
 
     let dry = ws.json(&["forget", "--keep-last", "2", "--dry-run"]);
@@ -138,54 +148,52 @@ async fn retention_forgets_whole_backups_by_rule_and_prune_frees_the_space() {
     assert!(kept["reasons"][0].as_str().unwrap().contains("last"), "each kept set says why: {dry}");
     assert_eq!(ws.backups().len(), 5, "a dry run changes nothing");
 
-    let size = |p: &std::path::Path| -> u64 {
-        fn walk(p: &std::path::Path) -> u64 {
-            std::fs::read_dir(p)
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| {
-                            if e.path().is_dir() { walk(&e.path()) } else { e.metadata().map(|m| m.len()).unwrap_or(0) }
-                        })
-                        .sum()
-                })
-                .unwrap_or(0)
-        }
-        walk(p)
-    };
-    let before = size(&ws.repo());
+    let size = |f: Vec<(String, u64)>| f.iter().map(|(_, s)| s).sum::<u64>();
+    let before = size(files.files("data").await);
     let done = ws.json(&["forget", "--keep-last", "2", "--incomplete-grace", "0h", "--prune", "--max-unused", "0%"]);
     assert_eq!(done["removed"].as_array().unwrap().len(), 3, "{done}");
     let left: Vec<String> = ws.backups().iter().map(|s| s["backup_id"].as_str().unwrap().to_string()).collect();
     assert_eq!(left, [ids[2].clone(), ids[3].clone()], "whole sets go, never half of one");
-    assert!(size(&ws.repo()) < before, "prune freed space");
-    assert_restic_check(&ws);
-    ws.json(&["verify", &ids[3], "--against", "ret-src"]);
+    assert!(size(files.files("data").await) < before, "prune freed space");
+    let out = files.restic(&ws, &["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    ws.json(&["verify", &ids[3], "--against", name]);
 
     // Configured retention, applied by the backup itself.
     let cfg = std::fs::read_to_string(ws.config()).unwrap();
     std::fs::write(ws.config(), format!("{cfg}\n[retention]\nkeep_last = 1\nafter_backup = true\n")).unwrap();
-    let b = ws.json(&["backup", "--from", "ret-src"]);
+    let b = ws.json(&["backup", "--from", name]);
     assert_eq!(b["retention"]["removed"].as_array().unwrap().len(), 2, "{b}");
     assert_eq!(ws.backups().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn locks_make_prune_wait_for_a_running_backup_and_restic_respects_them() {
+async fn locks_on_a_local_repository() {
+    locks_make_prune_wait_for_a_running_backup_and_restic_respects_them(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locks_on_an_s3_repository() {
+    locks_make_prune_wait_for_a_running_backup_and_restic_respects_them(true).await;
+}
+
+async fn locks_make_prune_wait_for_a_running_backup_and_restic_respects_them(s3: bool) {
+    let (src, dst) = if s3 { ("lk-s3", "lk-s3-dst") } else { ("lk-src", "lk-dst") };
     let (a, t) = tokio::join!(
-        TestInstallation::start_with(exe(), "lk-src", Scale::Tiny, 94, |o| o.components = vec!["sttAsync".into()]),
-        empty_target("lk-dst")
+        TestInstallation::start_with(exe(), src, Scale::Tiny, 94, |o| o.components = vec!["sttAsync".into()]),
+        empty_target(dst)
     );
     let a = a.unwrap();
-    let ws = Workspace::new(&[&a.info, &t.info]);
-    ws.json(&["backup", "--from", "lk-src"]);
+    let (ws, files) = workspace_on(s3, &[&a.info, &t.info]);
+    ws.json(&["backup", "--from", src]);
     add_objects(&a.info, 3).await;
-    let running = ws.run_until("backup:objects", &["--json", "backup", "--from", "lk-src"]);
+    let running = ws.run_until("backup:objects", &["--json", "backup", "--from", src]);
     // prune waits for the backup's lock, then gives up naming the holder...
     let out = ws.run(&["prune", "--lock-wait", "2s"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("locked by a shared lock") && stderr(&out).contains("(pid "), "{}", stderr(&out));
     // ...and restic sees the lock too.
-    let out = restic(&ws, &["prune"]);
+    let out = files.restic(&ws, &["prune"]);
     assert!(!out.status.success(), "restic prune must not run beside our backup");
     assert!(stderr(&out).to_lowercase().contains("lock"), "{}", stderr(&out));
     // A patient prune runs once the backup is done, and the backup stays whole.
@@ -202,23 +210,35 @@ async fn locks_make_prune_wait_for_a_running_backup_and_restic_respects_them() {
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["backup_id"].as_str().unwrap().to_string();
     let pruned = waiting.wait_with_output().unwrap();
     assert!(pruned.status.success(), "{}", stderr(&pruned));
-    let r = ws.json(&["restore", &id, "--to", "lk-dst"]);
+    let r = ws.json(&["restore", &id, "--to", dst]);
     assert_eq!(r["verify"]["ok"], true, "{r}");
-    assert_restic_check(&ws);
+    let out = files.restic(&ws, &["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 
     // A restic lock is respected by speechvault: `restic backup --stdin` holds one while it reads.
-    let mut holder = Command::new(which("restic").unwrap())
+    let mut holder = Command::new(which("restic").unwrap());
+    holder
         .args(["backup", "--stdin", "--stdin-filename", "x"])
-        .env("RESTIC_REPOSITORY", ws.repo())
         .env("RESTIC_PASSWORD", REPO_PASSWORD)
-        .env("RESTIC_CACHE_DIR", ws.dir.path().join("restic-cache"))
+        .env("RESTIC_CACHE_DIR", ws.dir.path().join("restic-cache"));
+    match &files.section {
+        None => {
+            holder.env("RESTIC_REPOSITORY", ws.repo());
+        }
+        Some(section) => {
+            for (k, v) in restic_s3_env(section) {
+                holder.env(k, v);
+            }
+        }
+    }
+    let mut holder = holder
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let start = std::time::Instant::now();
-    while std::fs::read_dir(ws.repo().join("locks")).map(|d| d.count()).unwrap_or(0) == 0 {
+    while files.files("locks").await.is_empty() {
         assert!(start.elapsed() < std::time::Duration::from_secs(20), "restic took no lock");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -230,7 +250,7 @@ async fn locks_make_prune_wait_for_a_running_backup_and_restic_respects_them() {
 
     // A lock left by a killed run is stale: seen as such, removed by unlock (and by the next
     // run that takes a lock).
-    ws.run_until("backup:objects", &["backup", "--from", "lk-src", "--full"]).kill();
+    ws.run_until("backup:objects", &["backup", "--from", src, "--full"]).kill();
     let locks = ws.json(&["unlock", "--dry-run"]);
     assert_eq!(locks["stale"].as_array().unwrap().len(), 1, "{locks}");
     let u = ws.json(&["unlock"]);
@@ -239,43 +259,46 @@ async fn locks_make_prune_wait_for_a_running_backup_and_restic_respects_them() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn check_names_the_backups_a_damaged_pack_affects() {
-    let a = TestInstallation::start_with(exe(), "chk-src", Scale::Tiny, 95, |o| {
+async fn check_on_a_local_repository() {
+    check_names_the_backups_a_damaged_pack_affects(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_on_an_s3_repository() {
+    check_names_the_backups_a_damaged_pack_affects(true).await;
+}
+
+async fn check_names_the_backups_a_damaged_pack_affects(s3: bool) {
+    let name = if s3 { "chk-s3" } else { "chk-src" };
+    let a = TestInstallation::start_with(exe(), name, Scale::Tiny, 95, |o| {
         o.components = vec!["sttAsync".into(), "baseModels".into()]
     })
     .await
     .unwrap();
-    let ws = Workspace::new(&[&a.info]);
-    let id = ws.json(&["backup", "--from", "chk-src"])["backup_id"].as_str().unwrap().to_string();
+    let (ws, files) = workspace_on(s3, &[&a.info]);
+    let id = ws.json(&["backup", "--from", name])["backup_id"].as_str().unwrap().to_string();
     ws.json(&["check", "--read-data-subset", "1/2"]);
-    let mut packs: Vec<(u64, std::path::PathBuf)> = Vec::new();
-    for d in std::fs::read_dir(ws.repo().join("data")).unwrap().flatten() {
-        for f in std::fs::read_dir(d.path()).unwrap().flatten() {
-            packs.push((f.metadata().unwrap().len(), f.path()));
-        }
-    }
+    let mut packs: Vec<(u64, String)> = files.files("data").await.into_iter().map(|(n, s)| (s, n)).collect();
     packs.sort();
     let (len, largest) = packs.pop().unwrap();
-    let original = std::fs::read(&largest).unwrap();
+    let original = files.read(&largest).await;
     let mut flipped = original.clone();
     for b in &mut flipped[(len as usize / 2)..(len as usize / 2 + 64)] {
         *b ^= 0xff;
     }
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&largest, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::write(&largest, &flipped).unwrap();
+    files.write(&largest, &flipped).await;
     // The structure check does not read data; --read-data finds the damage.
     ws.json(&["check"]);
     for (what, damage) in [("corrupted", false), ("missing", true)] {
         if damage {
-            std::fs::remove_file(&largest).unwrap();
+            files.delete(&largest).await;
         }
         let args: &[&str] = if damage { &["--json", "check"] } else { &["--json", "check", "--read-data"] };
         let out = ws.run(args);
         assert_eq!(out.status.code(), Some(3), "{what}: {}", stderr(&out));
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
         assert_eq!(report["ok"], false);
-        let pack_id = largest.file_name().unwrap().to_str().unwrap();
+        let pack_id = largest.rsplit('/').next().unwrap();
         assert!(report["damaged_packs"].as_array().unwrap().iter().any(|p| p == pack_id), "{what}: {report}");
         let affected = &report["affected"][0];
         assert_eq!(affected["backup_id"], id.as_str(), "{what}: {report}");
@@ -285,17 +308,27 @@ async fn check_names_the_backups_a_damaged_pack_affects() {
         );
         assert!(!report.to_string().contains("Some additional details"), "{report}");
     }
-    std::fs::write(&largest, &original).unwrap();
+    files.write(&largest, &original).await;
     ws.json(&["check", "--read-data"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn keys_rotate_without_rewriting_data_and_the_last_one_stays() {
-    let a = TestInstallation::start_with(exe(), "key-src", Scale::Tiny, 96, |o| o.components = vec!["sttAsync".into()])
+async fn keys_on_a_local_repository() {
+    keys_rotate_without_rewriting_data_and_the_last_one_stays(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_on_an_s3_repository() {
+    keys_rotate_without_rewriting_data_and_the_last_one_stays(true).await;
+}
+
+async fn keys_rotate_without_rewriting_data_and_the_last_one_stays(s3: bool) {
+    let name = if s3 { "key-s3" } else { "key-src" };
+    let a = TestInstallation::start_with(exe(), name, Scale::Tiny, 96, |o| o.components = vec!["sttAsync".into()])
         .await
         .unwrap();
-    let ws = Workspace::new(&[&a.info]);
-    ws.json(&["backup", "--from", "key-src"]);
+    let (ws, files) = workspace_on(s3, &[&a.info]);
+    ws.json(&["backup", "--from", name]);
     let keys = ws.json(&["key", "list"]);
     assert_eq!(keys["keys"].as_array().unwrap().len(), 1);
     let only = keys["keys"][0]["id"].as_str().unwrap().to_string();
@@ -305,21 +338,19 @@ async fn keys_rotate_without_rewriting_data_and_the_last_one_stays() {
     // Rotate: a new password works, the old one no longer does, the data is untouched.
     let new_pw = ws.dir.path().join("new-password");
     std::fs::write(&new_pw, "a brand new password\n").unwrap();
-    let packs_before = std::fs::read_dir(ws.repo().join("data"))
-        .unwrap()
-        .flatten()
-        .map(|d| std::fs::read_dir(d.path()).unwrap().count())
-        .sum::<usize>();
+    let packs_before = files.files("data").await;
     ws.json(&["key", "passwd", "--new-password-file", new_pw.to_str().unwrap()]);
     let out = ws.run(&["snapshots"]);
     assert_eq!(out.status.code(), Some(2), "the old password is gone: {}", stderr(&out));
+    let cfg = std::fs::read_to_string(ws.config()).unwrap();
+    std::fs::write(
+        ws.config(),
+        cfg.replace(&format!("password = {REPO_PASSWORD:?}"), "password = \"a brand new password\""),
+    )
+    .unwrap();
     std::fs::copy(&new_pw, ws.dir.path().join("repo-password")).unwrap();
     assert_eq!(ws.backups().len(), 1);
-    let packs_after = std::fs::read_dir(ws.repo().join("data"))
-        .unwrap()
-        .flatten()
-        .map(|d| std::fs::read_dir(d.path()).unwrap().count())
-        .sum::<usize>();
+    let packs_after = files.files("data").await;
     assert_eq!(packs_before, packs_after, "no data rewritten");
     let second = ws.dir.path().join("second-password");
     std::fs::write(&second, "a second password\n").unwrap();

@@ -205,6 +205,123 @@ pub fn s3_repository(info: &SandboxInfo, name: Option<&str>, bucket: &str) -> St
     )
 }
 
+/// A repository under test: a local directory or a bucket prefix, with raw access to its files
+/// (to damage them, count them) and restic pointed at it.
+pub struct RepoFiles {
+    pub local: Option<PathBuf>,
+    pub s3: Option<(speechvault::objstore::ObjectStore, String, String)>,
+    pub section: Option<String>,
+}
+
+impl RepoFiles {
+    pub fn local(ws: &Workspace) -> Self {
+        Self { local: Some(ws.repo()), s3: None, section: None }
+    }
+
+    /// For a `[repository]` section written by [`s3_repository`].
+    pub fn s3(section: &str) -> Self {
+        let get = |k: &str| {
+            section
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+                .map(|v| v.trim_matches('"').to_string())
+                .unwrap()
+        };
+        let url = get("url");
+        let (endpoint, bucket, prefix) = speechvault::repository::location::parse_s3_url(&url).unwrap();
+        let mut cfg = speechvault::objstore::S3Config::new(
+            endpoint,
+            get("s3.access_key"),
+            speechvault::secret::Secret::new(get("s3.secret_key")),
+        );
+        cfg.region = get("s3.region");
+        let store = speechvault::objstore::ObjectStore::new(cfg).unwrap();
+        Self { local: None, s3: Some((store, bucket, prefix)), section: Some(section.to_string()) }
+    }
+
+    /// `(name, size)` of the files in `dir` (`data` includes its subdirectories).
+    pub async fn files(&self, dir: &str) -> Vec<(String, u64)> {
+        if let Some(root) = &self.local {
+            fn walk(p: &Path, out: &mut Vec<(String, u64)>) {
+                for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                    if e.path().is_dir() {
+                        walk(&e.path(), out);
+                    } else {
+                        out.push((e.path().display().to_string(), e.metadata().unwrap().len()));
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            walk(&root.join(dir), &mut out);
+            return out;
+        }
+        let (store, bucket, prefix) = self.s3.as_ref().unwrap();
+        store
+            .list_all(bucket, &format!("{prefix}/{dir}/"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect()
+    }
+
+    pub async fn read(&self, name: &str) -> Vec<u8> {
+        match &self.s3 {
+            None => std::fs::read(name).unwrap(),
+            Some((store, bucket, _)) => store.get_bytes(bucket, name).await.unwrap().1.to_vec(),
+        }
+    }
+
+    pub async fn write(&self, name: &str, data: &[u8]) {
+        match &self.s3 {
+            None => {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(name, std::fs::Permissions::from_mode(0o600));
+                std::fs::write(name, data).unwrap()
+            }
+            Some((store, bucket, _)) => {
+                store.put_object(bucket, name, bytes::Bytes::copy_from_slice(data), &Default::default()).await.unwrap();
+            }
+        }
+    }
+
+    pub async fn delete(&self, name: &str) {
+        match &self.s3 {
+            None => std::fs::remove_file(name).unwrap(),
+            Some((store, bucket, _)) => store.delete_object(bucket, name).await.unwrap(),
+        }
+    }
+
+    /// restic on this repository.
+    pub fn restic(&self, ws: &Workspace, args: &[&str]) -> Output {
+        let mut c = Command::new(which("restic").unwrap());
+        c.args(args).env("RESTIC_PASSWORD", REPO_PASSWORD).env("RESTIC_CACHE_DIR", ws.dir.path().join("restic-cache"));
+        match &self.section {
+            None => {
+                c.env("RESTIC_REPOSITORY", ws.repo());
+            }
+            Some(section) => {
+                for (k, v) in restic_s3_env(section) {
+                    c.env(k, v);
+                }
+            }
+        }
+        c.output().unwrap()
+    }
+}
+
+/// A workspace on a local repository, or (`s3`) on an S3 one in a bucket of the test server.
+pub fn workspace_on(s3: bool, installations: &[&SandboxInfo]) -> (Workspace, RepoFiles) {
+    if !s3 {
+        let ws = Workspace::new(installations);
+        let files = RepoFiles::local(&ws);
+        return (ws, files);
+    }
+    let section = s3_repository(installations[0], None, "sv-repo");
+    let ws = Workspace::with_repositories(installations, Some(&section), "");
+    (ws, RepoFiles::s3(&section))
+}
+
 /// Environment for the restic CLI on a repository section written by [`s3_repository`].
 pub fn restic_s3_env(section: &str) -> Vec<(String, String)> {
     let get = |k: &str| {
