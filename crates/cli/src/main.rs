@@ -154,6 +154,32 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write a backup out in the manual procedure's layout: minio/<bucket>/<key> and
+    /// postgres/<database>.backup.sql, with export-report.json (keys a file system cannot
+    /// hold are written under escaped/ and listed there, with every content type and metadata).
+    Export {
+        /// Backup id (or a unique prefix), or `latest`.
+        backup: String,
+        /// A new or empty directory.
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
+    /// Take a directory made with the manual procedure (or by export) into the repository as
+    /// a backup.
+    ///
+    /// The SQL files are loaded into a scratch database (a temporary local cluster, or
+    /// --scratch INSTALLATION's server) and dumped like any backup.
+    Import {
+        /// The directory (minio/<bucket>/..., postgres/<database>.backup.sql).
+        dir: std::path::PathBuf,
+        /// The installation the backup is recorded for.
+        #[arg(long = "as", value_name = "INSTALLATION")]
+        as_installation: String,
+        /// Load the SQL files on this installation's PostgreSQL server (into temporary
+        /// databases) instead of a temporary local cluster.
+        #[arg(long, value_name = "INSTALLATION")]
+        scratch: Option<String>,
+    },
     /// Local Speech installations (PostgreSQL + S3 on 127.0.0.1) for demos, tests, benchmarks.
     #[command(subcommand)]
     Sandbox(sandbox_cmd::SandboxCmd),
@@ -264,5 +290,7 @@ async fn run(command: Command, ctx: &vault_cmd::Ctx) -> Result<(), Failure> {
         Command::Check { read_data, read_data_subset } => repo_cmd::check(ctx, read_data, read_data_subset).await,
         Command::Key(cmd) => repo_cmd::key(ctx, cmd).await,
         Command::Unlock { remove_all, dry_run } => repo_cmd::unlock(ctx, remove_all, dry_run).await,
+        Command::Export { backup, to } => repo_cmd::export(ctx, backup, to).await,
+        Command::Import { dir, as_installation, scratch } => repo_cmd::import(ctx, dir, as_installation, scratch).await,
     }
 }

@@ -57,6 +57,8 @@ kinded!(
     speechvault::check::CheckError,
     speechvault::copies::CopyError,
     speechvault::retention::RetentionError,
+    speechvault::export::ExportError,
+    speechvault::import::ImportError,
     speechvault_sandbox::SandboxError,
 );
 

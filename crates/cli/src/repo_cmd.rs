@@ -401,3 +401,77 @@ pub async fn unlock(ctx: &Ctx, all: bool, dry_run: bool) -> Result<(), Failure> 
     }
     Ok(())
 }
+
+pub async fn export(ctx: &Ctx, backup: String, to: std::path::PathBuf) -> Result<(), Failure> {
+    let vault = ctx.vault().await?;
+    let _lock = ctx.lock(&vault, false).await?;
+    let v = vault.clone();
+    let sets = blocking(move || catalog::backup_sets(&v)).await??;
+    let set = catalog::find(&sets, &backup, None)?;
+    let progress = speechvault::progress::Progress::default();
+    let report =
+        crate::vault_cmd::with_progress(&progress, ctx.json, speechvault::export::export(vault, &set, &to, &progress))
+            .await?;
+    if ctx.json {
+        return crate::output::json(&report);
+    }
+    out!("exported backup {} of {} into {}", report.backup_id, report.installation, to.display());
+    for (db, f) in &report.databases {
+        out!("  database {db}: {f}");
+    }
+    out!("  {} objects under minio/", report.objects.len() - report.escaped);
+    if report.escaped > 0 {
+        out!(
+            "  {} objects whose keys cannot be file names are under escaped/ (see {}: key, content type, metadata of every object)",
+            report.escaped,
+            speechvault::export::REPORT
+        );
+    }
+    Ok(())
+}
+
+pub async fn import(
+    ctx: &Ctx,
+    dir: std::path::PathBuf,
+    installation: String,
+    scratch: Option<String>,
+) -> Result<(), Failure> {
+    let vault = ctx.vault().await?;
+    let _lock = ctx.lock(&vault, false).await?;
+    let profile = ctx.cfg.profile()?;
+    let scratch = match scratch {
+        Some(s) => Some(crate::vault_cmd::installation(&ctx.cfg, &s)?.postgres),
+        None => None,
+    };
+    let opts = speechvault::import::ImportOptions { dir, installation, scratch };
+    let progress = speechvault::progress::Progress::default();
+    let report = crate::vault_cmd::with_progress(
+        &progress,
+        ctx.json,
+        speechvault::import::import(vault, &profile, &opts, &progress, &ctx.stop),
+    )
+    .await?;
+    if ctx.json {
+        return crate::output::json(&report);
+    }
+    out!(
+        "imported {} as backup {} of {} in {:.1}s",
+        opts.dir.display(),
+        report.backup_id,
+        report.installation,
+        report.seconds
+    );
+    for (db, d) in &report.databases {
+        out!("  database {db}: {} tables, {} rows", d.tables, d.rows);
+    }
+    for (b, s) in &report.buckets {
+        out!("  bucket {b}: {} objects, {}", s.objects, human_bytes(s.bytes));
+    }
+    if report.statements_dropped > 0 {
+        out!(
+            "  {} OWNER TO / GRANT statements for roles the scratch server lacks were left out",
+            report.statements_dropped
+        );
+    }
+    Ok(())
+}

@@ -384,34 +384,7 @@ fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-/// Whether a process exists (and is not a zombie).
-pub fn process_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks for existence and permission.
-    let exists =
-        unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    if !exists {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => true,
-    }
-}
-
-/// Waits until `pid` is gone, up to `limit`.
-pub fn wait_gone(pid: i32, limit: Duration) -> bool {
-    let start = Instant::now();
-    while process_alive(pid) {
-        if start.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
-}
+pub use speechvault::pg::cluster::{process_alive, wait_gone};
 
 /// Creates `dir` and its missing parents. As root, the ones created here are searchable by
 /// others (mode 0711, whatever the umask): the `postgres` user must reach the data directory.

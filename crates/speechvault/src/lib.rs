@@ -19,6 +19,8 @@ pub mod check;
 pub mod config;
 pub mod copies;
 pub mod error;
+pub mod export;
+pub mod import;
 pub mod instance;
 pub mod interrupt;
 pub mod inventory;

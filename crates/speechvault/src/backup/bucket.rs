@@ -107,7 +107,7 @@ impl BucketJob<'_> {
         let spec = SnapshotSpec {
             host: inst.name.clone(),
             label: format!("bucket:{bucket}"),
-            tags: tags(inst, id, &format!("bucket:{bucket}")),
+            tags: tags(&inst.name, id, &format!("bucket:{bucket}")),
             path: root.clone(),
             description: Some(format!(
                 "speechvault backup {id} of {}: bucket {actual} (files named by SHA-256 of the key; key in user.s3.key)",

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{BackupError, BackupOptions, tags};
-use crate::config::Installation;
 use crate::interrupt::Stop;
 use crate::manifest::DatabaseEntry;
+use crate::pg::PgConfig;
 use crate::pg::catalog;
 use crate::pg::{execute, query, quote_ident};
 use crate::profile::Profile;
@@ -19,7 +19,10 @@ use crate::source::{Failures, StreamSource};
 /// Everything one database dump works with.
 pub(crate) struct DumpJob<'a> {
     pub vault: &'a Arc<Vault>,
-    pub inst: &'a Installation,
+    /// The server to dump from.
+    pub pg: &'a PgConfig,
+    /// The installation the backup is recorded for (snapshot host and tags).
+    pub inst_name: &'a str,
     pub profile: &'a Profile,
     pub id: &'a str,
     pub opts: &'a BackupOptions,
@@ -36,23 +39,26 @@ struct Described {
 }
 
 impl DumpJob<'_> {
+    /// Dumps database `db` of the server, recorded in the backup as `name` (the same, except
+    /// for an import, whose scratch databases have names of their own).
     pub async fn run(
         &self,
         db: &str,
+        name: &str,
         written: &mut Vec<rustic_core::repofile::SnapshotId>,
     ) -> Result<DatabaseEntry, BackupError> {
-        let DumpJob { vault, inst, id, opts, .. } = *self;
-        let admin = inst.postgres.connect("postgres").await?;
+        let DumpJob { vault, pg, inst_name, id, opts, .. } = *self;
+        let admin = pg.connect("postgres").await?;
         let owner = catalog::database_owner(&admin, db).await?;
         drop(admin);
         // The exported snapshot is the point in time of this database's backup: pg_dump
         // attaches to it, and counts, digests and owners are read in it.
-        let client = inst.postgres.connect(db).await?;
+        let client = pg.connect(db).await?;
         execute(&client, db, "begin snapshot", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
         let snapshot_id: String =
             query(&client, db, "export snapshot", "SELECT pg_export_snapshot()", &[]).await?[0].get(0);
 
-        let env = inst.postgres.tool_env()?;
+        let env = pg.tool_env()?;
         let mut cmd = std::process::Command::new(self.pg_dump);
         // Uncompressed, so the repository can deduplicate unchanged rows between backups and
         // compress with zstd itself.
@@ -65,13 +71,12 @@ impl DumpJob<'_> {
         crate::pg::tools::die_with_parent(&mut cmd);
         let failures = Failures::default();
         let spec = SnapshotSpec {
-            host: inst.name.clone(),
-            label: format!("db:{db}"),
-            tags: tags(inst, id, &format!("db:{db}")),
-            path: PathBuf::from(format!("/databases/{db}")),
+            host: inst_name.to_string(),
+            label: format!("db:{name}"),
+            tags: tags(inst_name, id, &format!("db:{name}")),
+            path: PathBuf::from(format!("/databases/{name}")),
             description: Some(format!(
-                "speechvault backup {id} of {}: database {db} (pg_dump custom format, in parts)",
-                inst.name
+                "speechvault backup {id} of {inst_name}: database {name} (pg_dump custom format, in parts)"
             )),
         };
         let v = vault.clone();
@@ -101,7 +106,7 @@ impl DumpJob<'_> {
             Ok((snap, status, errors, stats))
         });
         // Meanwhile, in the same snapshot: counts, digests and owners.
-        let described = self.describe(&client, db).await;
+        let described = self.describe(&client, db, name).await;
         let outcome = archive.await.map_err(|e| BackupError::Internal(e.to_string()))??;
         drop(env);
         let (snap, status, errors, stats) = outcome;
@@ -113,17 +118,17 @@ impl DumpJob<'_> {
         let status = status.map_err(|e| BackupError::Dump { database: db.into(), reason: e.to_string() })?;
         if !status.success() {
             return Err(BackupError::Dump {
-                database: db.into(),
+                database: name.into(),
                 reason: format!("exit status {status}: {}", errors.trim()),
             });
         }
         let fails = failures.list();
         if !fails.is_empty() {
-            return Err(BackupError::Source { part: format!("database {db}"), failures: fails });
+            return Err(BackupError::Source { part: format!("database {name}"), failures: fails });
         }
         Ok(DatabaseEntry {
             snapshot: snap.id.to_string(),
-            path: format!("/databases/{db}"),
+            path: format!("/databases/{name}"),
             dump_bytes: stats.bytes,
             dump_parts: stats.parts,
             dump_sha256: stats.sha256,
@@ -135,10 +140,10 @@ impl DumpJob<'_> {
         })
     }
 
-    async fn describe(&self, client: &tokio_postgres::Client, db: &str) -> Result<Described, BackupError> {
+    async fn describe(&self, client: &tokio_postgres::Client, db: &str, name: &str) -> Result<Described, BackupError> {
         let mut owners = BTreeMap::new();
         let mut owner_columns: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for rule in self.profile.ownership.iter().filter(|r| r.database == db) {
+        for rule in self.profile.ownership.iter().filter(|r| r.database == name) {
             let Some(col) = catalog::rule_column(client, db, &rule.table, &rule.columns).await? else {
                 continue;
             };

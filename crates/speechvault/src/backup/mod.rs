@@ -140,8 +140,8 @@ pub struct BucketSummary {
     pub vanished: u64,
 }
 
-pub(crate) fn tags(inst: &Installation, id: &str, what: &str) -> Vec<String> {
-    vec![manifest::TAG.into(), manifest::backup_tag(id), format!("installation:{}", inst.name), what.into()]
+pub(crate) fn tags(installation: &str, id: &str, what: &str) -> Vec<String> {
+    vec![manifest::TAG.into(), manifest::backup_tag(id), format!("installation:{installation}"), what.into()]
 }
 
 /// Runs a backup of `inst` into `vault`. On failure or a stop request, no snapshot of this
@@ -172,6 +172,31 @@ pub async fn run(
         }
     }
     result
+}
+
+/// Writes a backup set's manifest, its last snapshot: the set is complete once it exists.
+pub(crate) async fn write_manifest(
+    vault: &Arc<Vault>,
+    installation: &str,
+    id: &str,
+    manifest: &Manifest,
+) -> Result<rustic_core::repofile::SnapshotId, BackupError> {
+    let data = serde_json::to_vec_pretty(manifest).map_err(|e| BackupError::Internal(e.to_string()))?;
+    let spec = SnapshotSpec {
+        host: installation.to_string(),
+        label: "manifest".into(),
+        tags: tags(installation, id, "manifest"),
+        path: PathBuf::from("/speechvault"),
+        description: Some(format!("speechvault backup {id} of {installation}: manifest")),
+    };
+    let v = vault.clone();
+    let snap = tokio::task::spawn_blocking(move || {
+        crate::interrupt::pause_point("backup:manifest");
+        v.archive(MemorySource::new(PathBuf::from(manifest::MANIFEST_PATH), data), &spec, None)
+    })
+    .await
+    .map_err(|e| BackupError::Internal(e.to_string()))??;
+    Ok(snap.id)
 }
 
 async fn wait_for_jobs(
@@ -281,8 +306,17 @@ async fn run_inner(
             return Err(BackupError::Interrupted);
         }
         progress.phase(format!("dumping database {db}"), 0, 0);
-        let job = database::DumpJob { vault, inst, profile, id, opts, pg_dump: &pg_dump, stop };
-        let entry = job.run(db, written).await?;
+        let job = database::DumpJob {
+            vault,
+            pg: &inst.postgres,
+            inst_name: &inst.name,
+            profile,
+            id,
+            opts,
+            pg_dump: &pg_dump,
+            stop,
+        };
+        let entry = job.run(db, db, written).await?;
         for ids in entry.owners.values() {
             instance_ids.extend(ids.iter().cloned());
         }
@@ -336,22 +370,8 @@ async fn run_inner(
         return Err(BackupError::Interrupted);
     }
     progress.phase("writing the manifest", 0, 0);
-    let data = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Internal(e.to_string()))?;
-    let spec = SnapshotSpec {
-        host: inst.name.clone(),
-        label: "manifest".into(),
-        tags: tags(inst, id, "manifest"),
-        path: PathBuf::from("/speechvault"),
-        description: Some(format!("speechvault backup {id} of {}: manifest", inst.name)),
-    };
-    let v = vault.clone();
-    let snap = tokio::task::spawn_blocking(move || {
-        crate::interrupt::pause_point("backup:manifest");
-        v.archive(MemorySource::new(PathBuf::from(manifest::MANIFEST_PATH), data), &spec, None)
-    })
-    .await
-    .map_err(|e| BackupError::Internal(e.to_string()))??;
-    written.push(snap.id);
+    let snap = write_manifest(vault, &inst.name, id, &manifest).await?;
+    written.push(snap);
 
     Ok(BackupReport {
         backup_id: id.to_string(),

@@ -14,6 +14,7 @@
 //! - [`tools`]: finding the client tools, their version, and their environment.
 
 pub mod catalog;
+pub mod cluster;
 pub mod tools;
 
 use std::path::PathBuf;

@@ -267,9 +267,56 @@ pub async fn prove_backup(
             free >> 20
         )));
     }
+    let spool = spool_dumps(reader, set, manifest, &base, progress).await?;
+    progress.phase("checking the object data in the repository", 0, 0);
+    for (bucket, entry) in &manifest.buckets {
+        let snap = snapshot_of(set, &entry.snapshot)?.clone();
+        let (r, e, mode, bucket) = (reader.clone(), entry.clone(), opts.preflight, bucket.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), RestoreError> {
+            let nodes: std::collections::HashMap<String, rustic_core::repofile::Node> =
+                r.files(&snap)?.into_iter().map(|(p, n)| (p.display().to_string(), n)).collect();
+            let mut wanted = Vec::with_capacity(e.entries.len());
+            for o in &e.entries {
+                let node = nodes.get(&o.path).ok_or_else(|| {
+                    RestoreError::BackupDamaged(format!(
+                        "object {:?} of bucket {bucket} (file {}) is missing from snapshot {}",
+                        o.key, o.path, e.snapshot
+                    ))
+                })?;
+                if node.meta.size != o.size {
+                    return Err(RestoreError::BackupDamaged(format!(
+                        "object {:?} of bucket {bucket} has {} bytes in the snapshot, {} in the manifest",
+                        o.key, node.meta.size, o.size
+                    )));
+                }
+                wanted.push(node);
+            }
+            match mode {
+                Preflight::Quick => r.check_packs(wanted.iter().copied()).map(|_| ()),
+                Preflight::Full => r.read_all(wanted.iter().copied()).map(|_| ()),
+            }
+            .map_err(|e| RestoreError::BackupDamaged(format!("bucket {bucket}: {e}")))
+        })
+        .await
+        .map_err(|e| RestoreError::Internal(e.to_string()))?
+        .map_err(damaged)?;
+    }
+    Ok(spool)
+}
+
+/// Reads every dump of `manifest` out of the repository into a private directory under
+/// `base`, checking size, part count and SHA-256 against the manifest.
+pub async fn spool_dumps(
+    reader: &Arc<VaultReader>,
+    set: &BackupSet,
+    manifest: &Manifest,
+    base: &Path,
+    progress: &Progress,
+) -> Result<Spool, RestoreError> {
+    let need: u64 = manifest.databases.values().map(|d| d.dump_bytes).sum();
     let dir = tempfile::Builder::new()
         .prefix("speechvault-restore-")
-        .tempdir_in(&base)
+        .tempdir_in(base)
         .map_err(|e| RestoreError::Refused(format!("cannot use temporary directory {}: {e}", base.display())))?;
     let mut files = BTreeMap::new();
     progress.phase("reading and authenticating the dumps", need, manifest.databases.len() as u64);
@@ -303,39 +350,6 @@ pub async fn prove_backup(
         .map_err(damaged)?;
         progress.item_done();
         files.insert(db.clone(), path);
-    }
-    progress.phase("checking the object data in the repository", 0, 0);
-    for (bucket, entry) in &manifest.buckets {
-        let snap = snapshot_of(set, &entry.snapshot)?.clone();
-        let (r, e, mode, bucket) = (reader.clone(), entry.clone(), opts.preflight, bucket.clone());
-        tokio::task::spawn_blocking(move || -> Result<(), RestoreError> {
-            let nodes: std::collections::HashMap<String, rustic_core::repofile::Node> =
-                r.files(&snap)?.into_iter().map(|(p, n)| (p.display().to_string(), n)).collect();
-            let mut wanted = Vec::with_capacity(e.entries.len());
-            for o in &e.entries {
-                let node = nodes.get(&o.path).ok_or_else(|| {
-                    RestoreError::BackupDamaged(format!(
-                        "object {:?} of bucket {bucket} (file {}) is missing from snapshot {}",
-                        o.key, o.path, e.snapshot
-                    ))
-                })?;
-                if node.meta.size != o.size {
-                    return Err(RestoreError::BackupDamaged(format!(
-                        "object {:?} of bucket {bucket} has {} bytes in the snapshot, {} in the manifest",
-                        o.key, node.meta.size, o.size
-                    )));
-                }
-                wanted.push(node);
-            }
-            match mode {
-                Preflight::Quick => r.check_packs(wanted.iter().copied()).map(|_| ()),
-                Preflight::Full => r.read_all(wanted.iter().copied()).map(|_| ()),
-            }
-            .map_err(|e| RestoreError::BackupDamaged(format!("bucket {bucket}: {e}")))
-        })
-        .await
-        .map_err(|e| RestoreError::Internal(e.to_string()))?
-        .map_err(damaged)?;
     }
     Ok(Spool { _dir: dir, files })
 }
