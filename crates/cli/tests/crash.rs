@@ -57,6 +57,10 @@ async fn a_backup_killed_at_any_phase_leaves_a_clean_repository_and_nothing_rest
             assert!(start.elapsed() < Duration::from_secs(20), "{point}: pg_dump outlived speechvault");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The killed run's lock is left behind; restic refuses to check past it until it is
+        // removed, as an operator would (speechvault's own next run removes it by itself).
+        let u = ws.json(&["unlock"]);
+        assert_eq!(u["removed"].as_array().unwrap().len(), 1, "{point}: {u}");
         assert_restic_check(&ws);
         let (complete, incomplete) = sets(&ws);
         assert_eq!(complete.len(), round, "{point}: no new complete backup");
