@@ -78,6 +78,43 @@ pub enum SandboxCmd {
         #[arg(long)]
         toml: bool,
     },
+    /// Add data to a running sandbox for benchmarks and scaling runs: many small objects
+    /// (alternately JSON and audio, under bulk/SET/ in stt-async-icp) and/or one large object
+    /// (in speech-service-base-models).
+    Add {
+        name: String,
+        /// Small objects to add.
+        #[arg(long, default_value_t = 0)]
+        objects: u64,
+        /// Largest small object (sizes spread from 1 byte up to this).
+        #[arg(long, default_value = "8KiB", value_parser = speechvault::units::parse_bytes)]
+        max_size: u64,
+        /// Name of this set of objects (a second set with another name adds more).
+        #[arg(long, default_value = "a")]
+        set: String,
+        /// Also add one object of this size (e.g. 5GiB), uploaded in parts.
+        #[arg(long, value_parser = speechvault::units::parse_bytes)]
+        large: Option<u64>,
+        /// Seed for the generated data.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Uploads at a time.
+        #[arg(long, default_value_t = 32)]
+        parallel: usize,
+    },
+    /// Change a share of a running sandbox, as a day of use would: rewrite every (100/PERCENT)th
+    /// object of every bucket (new content, same key, size, type and metadata) and update about
+    /// PERCENT% of the rows of the seeded tables.
+    Churn {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        percent: u32,
+        /// Seed for the new content (another seed changes the same objects again).
+        #[arg(long, default_value_t = 2)]
+        seed: u64,
+        #[arg(long, default_value_t = 16)]
+        parallel: usize,
+    },
     /// Run the sandbox's S3 server in the foreground (started by `up`).
     #[command(hide = true)]
     ServeS3 {
@@ -256,6 +293,41 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
                 print!("{}", info.config_section());
             } else {
                 print!("{}", info.env_exports()?);
+            }
+        }
+        SandboxCmd::Add { name, objects, max_size, set, large, seed, parallel } => {
+            let info = sandbox::load(&name)?;
+            let started = std::time::Instant::now();
+            let max_size = usize::try_from(max_size).map_err(|_| Failure::bad_input("--max-size is too large"))?;
+            let bytes = sandbox::bulk::add_objects(&info, seed, &set, objects, max_size, parallel).await?;
+            let large_key = match large {
+                Some(size) => Some(sandbox::bulk::add_large_object(&info, seed, size).await?),
+                None => None,
+            };
+            let secs = started.elapsed().as_secs_f64();
+            if json {
+                crate::output::json(&serde_json::json!({
+                    "sandbox": name, "objects": objects, "bytes": bytes, "large": large_key, "seconds": secs,
+                }))?;
+            } else {
+                out!("added {objects} objects ({bytes} bytes) to {name} in {secs:.1}s");
+                if let Some(k) = large_key {
+                    out!("added {k}");
+                }
+            }
+        }
+        SandboxCmd::Churn { name, percent, seed, parallel } => {
+            let info = sandbox::load(&name)?;
+            let r = sandbox::bulk::churn(&info, seed, percent, parallel).await?;
+            if json {
+                crate::output::json(&serde_json::json!({ "sandbox": name, "churn": r }))?;
+            } else {
+                out!(
+                    "rewrote {} objects ({} bytes) and updated {} rows in {name}",
+                    r.objects_rewritten,
+                    r.bytes_rewritten,
+                    r.rows_updated
+                );
             }
         }
         SandboxCmd::ServeS3 { dir, port, behaviour } => sandbox::serve_s3(&dir, port, behaviour.resolve()?).await?,

@@ -10,6 +10,7 @@
 //! started), [`down`] stops processes and deletes the directory, [`list`] reports, and
 //! [`SandboxInfo::env_exports`] prints the standard `PG*`/`AWS_*` variables.
 
+pub mod bulk;
 pub mod harness;
 pub mod pgcluster;
 pub mod s3server;
@@ -173,6 +174,7 @@ impl SandboxInfo {
             postgres: self.pg_config()?,
             buckets: self.s3.buckets.iter().cloned().collect(),
             bucket_suffix: self.s3.bucket_suffix.clone(),
+            pg_connections: None,
         })
     }
 

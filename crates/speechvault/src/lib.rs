@@ -36,4 +36,5 @@ pub mod retention;
 pub mod secret;
 pub mod source;
 pub mod tls;
+pub mod units;
 pub mod verify;
