@@ -187,11 +187,30 @@ pub struct BackupArgs {
     /// that are unchanged (same key, size, ETag and last-modified).
     #[arg(long)]
     pub full: bool,
+    /// Read objects at this rate at most, all together (e.g. 50MiB/s): the source keeps
+    /// serving its users. Default: unlimited, or the installation's s3.limit_rate.
+    #[arg(long, value_name = "RATE", value_parser = speechvault::units::parse_rate)]
+    pub limit_rate: Option<u64>,
+    /// Requests to the source's object store in flight at most (default: --parallel, or the
+    /// installation's s3.max_requests).
+    #[arg(long, value_name = "N")]
+    pub max_requests: Option<usize>,
+    /// PostgreSQL connections open at once at most, speechvault's and pg_dump's (default 4,
+    /// or the installation's postgres.max_connections). With fewer than one per database
+    /// plus one, databases are dumped one at a time before the buckets.
+    #[arg(long, value_name = "N")]
+    pub pg_connections: Option<usize>,
 }
 
 pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<(), Failure> {
     let (cfg, json, stop) = (&ctx.cfg, ctx.json, &ctx.stop);
-    let inst = installation(cfg, &args.from)?;
+    let mut inst = installation(cfg, &args.from)?;
+    if let Some(rate) = args.limit_rate {
+        inst.s3.limits.read_rate = Some(rate);
+    }
+    if let Some(n) = args.max_requests {
+        inst.s3.limits.max_requests = Some(n.max(1));
+    }
     let profile = cfg.profile()?;
     let retention = cfg.retention(&inst.name)?;
     let vault = ctx.vault().await?;
@@ -204,6 +223,9 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<(), Failure> {
     };
     if let Some(p) = args.parallel {
         opts.parallel = p.max(1);
+    }
+    if let Some(n) = args.pg_connections.or(inst.pg_connections) {
+        opts.pg_connections = n.max(2);
     }
     let progress = Progress::default();
     let report =

@@ -154,8 +154,9 @@ async fn retention_forgets_whole_backups_by_rule_and_prune_frees_the_space(s3: b
         add_objects(&a.info, round + 10).await;
         ids.push(ws.json(&["backup", "--from", name])["backup_id"].as_str().unwrap().to_string());
     }
-    // A killed backup leaves an incomplete set.
-    ws.run_until("backup:objects", &["backup", "--from", name, "--full"]).kill();
+    // A killed backup leaves an incomplete set (killed when every part is written, before
+    // the manifest).
+    ws.run_until("backup:manifest", &["backup", "--from", name, "--full"]).kill();
     assert_eq!(ws.backups().len(), 5);
 
     let dry = ws.json(&["forget", "--keep-last", "2", "--dry-run"]);

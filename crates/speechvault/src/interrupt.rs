@@ -45,6 +45,24 @@ impl Stop {
         stop
     }
 
+    /// A stop raised by its own handle or by this one: one part of an operation that fails
+    /// can stop the parts running beside it, which then clean up as for a stop request.
+    /// Must be called on a tokio runtime (a task passes the parent's stop on).
+    pub fn child(&self) -> (StopHandle, Stop) {
+        let (handle, child) = Self::new();
+        let (parent, flag, tx) = (self.clone(), handle.flag.clone(), handle.tx.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = parent.stopped() => {
+                    flag.store(true, Ordering::Relaxed);
+                    let _ = tx.send(true);
+                }
+                () = tx.closed() => {}
+            }
+        });
+        (handle, child)
+    }
+
     pub fn is_stopped(&self) -> bool {
         self.flag.load(Ordering::Relaxed)
     }

@@ -39,6 +39,11 @@ impl Progress {
         self.0.bytes_total.store(bytes_total, Ordering::Relaxed);
         self.0.items_total.store(items_total, Ordering::Relaxed);
     }
+    /// Grows the current phase's totals (parts that run at once add theirs as they learn them).
+    pub fn add_totals(&self, bytes: u64, items: u64) {
+        self.0.bytes_total.fetch_add(bytes, Ordering::Relaxed);
+        self.0.items_total.fetch_add(items, Ordering::Relaxed);
+    }
     pub fn add_bytes(&self, n: u64) {
         self.0.bytes_done.fetch_add(n, Ordering::Relaxed);
     }

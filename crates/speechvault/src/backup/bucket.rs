@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{BackupError, BackupOptions, tags};
+use super::{BackupError, tags};
 use crate::config::Installation;
 use crate::interrupt::Stop;
 use crate::manifest::{BucketEntry, Manifest, ObjectEntry};
@@ -46,9 +46,10 @@ pub(crate) struct BucketJob<'a> {
     pub inst: &'a Installation,
     pub store: &'a ObjectStore,
     pub id: &'a str,
-    pub opts: &'a BackupOptions,
     pub progress: &'a Progress,
     pub stop: &'a Stop,
+    /// Object transfers at once, shared by every bucket of the backup.
+    pub transfers: Arc<tokio::sync::Semaphore>,
 }
 
 impl BucketJob<'_> {
@@ -59,9 +60,8 @@ impl BucketJob<'_> {
         previous: Option<&BucketEntry>,
         written: &mut Vec<rustic_core::repofile::SnapshotId>,
     ) -> Result<(BucketEntry, u64), BackupError> {
-        let BucketJob { vault, inst, store, id, opts, progress, .. } = *self;
+        let BucketJob { vault, inst, store, id, progress, .. } = *self;
         let actual = inst.bucket(bucket);
-        progress.phase(format!("listing bucket {actual}"), 0, 0);
         let listed = store.list_all(&actual, "").await?;
         // Between the listing and the reads: the live-installation tests change objects here.
         crate::interrupt::pause_point("backup:listed");
@@ -69,7 +69,7 @@ impl BucketJob<'_> {
         let planned = plan_objects(&root, listed);
         crate::repository::check_path_order(planned.iter().map(|p| p.path.as_path()))?;
         let total: u64 = planned.iter().map(|p| p.info.size).sum();
-        progress.phase(format!("backing up bucket {actual}"), total, planned.len() as u64);
+        progress.add_totals(total, planned.len() as u64);
         let failures = Failures::default();
         let p2 = progress.clone();
         let counter: crate::source::bucket::ByteCounter = Arc::new(move |n| p2.add_bytes(n));
@@ -102,8 +102,16 @@ impl BucketJob<'_> {
         let unchanged = known.iter().filter(|k| k.is_some()).count() as u64;
         let parent = previous.filter(|_| unchanged > 0).map(|p| p.snapshot.clone());
         let paths: Vec<(String, PathBuf)> = planned.iter().map(|p| (p.info.key.clone(), p.path.clone())).collect();
-        let (src, outcomes) =
-            bucket_source(store, &actual, planned, known, opts.parallel, &failures, Some(counter), self.stop.clone());
+        let (src, outcomes) = bucket_source(
+            store,
+            &actual,
+            planned,
+            known,
+            self.transfers.clone(),
+            &failures,
+            Some(counter),
+            self.stop.clone(),
+        );
         let spec = SnapshotSpec {
             host: inst.name.clone(),
             label: format!("bucket:{bucket}"),

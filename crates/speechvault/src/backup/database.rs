@@ -38,6 +38,16 @@ struct Described {
     owner_columns: BTreeMap<String, Vec<String>>,
 }
 
+/// A database's point in time: an open transaction whose snapshot is exported, held until
+/// the dump has attached to it. Taking every database's before listing any bucket makes the
+/// backup one point of consistency, and lets the dumps run beside the buckets.
+pub(crate) struct HeldSnapshot {
+    db: String,
+    client: tokio_postgres::Client,
+    snapshot_id: String,
+    owner: Option<String>,
+}
+
 impl DumpJob<'_> {
     /// Dumps database `db` of the server, recorded in the backup as `name` (the same, except
     /// for an import, whose scratch databases have names of their own).
@@ -47,7 +57,13 @@ impl DumpJob<'_> {
         name: &str,
         written: &mut Vec<rustic_core::repofile::SnapshotId>,
     ) -> Result<DatabaseEntry, BackupError> {
-        let DumpJob { vault, pg, inst_name, id, opts, .. } = *self;
+        let held = self.begin(db).await?;
+        self.dump(held, name, written).await
+    }
+
+    /// Takes database `db`'s point in time (one connection, held until [`DumpJob::dump`]).
+    pub async fn begin(&self, db: &str) -> Result<HeldSnapshot, BackupError> {
+        let pg = self.pg;
         let admin = pg.connect("postgres").await?;
         let owner = catalog::database_owner(&admin, db).await?;
         drop(admin);
@@ -57,6 +73,19 @@ impl DumpJob<'_> {
         execute(&client, db, "begin snapshot", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
         let snapshot_id: String =
             query(&client, db, "export snapshot", "SELECT pg_export_snapshot()", &[]).await?[0].get(0);
+        Ok(HeldSnapshot { db: db.to_string(), client, snapshot_id, owner })
+    }
+
+    /// Dumps a database from its held point in time, recorded in the backup as `name`.
+    pub async fn dump(
+        &self,
+        held: HeldSnapshot,
+        name: &str,
+        written: &mut Vec<rustic_core::repofile::SnapshotId>,
+    ) -> Result<DatabaseEntry, BackupError> {
+        let DumpJob { vault, pg, inst_name, id, opts, .. } = *self;
+        let HeldSnapshot { db, client, snapshot_id, owner } = held;
+        let db = db.as_str();
 
         let env = pg.tool_env()?;
         let mut cmd = std::process::Command::new(self.pg_dump);

@@ -89,6 +89,10 @@ pub struct BackupOptions {
     /// Read every object again instead of reusing what the previous backup of the same
     /// installation holds for unchanged objects (same key, size, ETag and last-modified).
     pub full: bool,
+    /// PostgreSQL connections open at once at most (speechvault's and pg_dump's together).
+    /// Every database's snapshot is held open through the backup when this allows one per
+    /// database plus one for pg_dump; otherwise databases are backed up one at a time.
+    pub pg_connections: usize,
 }
 
 impl Default for BackupOptions {
@@ -99,6 +103,7 @@ impl Default for BackupOptions {
             parallel: default_parallelism(),
             dump_part_size: 16 << 20,
             full: false,
+            pg_connections: 4,
         }
     }
 }
@@ -157,6 +162,7 @@ pub async fn run(
     let id = manifest::new_backup_id();
     let mut written = Vec::new();
     let result = run_inner(&vault, inst, profile, opts, progress, stop, &id, &mut written).await;
+    vault.release_index();
     let result = match result {
         Err(_) if stop.is_stopped() => Err(BackupError::Interrupted),
         other => other,
@@ -299,55 +305,141 @@ async fn run_inner(
         wait_for_jobs(inst, profile, &components, limit, stop).await?;
     }
 
-    let mut db_entries = BTreeMap::new();
-    let mut instance_ids = std::collections::BTreeSet::new();
-    for db in &databases {
-        if stop.is_stopped() {
-            return Err(BackupError::Interrupted);
+    // The point of consistency: every database's snapshot is taken before any bucket is
+    // listed, so every object a dumped row references is listed after it (and is in the backup
+    // unless deleted meanwhile). Then dumps and buckets run at once. With too few PostgreSQL
+    // connections allowed to hold every snapshot open, databases go one at a time, first.
+    let concurrent = opts.pg_connections > databases.len();
+    progress.phase(format!("backing up {} databases and {} buckets", databases.len(), buckets.len()), 0, 0);
+    // A part that fails stops the others (they clean up as for a stop request); all are
+    // awaited, so every snapshot written is known, and removed, before the error is returned.
+    let (failed, part_stop) = stop.child();
+    let dump_job = database::DumpJob {
+        vault,
+        pg: &inst.postgres,
+        inst_name: &inst.name,
+        profile,
+        id,
+        opts,
+        pg_dump: &pg_dump,
+        stop: &part_stop,
+    };
+    let mut held = Vec::new();
+    if concurrent {
+        for db in &databases {
+            held.push(dump_job.begin(db).await?);
         }
-        progress.phase(format!("dumping database {db}"), 0, 0);
-        let job = database::DumpJob {
-            vault,
-            pg: &inst.postgres,
-            inst_name: &inst.name,
-            profile,
-            id,
-            opts,
-            pg_dump: &pg_dump,
-            stop,
-        };
-        let entry = job.run(db, db, written).await?;
-        for ids in entry.owners.values() {
-            instance_ids.extend(ids.iter().cloned());
-        }
-        db_entries.insert(db.clone(), entry);
     }
-
-    let previous = if opts.full { None } else { bucket::previous_manifest(vault, inst).await };
-    let mut bucket_entries = BTreeMap::new();
-    let mut unchanged = BTreeMap::new();
-    let mut warnings = Vec::new();
-    for b in &buckets {
-        if stop.is_stopped() {
-            return Err(BackupError::Interrupted);
+    {
+        let v = vault.clone();
+        tokio::task::spawn_blocking(move || v.hold_index())
+            .await
+            .map_err(|e| BackupError::Internal(e.to_string()))??;
+    }
+    let dumps = async {
+        let mut written = Vec::new();
+        let mut entries = BTreeMap::new();
+        let mut held = held.into_iter();
+        let result: Result<(), BackupError> = async {
+            for db in &databases {
+                if part_stop.is_stopped() {
+                    return Err(BackupError::Interrupted);
+                }
+                let snapshot = match held.next() {
+                    Some(h) => h,
+                    None => dump_job.begin(db).await?,
+                };
+                let entry = dump_job.dump(snapshot, db, &mut written).await?;
+                entries.insert(db.clone(), entry);
+            }
+            Ok(())
         }
+        .await;
+        if result.is_err() {
+            failed.stop();
+        }
+        (result, written, entries)
+    };
+    let previous = if opts.full { None } else { bucket::previous_manifest(vault, inst).await };
+    let transfers = Arc::new(tokio::sync::Semaphore::new(opts.parallel.max(1)));
+    let part_stop = &part_stop;
+    let bucket_parts = buckets.iter().map(|b| {
         let prev = previous
             .as_ref()
             .filter(|m| m.source.s3_endpoint == inst.s3.endpoint)
             .and_then(|m| m.buckets.get(b))
             .filter(|e| e.source_name == inst.bucket(b));
-        let job = bucket::BucketJob { vault, inst, store: &store, id, opts, progress, stop };
-        let (entry, n) = job.run(b, prev, written).await?;
-        if !entry.vanished.is_empty() {
-            warnings.push(format!(
-                "bucket {}: {} objects were deleted while the backup ran and are not in it (first: {:?})",
-                entry.source_name,
-                entry.vanished.len(),
-                entry.vanished[0]
-            ));
+        let job = bucket::BucketJob {
+            vault,
+            inst,
+            store: &store,
+            id,
+            progress,
+            stop: part_stop,
+            transfers: transfers.clone(),
+        };
+        let failed = &failed;
+        async move {
+            let mut written = Vec::new();
+            let result = if part_stop.is_stopped() {
+                Err(BackupError::Interrupted)
+            } else {
+                job.run(b, prev, &mut written).await
+            };
+            if result.is_err() {
+                failed.stop();
+            }
+            (b.clone(), result, written)
         }
-        unchanged.insert(b.clone(), n);
-        bucket_entries.insert(b.clone(), entry);
+    });
+    let all_buckets = futures_util::future::join_all(bucket_parts);
+    let ((dump_result, dump_written, db_entries), bucket_results) = if concurrent {
+        tokio::join!(dumps, all_buckets)
+    } else {
+        let d = dumps.await;
+        (d, all_buckets.await)
+    };
+    // Every snapshot written is recorded first, whatever failed; then the first real error
+    // (not a part that stopped because another failed) is the backup's.
+    written.extend(dump_written);
+    let mut first_error: Option<BackupError> = None;
+    let mut keep = |e: BackupError| match &first_error {
+        None => first_error = Some(e),
+        Some(BackupError::Interrupted) if !matches!(e, BackupError::Interrupted) => first_error = Some(e),
+        Some(_) => {}
+    };
+    if let Err(e) = dump_result {
+        keep(e);
+    }
+    let mut bucket_entries = BTreeMap::new();
+    let mut unchanged = BTreeMap::new();
+    let mut warnings = Vec::new();
+    for (b, result, w) in bucket_results {
+        written.extend(w);
+        match result {
+            Ok((entry, n)) => {
+                if !entry.vanished.is_empty() {
+                    warnings.push(format!(
+                        "bucket {}: {} objects were deleted while the backup ran and are not in it (first: {:?})",
+                        entry.source_name,
+                        entry.vanished.len(),
+                        entry.vanished[0]
+                    ));
+                }
+                unchanged.insert(b.clone(), n);
+                bucket_entries.insert(b, entry);
+            }
+            Err(e) => keep(e),
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let mut instance_ids = std::collections::BTreeSet::new();
+    for entry in db_entries.values() {
+        for ids in entry.owners.values() {
+            instance_ids.extend(ids.iter().cloned());
+        }
     }
     for w in &warnings {
         tracing::warn!("{w}");

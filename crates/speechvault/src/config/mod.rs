@@ -100,6 +100,10 @@ pub struct S3File {
     pub read_timeout_secs: Option<u64>,
     /// Attempts per request for transient failures (default 5).
     pub max_attempts: Option<u32>,
+    /// Requests in flight at most, whatever --parallel says (a production server's share).
+    pub max_requests: Option<usize>,
+    /// Read rate at most when backing up from this installation (`50MiB/s`).
+    pub limit_rate: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,6 +121,8 @@ pub struct PgFile {
     /// Client certificate and key (PEM) for servers that require one.
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// Connections open at once at most, speechvault's and its tools' (default 4).
+    pub max_connections: Option<usize>,
 }
 
 /// One Speech installation, resolved: how to reach its two datastores.
@@ -128,6 +134,8 @@ pub struct Installation {
     /// Profile bucket name -> bucket name on this installation's server.
     pub buckets: BTreeMap<String, String>,
     pub bucket_suffix: Option<String>,
+    /// PostgreSQL connections open at once at most (`None`: the command's default).
+    pub pg_connections: Option<usize>,
 }
 
 impl Installation {
@@ -318,6 +326,10 @@ pub fn resolve_with(
     if let Some(n) = f.s3.max_attempts {
         s3.max_attempts = n.max(1);
     }
+    s3.limits.max_requests = f.s3.max_requests.map(|n| n.max(1));
+    if let Some(rate) = &f.s3.limit_rate {
+        s3.limits.read_rate = Some(crate::units::parse_rate(rate).map_err(|e| bad(&format!("s3.limit_rate: {e}")))?);
+    }
     // AWS_CA_BUNDLE is the standard way to name extra CAs; it only matters for https.
     s3.ca_file = f.s3.ca_file.clone().or_else(|| env("AWS_CA_BUNDLE").map(PathBuf::from));
     s3.insecure = f.s3.insecure;
@@ -370,6 +382,7 @@ pub fn resolve_with(
         postgres,
         buckets: f.buckets.clone(),
         bucket_suffix: f.bucket_suffix.clone(),
+        pg_connections: f.postgres.max_connections.map(|n| n.max(2)),
     })
 }
 

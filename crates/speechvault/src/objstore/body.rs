@@ -27,6 +27,8 @@ pub struct ObjectBody {
     /// with the whole object).
     skip: u64,
     resumes: u32,
+    /// The request slot of the current body (see [`super::Limits`]).
+    slot: Option<super::limits::RequestSlot>,
 }
 
 /// Parses `Content-Range: bytes START-END/TOTAL`.
@@ -38,8 +40,25 @@ fn content_range(v: &str) -> Option<(u64, u64, u64)> {
 }
 
 impl ObjectBody {
-    pub(crate) fn new(store: ObjectStore, bucket: &str, key: &str, head: ObjectHead, body: Incoming) -> Self {
-        Self { store, bucket: bucket.into(), key: key.into(), head, offset: 0, body: Some(body), skip: 0, resumes: 0 }
+    pub(crate) fn new(
+        store: ObjectStore,
+        bucket: &str,
+        key: &str,
+        head: ObjectHead,
+        mut resp: http::Response<Incoming>,
+    ) -> Self {
+        let slot = resp.extensions_mut().remove::<super::limits::RequestSlot>();
+        Self {
+            store,
+            bucket: bucket.into(),
+            key: key.into(),
+            head,
+            offset: 0,
+            body: Some(resp.into_body()),
+            skip: 0,
+            resumes: 0,
+            slot,
+        }
     }
 
     /// Bytes read so far.
@@ -67,6 +86,7 @@ impl ObjectBody {
                                 return Err(self.changed("more bytes than its size"));
                             }
                             if !data.is_empty() {
+                                self.store.inner.limiter.read(data.len()).await;
                                 return Ok(Some(data));
                             }
                         }
@@ -74,6 +94,7 @@ impl ObjectBody {
                     }
                     Ok(None) => {
                         self.body = None;
+                        self.slot = None;
                         if self.offset == self.head.size && self.skip == 0 {
                             return Ok(None);
                         }
@@ -103,7 +124,11 @@ impl ObjectBody {
         let call = Call::new("GetObject", Method::GET, Some(&self.bucket), Some(&self.key))
             .header("if-match", &format!("\"{}\"", self.head.etag))
             .header("range", &format!("bytes={}-", self.offset));
-        let resp = self.store.send(&call).await?;
+        // The broken body's slot goes first: with --max-requests 1 the resume needs it.
+        self.body = None;
+        self.slot = None;
+        let mut resp = self.store.send(&call).await?;
+        self.slot = resp.extensions_mut().remove::<super::limits::RequestSlot>();
         let status = resp.status();
         let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(super::client::unquote);
         if etag.as_deref() != Some(self.head.etag.as_str()) {

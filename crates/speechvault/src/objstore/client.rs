@@ -249,11 +249,17 @@ impl ObjectStore {
     /// Sends with retries; returns the response once its status is a success.
     pub(crate) async fn send(&self, call: &Call<'_>) -> Result<Response<Incoming>> {
         let cfg = &self.inner.cfg;
+        // One slot for the request, whatever it takes; the response carries it (a GET's body
+        // keeps it until read), so `--max-requests` bounds connections really in use.
+        let slot = self.inner.limiter.slot().await;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let failed = match self.attempt(call).await {
-                Ok(resp) => return Ok(resp),
+                Ok(mut resp) => {
+                    resp.extensions_mut().insert(slot);
+                    return Ok(resp);
+                }
                 Err(a) => a,
             };
             let may_repeat = failed.transient && (call.idempotent || failed.not_acted);

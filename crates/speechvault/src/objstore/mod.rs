@@ -17,6 +17,7 @@
 
 pub mod body;
 pub mod client;
+pub mod limits;
 pub mod listing;
 pub mod object;
 pub mod sigv4;
@@ -35,6 +36,7 @@ use crate::error::{ErrorKind, Kinded};
 use crate::secret::Secret;
 
 pub use body::ObjectBody;
+pub use limits::Limits;
 pub use listing::{MultipartUpload, decode_listing_key};
 
 /// Object size above which uploads go multipart.
@@ -61,6 +63,8 @@ pub struct S3Config {
     pub read_timeout: Duration,
     /// Attempts for a retryable failure (connection error, timeout, 5xx, throttling).
     pub max_attempts: u32,
+    /// Requests in flight and read rate at most (a production server's share).
+    pub limits: Limits,
 }
 
 impl S3Config {
@@ -76,6 +80,7 @@ impl S3Config {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
             max_attempts: 5,
+            limits: Limits::default(),
         }
     }
 }
@@ -190,6 +195,7 @@ struct Inner {
     /// Whatever stops an upload half-way (an error, a cancelled task) leaves it here for
     /// [`ObjectStore::abort_pending_uploads`].
     uploads: Mutex<HashMap<String, (String, String)>>,
+    limiter: limits::Limiter,
 }
 
 /// A connection to one S3 endpoint. Cheap to clone; share it between tasks.
@@ -244,7 +250,8 @@ impl ObjectStore {
             .pool_idle_timeout(Duration::from_secs(20))
             .pool_max_idle_per_host(64)
             .build(https);
-        Ok(Self { inner: Arc::new(Inner { cfg, scheme, authority, client, uploads: Mutex::default() }) })
+        let limiter = limits::Limiter::new(cfg.limits);
+        Ok(Self { inner: Arc::new(Inner { cfg, scheme, authority, client, uploads: Mutex::default(), limiter }) })
     }
 
     pub fn endpoint(&self) -> &str {

@@ -98,7 +98,7 @@ impl ObjectStore {
                 return Err(changed(format!("listed with {} bytes, now {} bytes", info.size, head.size)));
             }
         }
-        Ok(ObjectBody::new(self.clone(), bucket, key, head, resp.into_body()))
+        Ok(ObjectBody::new(self.clone(), bucket, key, head, resp))
     }
 
     /// Reads `length` bytes at `offset` of an object into memory (a ranged GET; a server that

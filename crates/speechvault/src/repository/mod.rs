@@ -89,6 +89,9 @@ pub struct Vault {
     key: rustic_core::repofile::MasterKey,
     /// A runtime of our own when opened outside one (S3 calls need one).
     _runtime: Option<Arc<tokio::runtime::Runtime>>,
+    /// The index loaded for writing, shared by the archives of one backup (see
+    /// [`Vault::hold_index`]).
+    writer: std::sync::Mutex<Option<Arc<Repository<rustic_core::IndexedIdsStatus>>>>,
 }
 
 /// What to record in a new snapshot.
@@ -207,7 +210,7 @@ impl Vault {
             }
         };
         let key = repo.key();
-        Ok(Self { location: location.clone(), store, repo, key, _runtime: rt })
+        Ok(Self { location: location.clone(), store, repo, key, _runtime: rt, writer: Default::default() })
     }
 
     /// Opens an existing repository.
@@ -236,7 +239,7 @@ impl Vault {
             }
         })?;
         let key = repo.key();
-        Ok(Self { location: location.clone(), store, repo, key, _runtime: rt })
+        Ok(Self { location: location.clone(), store, repo, key, _runtime: rt, writer: Default::default() })
     }
 
     /// A second handle on the same repository, opened with the master key.
@@ -267,7 +270,11 @@ impl Vault {
         <R as ReadSource>::Open: Send,
         <R as ReadSource>::Iter: Send,
     {
-        let repo = self.reopen()?.to_indexed_ids().map_err(|e| self.err(e))?;
+        let held = self.writer.lock().ok().and_then(|w| w.clone());
+        let repo = match held {
+            Some(repo) => repo,
+            None => Arc::new(self.reopen()?.to_indexed_ids().map_err(|e| self.err(e))?),
+        };
         let mut opts = SnapshotOptions::default().host(spec.host.clone()).label(spec.label.clone());
         opts.description = spec.description.clone();
         for t in &spec.tags {
@@ -280,6 +287,24 @@ impl Vault {
             Some(id) => backup.parent_opts.parents = vec![id],
         }
         repo.archive(&backup, &source, snap, std::slice::from_ref(&spec.path)).map_err(|e| self.err(e))
+    }
+
+    /// Loads the index once for the archives that follow (until [`Vault::release_index`]):
+    /// a backup writes several snapshots, at once, and each would otherwise read the whole
+    /// index again. The parents they use are older backups, which the index already holds.
+    pub fn hold_index(&self) -> Result<()> {
+        let repo = Arc::new(self.reopen()?.to_indexed_ids().map_err(|e| self.err(e))?);
+        if let Ok(mut w) = self.writer.lock() {
+            *w = Some(repo);
+        }
+        Ok(())
+    }
+
+    /// Drops the index [`Vault::hold_index`] loaded.
+    pub fn release_index(&self) {
+        if let Ok(mut w) = self.writer.lock() {
+            *w = None;
+        }
     }
 
     /// Removes snapshots (their data stays until a prune).

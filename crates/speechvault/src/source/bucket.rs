@@ -347,8 +347,9 @@ impl ReadSource for BucketSource {
 /// Where fetched bytes are reported (progress, rate accounting).
 pub type ByteCounter = Arc<dyn Fn(u64) + Send + Sync>;
 
-/// Builds the source for `planned` objects and starts fetching them, `parallel` at a time, on
-/// the current tokio runtime.
+/// Builds the source for `planned` objects and starts fetching them on the current tokio
+/// runtime, as many at a time as `transfers` has permits (shared by the buckets backed up at
+/// once).
 ///
 /// `known[i]` is what the previous backup recorded for object `i` when it is unchanged since
 /// (same key, size, ETag and last-modified): such objects are not fetched, since rustic takes
@@ -359,14 +360,14 @@ pub fn bucket_source(
     bucket: &str,
     planned: Vec<PlannedObject>,
     known: Vec<Option<Outcome>>,
-    parallel: usize,
+    transfers: Arc<tokio::sync::Semaphore>,
     failures: &Failures,
     progress: Option<ByteCounter>,
     stop: Stop,
 ) -> (BucketSource, Outcomes) {
     let total = planned.iter().map(|p| p.info.size).sum();
     let outcomes: Outcomes = Arc::new(Mutex::new(known));
-    let parallel = parallel.max(1);
+    let parallel = transfers.available_permits().max(1);
     let (slot_tx, slot_rx) = tokio::sync::mpsc::channel::<Slot>(parallel);
     let ctx = Arc::new(IterContext {
         handle: tokio::runtime::Handle::current(),
@@ -378,7 +379,7 @@ pub fn bucket_source(
     });
     let (store, bucket, outs) = (store.clone(), bucket.to_string(), outcomes.clone());
     tokio::spawn(async move {
-        let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
+        let sem = transfers;
         let n = planned.len();
         for (i, p) in planned.into_iter().enumerate() {
             if stop.is_stopped() {
