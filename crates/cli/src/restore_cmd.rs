@@ -63,8 +63,15 @@ pub struct RestoreArgs {
     /// pg_restore parallel jobs.
     #[arg(long)]
     pub jobs: Option<usize>,
-    /// Skip the verification after restoring.
-    #[arg(long)]
+    /// How to check the result: server (default: every upload checked by the server against
+    /// its Content-MD5 and its ETag checked, the databases compared by row counts and content
+    /// digests, and a listing of every bucket checked for each object and its size),
+    /// read-back (also read every object back and compare SHA-256, content type and
+    /// metadata), none.
+    #[arg(long, value_name = "MODE", default_value = "server")]
+    pub verify: speechvault::restore::VerifyMode,
+    /// The same as --verify=none.
+    #[arg(long, conflicts_with = "verify")]
     pub no_verify: bool,
 }
 
@@ -104,7 +111,7 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<(), Failure> {
         ownership,
         db_owner: args.db_owner,
         temp_dir: args.temp_dir,
-        verify: !args.no_verify,
+        verify: if args.no_verify { speechvault::restore::VerifyMode::None } else { args.verify },
         ..Default::default()
     };
     if let Some(p) = args.parallel {
@@ -238,9 +245,10 @@ pub async fn verify_cmd(ctx: &Ctx, args: VerifyArgs) -> Result<(), Failure> {
     let v = vault.clone();
     let sets = blocking(move || catalog::backup_sets(&v)).await??;
     let set = catalog::find(&sets, &args.backup, None)?;
-    let manifest = blocking(move || -> Result<_, Failure> {
+    let (manifest, reader, set) = blocking(move || -> Result<_, Failure> {
         let reader = vault.reader()?;
-        Ok(set.manifest(&reader)?)
+        let manifest = set.manifest(&reader)?;
+        Ok((manifest, std::sync::Arc::new(reader), set))
     })
     .await??;
     if let Some((from, to)) = &ownership {
@@ -251,7 +259,12 @@ pub async fn verify_cmd(ctx: &Ctx, args: VerifyArgs) -> Result<(), Failure> {
         opts.parallel = p.max(1);
     }
     let progress = Progress::default();
-    let report = with_progress(&progress, json, verify::verify(&manifest, &inst, &opts, &progress)).await?;
+    let report = with_progress(
+        &progress,
+        json,
+        verify::verify(&manifest, verify::BackupLists { reader: &reader, set: &set }, &inst, &opts, &progress),
+    )
+    .await?;
     if json {
         crate::output::json(&report)?;
     } else {

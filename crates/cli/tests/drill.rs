@@ -168,7 +168,9 @@ async fn restic_reads_the_repository_and_the_dump_parts_have_exact_sizes() {
     assert_eq!(manifest["databases"]["stt-async"]["dump_sha256"], digest.as_str());
     assert!(whole.starts_with(b"PGDMP"), "a pg_dump custom-format archive");
     // Every object's key is kept in an attribute restic shows.
-    let obj = &manifest["buckets"]["stt-async-icp"]["entries"][0];
+    let list = run(&["dump", "latest", "--tag", "manifest", "/speechvault/objects/stt-async-icp.jsonl"]);
+    let first = String::from_utf8(list.stdout).unwrap().lines().next().unwrap().to_string();
+    let obj: serde_json::Value = serde_json::from_str(&first).unwrap();
     let listed = run(&["ls", "--long", "latest", "--tag", "bucket:stt-async-icp", obj["path"].as_str().unwrap()]);
     assert!(listed.status.success(), "{}", stderr(&listed));
 }

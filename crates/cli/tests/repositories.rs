@@ -72,7 +72,14 @@ async fn an_s3_repository_does_everything_a_local_one_does_and_restic_reads_it()
     assert!(!parts.is_empty());
     let dump: Vec<u8> = parts.iter().flat_map(|p| std::fs::read(p).unwrap()).collect();
     assert_eq!(sha256_hex(&dump), manifest["databases"]["tts-customization"]["dump_sha256"].as_str().unwrap());
-    let entry = &manifest["buckets"]["stt-async-icp"]["entries"][0];
+    assert_eq!(manifest["buckets"]["stt-async-icp"]["objects_file"], "/speechvault/objects/stt-async-icp.jsonl");
+    let out =
+        restic_on(&repo, &["dump", "latest", "--tag", "manifest", "/speechvault/objects/stt-async-icp.jsonl"], &cache);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(lines.lines().count() as u64, manifest["buckets"]["stt-async-icp"]["objects"].as_u64().unwrap());
+    let entry: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    let entry = &entry;
     let out =
         restic_on(&repo, &["dump", "latest", "--tag", "bucket:stt-async-icp", entry["path"].as_str().unwrap()], &cache);
     assert!(out.status.success(), "{}", stderr(&out));

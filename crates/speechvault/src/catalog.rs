@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::error::{ErrorKind, Kinded};
 use crate::manifest::{self, Manifest};
 use crate::repository::{RepoError, Vault, VaultReader};
+use crate::spool::ObjectList;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -81,6 +82,44 @@ impl BackupSet {
             .or_else(|| self.snapshots.iter().find(|s| s.original.is_some_and(|o| o.to_string() == id)))
     }
 
+    /// A bucket's object list (format 2: its file in the manifest snapshot; format 1: the
+    /// manifest's inline entries), on disk in archive order.
+    pub fn object_list(
+        &self,
+        reader: &VaultReader,
+        manifest: &Manifest,
+        bucket: &str,
+    ) -> Result<ObjectList, CatalogError> {
+        let bad = |reason: String| CatalogError::BadManifest { id: self.id.clone(), reason };
+        let entry = manifest.buckets.get(bucket).ok_or_else(|| bad(format!("it has no bucket {bucket}")))?;
+        let list = match &entry.objects_file {
+            None => ObjectList::from_entries(entry.entries.clone()),
+            Some(path) => {
+                let snap = self.manifest.as_ref().ok_or_else(|| CatalogError::Incomplete(self.id.clone()))?;
+                let node = reader.node(snap, path)?;
+                let mut raw = tempfile::tempfile_in(crate::spool::temp_dir())
+                    .map_err(|e| bad(format!("a temporary file for {path}: {e}")))?;
+                {
+                    use std::io::Write;
+                    let mut w = std::io::BufWriter::new(&mut raw);
+                    reader.dump(&node, &mut w)?;
+                    w.flush().map_err(|e| bad(format!("a temporary file for {path}: {e}")))?;
+                }
+                use std::io::Seek;
+                raw.rewind().map_err(|e| bad(e.to_string()))?;
+                ObjectList::from_reader(raw)
+            }
+        }
+        .map_err(|e| bad(format!("bucket {bucket}'s object list: {e}")))?;
+        if list.count != entry.objects {
+            return Err(bad(format!(
+                "bucket {bucket}'s object list has {} objects, the manifest says {}",
+                list.count, entry.objects
+            )));
+        }
+        Ok(list)
+    }
+
     /// Reads the manifest.
     pub fn manifest(&self, reader: &VaultReader) -> Result<Manifest, CatalogError> {
         let snap = self.manifest.as_ref().ok_or_else(|| CatalogError::Incomplete(self.id.clone()))?;
@@ -152,4 +191,65 @@ pub fn find(sets: &[BackupSet], selector: &str, installation: Option<&str>) -> R
         return Err(CatalogError::Incomplete(found.id.clone()));
     }
     Ok(found.clone())
+}
+
+/// Each object of a bucket's list with its file in the bucket's snapshot, both walked in
+/// archive order: one directory of the snapshot and one entry of the list in memory at a time.
+/// An object without its file, or whose file has another size, is an error (the backup is
+/// damaged); files no object names are passed over.
+pub struct PairedObjects<'a> {
+    files: Box<dyn Iterator<Item = Result<(std::path::PathBuf, rustic_core::repofile::Node), RepoError>> + Send + 'a>,
+    entries: crate::spool::ObjectListIter,
+    snapshot: String,
+}
+
+impl<'a> PairedObjects<'a> {
+    pub fn new(reader: &'a VaultReader, snap: &SnapshotFile, list: &ObjectList) -> Result<Self, CatalogError> {
+        let entries = list
+            .iter()
+            .map_err(|e| CatalogError::BadManifest { id: snap.id.to_string(), reason: format!("object list: {e}") })?;
+        Ok(Self { files: reader.file_iter(snap)?, entries, snapshot: snap.id.to_string() })
+    }
+}
+
+impl Iterator for PairedObjects<'_> {
+    type Item = Result<(manifest::ObjectEntry, rustic_core::repofile::Node), String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let entry = match self.entries.next()? {
+            Ok(e) => e,
+            Err(e) => return Some(Err(format!("object list: {e}"))),
+        };
+        loop {
+            let (path, node) = match self.files.next() {
+                Some(Ok(f)) => f,
+                Some(Err(e)) => return Some(Err(e.to_string())),
+                None => {
+                    return Some(Err(format!(
+                        "object {:?} (file {}) is missing from snapshot {}",
+                        entry.key, entry.path, self.snapshot
+                    )));
+                }
+            };
+            let path = path.display().to_string();
+            match path.as_str().cmp(entry.path.as_str()) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Greater => {
+                    return Some(Err(format!(
+                        "object {:?} (file {}) is missing from snapshot {}",
+                        entry.key, entry.path, self.snapshot
+                    )));
+                }
+                std::cmp::Ordering::Equal => {
+                    if node.meta.size != entry.size {
+                        return Some(Err(format!(
+                            "object {:?} has {} bytes in snapshot {}, {} in the manifest",
+                            entry.key, node.meta.size, self.snapshot, entry.size
+                        )));
+                    }
+                    return Some(Ok((entry, node)));
+                }
+            }
+        }
+    }
 }

@@ -100,27 +100,28 @@ fn affected_sets(vault: &Vault, packs: &BTreeSet<String>) -> Result<Vec<Affected
             objects_count: 0,
             unreadable: Vec::new(),
         };
-        // Object keys by file path, from the manifest when it reads.
-        let keys: BTreeMap<String, (String, String)> = match set.manifest(&reader) {
-            Ok(m) => m
-                .buckets
-                .values()
-                .flat_map(|b| b.entries.iter().map(move |e| (e.path.clone(), (b.source_name.clone(), e.key.clone()))))
-                .collect(),
+        let manifest = match set.manifest(&reader) {
+            Ok(m) => Some(m),
             Err(_) => {
                 a.manifest = set.complete();
-                BTreeMap::new()
+                None
             }
         };
+        // Damaged files of bucket snapshots, by path, named by their keys below.
+        let mut damaged_objects: BTreeMap<String, String> = BTreeMap::new();
         for snap in &set.snapshots {
-            let files = match reader.files(snap) {
+            let files = match reader.file_iter(snap) {
                 Ok(f) => f,
                 Err(_) => {
                     a.unreadable.push(snap.label.clone());
                     continue;
                 }
             };
-            for (path, node) in files {
+            for file in files {
+                let Ok((path, node)) = file else {
+                    a.unreadable.push(snap.label.clone());
+                    break;
+                };
                 if !node.content.iter().flatten().any(|id| blobs.contains(&**id)) {
                     continue;
                 }
@@ -133,16 +134,28 @@ fn affected_sets(vault: &Vault, packs: &BTreeSet<String>) -> Result<Vec<Affected
                     }
                 } else {
                     a.objects_count += 1;
-                    if a.objects.len() < LIST_LIMIT {
+                    if damaged_objects.len() < LIST_LIMIT {
                         let p = path.display().to_string();
-                        a.objects.push(match keys.get(&p) {
-                            Some((bucket, key)) => format!("{bucket}/{key}"),
-                            None => p,
-                        });
+                        damaged_objects.insert(p.clone(), p);
                     }
                 }
             }
         }
+        // Name them by key, reading the object lists when the manifest reads.
+        if let Some(m) = &manifest
+            && !damaged_objects.is_empty()
+        {
+            for (bucket, b) in &m.buckets {
+                let Ok(list) = set.object_list(&reader, m, bucket) else { continue };
+                let Ok(entries) = list.iter() else { continue };
+                for e in entries.flatten() {
+                    if let Some(name) = damaged_objects.get_mut(&e.path) {
+                        *name = format!("{}/{}", b.source_name, e.key);
+                    }
+                }
+            }
+        }
+        a.objects.extend(damaged_objects.into_values());
         if a.manifest || !a.databases.is_empty() || a.objects_count > 0 || !a.unreadable.is_empty() {
             out.push(a);
         }

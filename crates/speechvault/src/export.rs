@@ -8,7 +8,7 @@
 //! directory, and `export-report.json` lists every object with its file, key, size, SHA-256,
 //! content type and user metadata (the layout itself cannot carry those).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -217,23 +217,28 @@ pub async fn export(
 
     // Objects.
     let mut objects = Vec::new();
-    for entry in manifest.buckets.values() {
+    for (bucket, entry) in &manifest.buckets {
         let snap = set.snapshot(&entry.snapshot).cloned().ok_or_else(|| {
             ExportError::Failed(format!("snapshot {} of bucket {} is missing", entry.snapshot, entry.source_name))
         })?;
-        let keys: Vec<String> = entry.entries.iter().map(|e| e.key.clone()).collect();
-        let places = plan(&entry.source_name, &keys);
         progress.phase(format!("exporting bucket {}", entry.source_name), entry.bytes, entry.objects);
         let (r, e, base, p) = (reader.clone(), entry.clone(), dir.to_path_buf(), progress.clone());
+        let (set, m, bucket) = (set.clone(), manifest.clone(), bucket.clone());
         let done = tokio::task::spawn_blocking(move || -> Result<Vec<ExportedObject>, ExportError> {
-            let nodes: HashMap<String, rustic_core::repofile::Node> =
-                r.files(&snap)?.into_iter().map(|(p, n)| (p.display().to_string(), n)).collect();
-            let mut out = Vec::with_capacity(e.entries.len());
-            for (o, (file, escaped)) in e.entries.iter().zip(places) {
-                let node = nodes
-                    .get(&o.path)
-                    .ok_or_else(|| ExportError::Failed(format!("object {:?} is missing from its snapshot", o.key)))?;
-                let (sha256, size) = write_file(&r, node, &base.join(&file))?;
+            let list = set.object_list(&r, &m, &bucket).map_err(|e| ExportError::Failed(e.to_string()))?;
+            // Where each key goes depends on the other keys (a key that is also a prefix).
+            let keys: Vec<String> = list
+                .iter()
+                .and_then(|i| i.map(|e| e.map(|e| e.key)).collect())
+                .map_err(|e| ExportError::Failed(format!("object list: {e}")))?;
+            let places = plan(&e.source_name, &keys);
+            drop(keys);
+            let pairs =
+                crate::catalog::PairedObjects::new(&r, &snap, &list).map_err(|e| ExportError::Failed(e.to_string()))?;
+            let mut out = Vec::with_capacity(list.count as usize);
+            for (pair, (file, escaped)) in pairs.zip(places) {
+                let (o, node) = pair.map_err(ExportError::Failed)?;
+                let (sha256, size) = write_file(&r, &node, &base.join(&file))?;
                 if sha256 != o.sha256 || size != o.size {
                     return Err(ExportError::Failed(format!(
                         "object {:?} reads back differently from the manifest",

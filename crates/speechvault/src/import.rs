@@ -464,6 +464,7 @@ async fn write_set(
         drop(scratch);
     }
     let mut bucket_entries = BTreeMap::new();
+    let mut lists = BTreeMap::new();
     for (pb, (name, found)) in buckets {
         let root = PathBuf::from(format!("/buckets/{pb}"));
         let mut planned: Vec<(PathBuf, Found)> = found.into_iter().map(|f| (object_path(&root, &f.key), f)).collect();
@@ -514,19 +515,22 @@ async fn write_set(
                 path: path.display().to_string(),
             });
         }
-        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        let list = crate::spool::ObjectList::from_entries(entries)
+            .map_err(|e| ImportError::Layout(format!("bucket {pb}: a temporary object list: {e}")))?;
         bucket_entries.insert(
             pb.clone(),
             BucketEntry {
                 source_name: name,
                 snapshot: snap.id.to_string(),
                 path: root.display().to_string(),
-                objects: entries.len() as u64,
+                objects: list.count,
                 bytes: total,
-                entries,
+                entries: Vec::new(),
+                objects_file: Some(manifest::objects_path(&pb)),
                 vanished: Vec::new(),
             },
         );
+        lists.insert(pb.clone(), list);
     }
     let components: Vec<String> = profile
         .components
@@ -562,7 +566,7 @@ async fn write_set(
         buckets: bucket_entries,
         instance_ids: instance_ids.into_iter().collect(),
     };
-    let snap = backup::write_manifest(vault, inst, id, &manifest).await?;
+    let snap = backup::write_manifest(vault, inst, id, &manifest, &lists).await?;
     written.push(snap);
     let summary = |m: &Manifest| -> Written {
         (

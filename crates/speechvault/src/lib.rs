@@ -35,6 +35,7 @@ pub mod restore;
 pub mod retention;
 pub mod secret;
 pub mod source;
+pub mod spool;
 pub mod tls;
 pub mod units;
 pub mod verify;

@@ -29,6 +29,10 @@ pub enum VerifyError {
     Pg(#[from] PgError),
     #[error(transparent)]
     ObjStore(#[from] ObjStoreError),
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error("verify: {0}")]
+    Internal(String),
 }
 
 impl Kinded for VerifyError {
@@ -36,8 +40,16 @@ impl Kinded for VerifyError {
         match self {
             Self::Pg(e) => e.kind(),
             Self::ObjStore(e) => e.kind(),
+            Self::Catalog(e) => e.kind(),
+            Self::Internal(_) => ErrorKind::Failed,
         }
     }
+}
+
+/// Where a backup's object lists come from.
+pub struct BackupLists<'a> {
+    pub reader: &'a Arc<crate::repository::VaultReader>,
+    pub set: &'a crate::catalog::BackupSet,
 }
 
 /// At most this many keys are listed per kind of difference.
@@ -149,6 +161,7 @@ pub fn is_server_default_type(content_type: &str, key: &str) -> bool {
 /// Compares `inst` (with bucket names mapped by the installation) against `manifest`.
 pub async fn verify(
     manifest: &Manifest,
+    lists: BackupLists<'_>,
     inst: &Installation,
     opts: &VerifyOptions,
     progress: &Progress,
@@ -194,9 +207,15 @@ pub async fn verify(
     }
     let store = ObjectStore::new(inst.s3.clone())?;
     let mut buckets = Vec::new();
-    for (bucket, entry) in &manifest.buckets {
+    for bucket in manifest.buckets.keys() {
         let name = inst.bucket(bucket);
-        buckets.push(check_bucket(&store, bucket, &name, &entry.entries, opts, progress).await?);
+        let list = {
+            let (r, set, m, b) = (lists.reader.clone(), lists.set.clone(), manifest.clone(), bucket.clone());
+            tokio::task::spawn_blocking(move || set.object_list(&r, &m, &b))
+                .await
+                .map_err(|e| VerifyError::Internal(e.to_string()))??
+        };
+        buckets.push(check_bucket(&store, bucket, &name, list, opts, progress).await?);
     }
     let ok = tables.iter().all(|t| t.ok) && buckets.iter().all(|b| b.ok);
     Ok(VerifyReport {
@@ -213,25 +232,24 @@ async fn check_bucket(
     store: &ObjectStore,
     bucket: &str,
     name: &str,
-    expected: &[ObjectEntry],
+    expected: crate::spool::ObjectList,
     opts: &VerifyOptions,
     progress: &Progress,
 ) -> Result<BucketCheck, VerifyError> {
     progress.phase(format!("listing bucket {name}"), 0, 0);
-    let listed = match store.list_all(name, "").await {
-        Ok(l) => l,
-        Err(ObjStoreError::NoSuchBucket { .. }) => Vec::new(),
-        Err(e) => return Err(e.into()),
+    let listing = match crate::backup::bucket::list_bucket(store, name).await {
+        Ok(l) => Some(l),
+        Err(crate::backup::BackupError::ObjStore(ObjStoreError::NoSuchBucket { .. })) => None,
+        Err(crate::backup::BackupError::ObjStore(e)) => return Err(e.into()),
+        Err(e) => return Err(VerifyError::Internal(e.to_string())),
     };
-    let actual: BTreeMap<&str, &crate::objstore::ObjectInfo> = listed.iter().map(|o| (o.key.as_str(), o)).collect();
-    let wanted: BTreeMap<&str, &ObjectEntry> = expected.iter().map(|e| (e.key.as_str(), e)).collect();
-    let mut check = BucketCheck {
+    let check = BucketCheck {
         bucket: bucket.into(),
         name: name.into(),
-        expected_objects: expected.len() as u64,
-        actual_objects: listed.len() as u64,
-        expected_bytes: expected.iter().map(|e| e.size).sum(),
-        actual_bytes: listed.iter().map(|o| o.size).sum(),
+        expected_objects: expected.count,
+        actual_objects: listing.as_ref().map_or(0, |l| l.count),
+        expected_bytes: expected.bytes,
+        actual_bytes: listing.as_ref().map_or(0, |l| l.bytes),
         digests_checked: 0,
         missing: Vec::new(),
         missing_count: 0,
@@ -241,55 +259,113 @@ async fn check_bucket(
         different_count: 0,
         ok: false,
     };
-    let mut to_read = Vec::new();
-    for (key, e) in &wanted {
-        match actual.get(key) {
-            None => {
-                check.missing_count += 1;
-                if check.missing.len() < LIST_LIMIT {
-                    check.missing.push(key.to_string());
+    // The list and the listing, both in archive order, walked together on a blocking thread;
+    // objects present with the right size go on to be read back.
+    let read_back = opts.digests;
+    if read_back {
+        progress.phase(format!("reading back bucket {name}"), expected.bytes, expected.count);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<ObjectEntry>(64);
+    let merge = tokio::task::spawn_blocking(move || -> Result<BucketCheck, String> {
+        let mut c = check;
+        let mut listed = listing.map(|l| l.into_iter_sorted());
+        let unexpected = |c: &mut BucketCheck, key: String| {
+            c.unexpected_count += 1;
+            if c.unexpected.len() < LIST_LIMIT {
+                c.unexpected.push(key);
+            }
+        };
+        for e in expected.iter().map_err(|e| e.to_string())? {
+            let e = e.map_err(|e| e.to_string())?;
+            let d = crate::spool::key_digest(&e.key);
+            let mut found = None;
+            if let Some(l) = listed.as_mut() {
+                while let Some(next) = l.peek_digest().copied() {
+                    if next > d {
+                        break;
+                    }
+                    let o = l.next().ok_or("listing ended")?.map_err(|e| e.to_string())?;
+                    if next == d {
+                        found = Some(o);
+                    } else {
+                        unexpected(&mut c, o.key);
+                    }
                 }
             }
-            Some(o) if o.size != e.size => {
-                check.different_count += 1;
-                if check.different.len() < LIST_LIMIT {
-                    check.different.push(Difference {
-                        key: key.to_string(),
-                        reason: format!("the backup has {} bytes, the installation {}", e.size, o.size),
-                    });
+            match found {
+                None => {
+                    c.missing_count += 1;
+                    if c.missing.len() < LIST_LIMIT {
+                        c.missing.push(e.key.clone());
+                    }
+                }
+                Some(o) if o.size != e.size => {
+                    c.different_count += 1;
+                    if c.different.len() < LIST_LIMIT {
+                        c.different.push(Difference {
+                            key: e.key.clone(),
+                            reason: format!("the backup has {} bytes, the installation {}", e.size, o.size),
+                        });
+                    }
+                }
+                Some(_) if read_back => {
+                    if tx.blocking_send(e).is_err() {
+                        return Ok(c);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(l) = listed {
+            for o in l {
+                unexpected(&mut c, o.map_err(|e| e.to_string())?.key);
+            }
+        }
+        Ok(c)
+    });
+    let progress = Arc::new(progress.clone());
+    // The reads (and with them the merge's channel) end with this block.
+    let (checked, differences, failed) = {
+        let reads = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+            .map(|e| {
+                let progress = progress.clone();
+                async move {
+                    let r = compare_object(store, name, &e, &progress).await;
+                    (e, r)
+                }
+            })
+            .buffer_unordered(opts.parallel.max(1));
+        let mut reads = std::pin::pin!(reads);
+        let mut checked = 0u64;
+        let mut differences = Vec::new();
+        let mut failed = None;
+        while let Some((e, r)) = reads.next().await {
+            checked += 1;
+            match r {
+                Ok(Some(reason)) => differences.push(Difference { key: e.key.clone(), reason }),
+                Ok(None) => {}
+                Err(err) => {
+                    failed = Some(err);
+                    break;
                 }
             }
-            Some(_) => to_read.push(*e),
+        }
+        (checked, differences, failed)
+    };
+    let merged = merge.await.map_err(|e| VerifyError::Internal(e.to_string()))?;
+    if let Some(err) = failed {
+        return Err(err);
+    }
+    let mut check = merged.map_err(|e| VerifyError::Internal(format!("bucket {name}: {e}")))?;
+    check.digests_checked = checked;
+    check.different_count += differences.len() as u64;
+    for d in differences {
+        if check.different.len() < LIST_LIMIT {
+            check.different.push(d);
         }
     }
-    for key in actual.keys() {
-        if !wanted.contains_key(key) {
-            check.unexpected_count += 1;
-            if check.unexpected.len() < LIST_LIMIT {
-                check.unexpected.push(key.to_string());
-            }
-        }
-    }
-    if opts.digests {
-        let total: u64 = to_read.iter().map(|e| e.size).sum();
-        progress.phase(format!("reading back bucket {name}"), total, to_read.len() as u64);
-        let progress = Arc::new(progress.clone());
-        let reads = futures_util::stream::iter(to_read.into_iter().map(|e| {
-            let progress = progress.clone();
-            async move { (e, compare_object(store, name, e, &progress).await) }
-        }))
-        .buffer_unordered(opts.parallel.max(1));
-        let results: Vec<_> = reads.collect().await;
-        for (e, r) in results {
-            check.digests_checked += 1;
-            if let Some(reason) = r? {
-                check.different_count += 1;
-                if check.different.len() < LIST_LIMIT {
-                    check.different.push(Difference { key: e.key.clone(), reason });
-                }
-            }
-        }
-    }
+    check.missing.sort();
+    check.unexpected.sort();
     check.different.sort_by(|a, b| a.key.cmp(&b.key));
     check.ok = check.missing_count == 0 && check.unexpected_count == 0 && check.different_count == 0;
     Ok(check)

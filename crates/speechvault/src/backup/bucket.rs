@@ -1,41 +1,55 @@
 //! One bucket into the repository, reusing what the previous backup holds for objects that
 //! did not change.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{BackupError, tags};
 use crate::config::Installation;
 use crate::interrupt::Stop;
-use crate::manifest::{BucketEntry, Manifest, ObjectEntry};
+use crate::manifest::BucketEntry;
 use crate::objstore::ObjectStore;
 use crate::progress::Progress;
 use crate::repository::{SnapshotSpec, Vault};
-use crate::source::bucket::{Outcome, ReadObject, bucket_source};
-use crate::source::{Failures, plan_objects};
+use crate::source::bucket::{EntrySink, Planned, bucket_source};
+use crate::source::{Failures, object_path};
+use crate::spool::{Listing, ListingWriter, ObjectList};
 
-/// The manifest of the latest complete backup of `inst`, if there is one and it reads; a
-/// damaged or missing one only means a full read.
-pub(crate) async fn previous_manifest(vault: &Arc<Vault>, inst: &Installation) -> Option<Manifest> {
-    let (v, name) = (vault.clone(), inst.name.clone());
-    let found = tokio::task::spawn_blocking(move || -> Result<Option<Manifest>, crate::catalog::CatalogError> {
+/// The buckets of the latest complete backup of `inst` from the same endpoint, each with its
+/// object list, if there is one and it reads; a damaged or missing one only means a full read.
+pub(crate) async fn previous_buckets(vault: &Arc<Vault>, inst: &Installation) -> BTreeMap<String, PreviousBucket> {
+    let (v, inst) = (vault.clone(), inst.clone());
+    let found = tokio::task::spawn_blocking(move || -> Result<_, crate::catalog::CatalogError> {
         let sets = crate::catalog::backup_sets(&v)?;
-        let Some(set) = sets.iter().rev().find(|s| s.complete() && s.installation == name) else {
-            return Ok(None);
+        let Some(set) = sets.iter().rev().find(|s| s.complete() && s.installation == inst.name) else {
+            return Ok(BTreeMap::new());
         };
         let reader = v.reader()?;
-        set.manifest(&reader).map(Some)
+        let manifest = set.manifest(&reader)?;
+        let mut out = BTreeMap::new();
+        if manifest.source.s3_endpoint != inst.s3.endpoint {
+            return Ok(out);
+        }
+        for (bucket, entry) in &manifest.buckets {
+            if entry.source_name != inst.bucket(bucket) {
+                continue;
+            }
+            let list = set.object_list(&reader, &manifest, bucket)?;
+            out.insert(bucket.clone(), PreviousBucket { snapshot: entry.snapshot.clone(), list: Arc::new(list) });
+        }
+        Ok(out)
     })
     .await;
     match found {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => {
             tracing::warn!("cannot use the previous backup, reading everything: {e}");
-            None
+            BTreeMap::new()
         }
         Err(e) => {
             tracing::warn!("cannot use the previous backup, reading everything: {e}");
-            None
+            BTreeMap::new()
         }
     }
 }
@@ -52,66 +66,129 @@ pub(crate) struct BucketJob<'a> {
     pub transfers: Arc<tokio::sync::Semaphore>,
 }
 
+/// A bucket as the previous backup recorded it.
+pub(crate) struct PreviousBucket {
+    pub snapshot: String,
+    pub list: Arc<ObjectList>,
+}
+
+/// What one bucket's backup produced.
+pub(crate) struct BucketDone {
+    pub entry: BucketEntry,
+    pub list: ObjectList,
+    pub unchanged: u64,
+}
+
+/// Lists a bucket into a [`Listing`] on disk, page by page.
+pub(crate) async fn list_bucket(store: &ObjectStore, bucket: &str) -> Result<Listing, BackupError> {
+    let io = |e: std::io::Error| BackupError::Internal(format!("listing of {bucket} into a temporary file: {e}"));
+    let mut w = ListingWriter::new().map_err(io)?;
+    let mut token: Option<String> = None;
+    loop {
+        let (page, next) = store.list_page(bucket, "", token.as_deref()).await?;
+        for o in &page {
+            w.push(o).map_err(io)?;
+        }
+        match next {
+            Some(t) if Some(&t) != token.as_ref() => token = Some(t),
+            Some(_) => {
+                return Err(BackupError::Internal(format!("{bucket}: the server repeated a continuation token")));
+            }
+            None => break,
+        }
+    }
+    w.finish().map_err(io)
+}
+
+/// Walks `listing` in archive order beside the previous backup's list of the same bucket,
+/// sending each object with what the previous backup recorded when it is unchanged.
+/// Returns how many were unchanged.
+fn plan(
+    listing: Listing,
+    previous: Option<&ObjectList>,
+    root: &Path,
+    tx: tokio::sync::mpsc::Sender<Planned>,
+) -> std::io::Result<u64> {
+    let mut prev = match previous {
+        Some(l) => Some(l.iter()?.peekable()),
+        None => None,
+    };
+    let mut unchanged = 0;
+    for info in listing.into_iter_sorted() {
+        let info = info?;
+        let digest = crate::spool::key_digest(&info.key);
+        let mut known = None;
+        if let Some(prev) = prev.as_mut() {
+            // Both are in archive order: skip what the previous backup had before this key.
+            while let Some(Ok(e)) = prev.peek() {
+                if crate::spool::key_digest(&e.key) < digest {
+                    prev.next();
+                } else {
+                    break;
+                }
+            }
+            if let Some(Err(_)) = prev.peek()
+                && let Some(Err(e)) = prev.next()
+            {
+                return Err(e);
+            }
+            if let Some(Ok(e)) = prev.peek()
+                && e.key == info.key
+                && e.size == info.size
+                && e.etag == info.etag
+                && e.last_modified == info.last_modified
+            {
+                known = prev.next().and_then(|e| e.ok());
+                unchanged += 1;
+            }
+        }
+        let path = object_path(root, &info.key);
+        if tx.blocking_send(Planned { info, path, known }).is_err() {
+            break;
+        }
+    }
+    Ok(unchanged)
+}
+
 impl BucketJob<'_> {
-    /// Backs up one bucket; returns its manifest entry and how many objects were unchanged.
+    /// Backs up one bucket.
     pub async fn run(
         &self,
         bucket: &str,
-        previous: Option<&BucketEntry>,
+        previous: Option<&PreviousBucket>,
         written: &mut Vec<rustic_core::repofile::SnapshotId>,
-    ) -> Result<(BucketEntry, u64), BackupError> {
+    ) -> Result<BucketDone, BackupError> {
         let BucketJob { vault, inst, store, id, progress, .. } = *self;
         let actual = inst.bucket(bucket);
-        let listed = store.list_all(&actual, "").await?;
+        let listing = list_bucket(store, &actual).await?;
         // Between the listing and the reads: the live-installation tests change objects here.
         crate::interrupt::pause_point("backup:listed");
         let root = PathBuf::from(format!("/buckets/{bucket}"));
-        let planned = plan_objects(&root, listed);
-        crate::repository::check_path_order(planned.iter().map(|p| p.path.as_path()))?;
-        let total: u64 = planned.iter().map(|p| p.info.size).sum();
-        progress.add_totals(total, planned.len() as u64);
+        let (count, total) = (listing.count as usize, listing.bytes);
+        progress.add_totals(total, count as u64);
         let failures = Failures::default();
         let p2 = progress.clone();
         let counter: crate::source::bucket::ByteCounter = Arc::new(move |n| p2.add_bytes(n));
-        let known: Vec<Option<Outcome>> = match previous {
-            None => vec![None; planned.len()],
-            Some(prev) => {
-                let by_key: std::collections::HashMap<&str, &ObjectEntry> =
-                    prev.entries.iter().map(|e| (e.key.as_str(), e)).collect();
-                planned
-                    .iter()
-                    .map(|p| {
-                        by_key
-                            .get(p.info.key.as_str())
-                            .filter(|e| {
-                                e.size == p.info.size
-                                    && e.etag == p.info.etag
-                                    && e.last_modified == p.info.last_modified
-                            })
-                            .map(|e| {
-                                Outcome::Read(Box::new(ReadObject {
-                                    info: p.info.clone(),
-                                    sha256: e.sha256.clone(),
-                                    head: e.head(),
-                                }))
-                            })
-                    })
-                    .collect()
-            }
+        let sink = EntrySink::new()
+            .map_err(|e| BackupError::Internal(format!("bucket {actual}: a temporary object list: {e}")))?;
+        let (plan_tx, plan_rx) = tokio::sync::mpsc::channel(256);
+        let planner = {
+            let (root, prev) = (root.clone(), previous.map(|p| p.list.clone()));
+            tokio::task::spawn_blocking(move || plan(listing, prev.as_deref(), &root, plan_tx))
         };
-        let unchanged = known.iter().filter(|k| k.is_some()).count() as u64;
-        let parent = previous.filter(|_| unchanged > 0).map(|p| p.snapshot.clone());
-        let paths: Vec<(String, PathBuf)> = planned.iter().map(|p| (p.info.key.clone(), p.path.clone())).collect();
-        let (src, outcomes) = bucket_source(
+        let src = bucket_source(
             store,
             &actual,
-            planned,
-            known,
+            plan_rx,
+            count,
+            total,
             self.transfers.clone(),
+            sink.clone(),
             &failures,
             Some(counter),
             self.stop.clone(),
         );
+        let parent = previous.map(|p| p.snapshot.clone());
         let spec = SnapshotSpec {
             host: inst.name.clone(),
             label: format!("bucket:{bucket}"),
@@ -128,43 +205,33 @@ impl BucketJob<'_> {
             .map_err(|e| BackupError::Internal(e.to_string()))?;
         let snap = snap?;
         written.push(snap.id);
+        let planned = planner.await.map_err(|e| BackupError::Internal(e.to_string()))?;
         let mut fails = failures.list();
-        let outcomes = outcomes.lock().map(|d| d.clone()).unwrap_or_default();
-        let mut entries = Vec::with_capacity(paths.len());
-        let mut vanished = Vec::new();
-        for ((key, path), outcome) in paths.into_iter().zip(outcomes) {
-            match outcome {
-                Some(Outcome::Read(read)) => {
-                    let ReadObject { info, sha256, head } = *read;
-                    entries.push(ObjectEntry {
-                        key: info.key,
-                        size: info.size,
-                        etag: info.etag,
-                        last_modified: info.last_modified,
-                        sha256,
-                        content_type: head.content_type,
-                        metadata: head.metadata,
-                        path: path.display().to_string(),
-                    })
-                }
-                Some(Outcome::Vanished) => vanished.push(key),
-                None => fails.push(format!("object {key:?} was not read completely")),
+        let unchanged = match planned {
+            Ok(n) => n,
+            Err(e) => {
+                fails.push(format!("reading the listing or the previous backup's list: {e}"));
+                0
             }
-        }
-        if !fails.is_empty() {
+        };
+        let finished = sink.finish(count);
+        if !fails.is_empty() || finished.is_err() {
+            if let Err(e) = finished {
+                fails.push(e);
+            }
             return Err(BackupError::Source { part: format!("bucket {actual}"), failures: fails });
         }
-        entries.sort_by(|a, b| a.key.cmp(&b.key));
-        vanished.sort();
+        let (list, vanished) = finished.map_err(BackupError::Internal)?;
         let entry = BucketEntry {
             source_name: actual,
             snapshot: snap.id.to_string(),
             path: root.display().to_string(),
-            objects: entries.len() as u64,
-            bytes: entries.iter().map(|e| e.size).sum(),
-            entries,
+            objects: list.count,
+            bytes: list.bytes,
+            entries: Vec::new(),
+            objects_file: Some(crate::manifest::objects_path(bucket)),
             vanished,
         };
-        Ok((entry, unchanged))
+        Ok(BucketDone { entry, list, unchanged })
     }
 }

@@ -33,7 +33,7 @@ use crate::pg::{PgError, query, quote_ident};
 use crate::profile::Profile;
 use crate::progress::Progress;
 use crate::repository::{RepoError, SnapshotSpec, Vault};
-use crate::source::MemorySource;
+use crate::source::{FileData, FilesSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -186,8 +186,13 @@ pub(crate) async fn write_manifest(
     installation: &str,
     id: &str,
     manifest: &Manifest,
+    lists: &BTreeMap<String, crate::spool::ObjectList>,
 ) -> Result<rustic_core::repofile::SnapshotId, BackupError> {
     let data = serde_json::to_vec_pretty(manifest).map_err(|e| BackupError::Internal(e.to_string()))?;
+    let mut files = vec![(PathBuf::from(manifest::MANIFEST_PATH), FileData::Memory(data))];
+    for (bucket, list) in lists {
+        files.push((PathBuf::from(manifest::objects_path(bucket)), FileData::Local(list.path().to_path_buf())));
+    }
     let spec = SnapshotSpec {
         host: installation.to_string(),
         label: "manifest".into(),
@@ -198,7 +203,7 @@ pub(crate) async fn write_manifest(
     let v = vault.clone();
     let snap = tokio::task::spawn_blocking(move || {
         crate::interrupt::pause_point("backup:manifest");
-        v.archive(MemorySource::new(PathBuf::from(manifest::MANIFEST_PATH), data), &spec, None)
+        v.archive(FilesSource::new(files), &spec, None)
     })
     .await
     .map_err(|e| BackupError::Internal(e.to_string()))??;
@@ -360,15 +365,11 @@ async fn run_inner(
         }
         (result, written, entries)
     };
-    let previous = if opts.full { None } else { bucket::previous_manifest(vault, inst).await };
+    let previous = if opts.full { BTreeMap::new() } else { bucket::previous_buckets(vault, inst).await };
     let transfers = Arc::new(tokio::sync::Semaphore::new(opts.parallel.max(1)));
     let part_stop = &part_stop;
     let bucket_parts = buckets.iter().map(|b| {
-        let prev = previous
-            .as_ref()
-            .filter(|m| m.source.s3_endpoint == inst.s3.endpoint)
-            .and_then(|m| m.buckets.get(b))
-            .filter(|e| e.source_name == inst.bucket(b));
+        let prev = previous.get(b);
         let job = bucket::BucketJob {
             vault,
             inst,
@@ -412,12 +413,13 @@ async fn run_inner(
         keep(e);
     }
     let mut bucket_entries = BTreeMap::new();
+    let mut lists = BTreeMap::new();
     let mut unchanged = BTreeMap::new();
     let mut warnings = Vec::new();
     for (b, result, w) in bucket_results {
         written.extend(w);
         match result {
-            Ok((entry, n)) => {
+            Ok(bucket::BucketDone { entry, list, unchanged: n }) => {
                 if !entry.vanished.is_empty() {
                     warnings.push(format!(
                         "bucket {}: {} objects were deleted while the backup ran and are not in it (first: {:?})",
@@ -427,6 +429,7 @@ async fn run_inner(
                     ));
                 }
                 unchanged.insert(b.clone(), n);
+                lists.insert(b.clone(), list);
                 bucket_entries.insert(b, entry);
             }
             Err(e) => keep(e),
@@ -462,7 +465,7 @@ async fn run_inner(
         return Err(BackupError::Interrupted);
     }
     progress.phase("writing the manifest", 0, 0);
-    let snap = write_manifest(vault, &inst.name, id, &manifest).await?;
+    let snap = write_manifest(vault, &inst.name, id, &manifest, &lists).await?;
     written.push(snap);
 
     Ok(BackupReport {

@@ -65,10 +65,11 @@ fn plain_header_len(pack: &IndexPack) -> u32 {
 impl VaultReader {
     /// The packs holding the content of `nodes`, checked as the module docs say. Fails with
     /// [`RepoError::Damaged`] listing every damaged pack (up to a few) and how many there are.
-    pub fn check_packs<'a>(&self, nodes: impl IntoIterator<Item = &'a Node>) -> Result<PackReport> {
+    pub fn check_packs<N: std::borrow::Borrow<Node>>(&self, nodes: impl IntoIterator<Item = N>) -> Result<PackReport> {
         let mut needed: BTreeSet<PackId> = BTreeSet::new();
         let mut report = PackReport::default();
         for node in nodes {
+            let node = node.borrow();
             for id in node.content.iter().flatten() {
                 let entry = self.repo.get_index_entry(id).map_err(|e| RepoError::Damaged {
                     location: self.location.describe(),
@@ -155,10 +156,11 @@ impl VaultReader {
     }
 
     /// Reads and authenticates every byte of `nodes` (`--preflight=full`).
-    pub fn read_all<'a>(&self, nodes: impl IntoIterator<Item = &'a Node>) -> Result<u64> {
+    pub fn read_all<N: std::borrow::Borrow<Node>>(&self, nodes: impl IntoIterator<Item = N>) -> Result<u64> {
         let mut sink = std::io::sink();
         let mut n = 0;
         for node in nodes {
+            let node = node.borrow();
             self.dump(node, &mut sink)?;
             n += node.meta.size;
         }

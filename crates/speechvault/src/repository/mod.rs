@@ -323,6 +323,9 @@ impl Vault {
     }
 }
 
+/// A snapshot's files, one at a time (see [`VaultReader::file_iter`]).
+pub type FileIter<'a> = Box<dyn Iterator<Item = Result<(PathBuf, Node)>> + Send + 'a>;
+
 /// Read access to snapshots' files.
 pub struct VaultReader {
     location: Location,
@@ -351,6 +354,17 @@ impl VaultReader {
             }
         }
         Ok(out)
+    }
+
+    /// Every file in the snapshot in tree order (sorted by path), loading one directory's tree
+    /// at a time.
+    pub fn file_iter<'a>(&'a self, snap: &SnapshotFile) -> Result<FileIter<'a>> {
+        let root = self.repo.node_from_snapshot_and_path(snap, "").map_err(|e| self.err(e))?;
+        let iter = self.repo.ls(&root, &LsOptions::default()).map_err(|e| self.err(e))?;
+        Ok(Box::new(iter.filter_map(move |item| match item {
+            Ok((path, node)) => node.is_file().then(|| Ok((Path::new("/").join(path), node))),
+            Err(e) => Some(Err(self.err(e))),
+        })))
     }
 
     /// The node at `path` inside a snapshot.

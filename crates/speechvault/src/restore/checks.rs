@@ -271,31 +271,25 @@ pub async fn prove_backup(
     progress.phase("checking the object data in the repository", 0, 0);
     for (bucket, entry) in &manifest.buckets {
         let snap = snapshot_of(set, &entry.snapshot)?.clone();
-        let (r, e, mode, bucket) = (reader.clone(), entry.clone(), opts.preflight, bucket.clone());
+        let (r, mode, bucket, set, m) = (reader.clone(), opts.preflight, bucket.clone(), set.clone(), manifest.clone());
         tokio::task::spawn_blocking(move || -> Result<(), RestoreError> {
-            let nodes: std::collections::HashMap<String, rustic_core::repofile::Node> =
-                r.files(&snap)?.into_iter().map(|(p, n)| (p.display().to_string(), n)).collect();
-            let mut wanted = Vec::with_capacity(e.entries.len());
-            for o in &e.entries {
-                let node = nodes.get(&o.path).ok_or_else(|| {
-                    RestoreError::BackupDamaged(format!(
-                        "object {:?} of bucket {bucket} (file {}) is missing from snapshot {}",
-                        o.key, o.path, e.snapshot
-                    ))
-                })?;
-                if node.meta.size != o.size {
-                    return Err(RestoreError::BackupDamaged(format!(
-                        "object {:?} of bucket {bucket} has {} bytes in the snapshot, {} in the manifest",
-                        o.key, node.meta.size, o.size
-                    )));
+            let list = set.object_list(&r, &m, &bucket)?;
+            let mut broken = None;
+            let nodes = crate::catalog::PairedObjects::new(&r, &snap, &list)?.map_while(|p| match p {
+                Ok((_, node)) => Some(node),
+                Err(e) => {
+                    broken = Some(e);
+                    None
                 }
-                wanted.push(node);
+            });
+            let checked = match mode {
+                Preflight::Quick => r.check_packs(nodes).map(|_| ()),
+                Preflight::Full => r.read_all(nodes).map(|_| ()),
+            };
+            if let Some(e) = broken {
+                return Err(RestoreError::BackupDamaged(format!("bucket {bucket}: {e}")));
             }
-            match mode {
-                Preflight::Quick => r.check_packs(wanted.iter().copied()).map(|_| ()),
-                Preflight::Full => r.read_all(wanted.iter().copied()).map(|_| ()),
-            }
-            .map_err(|e| RestoreError::BackupDamaged(format!("bucket {bucket}: {e}")))
+            checked.map_err(|e| RestoreError::BackupDamaged(format!("bucket {bucket}: {e}")))
         })
         .await
         .map_err(|e| RestoreError::Internal(e.to_string()))?

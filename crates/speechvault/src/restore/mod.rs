@@ -182,8 +182,37 @@ pub struct RestoreOptions {
     pub parallel: usize,
     /// `pg_restore --jobs`.
     pub jobs: usize,
-    pub verify: bool,
-    pub verify_digests: bool,
+    /// How the restored objects are checked (the databases are always compared).
+    pub verify: VerifyMode,
+}
+
+/// How a restore checks what it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyMode {
+    /// No verification step (each upload is still checked against its Content-MD5 and ETag).
+    None,
+    /// Every upload carries Content-MD5, so the server rejects a corrupt body, and its answered
+    /// ETag is checked against the bytes sent, as the objects go; then the databases are
+    /// compared (row counts and content digests) and a listing of each bucket proves every
+    /// object is there with its size and nothing else is.
+    #[default]
+    Server,
+    /// As `server`, and every object is read back and compared by SHA-256, content type and
+    /// metadata.
+    ReadBack,
+}
+
+impl std::str::FromStr for VerifyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Self::None),
+            "server" => Ok(Self::Server),
+            "read-back" => Ok(Self::ReadBack),
+            other => Err(format!("{other:?}: use none, server or read-back")),
+        }
+    }
 }
 
 impl Default for RestoreOptions {
@@ -198,8 +227,7 @@ impl Default for RestoreOptions {
             temp_dir: None,
             parallel: crate::backup::default_parallelism(),
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8),
-            verify: true,
-            verify_digests: true,
+            verify: VerifyMode::Server,
         }
     }
 }
@@ -343,12 +371,16 @@ pub async fn run(
         Err(cause) => return Err(rollback::after_failure(&job, cause).await),
     };
 
-    let verify = if opts.verify {
-        let vo =
-            VerifyOptions { digests: opts.verify_digests, parallel: opts.parallel, ownership: opts.ownership.clone() };
-        Some(verify::verify(&manifest, target, &vo, progress).await?)
-    } else {
+    let verify = if opts.verify == VerifyMode::None {
         None
+    } else {
+        let vo = VerifyOptions {
+            digests: opts.verify == VerifyMode::ReadBack,
+            parallel: opts.parallel,
+            ownership: opts.ownership.clone(),
+        };
+        let lists = verify::BackupLists { reader: &reader, set };
+        Some(verify::verify(&manifest, lists, target, &vo, progress).await?)
     };
     Ok(RestoreReport {
         backup_id: manifest.backup_id.clone(),
@@ -402,7 +434,7 @@ impl Job<'_> {
             self.check_stop()?;
             let name = self.target.bucket(bucket);
             self.progress.phase(format!("restoring bucket {name}"), entry.bytes, entry.objects);
-            let r = objects::restore_bucket(self, &name, entry).await?;
+            let r = objects::restore_bucket(self, bucket, &name, entry).await?;
             buckets.insert(bucket.clone(), r);
         }
         let mut moved = Vec::new();

@@ -7,7 +7,6 @@
 //! its SHA-256, content type and metadata match; `--clean` then deletes what the backup does
 //! not hold. Every key written is recorded, so a rollback deletes exactly those.
 
-use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::Arc;
 
@@ -72,22 +71,64 @@ async fn identical(
     Ok(same_bytes && crate::verify::header_differences(&e.key, &e.content_type, &e.metadata, &body.head).is_empty())
 }
 
+/// One object to restore, with its file in the snapshot and what the target already holds
+/// under its key (resume and clean only).
+struct Work {
+    entry: ObjectEntry,
+    node: rustic_core::repofile::Node,
+    present: Option<ObjectInfo>,
+}
+
+/// Walks the bucket's object list, its snapshot and (when it matters) the target's listing
+/// together, all three in archive order, sending each object to restore. With `extra`, keys
+/// on the target the backup does not hold are collected there (`--clean` deletes them).
+fn produce(
+    reader: &VaultReader,
+    snap: &rustic_core::repofile::SnapshotFile,
+    list: &crate::spool::ObjectList,
+    present: Option<crate::spool::Listing>,
+    extra: &mut Vec<String>,
+    tx: tokio::sync::mpsc::Sender<Work>,
+) -> Result<(), String> {
+    let mut listed = present.map(|l| l.into_iter_sorted());
+    for pair in crate::catalog::PairedObjects::new(reader, snap, list).map_err(|e| e.to_string())? {
+        let (entry, node) = pair?;
+        let mut present = None;
+        if let Some(l) = listed.as_mut() {
+            let d = crate::spool::key_digest(&entry.key);
+            while let Some(next) = l.peek_digest().copied() {
+                if next > d {
+                    break;
+                }
+                let o = l.next().and_then(|o| o.ok()).ok_or("reading the target's listing")?;
+                if next == d {
+                    present = Some(o);
+                } else {
+                    extra.push(o.key);
+                }
+            }
+        }
+        if tx.blocking_send(Work { entry, node, present }).is_err() {
+            return Ok(());
+        }
+    }
+    if let Some(l) = listed {
+        for o in l {
+            extra.push(o.map_err(|e| format!("reading the target's listing: {e}"))?.key);
+        }
+    }
+    Ok(())
+}
+
 /// Step 5 for one bucket.
 pub(crate) async fn restore_bucket(
     job: &Job<'_>,
+    bucket: &str,
     name: &str,
     entry: &BucketEntry,
 ) -> Result<BucketRestored, RestoreError> {
-    let Job { reader, set, store, opts, progress, touched, .. } = *job;
+    let Job { reader, set, manifest, store, opts, progress, touched, .. } = *job;
     let snap = snapshot_of(set, &entry.snapshot)?.clone();
-    let files = {
-        let r = reader.clone();
-        tokio::task::spawn_blocking(move || r.files(&snap))
-            .await
-            .map_err(|e| RestoreError::Internal(e.to_string()))??
-    };
-    let nodes: HashMap<String, rustic_core::repofile::Node> =
-        files.into_iter().map(|(p, n)| (p.display().to_string(), n)).collect();
     let existed = store.bucket_exists(name).await?;
     if !existed {
         store.create_bucket(name).await?;
@@ -96,58 +137,73 @@ pub(crate) async fn restore_bucket(
         }
     }
     // What is there already matters when resuming or replacing.
-    let present: HashMap<String, ObjectInfo> = if existed && (opts.resume || opts.mode == TargetMode::Clean) {
-        store.list_all(name, "").await?.into_iter().map(|o| (o.key.clone(), o)).collect()
+    let present = if existed && (opts.resume || opts.mode == TargetMode::Clean) {
+        Some(crate::backup::bucket::list_bucket(store, name).await.map_err(|e| match e {
+            crate::backup::BackupError::ObjStore(o) => RestoreError::from(o),
+            other => RestoreError::Internal(other.to_string()),
+        })?)
     } else {
-        HashMap::new()
+        None
     };
-    let mut work = Vec::with_capacity(entry.entries.len());
-    for e in &entry.entries {
-        let node = nodes.get(&e.path).cloned().ok_or_else(|| RestoreError::Damaged {
-            what: format!("bucket {}", entry.source_name),
-            reason: format!("object {:?} (file {}) is missing from snapshot {}", e.key, e.path, entry.snapshot),
-        })?;
-        work.push((e, node));
-    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Work>(64);
+    let producer = {
+        let (r, set, m, bucket) = (reader.clone(), set.clone(), manifest.clone(), bucket.to_string());
+        tokio::task::spawn_blocking(move || -> Result<Vec<String>, RestoreError> {
+            let list = set.object_list(&r, &m, &bucket)?;
+            let mut extra = Vec::new();
+            produce(&r, &snap, &list, present, &mut extra, tx)
+                .map_err(|reason| RestoreError::Damaged { what: format!("bucket {bucket}"), reason })?;
+            Ok(extra)
+        })
+    };
     let kept = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let first = Arc::new(std::sync::Once::new());
-    let mut uploads = futures_util::stream::iter(work.into_iter().map(|(e, node)| {
-        let (present, kept, first) = (&present, kept.clone(), first.clone());
-        async move {
-            if let Some(listed) = present.get(&e.key)
-                && identical(store, name, e, listed).await.map_err(|err| format!("{:?}: {err}", e.key))?
-            {
-                kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                progress.add_bytes(e.size);
-                progress.item_done();
-                first.call_once(|| crate::interrupt::pause_point("restore:objects"));
-                return Ok(());
+    let work = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|w| (w, rx)) });
+    // The queue (and with it the producer's channel) ends with this block.
+    let failures = {
+        let mut failures: Vec<String> = Vec::new();
+        let uploads = work
+            .map(|w| {
+                let (kept, first) = (kept.clone(), first.clone());
+                async move {
+                    let Work { entry: e, node, present } = w;
+                    if let Some(listed) = &present
+                        && identical(store, name, &e, listed).await.map_err(|err| format!("{:?}: {err}", e.key))?
+                    {
+                        kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        progress.add_bytes(e.size);
+                        progress.item_done();
+                        first.call_once(|| crate::interrupt::pause_point("restore:objects"));
+                        return Ok(());
+                    }
+                    // Recorded before the upload starts: a rollback deletes it whatever happens to it.
+                    if let Ok(mut t) = touched.lock() {
+                        t.keys_written.entry(name.to_string()).or_default().push(e.key.clone());
+                    }
+                    restore_object(reader.clone(), store, name, &e, node, progress)
+                        .await
+                        .map_err(|err| format!("{:?}: {err}", e.key))?;
+                    first.call_once(|| crate::interrupt::pause_point("restore:objects"));
+                    Ok::<(), String>(())
+                }
+            })
+            // A stop request ends the queue; uploads in flight finish (and are rolled back).
+            .take_until(Box::pin(job.stop.stopped()))
+            .buffer_unordered(opts.parallel.max(1));
+        let mut uploads = std::pin::pin!(uploads);
+        while let Some(r) = uploads.next().await {
+            if let Err(msg) = r {
+                failures.push(msg);
+                // Stop starting new transfers after a burst of failures; report what failed.
+                if failures.len() >= 20 {
+                    break;
+                }
             }
-            // Recorded before the upload starts: a rollback deletes it whatever happens to it.
-            if let Ok(mut t) = touched.lock() {
-                t.keys_written.entry(name.to_string()).or_default().push(e.key.clone());
-            }
-            restore_object(reader.clone(), store, name, e, node, progress)
-                .await
-                .map_err(|err| format!("{:?}: {err}", e.key))?;
-            first.call_once(|| crate::interrupt::pause_point("restore:objects"));
-            Ok::<(), String>(())
         }
-    }))
-    // A stop request ends the queue; uploads in flight finish (and are rolled back).
-    .take_until(Box::pin(job.stop.stopped()))
-    .buffer_unordered(opts.parallel.max(1));
-    let mut failures = Vec::new();
-    while let Some(r) = uploads.next().await {
-        if let Err(msg) = r {
-            failures.push(msg);
-            // Stop starting new transfers after a burst of failures; report what failed.
-            if failures.len() >= 20 {
-                break;
-            }
-        }
-    }
-    drop(uploads);
+        failures
+    };
+    // The producer ends once the queue is dropped (its sends fail).
+    let extra = producer.await.map_err(|e| RestoreError::Internal(e.to_string()))?;
     if job.stop.is_stopped() {
         return Err(RestoreError::Interrupted);
     }
@@ -159,10 +215,9 @@ pub(crate) async fn restore_bucket(
             failures,
         });
     }
+    let extra = extra?;
     let mut deleted = 0;
     if opts.mode == TargetMode::Clean {
-        let wanted: HashSet<&str> = entry.entries.iter().map(|e| e.key.as_str()).collect();
-        let extra: Vec<String> = present.keys().filter(|k| !wanted.contains(k.as_str())).cloned().collect();
         deleted = store.delete_keys(name, &extra, opts.parallel).await?;
     }
     Ok(BucketRestored {

@@ -22,7 +22,9 @@ use sha2::{Digest, Sha256};
 
 use super::{Failures, drain, file_meta, file_node};
 use crate::interrupt::Stop;
+use crate::manifest::ObjectEntry;
 use crate::objstore::{ObjectHead, ObjectInfo, ObjectStore};
+use crate::spool::{ObjectList, ObjectListWriter};
 
 /// How often an object that changed under us is re-listed before the backup gives up on it.
 const MAX_RELISTS: u32 = 3;
@@ -55,25 +57,100 @@ pub fn plan_objects(root: &Path, objects: Vec<ObjectInfo>) -> Vec<PlannedObject>
     planned
 }
 
-/// An object as it was backed up: the version (possibly newer than the listing), its
-/// SHA-256 and headers.
+/// One object to back up, in archive order; `known` is what the previous backup recorded
+/// for it when it is unchanged since (same key, size, ETag and last-modified): such an object
+/// is not fetched, rustic takes its content from the parent snapshot.
 #[derive(Debug, Clone)]
-pub struct ReadObject {
+pub struct Planned {
     pub info: ObjectInfo,
-    pub sha256: String,
-    pub head: ObjectHead,
+    pub path: PathBuf,
+    pub known: Option<ObjectEntry>,
 }
 
 /// What became of one planned object.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Read(Box<ReadObject>),
+    /// Backed up: its entry for the manifest (the version read, its SHA-256 and headers).
+    Read(ObjectEntry),
     /// Deleted between the listing and its GET.
-    Vanished,
+    Vanished(String),
 }
 
-/// Outcomes by position in the plan, filled in as objects finish.
-pub type Outcomes = Arc<Mutex<Vec<Option<Outcome>>>>;
+/// Collects outcomes as objects finish, in any order, and writes their entries to the
+/// bucket's [`ObjectList`] in plan order. Only the objects in flight wait in memory.
+#[derive(Clone)]
+pub struct EntrySink(Arc<Mutex<SinkState>>);
+
+struct SinkState {
+    next: usize,
+    pending: std::collections::BTreeMap<usize, Outcome>,
+    writer: Option<ObjectListWriter>,
+    vanished: Vec<String>,
+    error: Option<String>,
+}
+
+impl EntrySink {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self(Arc::new(Mutex::new(SinkState {
+            next: 0,
+            pending: Default::default(),
+            writer: Some(ObjectListWriter::new()?),
+            vanished: Vec::new(),
+            error: None,
+        }))))
+    }
+
+    /// Records the outcome of the object at `index` of the plan.
+    pub fn complete(&self, index: usize, outcome: Outcome) {
+        let Ok(mut st) = self.0.lock() else { return };
+        st.pending.insert(index, outcome);
+        loop {
+            let next = st.next;
+            let Some(o) = st.pending.remove(&next) else { break };
+            st.next += 1;
+            match o {
+                Outcome::Vanished(key) => st.vanished.push(key),
+                Outcome::Read(entry) => {
+                    let written = st.writer.as_mut().map(|w| w.push(&entry));
+                    if let Some(Err(e)) = written
+                        && st.error.is_none()
+                    {
+                        st.error = Some(format!("writing the object list: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The list, once all `planned` objects have an outcome; and the keys that vanished.
+    pub fn finish(&self, planned: usize) -> Result<(ObjectList, Vec<String>), String> {
+        let mut st = self.0.lock().map_err(|_| "object list lost".to_string())?;
+        if let Some(e) = st.error.take() {
+            return Err(e);
+        }
+        if st.next != planned {
+            return Err(format!("{} of {planned} objects were not read completely", planned - st.next));
+        }
+        let writer = st.writer.take().ok_or_else(|| "object list already finished".to_string())?;
+        let list = writer.finish().map_err(|e| format!("writing the object list: {e}"))?;
+        let mut vanished = std::mem::take(&mut st.vanished);
+        vanished.sort();
+        Ok((list, vanished))
+    }
+}
+
+fn entry_of(info: ObjectInfo, path: &Path, sha256: String, head: &ObjectHead) -> ObjectEntry {
+    ObjectEntry {
+        key: info.key,
+        size: info.size,
+        etag: info.etag,
+        last_modified: info.last_modified,
+        sha256,
+        content_type: head.content_type.clone(),
+        metadata: head.metadata.clone(),
+        path: path.display().to_string(),
+    }
+}
 
 /// A fixed pseudo-time derived from an ETag, stored as the node's ctime: rustic reuses a
 /// parent's content only when size, mtime and ctime all match, so an object rewritten with the
@@ -110,7 +187,7 @@ enum Msg {
 /// One object, in archive order.
 enum Slot {
     /// Unchanged since the previous backup: rustic takes the content from the parent.
-    Known { index: usize, path: PathBuf, info: ObjectInfo },
+    Known { path: PathBuf, info: ObjectInfo, sha256: String },
     /// Being fetched: the first message says which version, or that it is gone.
     Fetch { path: PathBuf, key: String, rx: tokio::sync::mpsc::Receiver<Msg>, last: bool },
 }
@@ -190,8 +267,8 @@ pub struct LazyReader {
     store: ObjectStore,
     bucket: String,
     info: ObjectInfo,
-    index: usize,
-    outcomes: Outcomes,
+    /// What the previous backup recorded; the bytes read must match it.
+    sha256: String,
     failures: Failures,
     body: Option<crate::objstore::ObjectBody>,
     cur: Bytes,
@@ -232,10 +309,10 @@ impl Read for LazyReader {
                 Ok(None) => {
                     self.done = true;
                     let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
-                    let head = body.head.clone();
-                    if let Ok(mut d) = self.outcomes.lock() {
-                        d[self.index] =
-                            Some(Outcome::Read(Box::new(ReadObject { info: self.info.clone(), sha256, head })));
+                    if sha256 != self.sha256 {
+                        return Err(
+                            self.fail("its content changed although its size, ETag and last-modified did not".into())
+                        );
                     }
                 }
                 Err(e) => return Err(self.fail(e.to_string())),
@@ -255,7 +332,6 @@ struct IterContext {
     handle: tokio::runtime::Handle,
     store: ObjectStore,
     bucket: String,
-    outcomes: Outcomes,
     failures: Failures,
     stop: Stop,
 }
@@ -277,15 +353,14 @@ impl Iterator for BucketIter {
             }
             let slot = self.slots.as_mut()?.blocking_recv()?;
             match slot {
-                Slot::Known { index, path, info } => {
+                Slot::Known { path, info, sha256 } => {
                     let node = node_for(&path, &info);
                     let open = ObjectOpen::Lazy(Box::new(LazyReader {
                         handle: self.ctx.handle.clone(),
                         store: self.ctx.store.clone(),
                         bucket: self.ctx.bucket.clone(),
                         info,
-                        index,
-                        outcomes: self.ctx.outcomes.clone(),
+                        sha256,
                         failures: self.ctx.failures.clone(),
                         body: None,
                         cur: Bytes::new(),
@@ -347,47 +422,46 @@ impl ReadSource for BucketSource {
 /// Where fetched bytes are reported (progress, rate accounting).
 pub type ByteCounter = Arc<dyn Fn(u64) + Send + Sync>;
 
-/// Builds the source for `planned` objects and starts fetching them on the current tokio
-/// runtime, as many at a time as `transfers` has permits (shared by the buckets backed up at
-/// once).
-///
-/// `known[i]` is what the previous backup recorded for object `i` when it is unchanged since
-/// (same key, size, ETag and last-modified): such objects are not fetched, since rustic takes
-/// their content from the parent snapshot; their outcome comes from `known`.
+/// Builds the source for the objects `plan` delivers (`count` of them, `total` bytes, in
+/// archive order) and starts fetching them on the current tokio runtime, as many at a time as
+/// `transfers` has permits (shared by the buckets backed up at once). Every object's outcome
+/// goes to `sink`.
 #[allow(clippy::too_many_arguments)]
 pub fn bucket_source(
     store: &ObjectStore,
     bucket: &str,
-    planned: Vec<PlannedObject>,
-    known: Vec<Option<Outcome>>,
+    mut plan: tokio::sync::mpsc::Receiver<Planned>,
+    count: usize,
+    total: u64,
     transfers: Arc<tokio::sync::Semaphore>,
+    sink: EntrySink,
     failures: &Failures,
     progress: Option<ByteCounter>,
     stop: Stop,
-) -> (BucketSource, Outcomes) {
-    let total = planned.iter().map(|p| p.info.size).sum();
-    let outcomes: Outcomes = Arc::new(Mutex::new(known));
+) -> BucketSource {
     let parallel = transfers.available_permits().max(1);
     let (slot_tx, slot_rx) = tokio::sync::mpsc::channel::<Slot>(parallel);
     let ctx = Arc::new(IterContext {
         handle: tokio::runtime::Handle::current(),
         store: store.clone(),
         bucket: bucket.to_string(),
-        outcomes: outcomes.clone(),
         failures: failures.clone(),
         stop: stop.clone(),
     });
-    let (store, bucket, outs) = (store.clone(), bucket.to_string(), outcomes.clone());
+    let (store, bucket) = (store.clone(), bucket.to_string());
     tokio::spawn(async move {
         let sem = transfers;
-        let n = planned.len();
-        for (i, p) in planned.into_iter().enumerate() {
+        let mut i = 0;
+        while let Some(p) = plan.recv().await {
             if stop.is_stopped() {
                 return;
             }
-            let unchanged = outs.lock().map(|o| o[i].is_some()).unwrap_or(false);
-            if unchanged {
-                if slot_tx.send(Slot::Known { index: i, path: p.path, info: p.info }).await.is_err() {
+            let index = i;
+            i += 1;
+            if let Some(known) = p.known {
+                let sha256 = known.sha256.clone();
+                sink.complete(index, Outcome::Read(known));
+                if slot_tx.send(Slot::Known { path: p.path, info: p.info, sha256 }).await.is_err() {
                     return;
                 }
                 continue;
@@ -396,17 +470,17 @@ pub fn bucket_source(
                 return;
             };
             let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(8);
-            let slot = Slot::Fetch { path: p.path, key: p.info.key.clone(), rx, last: i + 1 == n };
+            let slot = Slot::Fetch { path: p.path.clone(), key: p.info.key.clone(), rx, last: index + 1 == count };
             if slot_tx.send(slot).await.is_err() {
                 return;
             }
-            let (store, bucket, outs, progress) = (store.clone(), bucket.clone(), outs.clone(), progress.clone());
+            let (store, bucket, sink, progress) = (store.clone(), bucket.clone(), sink.clone(), progress.clone());
             tokio::spawn(async move {
-                fetch(&store, &bucket, p.info, i, &outs, tx, permit, progress.as_deref()).await;
+                fetch(&store, &bucket, p, index, &sink, tx, permit, progress.as_deref()).await;
             });
         }
     });
-    (BucketSource { slots: Mutex::new(Some(slot_rx)), ctx, total }, outcomes)
+    BucketSource { slots: Mutex::new(Some(slot_rx)), ctx, total }
 }
 
 /// Fetches one object into `tx`, re-listing it when it changed or vanished since the listing.
@@ -414,13 +488,14 @@ pub fn bucket_source(
 async fn fetch(
     store: &ObjectStore,
     bucket: &str,
-    mut info: ObjectInfo,
+    planned: Planned,
     index: usize,
-    outcomes: &Outcomes,
+    sink: &EntrySink,
     tx: tokio::sync::mpsc::Sender<Msg>,
     permit: tokio::sync::OwnedSemaphorePermit,
     progress: Option<&(dyn Fn(u64) + Send + Sync)>,
 ) {
+    let Planned { mut info, path, .. } = planned;
     let mut relists = 0;
     let mut body = loop {
         match store.get_object(bucket, &info.key, Some(&info)).await {
@@ -431,9 +506,7 @@ async fn fetch(
                 match store.find_object(bucket, &info.key).await {
                     Ok(Some(now)) => info = now,
                     Ok(None) => {
-                        if let Ok(mut o) = outcomes.lock() {
-                            o[index] = Some(Outcome::Vanished);
-                        }
+                        sink.complete(index, Outcome::Vanished(info.key.clone()));
                         let _ = tx.send(Msg::Vanished).await;
                         return;
                     }
@@ -473,8 +546,6 @@ async fn fetch(
         }
     }
     let sha256 = hex::encode(hasher.finalize());
-    if let Ok(mut o) = outcomes.lock() {
-        o[index] = Some(Outcome::Read(Box::new(ReadObject { info, sha256, head: body.head.clone() })));
-    }
+    sink.complete(index, Outcome::Read(entry_of(info, &path, sha256, &body.head)));
     let _ = tx.send(Msg::End(permit)).await;
 }

@@ -6,7 +6,7 @@
 //! snapshot if any were recorded. Every entry carries its exact size before it is read
 //! (rustic stores the declared size), and entries come in `Path::cmp` order.
 
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -90,32 +90,87 @@ pub(crate) fn file_node(path: &Path, meta: Metadata) -> Node {
 }
 
 // ---------------------------------------------------------------------------------------------
-// One in-memory file.
+// A few files: the manifest and the object lists.
 
-/// A single small file held in memory (the manifest).
-pub struct MemorySource {
-    path: PathBuf,
-    data: Vec<u8>,
+/// Where one file of a [`FilesSource`] comes from.
+pub enum FileData {
+    Memory(Vec<u8>),
+    /// A local (temporary) file, read when the archiver gets to it.
+    Local(PathBuf),
 }
 
-impl MemorySource {
-    pub fn new(path: PathBuf, data: Vec<u8>) -> Self {
-        Self { path, data }
+/// A few files at given paths of the snapshot: the manifest (in memory) and the buckets'
+/// object lists (temporary files, streamed).
+pub struct FilesSource {
+    files: Vec<(PathBuf, FileData)>,
+}
+
+impl FilesSource {
+    pub fn new(mut files: Vec<(PathBuf, FileData)>) -> Self {
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        Self { files }
     }
 }
 
-impl ReadSource for MemorySource {
-    type Open = Cursor<Vec<u8>>;
-    type Iter = std::vec::IntoIter<RusticResult<ReadSourceEntry<Cursor<Vec<u8>>>>>;
+/// Reads one file of a [`FilesSource`].
+pub enum FileOpen {
+    Memory(Cursor<Vec<u8>>),
+    Local(std::io::BufReader<std::fs::File>),
+}
+
+impl Read for FileOpen {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Memory(c) => c.read(buf),
+            Self::Local(f) => f.read(buf),
+        }
+    }
+}
+
+impl ReadSource for FilesSource {
+    type Open = FileOpen;
+    type Iter = std::vec::IntoIter<RusticResult<ReadSourceEntry<FileOpen>>>;
 
     fn size(&self) -> RusticResult<Option<u64>> {
-        Ok(Some(self.data.len() as u64))
+        let mut total = 0;
+        for (_, d) in &self.files {
+            total += match d {
+                FileData::Memory(v) => v.len() as u64,
+                FileData::Local(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+            };
+        }
+        Ok(Some(total))
     }
 
     fn entries(&self) -> Self::Iter {
-        let node = file_node(&self.path, file_meta(self.data.len() as u64, Some(jiff::Timestamp::now()), None, &[]));
-        vec![Ok(ReadSourceEntry { path: self.path.clone(), node, open: Some(Cursor::new(self.data.clone())) })]
-            .into_iter()
+        let now = Some(jiff::Timestamp::now());
+        let mut out = Vec::new();
+        for (path, data) in &self.files {
+            let entry = match data {
+                FileData::Memory(v) => {
+                    let node = file_node(path, file_meta(v.len() as u64, now, None, &[]));
+                    Ok(ReadSourceEntry {
+                        path: path.clone(),
+                        node,
+                        open: Some(FileOpen::Memory(Cursor::new(v.clone()))),
+                    })
+                }
+                FileData::Local(local) => match std::fs::File::open(local).and_then(|f| Ok((f.metadata()?.len(), f))) {
+                    Ok((len, f)) => {
+                        let node = file_node(path, file_meta(len, now, None, &[]));
+                        let open = FileOpen::Local(std::io::BufReader::with_capacity(1 << 16, f));
+                        Ok(ReadSourceEntry { path: path.clone(), node, open: Some(open) })
+                    }
+                    Err(e) => Err(rustic_core::RusticError::with_source(
+                        rustic_core::ErrorKind::InputOutput,
+                        "cannot open a temporary file of the manifest",
+                        e,
+                    )),
+                },
+            };
+            out.push(entry);
+        }
+        out.into_iter()
     }
 }
 

@@ -11,7 +11,19 @@ use serde::{Deserialize, Serialize};
 use crate::objstore::ObjectHead;
 
 /// The manifest format this release writes; it reads every format up to this one.
-pub const FORMAT: u32 = 1;
+///
+/// - 1: every object's entry inline in `manifest.json`.
+/// - 2: each bucket's entries in their own file of the manifest snapshot
+///   (`/speechvault/objects/<bucket>.jsonl`, one JSON object per line, in archive order), so
+///   that a bucket of any size is written and read as a stream.
+pub const FORMAT: u32 = 2;
+/// Directory of the object lists inside the manifest snapshot (format 2).
+pub const OBJECTS_DIR: &str = "/speechvault/objects";
+
+/// Path of a bucket's object list inside the manifest snapshot.
+pub fn objects_path(bucket: &str) -> String {
+    format!("{OBJECTS_DIR}/{bucket}.jsonl")
+}
 /// Tag on every snapshot speechvault writes.
 pub const TAG: &str = "speechvault";
 /// Path of the manifest file inside its snapshot.
@@ -77,7 +89,12 @@ pub struct BucketEntry {
     pub path: String,
     pub objects: u64,
     pub bytes: u64,
+    /// Format 1: every object inline. Format 2 leaves this empty and names `objects_file`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entries: Vec<ObjectEntry>,
+    /// Format 2: the file of the manifest snapshot holding this bucket's object list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects_file: Option<String>,
     /// Keys listed but deleted before they could be read (a live installation); not part of
     /// the backup, not restored, not verified.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -197,6 +214,7 @@ mod tests {
                     objects: entries.len() as u64,
                     bytes: 0,
                     entries,
+                    objects_file: None,
                     vanished: vec![],
                 },
             )]),
