@@ -14,6 +14,8 @@ for _ in $(seq 1 100); do
 done
 echo "export SPEECHVAULT_TEST_S3_ENDPOINT=http://127.0.0.1:$port"
 echo "export SPEECHVAULT_TEST_S3_REGION=us-east-1"
-echo "export SPEECHVAULT_TEST_S3_ACCESS_KEY=testing"
-echo "export SPEECHVAULT_TEST_S3_SECRET_KEY=testing"
+# moto checks no signature, but the keys must still be unguessable: the secret-leak test looks
+# for the secret in every process's arguments, and a common word like "testing" is found there.
+echo "export SPEECHVAULT_TEST_S3_ACCESS_KEY=SV$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+echo "export SPEECHVAULT_TEST_S3_SECRET_KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 echo "export SPEECHVAULT_TEST_S3_NO_AUTH=1"
