@@ -115,6 +115,13 @@ pub enum SandboxCmd {
         #[arg(long, default_value_t = 16)]
         parallel: usize,
     },
+    /// Read every object of a sandbox and discard it, PARALLEL GETs at a time: the read
+    /// ceiling the benchmark compares backups with.
+    Read {
+        name: String,
+        #[arg(long, default_value_t = 32)]
+        parallel: usize,
+    },
     /// Run the sandbox's S3 server in the foreground (started by `up`).
     #[command(hide = true)]
     ServeS3 {
@@ -327,6 +334,21 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
                     r.objects_rewritten,
                     r.bytes_rewritten,
                     r.rows_updated
+                );
+            }
+        }
+        SandboxCmd::Read { name, parallel } => {
+            let info = sandbox::load(&name)?;
+            let r = sandbox::bulk::read_all(&info, parallel).await?;
+            if json {
+                crate::output::json(&serde_json::json!({ "sandbox": name, "read": r }))?;
+            } else {
+                out!(
+                    "read {} objects ({} bytes) from {name} in {:.1}s: {:.1} MB/s",
+                    r.objects,
+                    r.bytes,
+                    r.seconds,
+                    r.bytes as f64 / 1e6 / r.seconds.max(1e-9)
                 );
             }
         }

@@ -195,3 +195,56 @@ pub async fn churn(info: &SandboxInfo, seed: u64, percent: u32, parallel: usize)
     }
     Ok(report)
 }
+
+/// What [`read_all`] read.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReadReport {
+    pub objects: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// GETs every object of every bucket of the sandbox, `parallel` at a time, and discards the
+/// bytes: the ceiling a backup that reads the same objects can approach (the benchmark's
+/// "parallel reader"). Listing pages are read one at a time, so memory stays flat.
+pub async fn read_all(info: &SandboxInfo, parallel: usize) -> Result<ReadReport, SandboxError> {
+    let store = info.object_store()?;
+    let started = std::time::Instant::now();
+    let mut report = ReadReport::default();
+    for (_, bucket) in &info.s3.buckets {
+        let mut token: Option<String> = None;
+        loop {
+            let (page, next) = store
+                .list_page(bucket, "", token.as_deref())
+                .await
+                .map_err(|e| SandboxError::Seed(format!("list {bucket}: {e}")))?;
+            let reads = futures_util::stream::iter(page)
+                .map(|o| {
+                    let (store, bucket) = (store.clone(), bucket.clone());
+                    async move {
+                        let err = |e: speechvault::objstore::ObjStoreError| {
+                            SandboxError::Seed(format!("read {bucket}/{}: {e}", o.key))
+                        };
+                        let mut body = store.get_object(&bucket, &o.key, Some(&o)).await.map_err(err)?;
+                        let mut n = 0u64;
+                        while let Some(chunk) = body.chunk().await.map_err(err)? {
+                            n += chunk.len() as u64;
+                        }
+                        Ok::<u64, SandboxError>(n)
+                    }
+                })
+                .buffer_unordered(parallel.max(1));
+            futures_util::pin_mut!(reads);
+            while let Some(r) = reads.next().await {
+                report.bytes += r?;
+                report.objects += 1;
+            }
+            match next {
+                Some(t) if Some(&t) != token.as_ref() => token = Some(t),
+                _ => break,
+            }
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}

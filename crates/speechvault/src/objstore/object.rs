@@ -42,10 +42,6 @@ impl Uploaded {
     }
 }
 
-fn md5_base64(data: &[u8]) -> String {
-    crate::source::base64(&Md5::digest(data))
-}
-
 impl ObjectStore {
     pub(crate) fn head_from(resp: &Response<Incoming>) -> ObjectHead {
         let h = resp.headers();
@@ -244,10 +240,24 @@ impl ObjectStore {
         number: u32,
         body: Bytes,
     ) -> Result<String> {
+        let md5: [u8; 16] = Md5::digest(&body).into();
+        self.upload_part_md5(bucket, key, upload_id, number, body, &md5).await
+    }
+
+    /// [`ObjectStore::upload_part`] with the body's MD5 already known (one pass over the bytes).
+    async fn upload_part_md5(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+        md5: &[u8; 16],
+    ) -> Result<String> {
         let call = Call::new("UploadPart", Method::PUT, Some(bucket), Some(key))
             .query("partNumber", &number.to_string())
             .query("uploadId", upload_id)
-            .header("content-md5", &md5_base64(&body))
+            .header("content-md5", &crate::source::base64(md5))
             .body(body);
         let resp = self.send(&call).await?;
         let etag = Self::head_from(&resp).etag;
@@ -422,10 +432,11 @@ impl ObjectStore {
                     }
                     let rest = buf.split_off(PART_SIZE);
                     let part = Bytes::from(std::mem::replace(&mut buf, rest));
-                    part_md5s.extend_from_slice(&Md5::digest(&part));
+                    let md5: [u8; 16] = Md5::digest(&part).into();
+                    part_md5s.extend_from_slice(&md5);
                     if let Some((id, parts)) = upload.as_mut() {
                         let n = parts.len() as u32 + 1;
-                        let etag = self.upload_part(bucket, key, id, n, part).await?;
+                        let etag = self.upload_part_md5(bucket, key, id, n, part, &md5).await?;
                         parts.push((n, etag));
                     }
                 }
@@ -436,8 +447,9 @@ impl ObjectStore {
                     if !buf.is_empty() {
                         let n = parts.len() as u32 + 1;
                         let last = Bytes::from(std::mem::take(&mut buf));
-                        part_md5s.extend_from_slice(&Md5::digest(&last));
-                        let etag = self.upload_part(bucket, key, id, n, last).await?;
+                        let md5: [u8; 16] = Md5::digest(&last).into();
+                        part_md5s.extend_from_slice(&md5);
+                        let etag = self.upload_part_md5(bucket, key, id, n, last, &md5).await?;
                         parts.push((n, etag));
                     }
                     let etag = self.complete_multipart(bucket, key, id, parts, Some(size)).await?;

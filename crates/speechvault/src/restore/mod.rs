@@ -38,7 +38,7 @@ use crate::catalog::{BackupSet, CatalogError};
 use crate::config::Installation;
 use crate::error::{ErrorKind, Kinded};
 use crate::instance::InstanceId;
-use crate::interrupt::Stop;
+use crate::interrupt::{Stop, StopHandle};
 use crate::manifest::Manifest;
 use crate::objstore::{ObjStoreError, ObjectStore};
 use crate::ownership::{self, OwnershipError, RuleOutcome};
@@ -291,6 +291,7 @@ pub fn select(manifest: &Manifest, profile: &Profile, components: Option<&[Strin
 }
 
 /// Everything the writing half of a restore works with.
+#[derive(Clone)]
 pub(crate) struct Job<'a> {
     pub reader: &'a Arc<VaultReader>,
     pub set: &'a BackupSet,
@@ -304,6 +305,9 @@ pub(crate) struct Job<'a> {
     pub spool: &'a checks::Spool,
     /// Checked between steps; running tools are killed, uploads in flight finish.
     pub stop: &'a Stop,
+    /// Uploads in flight across all buckets (`--parallel`): buckets restore side by side, so
+    /// one bucket of a few large objects does not leave the target idle.
+    pub transfers: Arc<tokio::sync::Semaphore>,
 }
 
 /// Restores `set` into `target`. `stop` interrupts it (and rolls back what can be).
@@ -364,6 +368,7 @@ pub async fn run(
         touched: &touched,
         spool: &spool,
         stop,
+        transfers: Arc::new(tokio::sync::Semaphore::new(opts.parallel.max(1))),
     };
     let written = job.write().await;
     let (databases, buckets, moved, notes) = match written {
@@ -406,37 +411,45 @@ impl Job<'_> {
     }
 
     async fn write(&self) -> Result<Written, RestoreError> {
-        let mut notes = Vec::new();
-        let mut databases = BTreeMap::new();
-        let mut loads = Vec::new();
-        for (db, entry) in &self.manifest.databases {
-            self.check_stop()?;
-            self.progress.phase(format!("restoring database {db}"), entry.dump_bytes, 0);
-            if self.opts.mode == TargetMode::DataOnly {
-                loads.push(database::load_rows(self, db).await?);
-                databases.insert(
-                    db.clone(),
-                    DbRestored {
-                        dump_bytes: entry.dump_bytes,
-                        tables: entry.tables.len(),
-                        owner: None,
-                        grants_skipped: Vec::new(),
-                    },
-                );
-            } else {
-                let restored = database::restore_database(self, db, entry).await?;
-                notes.extend(restored.notes.iter().cloned());
-                databases.insert(db.clone(), restored.summary);
+        // Databases and buckets are independent until ownership moves: restore them side by
+        // side. The first failure ends the others (what they wrote is rolled back with it).
+        let (bytes, objects) = self.manifest.buckets.values().fold((0, 0), |(b, o), e| (b + e.bytes, o + e.objects));
+        self.progress.phase(
+            format!(
+                "restoring {} databases and {objects} objects in {} buckets",
+                self.manifest.databases.len(),
+                self.manifest.buckets.len()
+            ),
+            bytes,
+            objects,
+        );
+        // A part that fails stops the others, which end as for a stop request (tools killed,
+        // uploads in flight finished and recorded); nothing is dropped half-way, so the
+        // rollback knows everything that was written.
+        let (failed, part_stop) = self.stop.child();
+        let part = Job { stop: &part_stop, ..self.clone() };
+        let failed = &failed;
+        let (dbs, buckets) = tokio::join!(
+            async {
+                let r = part.write_databases().await;
+                if r.is_err() {
+                    failed.stop();
+                }
+                r
+            },
+            async {
+                let r = part.write_buckets(failed).await;
+                if r.is_err() {
+                    failed.stop();
+                }
+                r
             }
-        }
-        let mut buckets = BTreeMap::new();
-        for (bucket, entry) in &self.manifest.buckets {
-            self.check_stop()?;
-            let name = self.target.bucket(bucket);
-            self.progress.phase(format!("restoring bucket {name}"), entry.bytes, entry.objects);
-            let r = objects::restore_bucket(self, bucket, &name, entry).await?;
-            buckets.insert(bucket.clone(), r);
-        }
+        );
+        let ((databases, loads, notes), buckets) = match (dbs, buckets) {
+            (Ok(d), Ok(b)) => (d, b),
+            (Err(a), Err(b)) => return Err(cause(a, b)),
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
         let mut moved = Vec::new();
         let recorded: ownership::RecordedOwners =
             self.manifest.databases.iter().map(|(d, e)| (d.clone(), e.owners.clone())).collect();
@@ -460,4 +473,71 @@ impl Job<'_> {
         database::clear_markers(self).await;
         Ok((databases, buckets, moved, notes))
     }
+
+    /// Step 4: the databases, one after another (each `pg_restore` runs `--jobs` itself).
+    async fn write_databases(
+        &self,
+    ) -> Result<(BTreeMap<String, DbRestored>, Vec<database::Load>, Vec<String>), RestoreError> {
+        let mut notes = Vec::new();
+        let mut databases = BTreeMap::new();
+        let mut loads = Vec::new();
+        for (db, entry) in &self.manifest.databases {
+            self.check_stop()?;
+            if self.opts.mode == TargetMode::DataOnly {
+                loads.push(database::load_rows(self, db).await?);
+                databases.insert(
+                    db.clone(),
+                    DbRestored {
+                        dump_bytes: entry.dump_bytes,
+                        tables: entry.tables.len(),
+                        owner: None,
+                        grants_skipped: Vec::new(),
+                    },
+                );
+            } else {
+                let restored = database::restore_database(self, db, entry).await?;
+                notes.extend(restored.notes.iter().cloned());
+                databases.insert(db.clone(), restored.summary);
+            }
+        }
+        Ok((databases, loads, notes))
+    }
+
+    /// Step 5: every bucket, side by side, sharing [`Job::transfers`].
+    async fn write_buckets(&self, failed: &StopHandle) -> Result<BTreeMap<String, BucketRestored>, RestoreError> {
+        self.check_stop()?;
+        let each = self.manifest.buckets.iter().map(|(bucket, entry)| async move {
+            let name = self.target.bucket(bucket);
+            let r = objects::restore_bucket(self, bucket, &name, entry).await;
+            if r.is_err() {
+                failed.stop();
+            }
+            r.map(|r| (bucket.clone(), r))
+        });
+        let mut restored = BTreeMap::new();
+        let mut error: Option<RestoreError> = None;
+        for r in futures_util::future::join_all(each).await {
+            match r {
+                Ok((b, r)) => {
+                    restored.insert(b, r);
+                }
+                Err(e) => {
+                    error = Some(match error.take() {
+                        None => e,
+                        Some(earlier) => cause(earlier, e),
+                    })
+                }
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(restored),
+        }
+    }
+}
+
+/// Of two parts' errors, the one that caused the stop: a part that only stopped because the
+/// other failed reports `Interrupted`.
+fn cause(a: RestoreError, b: RestoreError) -> RestoreError {
+    if matches!(a, RestoreError::Interrupted) { b } else { a }
 }

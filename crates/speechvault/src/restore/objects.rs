@@ -165,7 +165,9 @@ pub(crate) async fn restore_bucket(
         let uploads = work
             .map(|w| {
                 let (kept, first) = (kept.clone(), first.clone());
+                let transfers = job.transfers.clone();
                 async move {
+                    let _slot = transfers.acquire_owned().await.map_err(|e| e.to_string())?;
                     let Work { entry: e, node, present } = w;
                     if let Some(listed) = &present
                         && identical(store, name, &e, listed).await.map_err(|err| format!("{:?}: {err}", e.key))?
