@@ -52,6 +52,12 @@ async fn after_a_days_changes_only_what_changed_is_read_and_every_level_of_verif
     let ws = Workspace::new(&[&a.info, &t.info]);
     let first = ws.json(&["backup", "--from", "churn-src"]);
     let objects = first["buckets"]["stt-async-icp"]["objects"].as_u64().unwrap();
+    // The benchmark's read ceiling reads exactly what the backup holds.
+    let read = speechvault_sandbox::bulk::read_all(&a.info, 8).await.unwrap();
+    let backed_up: u64 = first["buckets"].as_object().unwrap().values().map(|b| b["objects"].as_u64().unwrap()).sum();
+    let backed_up_bytes: u64 =
+        first["buckets"].as_object().unwrap().values().map(|b| b["bytes"].as_u64().unwrap()).sum();
+    assert_eq!((read.objects, read.bytes), (backed_up, backed_up_bytes), "{first}");
     let churn = speechvault_sandbox::bulk::churn(&a.info, 7, 10, 4).await.unwrap();
     assert!(churn.objects_rewritten > 0 && churn.rows_updated > 0, "{churn:?}");
     let second = ws.json(&["backup", "--from", "churn-src"]);
