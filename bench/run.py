@@ -66,7 +66,7 @@ class Bench:
                 "AWS_REGION": g["SPEECHVAULT_TEST_S3_REGION"],
             }
             version = subprocess.run(["garage", "--version"], capture_output=True, text=True).stdout.split()
-            self.server_name = f"Garage {version[1] if len(version) > 1 else ''} (single node, sqlite metadata, loopback)"
+            self.server_name = f"Garage {version[1].removeprefix('cargo:') if len(version) > 1 else ''} (single node, sqlite metadata, loopback)"
         self.results = []
 
     # ---- running and measuring -------------------------------------------------------------
@@ -447,26 +447,34 @@ def main():
     p.add_argument("--quick", action="store_true", help="small scale, one repeat: for use while developing")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--scale", default=None, help="sandbox scale for compare (default medium; quick: small)")
-    p.add_argument("--sizes", default=None, help="object counts for scaling (default 10000,100000,1000000)")
+    p.add_argument("--sizes", default=None, help="object counts for scaling (default 10000,100000,1000000; none: only the large object)")
     p.add_argument("--large", default=None, help="size of the large object for scaling (default 5GiB)")
     p.add_argument("--out", default=str(ROOT / "bench/results"))
     args = p.parse_args()
     args.scale = args.scale or ("small" if args.quick else "medium")
-    args.sizes = [int(x) for x in (args.sizes or ("10000,30000" if args.quick else "10000,100000,1000000")).split(",")]
+    sizes = args.sizes or ("10000,30000" if args.quick else "10000,100000,1000000")
+    args.sizes = [] if sizes == "none" else [int(x) for x in sizes.split(",")]
     args.large = args.large or ("512MiB" if args.quick else "5GiB")
     if args.quick:
         args.repeat = 1
     bench = Bench(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     try:
         started = time.time()
-        if args.mode == "compare":
-            bench.compare()
-        else:
-            bench.scaling()
+        try:
+            if args.mode == "compare":
+                bench.compare()
+            else:
+                bench.scaling()
+        except BaseException:
+            # Keep what was measured before the failure.
+            partial = out / "partial.json"
+            partial.write_text(json.dumps(bench.results, indent=1))
+            log(f"== failed; what was measured is in {partial}")
+            raise
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
         tag = f"{'quick-' if args.quick else ''}{args.mode}-{args.server}"
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         stem = out / f"{stamp}-{tag}"
         md, svg = report_compare(bench, args, stem) if args.mode == "compare" else report_scaling(bench, args)
         if args.mode == "scaling":

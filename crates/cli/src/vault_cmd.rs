@@ -180,7 +180,7 @@ pub struct BackupArgs {
     /// up to TIMEOUT, default 30m).
     #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "30m", value_parser = parse_duration)]
     pub wait_for_async_jobs: Option<std::time::Duration>,
-    /// Objects read at once (default: 8 per core, at most 128).
+    /// Objects read ahead in each bucket (default: 64; GETs wait on the server, not the CPU).
     #[arg(long)]
     pub parallel: Option<usize>,
     /// Read every object again, instead of reusing the previous backup's copy of objects
