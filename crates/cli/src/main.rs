@@ -4,9 +4,11 @@
 //! error's own kind: 0 success, 1 the operation failed, 2 bad usage or input, 3 verification
 //! found differences, 130 interrupted.
 
+mod observe;
 mod output;
 mod repo_cmd;
 mod restore_cmd;
+#[cfg(feature = "sandbox")]
 mod sandbox_cmd;
 mod vault_cmd;
 
@@ -35,6 +37,9 @@ struct Cli {
     /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Log lines on stderr as text, or as one JSON object per line (for log collectors).
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", env = "SPEECHVAULT_LOG_FORMAT")]
+    log_format: LogFormat,
     /// Work on the repository named NAME in the config ([repositories.NAME]) instead of the
     /// default [repository].
     #[arg(long, global = true, value_name = "NAME")]
@@ -63,6 +68,12 @@ Examples:
 Exit status: 0 success, 1 the operation failed, 2 bad usage or input (nothing changed),
 3 verification found differences, 130 interrupted (SIGINT/SIGTERM; what a restore wrote into
 an empty target is rolled back, an interrupted backup leaves no backup).";
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -142,6 +153,21 @@ enum Command {
         /// Read only part of the data: N% (at random) or n/m (run 1/m .. m/m to cover all).
         #[arg(long, value_name = "N%|n/m", value_parser = |s: &str| s.parse::<speechvault::repository::maintenance::ReadSubset>())]
         read_data_subset: Option<speechvault::repository::maintenance::ReadSubset>,
+        #[command(flatten)]
+        run: observe::RunArgs,
+    },
+    /// Pre-flight check: would a backup of this installation run now?
+    ///
+    /// Reaches the object store and PostgreSQL with the configured TLS, finds the installed
+    /// components, checks the pg_dump/pg_restore versions against the server, measures every
+    /// bucket and database, opens the repository (free space, keys) and estimates the next
+    /// backup from the last one. Each check is marked ✔, ! (works, but act) or ✘ with the fix.
+    /// Exit status 0 when a backup would run, 1 when a check failed, 2 for a bad config.
+    /// Nothing is written.
+    Doctor {
+        /// Installation to check (config name, or sandbox:NAME).
+        #[arg(long)]
+        installation: String,
     },
     /// Manage the repository's keys (passwords).
     #[command(subcommand)]
@@ -181,11 +207,12 @@ enum Command {
         scratch: Option<String>,
     },
     /// Local Speech installations (PostgreSQL + S3 on 127.0.0.1) for demos, tests, benchmarks.
+    #[cfg(feature = "sandbox")]
     #[command(subcommand)]
     Sandbox(sandbox_cmd::SandboxCmd),
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
         0 => "warn",
@@ -193,11 +220,11 @@ fn init_logging(verbose: u8) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+    };
 }
 
 /// The first SIGINT or SIGTERM asks the running operation to stop and clean up; a second one
@@ -224,7 +251,7 @@ fn watch_signals(handle: StopHandle) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -242,12 +269,13 @@ fn main() -> ExitCode {
     let (repository, lock_wait) = (cli.repository.clone(), cli.lock_wait);
     let result = runtime.block_on(async move {
         let (handle, stop) = Stop::new();
+        #[cfg(feature = "sandbox")]
         if let Command::Sandbox(cmd) = cli.command {
             return sandbox_cmd::run(cmd, json).await;
         }
         watch_signals(handle);
         let cfg = vault_cmd::load_config(config.as_deref())?;
-        let ctx = vault_cmd::Ctx { cfg, json, repository, lock_wait, stop };
+        let ctx = vault_cmd::Ctx { cfg, json, repository, lock_wait, stop, recorded: Default::default() };
         run(cli.command, &ctx).await
     });
     match result {
@@ -275,22 +303,51 @@ fn main() -> ExitCode {
 
 async fn run(command: Command, ctx: &vault_cmd::Ctx) -> Result<(), Failure> {
     match command {
+        #[cfg(feature = "sandbox")]
         Command::Sandbox(_) => Ok(()),
         Command::Init { copy_chunker_params } => vault_cmd::init(ctx, copy_chunker_params).await,
-        Command::Backup(args) => vault_cmd::backup(ctx, args).await,
+        Command::Backup(args) => {
+            let (run, label) = (args.run.clone(), installation_label(ctx, &args.from));
+            observe::observed(ctx, "backup", &label, &run, vault_cmd::backup(ctx, args)).await
+        }
         Command::Snapshots { installation } => vault_cmd::snapshots(ctx, installation).await,
-        Command::Restore(args) => vault_cmd::restore(ctx, args).await,
-        Command::Verify(args) => vault_cmd::verify_cmd(ctx, args).await,
+        Command::Restore(args) => {
+            let (run, label) = (args.run.clone(), installation_label(ctx, &args.to));
+            observe::observed(ctx, "restore", &label, &run, vault_cmd::restore(ctx, args)).await
+        }
+        Command::Verify(args) => {
+            let (run, label) = (args.run.clone(), installation_label(ctx, &args.against));
+            observe::observed(ctx, "verify", &label, &run, vault_cmd::verify_cmd(ctx, args)).await
+        }
         Command::TransferOwnership { on, from_instance, to_instance, dry_run } => {
             vault_cmd::transfer_ownership(ctx, on, from_instance, to_instance, dry_run).await
         }
         Command::Copy(args) => repo_cmd::copy(ctx, args).await,
-        Command::Forget(args) => repo_cmd::forget(ctx, args).await,
+        Command::Forget(args) => {
+            let run = args.run.clone();
+            let label = if args.installation.len() == 1 { args.installation[0].clone() } else { repository_label(ctx) };
+            observe::observed(ctx, "forget", &label, &run, repo_cmd::forget(ctx, args)).await
+        }
         Command::Prune { max_unused, dry_run } => repo_cmd::prune(ctx, max_unused, dry_run).await,
-        Command::Check { read_data, read_data_subset } => repo_cmd::check(ctx, read_data, read_data_subset).await,
+        Command::Check { read_data, read_data_subset, run } => {
+            let label = repository_label(ctx);
+            observe::observed(ctx, "check", &label, &run, repo_cmd::check(ctx, read_data, read_data_subset)).await
+        }
         Command::Key(cmd) => repo_cmd::key(ctx, cmd).await,
+        Command::Doctor { installation } => vault_cmd::doctor(ctx, &installation).await,
         Command::Unlock { remove_all, dry_run } => repo_cmd::unlock(ctx, remove_all, dry_run).await,
         Command::Export { backup, to } => repo_cmd::export(ctx, backup, to).await,
         Command::Import { dir, as_installation, scratch } => repo_cmd::import(ctx, dir, as_installation, scratch).await,
     }
+}
+
+/// The `installation` label of a run's metrics: the installation's own name (`sandbox:a` is
+/// `a`), as its backups record it.
+fn installation_label(ctx: &vault_cmd::Ctx, spec: &str) -> String {
+    vault_cmd::installation(&ctx.cfg, spec).map(|i| i.name).unwrap_or_else(|_| spec.to_string())
+}
+
+/// The label of runs on a whole repository (forget of every installation, check).
+fn repository_label(ctx: &vault_cmd::Ctx) -> String {
+    format!("repository:{}", ctx.repository.as_deref().unwrap_or("default"))
 }

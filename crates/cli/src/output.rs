@@ -59,8 +59,11 @@ kinded!(
     speechvault::retention::RetentionError,
     speechvault::export::ExportError,
     speechvault::import::ImportError,
-    speechvault_sandbox::SandboxError,
+    speechvault::hooks::HookError,
+    speechvault::metrics::MetricsError,
 );
+#[cfg(feature = "sandbox")]
+kinded!(speechvault_sandbox::SandboxError);
 
 impl From<speechvault::restore::RestoreError> for Failure {
     fn from(e: speechvault::restore::RestoreError) -> Self {

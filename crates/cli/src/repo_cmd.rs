@@ -79,6 +79,8 @@ pub struct ForgetArgs {
     /// Show what would go and why each kept backup stays; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub run: crate::observe::RunArgs,
 }
 
 /// What forget (and the retention after a backup) did.
@@ -199,6 +201,21 @@ pub async fn forget(ctx: &Ctx, args: ForgetArgs) -> Result<(), Failure> {
     let vault = ctx.vault().await?;
     let o = apply_with(ctx, &vault, &args.installation, Some(&args), args.prune, args.max_unused.clone(), args.dry_run)
         .await?;
+    ctx.record(
+        vec![
+            speechvault::metrics::Sample::new(
+                "speechvault_forgotten_backups",
+                "Backups the run removed by the retention rules.",
+                o.removed.len() as f64,
+            ),
+            speechvault::metrics::Sample::new(
+                "speechvault_kept_backups",
+                "Backups the retention rules keep.",
+                o.sets.iter().filter(|s| s.keep).count() as f64,
+            ),
+        ],
+        None,
+    );
     if ctx.json {
         return crate::output::json(&o);
     }
@@ -228,6 +245,14 @@ pub async fn check(ctx: &Ctx, read_data: bool, subset: Option<ReadSubset>) -> Re
     };
     let v = vault.clone();
     let report = blocking(move || speechvault::check::run(&v, read)).await??;
+    ctx.record(
+        vec![speechvault::metrics::Sample::new(
+            "speechvault_check_errors",
+            "Errors the repository check found (damage).",
+            report.errors.len() as f64,
+        )],
+        None,
+    );
     if ctx.json {
         crate::output::json(&report)?;
     } else {

@@ -73,6 +73,8 @@ pub struct RestoreArgs {
     /// The same as --verify=none.
     #[arg(long, conflicts_with = "verify")]
     pub no_verify: bool,
+    #[command(flatten)]
+    pub run: crate::observe::RunArgs,
 }
 
 fn parse_preflight(s: &str) -> Result<Preflight, String> {
@@ -124,6 +126,25 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<(), Failure> {
     let report =
         with_progress(&progress, json, restore::run(vault, &set, &target, &profile, &opts, &progress, stop)).await?;
     let verified = report.verify.as_ref().is_none_or(|v| v.ok);
+    {
+        use speechvault::metrics::Sample;
+        let mut samples = vec![
+            Sample::new(
+                "speechvault_written_objects",
+                "Objects the restore wrote into the target.",
+                report.buckets.values().map(|b| b.objects).sum::<u64>() as f64,
+            ),
+            Sample::new(
+                "speechvault_written_bytes",
+                "Bytes of the objects the restore wrote into the target.",
+                report.buckets.values().map(|b| b.bytes).sum::<u64>() as f64,
+            ),
+        ];
+        if let Some(v) = &report.verify {
+            samples.push(verification_sample(v));
+        }
+        ctx.record(samples, Some(report.backup_id.clone()));
+    }
     if json {
         crate::output::json(&report)?;
     } else {
@@ -168,6 +189,14 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<(), Failure> {
         return Err(if json { f.already_reported() } else { f });
     }
     Ok(())
+}
+
+fn verification_sample(v: &VerifyReport) -> speechvault::metrics::Sample {
+    speechvault::metrics::Sample::new(
+        "speechvault_verification_differences",
+        "Tables and objects that differ from the backup (0 when verification passed).",
+        v.differences() as f64,
+    )
 }
 
 fn print_verify(v: &VerifyReport) {
@@ -231,6 +260,8 @@ pub struct VerifyArgs {
     pub to_instance: Option<String>,
     #[arg(long)]
     pub parallel: Option<usize>,
+    #[command(flatten)]
+    pub run: crate::observe::RunArgs,
 }
 
 pub async fn verify_cmd(ctx: &Ctx, args: VerifyArgs) -> Result<(), Failure> {
@@ -265,6 +296,7 @@ pub async fn verify_cmd(ctx: &Ctx, args: VerifyArgs) -> Result<(), Failure> {
         verify::verify(&manifest, verify::BackupLists { reader: &reader, set: &set }, &inst, &opts, &progress),
     )
     .await?;
+    ctx.record(vec![verification_sample(&report)], Some(report.backup_id.clone()));
     if json {
         crate::output::json(&report)?;
     } else {

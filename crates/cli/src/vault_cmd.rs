@@ -56,8 +56,15 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
 /// `sandbox:NAME` names a local sandbox; anything else an installation of the config.
 pub fn installation(cfg: &Config, spec: &str) -> Result<Installation, Failure> {
     if let Some(name) = spec.strip_prefix("sandbox:") {
-        let info = speechvault_sandbox::load(name)?;
-        return Ok(info.installation()?);
+        #[cfg(feature = "sandbox")]
+        {
+            let info = speechvault_sandbox::load(name)?;
+            return Ok(info.installation()?);
+        }
+        #[cfg(not(feature = "sandbox"))]
+        return Err(Failure::bad_input(format!(
+            "sandbox:{name}: this build has no sandbox (it is a development feature); name an installation of the config"
+        )));
     }
     Ok(cfg.installation(spec)?)
 }
@@ -93,16 +100,7 @@ pub async fn with_progress<T>(progress: &Progress, quiet: bool, work: impl std::
     out
 }
 
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
-}
+pub use speechvault::units::human_bytes;
 
 /// What every repository command works with: the config, the output mode, which repository
 /// (`--repository`), how long to wait for a lock, and the stop flag.
@@ -112,6 +110,8 @@ pub struct Ctx {
     pub repository: Option<String>,
     pub lock_wait: Duration,
     pub stop: Stop,
+    /// The running operation's figures, for hooks and metrics.
+    pub recorded: std::sync::Mutex<crate::observe::Recorded>,
 }
 
 impl Ctx {
@@ -200,6 +200,8 @@ pub struct BackupArgs {
     /// plus one, databases are dumped one at a time before the buckets.
     #[arg(long, value_name = "N")]
     pub pg_connections: Option<usize>,
+    #[command(flatten)]
+    pub run: crate::observe::RunArgs,
 }
 
 pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<(), Failure> {
@@ -231,6 +233,7 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<(), Failure> {
     let report =
         with_progress(&progress, json, backup::run(vault.clone(), &inst, &profile, &opts, &progress, stop)).await?;
     drop(lock);
+    ctx.record(backup_samples(&report), Some(report.backup_id.clone()));
     // One command serves a scheduled job: with retention.after_backup, forget and prune now.
     let applied = if retention.after_backup && retention.has_rules() {
         Some(crate::repo_cmd::apply_retention(ctx, &vault, std::slice::from_ref(&inst.name), true, false).await?)
@@ -265,6 +268,101 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<(), Failure> {
     }
     if let Some(a) = &applied {
         crate::repo_cmd::print_retention(a);
+    }
+    Ok(())
+}
+
+/// A backup's figures as metrics: read from the source, reused from the previous backup,
+/// stored in the repository, and rows per database.
+fn backup_samples(report: &backup::BackupReport) -> Vec<speechvault::metrics::Sample> {
+    use speechvault::metrics::Sample;
+    let objects: u64 = report.buckets.values().map(|b| b.objects).sum();
+    let bytes: u64 = report.buckets.values().map(|b| b.bytes).sum();
+    let reused: u64 = report.buckets.values().map(|b| b.unchanged).sum();
+    let reused_bytes: u64 = report.buckets.values().map(|b| b.unchanged_bytes).sum();
+    let dumps: u64 = report.databases.values().map(|d| d.dump_bytes).sum();
+    let mut samples = vec![
+        Sample::new("speechvault_backup_objects", "Objects in the backup.", objects as f64),
+        Sample::new(
+            "speechvault_backup_bytes",
+            "Bytes of objects and database dumps in the backup.",
+            (bytes + dumps) as f64,
+        ),
+        Sample::new(
+            "speechvault_read_objects",
+            "Objects read from the object store (not reused from the previous backup).",
+            objects.saturating_sub(reused) as f64,
+        ),
+        Sample::new(
+            "speechvault_read_bytes",
+            "Bytes read from the object store and PostgreSQL (objects not reused, and the dumps).",
+            (bytes.saturating_sub(reused_bytes) + dumps) as f64,
+        ),
+        Sample::new(
+            "speechvault_reused_objects",
+            "Objects unchanged since the previous backup, not read again.",
+            reused as f64,
+        ),
+        Sample::new(
+            "speechvault_reused_bytes",
+            "Bytes of the objects reused from the previous backup.",
+            reused_bytes as f64,
+        ),
+        Sample::new(
+            "speechvault_stored_bytes",
+            "Bytes the run added to the repository (after deduplication and compression).",
+            report.stored_bytes as f64,
+        ),
+        Sample::new(
+            "speechvault_warnings",
+            "Warnings of the run (e.g. objects deleted while it ran).",
+            report.warnings.len() as f64,
+        ),
+    ];
+    for (db, d) in &report.databases {
+        samples.push(
+            Sample::new("speechvault_database_rows", "Rows of each database in the backup.", d.rows as f64)
+                .label("database", db.clone()),
+        );
+    }
+    samples
+}
+
+pub async fn doctor(ctx: &Ctx, spec: &str) -> Result<(), Failure> {
+    let inst = installation(&ctx.cfg, spec)?;
+    let profile = ctx.cfg.profile()?;
+    let settings = ctx.cfg.named_repository(ctx.repository.as_deref()).map_err(|e| e.to_string());
+    let report = speechvault::doctor::run(&inst, &profile, settings.as_ref().map_err(Clone::clone)).await;
+    if ctx.json {
+        crate::output::json(&report)?;
+    } else {
+        use speechvault::doctor::Status;
+        out!("doctor: installation {}", report.installation);
+        for c in &report.checks {
+            let mark = match c.status {
+                Status::Ok => "✔",
+                Status::Warn => "!",
+                Status::Fail => "✘",
+            };
+            out!("  {mark} {}: {}", c.name, c.detail);
+            if let Some(fix) = &c.fix {
+                out!("      fix: {fix}");
+            }
+        }
+        out!("{}", if report.ok { "a backup would run" } else { "a backup would fail: fix the ✘ checks above" });
+    }
+    if !report.ok {
+        let failed: Vec<String> = report
+            .checks
+            .iter()
+            .filter(|c| c.status == speechvault::doctor::Status::Fail)
+            .map(|c| c.name.clone())
+            .collect();
+        let f = Failure::new(
+            speechvault::error::ErrorKind::Failed,
+            anyhow::anyhow!("{} check(s) failed: {}", failed.len(), failed.join(", ")),
+        );
+        return Err(if ctx.json { f.already_reported() } else { f });
     }
     Ok(())
 }

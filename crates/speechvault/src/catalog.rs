@@ -62,6 +62,11 @@ impl BackupSet {
         self.manifest.is_some()
     }
 
+    /// When the backup started, as Unix seconds.
+    pub fn unix_time(&self) -> Option<f64> {
+        self.time.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond() as f64 / 1000.0)
+    }
+
     pub fn view(&self) -> BackupSetView {
         BackupSetView {
             backup_id: self.id.clone(),

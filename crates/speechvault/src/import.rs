@@ -586,7 +586,16 @@ async fn write_set(
             m.buckets
                 .iter()
                 .map(|(n, b)| {
-                    (n.clone(), backup::BucketSummary { objects: b.objects, bytes: b.bytes, unchanged: 0, vanished: 0 })
+                    (
+                        n.clone(),
+                        backup::BucketSummary {
+                            objects: b.objects,
+                            bytes: b.bytes,
+                            unchanged: 0,
+                            unchanged_bytes: 0,
+                            vanished: 0,
+                        },
+                    )
                 })
                 .collect(),
             0,

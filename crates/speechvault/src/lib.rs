@@ -11,20 +11,24 @@
 //!
 //! The domain: [`profile`] (what the services keep where, as data), [`config`],
 //! [`inventory`], [`backup`], [`restore`], [`verify`], [`ownership`], [`manifest`],
-//! [`catalog`] (backup sets in a repository), [`retention`], [`check`], [`copies`]. Every error type implements
+//! [`catalog`] (backup sets in a repository), [`retention`], [`check`], [`copies`]; around
+//! them [`hooks`] (commands before and after a run) and [`metrics`] (Prometheus). Every error type implements
 //! [`error::Kinded`], so a front end derives its exit status from the error itself.
 pub mod backup;
 pub mod catalog;
 pub mod check;
 pub mod config;
 pub mod copies;
+pub mod doctor;
 pub mod error;
 pub mod export;
+pub mod hooks;
 pub mod import;
 pub mod instance;
 pub mod interrupt;
 pub mod inventory;
 pub mod manifest;
+pub mod metrics;
 pub mod objstore;
 pub mod ownership;
 pub mod pg;

@@ -3,6 +3,18 @@
 /// Parses a byte count: a number with an optional unit. `K`, `M`, `G`, `T` (with or without
 /// `i` and `B`) are binary multiples (as restic and rclone read them); `KB`, `MB`, `GB`, `TB`
 /// are decimal.
+/// `1536` as "1.5 KiB": sizes for people (reports in `--json` keep exact bytes).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());

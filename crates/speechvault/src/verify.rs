@@ -66,6 +66,15 @@ pub struct VerifyReport {
     pub buckets: Vec<BucketCheck>,
 }
 
+impl VerifyReport {
+    /// How many tables and objects differ (each missing, unexpected or different object
+    /// counts once; so does each table whose count or content differs).
+    pub fn differences(&self) -> u64 {
+        let tables = self.tables.iter().filter(|t| !t.ok).count() as u64;
+        tables + self.buckets.iter().map(|b| b.missing_count + b.unexpected_count + b.different_count).sum::<u64>()
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TableCheck {
     pub database: String,

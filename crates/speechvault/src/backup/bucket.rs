@@ -77,6 +77,8 @@ pub(crate) struct BucketDone {
     pub entry: BucketEntry,
     pub list: ObjectList,
     pub unchanged: u64,
+    /// Bytes of the unchanged objects.
+    pub unchanged_bytes: u64,
 }
 
 /// Lists a bucket into a [`Listing`] on disk, page by page.
@@ -102,18 +104,18 @@ pub(crate) async fn list_bucket(store: &ObjectStore, bucket: &str) -> Result<Lis
 
 /// Walks `listing` in archive order beside the previous backup's list of the same bucket,
 /// sending each object with what the previous backup recorded when it is unchanged.
-/// Returns how many were unchanged.
+/// Returns how many were unchanged, and their bytes.
 fn plan(
     listing: Listing,
     previous: Option<&ObjectList>,
     root: &Path,
     tx: tokio::sync::mpsc::Sender<Planned>,
-) -> std::io::Result<u64> {
+) -> std::io::Result<(u64, u64)> {
     let mut prev = match previous {
         Some(l) => Some(l.iter()?.peekable()),
         None => None,
     };
-    let mut unchanged = 0;
+    let (mut unchanged, mut unchanged_bytes) = (0, 0);
     for info in listing.into_iter_sorted() {
         let info = info?;
         let digest = crate::spool::key_digest(&info.key);
@@ -140,6 +142,7 @@ fn plan(
             {
                 known = prev.next().and_then(|e| e.ok());
                 unchanged += 1;
+                unchanged_bytes += info.size;
             }
         }
         let path = object_path(root, &info.key);
@@ -147,7 +150,7 @@ fn plan(
             break;
         }
     }
-    Ok(unchanged)
+    Ok((unchanged, unchanged_bytes))
 }
 
 impl BucketJob<'_> {
@@ -207,11 +210,11 @@ impl BucketJob<'_> {
         written.push(snap.id);
         let planned = planner.await.map_err(|e| BackupError::Internal(e.to_string()))?;
         let mut fails = failures.list();
-        let unchanged = match planned {
+        let (unchanged, unchanged_bytes) = match planned {
             Ok(n) => n,
             Err(e) => {
                 fails.push(format!("reading the listing or the previous backup's list: {e}"));
-                0
+                (0, 0)
             }
         };
         let finished = sink.finish(count);
@@ -232,6 +235,6 @@ impl BucketJob<'_> {
             objects_file: Some(crate::manifest::objects_path(bucket)),
             vanished,
         };
-        Ok(BucketDone { entry, list, unchanged })
+        Ok(BucketDone { entry, list, unchanged, unchanged_bytes })
     }
 }

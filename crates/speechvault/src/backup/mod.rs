@@ -132,6 +132,9 @@ pub struct BackupReport {
     pub instance_ids: Vec<String>,
     /// Things the operator should know that did not fail the backup (vanished objects).
     pub warnings: Vec<String>,
+    /// Bytes this backup added to the repository (new data after deduplication and
+    /// compression, packed and encrypted).
+    pub stored_bytes: u64,
     pub seconds: f64,
 }
 
@@ -148,6 +151,8 @@ pub struct BucketSummary {
     pub bytes: u64,
     /// Objects unchanged since the previous backup, whose content was not read again.
     pub unchanged: u64,
+    /// Bytes of those unchanged objects.
+    pub unchanged_bytes: u64,
     /// Objects deleted between the listing and their GET: not in the backup.
     pub vanished: u64,
 }
@@ -277,6 +282,7 @@ async fn run_inner(
 ) -> Result<BackupReport, BackupError> {
     let started_at = jiff::Timestamp::now();
     let clock = Instant::now();
+    let stored_before = vault.stored_bytes();
     let store = ObjectStore::new(inst.s3.clone())?;
     progress.phase("checking the installation", 0, 0);
     let inv = inventory::take(inst, profile, &store).await?;
@@ -430,7 +436,7 @@ async fn run_inner(
     for (b, result, w) in bucket_results {
         written.extend(w);
         match result {
-            Ok(bucket::BucketDone { entry, list, unchanged: n }) => {
+            Ok(bucket::BucketDone { entry, list, unchanged: n, unchanged_bytes: nb }) => {
                 if !entry.vanished.is_empty() {
                     warnings.push(format!(
                         "bucket {}: {} objects were deleted while the backup ran and are not in it (first: {:?})",
@@ -439,7 +445,7 @@ async fn run_inner(
                         entry.vanished[0]
                     ));
                 }
-                unchanged.insert(b.clone(), n);
+                unchanged.insert(b.clone(), (n, nb));
                 lists.insert(b.clone(), list);
                 bucket_entries.insert(b, entry);
             }
@@ -502,7 +508,8 @@ async fn run_inner(
                     BucketSummary {
                         objects: b.objects,
                         bytes: b.bytes,
-                        unchanged: unchanged.get(n).copied().unwrap_or(0),
+                        unchanged: unchanged.get(n).map_or(0, |u| u.0),
+                        unchanged_bytes: unchanged.get(n).map_or(0, |u| u.1),
                         vanished: b.vanished.len() as u64,
                     },
                 )
@@ -511,6 +518,7 @@ async fn run_inner(
         snapshots: written.iter().map(|s| s.to_string()).collect(),
         instance_ids: manifest.canonical_instance_ids().iter().map(|i| i.to_string()).collect(),
         warnings,
+        stored_bytes: vault.stored_bytes().saturating_sub(stored_before),
         seconds: clock.elapsed().as_secs_f64(),
     })
 }

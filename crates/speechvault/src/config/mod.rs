@@ -60,6 +60,9 @@ pub struct ConfigFile {
     /// A profile file replacing the built-in one.
     #[serde(default)]
     pub profile: Option<PathBuf>,
+    /// Commands run before and after backup, restore, verify, forget and check.
+    #[serde(default)]
+    pub hooks: crate::hooks::HookSettings,
     #[serde(default)]
     pub installations: BTreeMap<String, InstallationFile>,
 }

@@ -174,6 +174,28 @@ impl ObjectStore {
         }
     }
 
+    /// How many objects a bucket holds and their bytes, page by page (nothing kept).
+    pub async fn bucket_usage(&self, bucket: &str) -> Result<(u64, u64)> {
+        let (mut objects, mut bytes) = (0u64, 0u64);
+        let mut token: Option<String> = None;
+        loop {
+            let (page, next) = self.list_page(bucket, "", token.as_deref()).await?;
+            objects += page.len() as u64;
+            bytes += page.iter().map(|o| o.size).sum::<u64>();
+            match next {
+                Some(t) if Some(&t) != token.as_ref() => token = Some(t),
+                Some(_) => {
+                    return Err(ObjStoreError::Protocol {
+                        op: "ListObjectsV2".into(),
+                        target: bucket.into(),
+                        detail: "server repeated a continuation token".into(),
+                    });
+                }
+                None => return Ok((objects, bytes)),
+            }
+        }
+    }
+
     /// The current listing entry of exactly `key`, or `None` when it does not exist. The key
     /// itself sorts first among the keys it prefixes, so one entry is enough.
     pub async fn find_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {

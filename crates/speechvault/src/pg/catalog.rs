@@ -193,6 +193,12 @@ fn finish_digest(rows: i64, a: String, b: String) -> TableDigest {
 }
 
 /// The server's version as a number (150008 for 15.8).
+/// A database's size on disk (`pg_database_size`).
+pub async fn database_size(client: &tokio_postgres::Client, db: &str) -> Result<i64, PgError> {
+    let rows = query(client, db, "database size", "SELECT pg_database_size($1::text)", &[&db]).await?;
+    Ok(rows[0].get(0))
+}
+
 pub async fn server_version_num(client: &tokio_postgres::Client, db: &str) -> Result<i32, PgError> {
     let rows = query(client, db, "server version", "SELECT current_setting('server_version_num')::int", &[]).await?;
     Ok(rows[0].get(0))

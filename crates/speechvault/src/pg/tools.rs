@@ -150,7 +150,16 @@ pub fn tool_version(path: &Path) -> Result<(u32, String), PgError> {
         .output()
         .map_err(|e| PgError::Tool(format!("cannot run {} --version: {e}", path.display())))?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let version = text.rsplit(' ').next().unwrap_or("").to_string();
+    // "pg_dump (PostgreSQL) 15.8 (Debian 15.8-1)": the word after "(PostgreSQL)", else the last.
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let version = words
+        .iter()
+        .position(|w| *w == "(PostgreSQL)")
+        .and_then(|i| words.get(i + 1))
+        .or(words.last())
+        .copied()
+        .unwrap_or("")
+        .to_string();
     let major = parse_major(&version)
         .ok_or_else(|| PgError::Tool(format!("cannot read the version of {}: {text:?}", path.display())))?;
     Ok((major, version))

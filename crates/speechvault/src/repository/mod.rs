@@ -92,6 +92,8 @@ pub struct Vault {
     /// The index loaded for writing, shared by the archives of one backup (see
     /// [`Vault::hold_index`]).
     writer: std::sync::Mutex<Option<Arc<Repository<rustic_core::IndexedIdsStatus>>>>,
+    /// Bytes the archives through this handle added to the repository (packed), for reports.
+    stored: std::sync::atomic::AtomicU64,
 }
 
 /// What to record in a new snapshot.
@@ -210,7 +212,15 @@ impl Vault {
             }
         };
         let key = repo.key();
-        Ok(Self { location: location.clone(), store, repo, key, _runtime: rt, writer: Default::default() })
+        Ok(Self {
+            location: location.clone(),
+            store,
+            repo,
+            key,
+            _runtime: rt,
+            writer: Default::default(),
+            stored: Default::default(),
+        })
     }
 
     /// Opens an existing repository.
@@ -239,7 +249,15 @@ impl Vault {
             }
         })?;
         let key = repo.key();
-        Ok(Self { location: location.clone(), store, repo, key, _runtime: rt, writer: Default::default() })
+        Ok(Self {
+            location: location.clone(),
+            store,
+            repo,
+            key,
+            _runtime: rt,
+            writer: Default::default(),
+            stored: Default::default(),
+        })
     }
 
     /// A second handle on the same repository, opened with the master key.
@@ -286,7 +304,16 @@ impl Vault {
             None => backup.parent_opts.force = true,
             Some(id) => backup.parent_opts.parents = vec![id],
         }
-        repo.archive(&backup, &source, snap, std::slice::from_ref(&spec.path)).map_err(|e| self.err(e))
+        let snap = repo.archive(&backup, &source, snap, std::slice::from_ref(&spec.path)).map_err(|e| self.err(e))?;
+        if let Some(summary) = &snap.summary {
+            self.stored.fetch_add(summary.data_added_packed, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(snap)
+    }
+
+    /// Bytes added to the repository by every archive made through this handle so far.
+    pub fn stored_bytes(&self) -> u64 {
+        self.stored.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Loads the index once for the archives that follow (until [`Vault::release_index`]):
