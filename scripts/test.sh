@@ -5,6 +5,7 @@
 #      extension) and like AWS (binary/octet-stream);
 #   3. the integration tests against a real Garage server;
 #   4. the drill against moto's S3 server.
+# Before them: the deployment files under deploy/ (scripts/check-deploy.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --garage
@@ -15,6 +16,11 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo clippy of the production build (no sandbox)"
+cargo clippy -p speechvault-cli --no-default-features --quiet -- -D warnings
+
+echo "== deployment files (kustomize, schemas, alert rules); unpacks kubectl, promtool, Pushgateway"
+scripts/check-deploy.sh
 
 echo "== tests against the sandbox S3 server"
 cargo test --workspace
