@@ -10,6 +10,7 @@ mod repo_cmd;
 mod restore_cmd;
 #[cfg(feature = "sandbox")]
 mod sandbox_cmd;
+mod selective_cmd;
 mod vault_cmd;
 
 use std::process::ExitCode;
@@ -62,6 +63,10 @@ Examples:
   speechvault restore latest --to dr --resume
                                             finish a restore that was interrupted
   speechvault verify latest --against dr    compare a live installation with a backup
+  speechvault ls latest --customizations    what a backup holds
+  speechvault diff latest --against prod    what changed since
+  speechvault restore latest --to prod --customization <id> --dry-run
+                                            bring back one customization (plan first)
   speechvault sandbox up --name a           start a local Speech installation
   eval \"$(speechvault sandbox env a)\"       point psql and S3 clients at it
 
@@ -155,6 +160,19 @@ enum Command {
         read_data_subset: Option<speechvault::repository::maintenance::ReadSubset>,
         #[command(flatten)]
         run: observe::RunArgs,
+    },
+    /// Look inside a backup without restoring anything (no database server needed): its
+    /// customizations, speakers, service instances, or objects under a prefix.
+    Ls(selective_cmd::LsArgs),
+    /// What changed on an installation since a backup: customizations and speakers added,
+    /// removed or changed, and objects added, removed or changed per bucket. Changes nothing.
+    Diff {
+        /// Backup id (or a unique prefix), or `latest`.
+        #[arg(default_value = "latest")]
+        backup: String,
+        /// Installation to compare (config name, or sandbox:NAME).
+        #[arg(long)]
+        against: String,
     },
     /// Pre-flight check: would a backup of this installation run now?
     ///
@@ -334,6 +352,8 @@ async fn run(command: Command, ctx: &vault_cmd::Ctx) -> Result<(), Failure> {
             observe::observed(ctx, "check", &label, &run, repo_cmd::check(ctx, read_data, read_data_subset)).await
         }
         Command::Key(cmd) => repo_cmd::key(ctx, cmd).await,
+        Command::Ls(args) => selective_cmd::ls(ctx, args).await,
+        Command::Diff { backup, against } => selective_cmd::diff(ctx, &backup, &against).await,
         Command::Doctor { installation } => vault_cmd::doctor(ctx, &installation).await,
         Command::Unlock { remove_all, dry_run } => repo_cmd::unlock(ctx, remove_all, dry_run).await,
         Command::Export { backup, to } => repo_cmd::export(ctx, backup, to).await,

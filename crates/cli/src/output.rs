@@ -61,6 +61,7 @@ kinded!(
     speechvault::import::ImportError,
     speechvault::hooks::HookError,
     speechvault::metrics::MetricsError,
+    speechvault::selective::SelectiveError,
 );
 #[cfg(feature = "sandbox")]
 kinded!(speechvault_sandbox::SandboxError);

@@ -43,9 +43,29 @@ pub struct RestoreArgs {
     /// Service instance id that owns the rows in the backup (UUID or numeric CP4D id).
     #[arg(long, requires = "to_instance")]
     pub from_instance: Option<String>,
-    /// Service instance id of the target installation.
-    #[arg(long, requires = "from_instance")]
+    /// Service instance id of the target installation (with --from-instance, or with
+    /// --instance: that instance's rows land as this one).
+    #[arg(long)]
     pub to_instance: Option<String>,
+    /// Restore only these customizations (speech-to-text or text-to-speech, by id), with
+    /// their rows, the rows referencing them and their objects, into a live installation.
+    #[arg(long, value_name = "ID[,ID..]", value_delimiter = ',', conflicts_with_all = ["clean", "data_only", "components", "resume", "speaker", "instance"])]
+    pub customization: Vec<String>,
+    /// Restore only these speakers (voices), with what references them.
+    #[arg(long, value_name = "ID[,ID..]", value_delimiter = ',', conflicts_with_all = ["clean", "data_only", "components", "resume", "instance"])]
+    pub speaker: Vec<String>,
+    /// Restore every row and object of one service instance (a tenant); with --to-instance
+    /// they land as that instance.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["clean", "data_only", "components", "resume", "from_instance"])]
+    pub instance: Option<String>,
+    /// With a selection: print the plan (every row per table, every object, every conflict)
+    /// and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With a selection: overwrite rows and objects on the target that differ from the
+    /// backup (default: refuse, exit 2, nothing changed).
+    #[arg(long)]
+    pub replace: bool,
     /// Role that owns the restored databases and everything in them (default: the role that
     /// owned them in the backup, when it exists on the target; else the login).
     #[arg(long, value_name = "ROLE")]
@@ -86,6 +106,14 @@ fn parse_preflight(s: &str) -> Result<Preflight, String> {
 }
 
 pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<(), Failure> {
+    if !args.customization.is_empty() || !args.speaker.is_empty() || args.instance.is_some() {
+        return crate::selective_cmd::restore_selection(ctx, args).await;
+    }
+    if args.dry_run || args.replace {
+        return Err(Failure::bad_input(
+            "--dry-run and --replace go with a selection (--customization, --speaker or --instance)",
+        ));
+    }
     let (cfg, json, stop) = (&ctx.cfg, ctx.json, &ctx.stop);
     let ownership = match (&args.from_instance, &args.to_instance) {
         (Some(f), Some(t)) => Some((parse_instance(f)?, parse_instance(t)?)),

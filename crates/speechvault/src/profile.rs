@@ -71,6 +71,57 @@ pub struct OwnershipRule {
     pub id_type: IdType,
 }
 
+/// What a thing an operator names for a selective restore (`--customization ID`,
+/// `--speaker ID`) is in the databases: rows whose `column` holds the id. Service instances
+/// (`--instance`) are the ownership rules' columns.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionRule {
+    /// `customization` or `speaker`.
+    pub kind: String,
+    pub database: String,
+    /// `table` (in `public`) or `schema.table`.
+    pub table: String,
+    pub column: String,
+}
+
+/// Objects that belong to a row: every key under `prefix`, whose `{column}` placeholders are
+/// filled from the row (`customizations/{customization_id}/`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectRule {
+    pub database: String,
+    pub table: String,
+    /// The profile's bucket name (mapped to the installation's like every bucket).
+    pub bucket: String,
+    pub prefix: String,
+}
+
+/// A reference the schema's foreign keys do not express: `table.column` holds the value of
+/// `references.table.references.column`, possibly in another database (a job naming the
+/// custom model it used). Selective restore follows it like a foreign key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    pub database: String,
+    pub table: String,
+    pub column: String,
+    pub references: LinkTarget,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LinkTarget {
+    pub database: String,
+    pub table: String,
+    pub column: String,
+}
+
+/// A profile's table name as `(schema, table)` (`public` when it names no schema).
+pub fn split_table(table: &str) -> (&str, &str) {
+    table.split_once('.').unwrap_or(("public", table))
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
@@ -80,6 +131,15 @@ pub struct Profile {
     pub components: BTreeMap<String, Component>,
     #[serde(default)]
     pub ownership: Vec<OwnershipRule>,
+    /// What `--customization` and `--speaker` select.
+    #[serde(default)]
+    pub selections: Vec<SelectionRule>,
+    /// Which objects belong to which rows.
+    #[serde(default)]
+    pub objects: Vec<ObjectRule>,
+    /// References the foreign keys do not express.
+    #[serde(default)]
+    pub links: Vec<Link>,
 }
 
 impl Profile {
@@ -108,6 +168,14 @@ impl Profile {
             }
             for b in &c.buckets {
                 crate::objstore::validate_bucket_name(b).map_err(|e| invalid(format!("component {name}: {e}")))?;
+            }
+        }
+        for o in &p.objects {
+            if !p.components.values().any(|c| c.buckets.contains(&o.bucket)) {
+                return Err(invalid(format!(
+                    "object rule for {}.{}: no component has bucket {}",
+                    o.database, o.table, o.bucket
+                )));
             }
         }
         for r in &p.ownership {

@@ -387,6 +387,26 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
             });
         }
         out.extend(edge_case_objects());
+        // Keys a file system mangles, under a customization's own prefix: a selective restore
+        // of that customization must bring them back byte-exact.
+        let first = stt_customization_id(seed, 1);
+        for (name, size) in [
+            ("edge/dot-dot/../escape.txt", 31),
+            ("edge/a space + plus%2B.txt", 17),
+            ("edge/ünïcödé ?#&.txt", 23),
+            ("edge/trailing-slash/", 9),
+            ("edge/double//slash", 12),
+        ] {
+            out.push(SeedObject {
+                bucket: "stt-customization-icp".into(),
+                key: format!("customizations/{first}/{name}"),
+                size,
+                text: true,
+                content_type: Some("text/plain; charset=utf-8".into()),
+                metadata: meta(&[("customization-id", first.clone()), ("edge-case", "true".into())]),
+                multipart_part: None,
+            });
+        }
     }
     if has("sttAsync") {
         for g in 1..=p.jobs {

@@ -229,6 +229,7 @@ CREATE TABLE jobs (
     audio_key text NOT NULL,
     results_key text,
     warnings text[],
+    language_customization_id text,
     created timestamptz NOT NULL,
     updated timestamptz NOT NULL
 );
@@ -256,6 +257,7 @@ SELECT replace(md5('{seed}:job:' || g)::uuid::text, '-', ''), {spelled},
        'jobs/' || replace(md5('{seed}:job:' || g)::uuid::text, '-', '') || '/audio.flac',
        CASE WHEN g % 4 = 2 THEN 'jobs/' || replace(md5('{seed}:job:' || g)::uuid::text, '-', '') || '/results.json' END,
        CASE WHEN g % 4 = 3 THEN ARRAY['Unknown arguments: foo.'] END,
+       CASE WHEN g % 5 = 0 THEN md5('{seed}:stt:' || (1 + g % {stt}))::uuid::text END,
        timestamptz '2024-04-01 00:00:00+00' + g * interval '5 minutes',
        timestamptz '2024-04-01 00:10:00+00' + g * interval '5 minutes'
 FROM generate_series(1, {n}) g;
@@ -269,5 +271,6 @@ FROM generate_series(1, {n}) g, generate_series(1, {results}) r
 WHERE g % 4 = 2;
 "#,
         results = p.results_per_job,
+        stt = p.stt_customizations.max(1),
     )
 }

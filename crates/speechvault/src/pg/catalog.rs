@@ -193,6 +193,96 @@ fn finish_digest(rows: i64, a: String, b: String) -> TableDigest {
 }
 
 /// The server's version as a number (150008 for 15.8).
+/// What selective restore needs to know of a table: its columns and types, its primary key,
+/// and the columns whose default is a sequence.
+#[derive(Debug, Clone, Default)]
+pub struct TableShape {
+    /// Quoted, schema-qualified (`public.customizations`), as `quote_ident` and pg_dump write it.
+    pub table: String,
+    pub schema: String,
+    pub name: String,
+    /// `(column, type)` in table order; types as `format_type` writes them.
+    pub columns: Vec<(String, String)>,
+    pub primary_key: Vec<String>,
+    /// `(column, quoted sequence)` for serial and identity columns.
+    pub sequences: Vec<(String, String)>,
+}
+
+/// A foreign key (or a profile link): `child(child_columns)` references `parent(parent_columns)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    pub child: String,
+    pub child_columns: Vec<String>,
+    pub parent: String,
+    pub parent_columns: Vec<String>,
+}
+
+/// The shape of every user table, by quoted qualified name.
+pub async fn table_shapes(client: &tokio_postgres::Client, db: &str) -> Result<BTreeMap<String, TableShape>, PgError> {
+    let rows = query(
+        client,
+        db,
+        "table columns",
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname::text, \
+                format_type(a.atttypid, a.atttypmod), \
+                coalesce(a.attnum = ANY (i.indkey), false), \
+                pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname), \
+                n.nspname::text, c.relname::text \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+         LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
+         WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+           AND n.nspname NOT LIKE 'pg_toast%' \
+         ORDER BY 1, a.attnum",
+        &[],
+    )
+    .await?;
+    let mut out: BTreeMap<String, TableShape> = BTreeMap::new();
+    for r in rows {
+        let table: String = r.get(0);
+        let shape = out.entry(table.clone()).or_insert_with(|| TableShape {
+            table,
+            schema: r.get(5),
+            name: r.get(6),
+            ..Default::default()
+        });
+        let column: String = r.get(1);
+        shape.columns.push((column.clone(), r.get(2)));
+        if r.get::<_, bool>(3) {
+            shape.primary_key.push(column.clone());
+        }
+        if let Some(seq) = r.get::<_, Option<String>>(4) {
+            shape.sequences.push((column, seq));
+        }
+    }
+    Ok(out)
+}
+
+/// Every foreign key between user tables.
+pub async fn foreign_keys(client: &tokio_postgres::Client, db: &str) -> Result<Vec<ForeignKey>, PgError> {
+    let rows = query(
+        client,
+        db,
+        "foreign keys",
+        "SELECT quote_ident(cn.nspname) || '.' || quote_ident(c.relname), \
+                ARRAY(SELECT attname::text FROM unnest(k.conkey) WITH ORDINALITY u(n, o) \
+                      JOIN pg_attribute ON attrelid = k.conrelid AND attnum = u.n ORDER BY u.o), \
+                quote_ident(pn.nspname) || '.' || quote_ident(p.relname), \
+                ARRAY(SELECT attname::text FROM unnest(k.confkey) WITH ORDINALITY u(n, o) \
+                      JOIN pg_attribute ON attrelid = k.confrelid AND attnum = u.n ORDER BY u.o) \
+         FROM pg_constraint k \
+         JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace \
+         JOIN pg_class p ON p.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace \
+         WHERE k.contype = 'f' ORDER BY 1, 3",
+        &[],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ForeignKey { child: r.get(0), child_columns: r.get(1), parent: r.get(2), parent_columns: r.get(3) })
+        .collect())
+}
+
 /// A database's size on disk (`pg_database_size`).
 pub async fn database_size(client: &tokio_postgres::Client, db: &str) -> Result<i64, PgError> {
     let rows = query(client, db, "database size", "SELECT pg_database_size($1::text)", &[&db]).await?;

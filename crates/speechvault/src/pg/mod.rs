@@ -11,10 +11,12 @@
 //! and the tools get the same mode, CA file and client certificate.
 //!
 //! - [`catalog`]: tables, row counts, content digests, owners, roles, versions;
-//! - [`tools`]: finding the client tools, their version, and their environment.
+//! - [`tools`]: finding the client tools, their version, and their environment;
+//! - [`dumpdata`]: rows and large objects read out of a dump archive without a server.
 
 pub mod catalog;
 pub mod cluster;
+pub mod dumpdata;
 pub mod tools;
 
 use std::path::PathBuf;

@@ -49,7 +49,7 @@ impl Write for ChannelWriter {
 }
 
 /// Whether the object on the target is already exactly the backed-up one.
-async fn identical(
+pub(crate) async fn identical(
     store: &ObjectStore,
     bucket: &str,
     e: &ObjectEntry,
@@ -231,7 +231,7 @@ pub(crate) async fn restore_bucket(
     })
 }
 
-async fn restore_object(
+pub(crate) async fn restore_object(
     reader: Arc<VaultReader>,
     store: &ObjectStore,
     bucket: &str,

@@ -1,0 +1,656 @@
+//! Selective restore: one customization, one speaker (voice), or one service instance's rows
+//! and objects, back into a live installation, touching nothing else.
+//!
+//! The procedure:
+//! 1. read the dumps the selection needs out of the backup (authenticated, as for a restore);
+//! 2. find the rows ([`plan`]): those the ids name (the profile's `selections`, or its
+//!    ownership rules for an instance), every row referencing them through the target's
+//!    foreign keys and the profile's `links`, and the rows those reference in turn;
+//! 3. stage them on the target in one transaction per database ([`rows`]) and compare: new,
+//!    identical (skipped), conflicting (refused unless `--replace`); referenced rows the
+//!    target already holds are left alone;
+//! 4. find the objects that belong to the rows written (the profile's `objects` prefixes) and
+//!    compare them the same way;
+//! 5. with a conflict and no `--replace`, or `--dry-run`: roll back, report; nothing changed;
+//! 6. write the objects first, then the rows (verified inside their transactions), commit: the
+//!    services never see a row whose files are missing. If the rows fail, the objects this
+//!    run created are deleted again.
+
+pub mod plan;
+pub mod rows;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::catalog::{BackupSet, CatalogError, PairedObjects};
+use crate::config::Installation;
+use crate::error::{ErrorKind, Kinded};
+use crate::instance::InstanceId;
+use crate::manifest::{Manifest, ObjectEntry};
+use crate::objstore::{ObjStoreError, ObjectStore};
+use crate::pg::PgError;
+use crate::pg::catalog::ForeignKey;
+use crate::profile::Profile;
+use crate::progress::Progress;
+use crate::repository::{RepoError, Vault, VaultReader};
+use crate::restore::RestoreError;
+
+use plan::Start;
+use rows::{Session, StageRequest, TablePlan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelectiveError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    #[error(transparent)]
+    ObjStore(#[from] ObjStoreError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("nothing in backup {backup} matches {what}: {hint}")]
+    NothingSelected { backup: String, what: String, hint: String },
+    #[error(
+        "{count} rows or objects on {installation} differ from the backup ({summary}); nothing was changed. Use --replace to overwrite them, or --dry-run to see the plan"
+    )]
+    Conflicts { installation: String, count: usize, summary: String },
+    #[error("{cause}; nothing was committed and the {objects} objects this restore created were deleted again")]
+    RolledBack { cause: Box<SelectiveError>, objects: usize },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Kinded for SelectiveError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Catalog(e) => e.kind(),
+            Self::Repo(e) => e.kind(),
+            Self::Pg(e) => e.kind(),
+            Self::ObjStore(e) => e.kind(),
+            Self::Restore(e) => e.kind(),
+            Self::BadRequest(_) | Self::NothingSelected { .. } | Self::Conflicts { .. } => ErrorKind::BadInput,
+            Self::RolledBack { cause, .. } => cause.kind(),
+            Self::Internal(_) => ErrorKind::Failed,
+        }
+    }
+}
+
+/// What to restore.
+#[derive(Debug, Clone)]
+pub enum Selector {
+    /// Customizations by id (speech-to-text and text-to-speech alike).
+    Customizations(Vec<InstanceId>),
+    /// Speakers (voices) by id.
+    Speakers(Vec<InstanceId>),
+    /// Every row and object of one service instance.
+    Instance(InstanceId),
+}
+
+impl Selector {
+    fn describe(&self) -> String {
+        let ids = |v: &[InstanceId]| v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+        match self {
+            Self::Customizations(v) => format!("customization {}", ids(v)),
+            Self::Speakers(v) => format!("speaker {}", ids(v)),
+            Self::Instance(i) => format!("service instance {i}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SelectiveOptions {
+    pub selector: Selector,
+    /// With `Selector::Instance`: the rows land as this instance.
+    pub to_instance: Option<InstanceId>,
+    /// Print the plan, change nothing.
+    pub dry_run: bool,
+    /// Overwrite rows and objects that differ from the backup.
+    pub replace: bool,
+    pub parallel: usize,
+    pub temp_dir: Option<PathBuf>,
+}
+
+/// One bucket's objects in the plan.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BucketPlan {
+    pub bucket: String,
+    /// The installation's name for it.
+    pub name: String,
+    pub write: Vec<String>,
+    pub conflicts: Vec<String>,
+    pub identical: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabasePlan {
+    pub database: String,
+    pub tables: Vec<TablePlan>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SelectiveReport {
+    pub backup_id: String,
+    pub installation: String,
+    pub selection: String,
+    pub dry_run: bool,
+    pub replace: bool,
+    pub databases: Vec<DatabasePlan>,
+    pub buckets: Vec<BucketPlan>,
+    /// Rows and objects that differ on the target (written over with `--replace`).
+    pub conflicts: usize,
+    /// Every written row and object was compared with the backup afterwards.
+    pub verified: bool,
+    pub seconds: f64,
+}
+
+/// One database's part of the selection, before staging.
+struct DbSelection {
+    database: String,
+    shapes: BTreeMap<String, crate::pg::catalog::TableShape>,
+    fks: Vec<ForeignKey>,
+    tables: BTreeMap<String, crate::pg::dumpdata::TableRows>,
+    picked: plan::Picked,
+}
+
+/// The tables a selection starts from in `db`.
+fn starts_in(
+    profile: &Profile,
+    selector: &Selector,
+    db: &str,
+    shapes: &BTreeMap<String, crate::pg::catalog::TableShape>,
+) -> Vec<Start> {
+    let find = |table: &str| -> Option<String> {
+        let (schema, name) = crate::profile::split_table(table);
+        shapes.values().find(|s| s.schema == schema && s.name == name).map(|s| s.table.clone())
+    };
+    let mut out = Vec::new();
+    let (kind, ids) = match selector {
+        Selector::Customizations(ids) => ("customization", ids),
+        Selector::Speakers(ids) => ("speaker", ids),
+        Selector::Instance(id) => {
+            for rule in profile.ownership.iter().filter(|r| r.database == db) {
+                let Some(table) = find(&rule.table) else { continue };
+                let Some(shape) = shapes.get(&table) else { continue };
+                let Some(col) = rule.columns.iter().find(|c| shape.columns.iter().any(|(n, _)| n == *c)) else {
+                    continue;
+                };
+                out.push(Start { table, column: col.clone(), values: [id.to_string()].into(), owner: true });
+            }
+            return out;
+        }
+    };
+    for rule in profile.selections.iter().filter(|r| r.kind == kind && r.database == db) {
+        if let Some(table) = find(&rule.table) {
+            out.push(Start {
+                table,
+                column: rule.column.clone(),
+                values: ids.iter().map(|i| i.to_string()).collect(),
+                owner: false,
+            });
+        }
+    }
+    out
+}
+
+/// The databases a selection reads: where it starts, and where links lead from there.
+fn databases_for(profile: &Profile, selector: &Selector) -> BTreeSet<String> {
+    let mut dbs: BTreeSet<String> = match selector {
+        Selector::Customizations(_) => {
+            profile.selections.iter().filter(|r| r.kind == "customization").map(|r| r.database.clone()).collect()
+        }
+        Selector::Speakers(_) => {
+            profile.selections.iter().filter(|r| r.kind == "speaker").map(|r| r.database.clone()).collect()
+        }
+        Selector::Instance(_) => profile.ownership.iter().map(|r| r.database.clone()).collect(),
+    };
+    for l in &profile.links {
+        if dbs.contains(&l.references.database) {
+            dbs.insert(l.database.clone());
+        }
+    }
+    dbs
+}
+
+/// Restores the selection of backup `set` into the live installation `target`.
+pub async fn run(
+    vault: Arc<Vault>,
+    set: &BackupSet,
+    target: &Installation,
+    profile: &Profile,
+    opts: &SelectiveOptions,
+    progress: &Progress,
+) -> Result<SelectiveReport, SelectiveError> {
+    let clock = Instant::now();
+    if opts.to_instance.is_some() && !matches!(opts.selector, Selector::Instance(_)) {
+        return Err(SelectiveError::BadRequest("--to-instance goes with --instance".into()));
+    }
+    progress.phase("reading the backup", 0, 0);
+    let (reader, manifest) = {
+        let (v, s) = (vault.clone(), set.clone());
+        tokio::task::spawn_blocking(move || -> Result<_, SelectiveError> {
+            let reader = Arc::new(v.reader()?);
+            let manifest = s.manifest(&reader)?;
+            Ok((reader, manifest))
+        })
+        .await
+        .map_err(|e| SelectiveError::Internal(e.to_string()))??
+    };
+    let wanted = databases_for(profile, &opts.selector);
+    let mut needed = manifest.clone();
+    needed.databases.retain(|db, _| wanted.contains(db));
+    needed.buckets.clear();
+    let base = opts.temp_dir.clone().unwrap_or_else(crate::spool::temp_dir);
+    let spool = crate::restore::checks::spool_dumps(&reader, set, &needed, &base, progress).await?;
+
+    progress.phase("finding the selected rows", 0, 0);
+    let mut selections: Vec<DbSelection> = Vec::new();
+    for db in needed.databases.keys() {
+        let client = target.postgres.connect(db).await?;
+        let shapes = crate::pg::catalog::table_shapes(&client, db).await?;
+        let mut fks = crate::pg::catalog::foreign_keys(&client, db).await?;
+        drop(client);
+        // The profile's links inside this database count as foreign keys.
+        let find = |table: &str| {
+            let (schema, name) = crate::profile::split_table(table);
+            shapes.values().find(|s| s.schema == schema && s.name == name).map(|s| s.table.clone())
+        };
+        for l in profile.links.iter().filter(|l| &l.database == db && &l.references.database == db) {
+            if let (Some(child), Some(parent)) = (find(&l.table), find(&l.references.table)) {
+                fks.push(ForeignKey {
+                    child,
+                    child_columns: vec![l.column.clone()],
+                    parent,
+                    parent_columns: vec![l.references.column.clone()],
+                });
+            }
+        }
+        let mut starts = starts_in(profile, &opts.selector, db, &shapes);
+        // Tables a link from another database selects rows in.
+        for l in profile.links.iter().filter(|l| &l.database == db && &l.references.database != db) {
+            if let Some(t) = find(&l.table) {
+                starts.push(Start { table: t, column: l.column.clone(), values: BTreeSet::new(), owner: false });
+            }
+        }
+        let start_tables: Vec<String> = starts.iter().map(|s| s.table.clone()).collect();
+        let names: BTreeSet<String> =
+            plan::connected(&start_tables, &fks).iter().filter_map(|t| shapes.get(t).map(|s| s.name.clone())).collect();
+        let dump = spool.files.get(db).ok_or_else(|| SelectiveError::Internal(format!("no dump of {db}")))?;
+        let tables = crate::pg::dumpdata::read_tables(dump, &names.into_iter().collect::<Vec<_>>()).await?;
+        let picked = plan::pick(&tables, &fks, &starts);
+        selections.push(DbSelection { database: db.clone(), shapes, fks, tables, picked });
+    }
+    // Links across databases: the referencing rows of the selected ones, in the other database.
+    for l in &profile.links {
+        if l.database == l.references.database {
+            continue;
+        }
+        let values: BTreeSet<String> = match selections.iter().find(|s| s.database == l.references.database) {
+            Some(parent) => {
+                let (schema, name) = crate::profile::split_table(&l.references.table);
+                let Some(table) =
+                    parent.shapes.values().find(|s| s.schema == schema && s.name == name).map(|s| s.table.clone())
+                else {
+                    continue;
+                };
+                match (parent.tables.get(&table), parent.picked.selected.get(&table)) {
+                    (Some(rows), Some(sel)) => match rows.column(&l.references.column) {
+                        Some(c) => {
+                            sel.iter().filter_map(|&i| rows.fields(i)[c].clone()).map(|v| plan::canonical(&v)).collect()
+                        }
+                        None => continue,
+                    },
+                    _ => continue,
+                }
+            }
+            None => continue,
+        };
+        if values.is_empty() {
+            continue;
+        }
+        if let Some(child) = selections.iter_mut().find(|s| s.database == l.database) {
+            let (schema, name) = crate::profile::split_table(&l.table);
+            let Some(table) =
+                child.shapes.values().find(|s| s.schema == schema && s.name == name).map(|s| s.table.clone())
+            else {
+                continue;
+            };
+            let mut starts = starts_in(profile, &opts.selector, &child.database, &child.shapes);
+            starts.push(Start { table, column: l.column.clone(), values, owner: false });
+            child.picked = plan::pick(&child.tables, &child.fks, &starts);
+        }
+    }
+    if selections.iter().all(|s| s.picked.is_empty()) {
+        return Err(SelectiveError::NothingSelected {
+            backup: set.id.clone(),
+            what: opts.selector.describe(),
+            hint: "check the id with `speechvault ls BACKUP --customizations` (or --speakers, --instances)".into(),
+        });
+    }
+
+    // Stage the rows, one open transaction per database.
+    progress.phase("comparing with the target", 0, 0);
+    let mut sessions: Vec<Session> = Vec::new();
+    let staged = stage_all(target, profile, opts, &selections, &spool, &mut sessions).await;
+    if let Err(e) = staged {
+        for s in sessions {
+            s.rollback().await;
+        }
+        return Err(e);
+    }
+
+    // The objects that belong to the rows to be written.
+    let store = ObjectStore::new(target.s3.clone())?;
+    let objects = match plan_objects(&reader, set, &manifest, target, profile, &store, &sessions).await {
+        Ok(o) => o,
+        Err(e) => {
+            for s in sessions {
+                s.rollback().await;
+            }
+            return Err(e);
+        }
+    };
+    let mut report = SelectiveReport {
+        backup_id: set.id.clone(),
+        installation: target.name.clone(),
+        selection: opts.selector.describe(),
+        dry_run: opts.dry_run,
+        replace: opts.replace,
+        databases: sessions
+            .iter()
+            .map(|s| DatabasePlan { database: s.database.clone(), tables: s.plan.clone() })
+            .collect(),
+        buckets: objects.iter().map(|(b, _)| b.clone()).collect(),
+        conflicts: 0,
+        verified: false,
+        seconds: 0.0,
+    };
+    report.conflicts = sessions.iter().map(Session::conflicts).sum::<usize>()
+        + report.buckets.iter().map(|b| b.conflicts.len()).sum::<usize>();
+    if opts.dry_run || (report.conflicts > 0 && !opts.replace) {
+        for s in sessions {
+            s.rollback().await;
+        }
+        if !opts.dry_run {
+            let mut first: Vec<String> = Vec::new();
+            for d in &report.databases {
+                for t in &d.tables {
+                    first.extend(t.conflicts.iter().map(|k| format!("{}: {} ({k})", d.database, t.table)));
+                }
+            }
+            for b in &report.buckets {
+                first.extend(b.conflicts.iter().map(|k| format!("{}/{k:?}", b.name)));
+            }
+            return Err(SelectiveError::Conflicts {
+                installation: target.name.clone(),
+                count: report.conflicts,
+                summary: crate::error::summarize(&first, 3),
+            });
+        }
+        report.seconds = clock.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+
+    // Objects first, then rows.
+    progress.phase("writing the objects", 0, 0);
+    let mut created: Vec<(String, String)> = Vec::new();
+    let written = write_objects(&reader, &store, &objects, opts, progress, &mut created).await;
+    let rows_done = match written {
+        Ok(()) => {
+            progress.phase("writing the rows", 0, 0);
+            let mut result = Ok(());
+            for s in &sessions {
+                if let Err(e) = s.write(opts.replace).await {
+                    result = Err(SelectiveError::from(e));
+                    break;
+                }
+            }
+            result
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(cause) = rows_done {
+        for s in sessions {
+            s.rollback().await;
+        }
+        let n = created.len();
+        for (bucket, key) in &created {
+            let _ = store.delete_object(bucket, key).await;
+        }
+        return Err(SelectiveError::RolledBack { cause: Box::new(cause), objects: n });
+    }
+    let mut committed = Vec::new();
+    for s in sessions {
+        let db = s.database.clone();
+        s.commit().await.map_err(|e| {
+            SelectiveError::Internal(format!(
+                "{e}; committed before it: {}",
+                if committed.is_empty() { "nothing".to_string() } else { committed.join(", ") }
+            ))
+        })?;
+        committed.push(db);
+    }
+    // The objects as the target lists them now: every one written is there at its size.
+    for (b, entries) in &objects {
+        for (e, _) in entries {
+            if !b.write.contains(&e.key) && !b.conflicts.contains(&e.key) {
+                continue;
+            }
+            match store.find_object(&b.name, &e.key).await? {
+                Some(o) if o.size == e.size => {}
+                other => {
+                    return Err(SelectiveError::Internal(format!(
+                        "after the restore, {}/{:?} is {}; expected {} bytes",
+                        b.name,
+                        e.key,
+                        other.map_or("missing".to_string(), |o| format!("{} bytes", o.size)),
+                        e.size
+                    )));
+                }
+            }
+        }
+    }
+    report.verified = true;
+    report.seconds = clock.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+async fn stage_all(
+    target: &Installation,
+    profile: &Profile,
+    opts: &SelectiveOptions,
+    selections: &[DbSelection],
+    spool: &crate::restore::checks::Spool,
+    sessions: &mut Vec<Session>,
+) -> Result<(), SelectiveError> {
+    let ownership = match (&opts.selector, &opts.to_instance) {
+        (Selector::Instance(from), Some(to)) => Some((from, to)),
+        _ => None,
+    };
+    for sel in selections {
+        if sel.picked.is_empty() {
+            continue;
+        }
+        let involved: BTreeSet<String> =
+            sel.picked.selected.keys().chain(sel.picked.referenced.keys()).cloned().collect();
+        let order = plan::parents_first(&involved, &sel.fks);
+        let has_lo =
+            order.iter().any(|t| sel.shapes.get(t).is_some_and(|s| s.columns.iter().any(|(_, ty)| ty == "oid")));
+        let large_objects = match (has_lo, spool.files.get(&sel.database)) {
+            (true, Some(dump)) => crate::pg::dumpdata::read_large_objects(dump).await?,
+            _ => BTreeMap::new(),
+        };
+        let tables = order
+            .iter()
+            .filter_map(|t| {
+                let rows = sel.tables.get(t)?;
+                let selected = sel.picked.selected.get(t).map(|s| s.iter().copied().collect()).unwrap_or_default();
+                let referenced = sel.picked.referenced.get(t).map(|s| s.iter().copied().collect()).unwrap_or_default();
+                Some((rows, selected, referenced))
+            })
+            .collect();
+        let session = rows::stage(
+            target,
+            StageRequest {
+                database: &sel.database,
+                tables,
+                shapes: &sel.shapes,
+                ownership,
+                profile,
+                large_objects: &large_objects,
+            },
+        )
+        .await?;
+        sessions.push(session);
+    }
+    Ok(())
+}
+
+type ObjectWork = Vec<(BucketPlan, Vec<(ObjectEntry, rustic_core::repofile::Node)>)>;
+
+/// Fills a prefix template (`customizations/{customization_id}/`) from a row's values.
+pub fn fill(template: &str, values: &BTreeMap<String, String>) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}')? + open;
+        let value = values.get(&rest[open + 1..close])?;
+        if value.is_empty() {
+            return None;
+        }
+        out.push_str(value);
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+fn placeholders(template: &str) -> Vec<String> {
+    template.split('{').skip(1).filter_map(|p| p.split_once('}').map(|(n, _)| n.to_string())).collect()
+}
+
+async fn plan_objects(
+    reader: &Arc<VaultReader>,
+    set: &BackupSet,
+    manifest: &Manifest,
+    target: &Installation,
+    profile: &Profile,
+    store: &ObjectStore,
+    sessions: &[Session],
+) -> Result<ObjectWork, SelectiveError> {
+    // Prefixes per bucket, from the rows to be written.
+    let mut prefixes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for rule in &profile.objects {
+        let Some(session) = sessions.iter().find(|s| s.database == rule.database) else { continue };
+        let (schema, name) = crate::profile::split_table(&rule.table);
+        let Some(table) = session.table_named(schema, name) else {
+            continue;
+        };
+        let cols = placeholders(&rule.prefix);
+        for values in session.written_values(&table, &cols).await? {
+            if let Some(p) = fill(&rule.prefix, &values) {
+                prefixes.entry(rule.bucket.clone()).or_default().insert(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (bucket, wanted) in prefixes {
+        if !manifest.buckets.contains_key(&bucket) {
+            continue;
+        }
+        let name = target.bucket(&bucket);
+        let entries = {
+            let (r, s, m, b, w) = (reader.clone(), set.clone(), manifest.clone(), bucket.clone(), wanted.clone());
+            tokio::task::spawn_blocking(
+                move || -> Result<Vec<(ObjectEntry, rustic_core::repofile::Node)>, SelectiveError> {
+                    let list = s.object_list(&r, &m, &b)?;
+                    let entry = &m.buckets[&b];
+                    let snap = crate::restore::checks::snapshot_of(&s, &entry.snapshot)?.clone();
+                    let mut found = Vec::new();
+                    for pair in PairedObjects::new(&r, &snap, &list)? {
+                        let (e, node) =
+                            pair.map_err(|reason| SelectiveError::Internal(format!("bucket {b}: {reason}")))?;
+                        if w.iter().any(|p| e.key.starts_with(p.as_str())) {
+                            found.push((e, node));
+                        }
+                    }
+                    Ok(found)
+                },
+            )
+            .await
+            .map_err(|e| SelectiveError::Internal(e.to_string()))??
+        };
+        // What the target holds under the same prefixes.
+        let mut present = BTreeMap::new();
+        if store.bucket_exists(&name).await? {
+            for p in &wanted {
+                for o in store.list_all(&name, p).await? {
+                    present.insert(o.key.clone(), o);
+                }
+            }
+        }
+        let mut plan = BucketPlan { bucket: bucket.clone(), name: name.clone(), ..Default::default() };
+        for (e, _) in &entries {
+            match present.get(&e.key) {
+                None => plan.write.push(e.key.clone()),
+                Some(listed) => {
+                    if crate::restore::objects::identical(store, &name, e, listed).await? {
+                        plan.identical += 1;
+                    } else {
+                        plan.conflicts.push(e.key.clone());
+                    }
+                }
+            }
+        }
+        out.push((plan, entries));
+    }
+    Ok(out)
+}
+
+async fn write_objects(
+    reader: &Arc<VaultReader>,
+    store: &ObjectStore,
+    objects: &ObjectWork,
+    opts: &SelectiveOptions,
+    progress: &Progress,
+    created: &mut Vec<(String, String)>,
+) -> Result<(), SelectiveError> {
+    use futures_util::StreamExt;
+    for (plan, entries) in objects {
+        if !store.bucket_exists(&plan.name).await? {
+            return Err(SelectiveError::BadRequest(format!(
+                "bucket {} does not exist on the target; a selective restore writes into a live installation",
+                plan.name
+            )));
+        }
+        let todo: Vec<&(ObjectEntry, rustic_core::repofile::Node)> = entries
+            .iter()
+            .filter(|(e, _)| plan.write.contains(&e.key) || (opts.replace && plan.conflicts.contains(&e.key)))
+            .collect();
+        // New keys are recorded before their upload starts: a rollback deletes them.
+        for (e, _) in &todo {
+            if plan.write.contains(&e.key) {
+                created.push((plan.name.clone(), e.key.clone()));
+            }
+        }
+        let results: Vec<Result<(), RestoreError>> = futures_util::stream::iter(todo)
+            .map(|(e, node)| {
+                crate::restore::objects::restore_object(reader.clone(), store, &plan.name, e, node.clone(), progress)
+            })
+            .buffer_unordered(opts.parallel.max(1))
+            .collect()
+            .await;
+        for r in results {
+            r?;
+        }
+    }
+    Ok(())
+}
