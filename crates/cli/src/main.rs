@@ -173,6 +173,10 @@ enum Command {
         /// Installation to compare (config name, or sandbox:NAME).
         #[arg(long)]
         against: String,
+        /// With `latest`: the latest backup of this installation (default: of the one
+        /// compared).
+        #[arg(long)]
+        source: Option<String>,
     },
     /// Pre-flight check: would a backup of this installation run now?
     ///
@@ -353,7 +357,7 @@ async fn run(command: Command, ctx: &vault_cmd::Ctx) -> Result<(), Failure> {
         }
         Command::Key(cmd) => repo_cmd::key(ctx, cmd).await,
         Command::Ls(args) => selective_cmd::ls(ctx, args).await,
-        Command::Diff { backup, against } => selective_cmd::diff(ctx, &backup, &against).await,
+        Command::Diff { backup, against, source } => selective_cmd::diff(ctx, &backup, &against, source).await,
         Command::Doctor { installation } => vault_cmd::doctor(ctx, &installation).await,
         Command::Unlock { remove_all, dry_run } => repo_cmd::unlock(ctx, remove_all, dry_run).await,
         Command::Export { backup, to } => repo_cmd::export(ctx, backup, to).await,

@@ -285,12 +285,14 @@ pub async fn ls(ctx: &Ctx, args: LsArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-pub async fn diff(ctx: &Ctx, backup: &str, against: &str) -> Result<(), Failure> {
+pub async fn diff(ctx: &Ctx, backup: &str, against: &str, source: Option<String>) -> Result<(), Failure> {
     use speechvault::inspect;
     let profile = ctx.cfg.profile()?;
     let target = installation(&ctx.cfg, against)?;
+    let source = source.unwrap_or_else(|| target.name.clone());
     let opened =
-        open(ctx, backup, None, &inspect::databases_of(&profile, &["customization", "speaker"], false)).await?;
+        open(ctx, backup, Some(&source), &inspect::databases_of(&profile, &["customization", "speaker"], false))
+            .await?;
     let report = inspect::diff(&opened, &target, &profile).await?;
     if ctx.json {
         return crate::output::json(&report);

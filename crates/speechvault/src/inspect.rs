@@ -259,8 +259,13 @@ pub async fn diff(opened: &Opened, target: &Installation, profile: &Profile) -> 
         for e in backed {
             match live.remove(&e.key) {
                 None => changes.removed.push(e.key),
-                Some(o) if o.size != e.size || o.etag.trim_matches('"') != e.etag.trim_matches('"') => {
-                    changes.changed.push(e.key)
+                Some(o) if o.size != e.size => changes.changed.push(e.key),
+                Some(o) if o.etag.trim_matches('"') != e.etag.trim_matches('"') => {
+                    // A multipart ETag depends on the part size, not only the bytes: read it.
+                    let multipart = o.etag.contains('-') || e.etag.contains('-');
+                    if !multipart || !crate::restore::objects::identical(&store, &name, &e, &o).await? {
+                        changes.changed.push(e.key)
+                    }
                 }
                 Some(_) => {}
             }

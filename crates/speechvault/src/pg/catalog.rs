@@ -206,6 +206,11 @@ pub struct TableShape {
     pub primary_key: Vec<String>,
     /// `(column, quoted sequence)` for serial and identity columns.
     pub sequences: Vec<(String, String)>,
+    /// `GENERATED ALWAYS AS IDENTITY` columns (never set by an UPDATE).
+    pub identity_always: Vec<String>,
+    /// Columns whose type has no `=` operator of its own (json, xml, point, arrays, enums):
+    /// compared by their text form.
+    pub compared_as_text: Vec<String>,
 }
 
 /// A foreign key (or a profile link): `child(child_columns)` references `parent(parent_columns)`.
@@ -227,7 +232,9 @@ pub async fn table_shapes(client: &tokio_postgres::Client, db: &str) -> Result<B
                 format_type(a.atttypid, a.atttypmod), \
                 coalesce(a.attnum = ANY (i.indkey), false), \
                 pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname), \
-                n.nspname::text, c.relname::text \
+                n.nspname::text, c.relname::text, a.attidentity = 'a', \
+                NOT EXISTS (SELECT 1 FROM pg_operator o WHERE o.oprname = '=' \
+                            AND o.oprleft = a.atttypid AND o.oprright = a.atttypid) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
          LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
@@ -250,6 +257,12 @@ pub async fn table_shapes(client: &tokio_postgres::Client, db: &str) -> Result<B
         shape.columns.push((column.clone(), r.get(2)));
         if r.get::<_, bool>(3) {
             shape.primary_key.push(column.clone());
+        }
+        if r.get::<_, bool>(7) {
+            shape.identity_always.push(column.clone());
+        }
+        if r.get::<_, bool>(8) {
+            shape.compared_as_text.push(column.clone());
         }
         if let Some(seq) = r.get::<_, Option<String>>(4) {
             shape.sequences.push((column, seq));

@@ -184,18 +184,32 @@ pub async fn read_tables(dump: &Path, tables: &[String]) -> Result<BTreeMap<Stri
     Ok(out)
 }
 
-/// The large objects in the archive, by OID.
-pub async fn read_large_objects(dump: &Path) -> Result<BTreeMap<u32, Vec<u8>>, PgError> {
+/// The large objects of the archive whose OIDs are in `wanted` (only those are kept).
+pub async fn read_large_objects(
+    dump: &Path,
+    wanted: &std::collections::BTreeSet<u32>,
+) -> Result<BTreeMap<u32, Vec<u8>>, PgError> {
+    let mut out = BTreeMap::new();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
     // The table of contents names the entry that holds the large objects' data ("BLOBS").
     let list = spawn_pg_restore(&["--list".to_string()], dump)?;
     let output = list.wait_with_output().await.map_err(|e| PgError::Tool(format!("pg_restore --list: {e}")))?;
+    if !output.status.success() {
+        return Err(PgError::Tool(format!(
+            "pg_restore --list failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
     let toc = String::from_utf8_lossy(&output.stdout).into_owned();
     let entries: Vec<&str> = toc.lines().filter(|l| !l.starts_with(';') && l.contains(" BLOBS ")).collect();
-    let mut out = BTreeMap::new();
     if entries.is_empty() {
         return Ok(out);
     }
-    let dir = tempfile::tempdir().map_err(|e| PgError::Tool(format!("temporary directory: {e}")))?;
+    let dir = tempfile::tempdir_in(crate::spool::temp_dir())
+        .map_err(|e| PgError::Tool(format!("temporary directory: {e}")))?;
     let list_file = dir.path().join("blobs.list");
     std::fs::write(&list_file, entries.join("\n") + "\n").map_err(|e| PgError::Tool(e.to_string()))?;
     let mut child = spawn_pg_restore(
@@ -205,16 +219,28 @@ pub async fn read_large_objects(dump: &Path) -> Result<BTreeMap<u32, Vec<u8>>, P
     let stdout = child.stdout.take().ok_or_else(|| PgError::Tool("pg_restore has no stdout".into()))?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let mut oid: Option<u32> = None;
+    let bad = |line: &str| {
+        PgError::Tool(format!(
+            "unexpected large object data from pg_restore: {}",
+            line.chars().take(80).collect::<String>()
+        ))
+    };
     while let Some(line) = lines.next_line().await.map_err(|e| PgError::Tool(format!("reading pg_restore: {e}")))? {
         if let Some(rest) = line.strip_prefix("SELECT pg_catalog.lo_open('") {
-            oid = rest.split('\'').next().and_then(|s| s.parse().ok());
+            let o: u32 = rest.split('\'').next().and_then(|s| s.parse().ok()).ok_or_else(|| bad(&line))?;
+            oid = wanted.contains(&o).then_some(o);
             if let Some(o) = oid {
-                out.entry(o).or_insert_with(Vec::new);
+                out.insert(o, Vec::new());
             }
-        } else if let Some(rest) = line.strip_prefix("SELECT pg_catalog.lowrite(0, '\\x") {
-            let hex_text = rest.split('\'').next().unwrap_or("");
-            let bytes = hex::decode(hex_text).map_err(|e| PgError::Tool(format!("large object data: {e}")))?;
+        } else if let Some(rest) = line.strip_prefix("SELECT pg_catalog.lowrite(0, ") {
+            // '\x...' with standard_conforming_strings, '\\x...' without.
+            let hex_text = rest
+                .strip_prefix("'\\x")
+                .or_else(|| rest.strip_prefix("'\\\\x"))
+                .and_then(|r| r.strip_suffix("');"))
+                .ok_or_else(|| bad(&line))?;
             if let Some(o) = oid {
+                let bytes = hex::decode(hex_text).map_err(|e| PgError::Tool(format!("large object {o}: {e}")))?;
                 out.entry(o).or_default().extend_from_slice(&bytes);
             }
         } else if line.starts_with("SELECT pg_catalog.lo_close(0)") {

@@ -252,9 +252,33 @@ pub async fn run(
 
     progress.phase("finding the selected rows", 0, 0);
     let mut selections: Vec<DbSelection> = Vec::new();
+    let admin = target.postgres.connect("postgres").await?;
     for db in needed.databases.keys() {
+        if !crate::pg::database_exists(&admin, db).await? {
+            return Err(SelectiveError::BadRequest(format!(
+                "database {db:?} does not exist on {}: a selective restore writes into a live installation (restore the whole backup into an empty one instead)",
+                target.name
+            )));
+        }
         let client = target.postgres.connect(db).await?;
         let shapes = crate::pg::catalog::table_shapes(&client, db).await?;
+        // A table the backup holds but the target lacks would leave its rows out unseen.
+        let missing: Vec<&String> = needed.databases[db]
+            .tables
+            .keys()
+            .filter(|t| !t.starts_with("pg_catalog."))
+            .filter(|t| {
+                let (schema, name) = t.split_once('.').unwrap_or(("public", t.as_str()));
+                !shapes.values().any(|s| s.schema == schema && s.name == name)
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(SelectiveError::BadRequest(format!(
+                "database {db:?} on {} lacks tables the backup holds ({}): its schema is not the backup's; nothing was changed",
+                target.name,
+                missing.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
         let mut fks = crate::pg::catalog::foreign_keys(&client, db).await?;
         drop(client);
         // The profile's links inside this database count as foreign keys.
@@ -288,42 +312,43 @@ pub async fn run(
         selections.push(DbSelection { database: db.clone(), shapes, fks, tables, picked });
     }
     // Links across databases: the referencing rows of the selected ones, in the other database.
+    let mut link_starts: BTreeMap<String, Vec<Start>> = BTreeMap::new();
     for l in &profile.links {
         if l.database == l.references.database {
             continue;
         }
-        let values: BTreeSet<String> = match selections.iter().find(|s| s.database == l.references.database) {
-            Some(parent) => {
-                let (schema, name) = crate::profile::split_table(&l.references.table);
-                let Some(table) =
-                    parent.shapes.values().find(|s| s.schema == schema && s.name == name).map(|s| s.table.clone())
-                else {
-                    continue;
-                };
-                match (parent.tables.get(&table), parent.picked.selected.get(&table)) {
-                    (Some(rows), Some(sel)) => match rows.column(&l.references.column) {
-                        Some(c) => {
-                            sel.iter().filter_map(|&i| rows.fields(i)[c].clone()).map(|v| plan::canonical(&v)).collect()
-                        }
-                        None => continue,
-                    },
-                    _ => continue,
-                }
-            }
-            None => continue,
-        };
-        if values.is_empty() {
+        let Some(parent) = selections.iter().find(|s| s.database == l.references.database) else { continue };
+        let (schema, name) = crate::profile::split_table(&l.references.table);
+        let Some(table) =
+            parent.shapes.values().find(|s| s.schema == schema && s.name == name).map(|s| s.table.clone())
+        else {
             continue;
+        };
+        let values: BTreeSet<String> = match (parent.tables.get(&table), parent.picked.selected.get(&table)) {
+            (Some(rows), Some(sel)) => match rows.column(&l.references.column) {
+                Some(c) => sel.iter().filter_map(|&i| rows.fields(i)[c].clone()).map(|v| plan::canonical(&v)).collect(),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let Some(child) = selections.iter().find(|s| s.database == l.database) else { continue };
+        let (schema, name) = crate::profile::split_table(&l.table);
+        if let (false, Some(table)) = (
+            values.is_empty(),
+            child.shapes.values().find(|s| s.schema == schema && s.name == name).map(|s| s.table.clone()),
+        ) {
+            link_starts.entry(l.database.clone()).or_default().push(Start {
+                table,
+                column: l.column.clone(),
+                values,
+                owner: false,
+            });
         }
-        if let Some(child) = selections.iter_mut().find(|s| s.database == l.database) {
-            let (schema, name) = crate::profile::split_table(&l.table);
-            let Some(table) =
-                child.shapes.values().find(|s| s.schema == schema && s.name == name).map(|s| s.table.clone())
-            else {
-                continue;
-            };
+    }
+    for child in selections.iter_mut() {
+        if let Some(extra) = link_starts.remove(&child.database) {
             let mut starts = starts_in(profile, &opts.selector, &child.database, &child.shapes);
-            starts.push(Start { table, column: l.column.clone(), values, owner: false });
+            starts.extend(extra);
             child.picked = plan::pick(&child.tables, &child.fks, &starts);
         }
     }
@@ -398,43 +423,47 @@ pub async fn run(
         return Ok(report);
     }
 
-    // Objects first, then rows.
-    progress.phase("writing the objects", 0, 0);
+    // Objects first, then rows: the services never see a row whose files are missing. With
+    // --replace the rows are written (uncommitted) before the objects, so a row that cannot be
+    // written fails the restore before any object is overwritten.
     let mut created: Vec<(String, String)> = Vec::new();
-    let written = write_objects(&reader, &store, &objects, opts, progress, &mut created).await;
-    let rows_done = match written {
-        Ok(()) => {
+    let written = async {
+        if opts.replace {
             progress.phase("writing the rows", 0, 0);
-            let mut result = Ok(());
             for s in &sessions {
-                if let Err(e) = s.write(opts.replace).await {
-                    result = Err(SelectiveError::from(e));
-                    break;
-                }
+                s.write(true).await?;
             }
-            result
         }
-        Err(e) => Err(e),
-    };
-    if let Err(cause) = rows_done {
-        for s in sessions {
-            s.rollback().await;
+        progress.phase("writing the objects", 0, 0);
+        write_objects(&reader, &store, &objects, opts, progress, &mut created).await?;
+        if !opts.replace {
+            progress.phase("writing the rows", 0, 0);
+            for s in &sessions {
+                s.write(false).await?;
+            }
         }
-        let n = created.len();
-        for (bucket, key) in &created {
-            let _ = store.delete_object(bucket, key).await;
-        }
-        return Err(SelectiveError::RolledBack { cause: Box::new(cause), objects: n });
+        Ok::<(), SelectiveError>(())
     }
-    let mut committed = Vec::new();
-    for s in sessions {
+    .await;
+    if let Err(cause) = written {
+        return Err(undo(sessions, &store, &created, cause).await);
+    }
+    let mut committed: Vec<String> = Vec::new();
+    let mut sessions = sessions.into_iter();
+    while let Some(s) = sessions.next() {
         let db = s.database.clone();
-        s.commit().await.map_err(|e| {
-            SelectiveError::Internal(format!(
-                "{e}; committed before it: {}",
-                if committed.is_empty() { "nothing".to_string() } else { committed.join(", ") }
-            ))
-        })?;
+        if let Err(e) = s.commit().await {
+            if committed.is_empty() {
+                return Err(undo(sessions.collect(), &store, &created, SelectiveError::from(e)).await);
+            }
+            for rest in sessions {
+                rest.rollback().await;
+            }
+            return Err(SelectiveError::Internal(format!(
+                "{e}; committed before it: {} (the rows of the other databases were not written; run the same restore again to finish)",
+                committed.join(", ")
+            )));
+        }
         committed.push(db);
     }
     // The objects as the target lists them now: every one written is there at its size.
@@ -462,6 +491,22 @@ pub async fn run(
     Ok(report)
 }
 
+/// Rolls back every open transaction and deletes the objects this restore created.
+async fn undo(
+    sessions: Vec<Session>,
+    store: &ObjectStore,
+    created: &[(String, String)],
+    cause: SelectiveError,
+) -> SelectiveError {
+    for s in sessions {
+        s.rollback().await;
+    }
+    for (bucket, key) in created {
+        let _ = store.delete_object(bucket, key).await;
+    }
+    SelectiveError::RolledBack { cause: Box::new(cause), objects: created.len() }
+}
+
 async fn stage_all(
     target: &Installation,
     profile: &Profile,
@@ -481,12 +526,10 @@ async fn stage_all(
         let involved: BTreeSet<String> =
             sel.picked.selected.keys().chain(sel.picked.referenced.keys()).cloned().collect();
         let order = plan::parents_first(&involved, &sel.fks);
-        let has_lo =
-            order.iter().any(|t| sel.shapes.get(t).is_some_and(|s| s.columns.iter().any(|(_, ty)| ty == "oid")));
-        let large_objects = match (has_lo, spool.files.get(&sel.database)) {
-            (true, Some(dump)) => crate::pg::dumpdata::read_large_objects(dump).await?,
-            _ => BTreeMap::new(),
-        };
+        let dump = spool
+            .files
+            .get(&sel.database)
+            .ok_or_else(|| SelectiveError::Internal(format!("no dump of {}", sel.database)))?;
         let tables = order
             .iter()
             .filter_map(|t| {
@@ -498,14 +541,7 @@ async fn stage_all(
             .collect();
         let session = rows::stage(
             target,
-            StageRequest {
-                database: &sel.database,
-                tables,
-                shapes: &sel.shapes,
-                ownership,
-                profile,
-                large_objects: &large_objects,
-            },
+            StageRequest { database: &sel.database, tables, shapes: &sel.shapes, ownership, profile, dump },
         )
         .await?;
         sessions.push(session);

@@ -58,22 +58,35 @@ pub struct StageRequest<'a> {
     /// Rows move from the first instance to the second (`--instance X --to-instance Y`).
     pub ownership: Option<(&'a InstanceId, &'a InstanceId)>,
     pub profile: &'a Profile,
-    /// The archive's large objects, by OID, for `oid` columns.
-    pub large_objects: &'a BTreeMap<u32, Vec<u8>>,
+    /// The archive, for the large objects the staged rows name.
+    pub dump: &'a std::path::Path,
 }
 
 fn col_list(prefix: &str, columns: &[String]) -> String {
     columns.iter().map(|c| format!("{prefix}{}", quote_ident(c))).collect::<Vec<_>>().join(", ")
 }
 
-/// The expression a column is compared by: large objects by their content.
+/// The expression a column is compared by. Large objects by their content: the target's
+/// (`t`) from its catalog, the staged rows' (`s`) from the backup's copy in the stage. Types
+/// without an `=` operator of their own (json, xml, arrays, enums) by their text form.
 fn compared(alias: &str, column: &str, shape: &TableShape) -> String {
     let c = format!("{alias}.{}", quote_ident(column));
     match shape.columns.iter().find(|(n, _)| n == column).map(|(_, t)| t.as_str()) {
+        Some("oid") if alias == "s" => {
+            format!(
+                "(SELECT l.data FROM {LARGE_OBJECTS} l WHERE l.new = {c} OR (l.new IS NULL AND l.old = {c}) \
+                 ORDER BY l.new IS NULL LIMIT 1)"
+            )
+        }
         Some("oid") => format!("(SELECT lo_get(m.oid) FROM pg_catalog.pg_largeobject_metadata m WHERE m.oid = {c})"),
+        _ if shape.compared_as_text.iter().any(|n| n == column) => format!("{c}::text"),
         _ => c,
     }
 }
+
+/// The stage's copy of the backup's large objects: `old` is the OID in the backup, `new` the
+/// one it gets on the target when `old` is taken there by another object.
+const LARGE_OBJECTS: &str = "speechvault_large_objects";
 
 fn row_expr(alias: &str, columns: &[String], shape: &TableShape) -> String {
     // ROW() of one column is that column's value in parentheses; keep it a row.
@@ -173,11 +186,12 @@ pub async fn stage(target: &Installation, req: StageRequest<'_>) -> Result<Sessi
     if let Some((from, to)) = req.ownership {
         rewrite_owners(&session, req.profile, from, to).await?;
     }
-    import_large_objects(&session, req.large_objects).await?;
+    stage_large_objects(&session, req.dump).await?;
     for s in &session.staged {
         let p = decide(&session.client, db, s).await?;
         session.plan.push(p);
     }
+    place_large_objects(&session).await?;
     Ok(session)
 }
 
@@ -211,65 +225,143 @@ async fn rewrite_owners(
     Ok(())
 }
 
-/// Staged rows name the archive's large objects by its OIDs: each is kept when the target
-/// holds it with the same content, created under the same OID when that is free, or under a
-/// new one the rows then point at (inside the transaction, so a rollback removes it).
-async fn import_large_objects(session: &Session, objects: &BTreeMap<u32, Vec<u8>>) -> Result<(), PgError> {
-    let db = &session.database;
+/// `(temp table, column)` of every staged large-object column.
+fn oid_columns(session: &Session) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     for s in &session.staged {
         for (col, ty) in &s.shape.columns {
-            if ty != "oid" || !s.columns.contains(col) {
-                continue;
+            if ty == "oid" && s.columns.contains(col) {
+                out.push((s.temp.clone(), col.clone()));
             }
-            let q = quote_ident(col);
-            let rows = query(
-                &session.client,
-                db,
-                "large objects",
-                &format!("SELECT DISTINCT {q} FROM {} WHERE {q} IS NOT NULL", s.temp),
-                &[],
-            )
-            .await?;
-            for r in rows {
-                let old: u32 = r.get(0);
-                let Some(data) = objects.get(&old) else {
-                    return Err(PgError::Query {
-                        database: db.clone(),
-                        what: "large objects".into(),
-                        reason: format!("{}.{col} names large object {old}, which the backup does not hold", s.table),
-                    });
-                };
-                // The same OID when the target has it with this content (a deleted row leaves
-                // its large object behind) or does not use it; a new one otherwise.
-                let there = query(
+        }
+    }
+    out
+}
+
+/// Copies the large objects the staged rows name (only those) out of the archive into the
+/// stage, so rows can be compared by their objects' content.
+async fn stage_large_objects(session: &Session, dump: &std::path::Path) -> Result<(), PgError> {
+    let db = &session.database;
+    let columns = oid_columns(session);
+    if columns.is_empty() {
+        return Ok(());
+    }
+    execute(
+        &session.client,
+        db,
+        "stage large objects",
+        &format!(
+            "CREATE TEMP TABLE {LARGE_OBJECTS} (old oid PRIMARY KEY, new oid, data bytea NOT NULL) ON COMMIT DROP"
+        ),
+    )
+    .await?;
+    let mut wanted = std::collections::BTreeSet::new();
+    for (temp, col) in &columns {
+        let q = quote_ident(col);
+        for r in query(
+            &session.client,
+            db,
+            "large objects",
+            &format!("SELECT DISTINCT {q} FROM {temp} WHERE {q} IS NOT NULL"),
+            &[],
+        )
+        .await?
+        {
+            wanted.insert(r.get::<_, u32>(0));
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let objects = crate::pg::dumpdata::read_large_objects(dump, &wanted).await?;
+    for oid in &wanted {
+        let Some(data) = objects.get(oid) else {
+            return Err(PgError::Query {
+                database: db.clone(),
+                what: "large objects".into(),
+                reason: format!("the rows name large object {oid}, which the backup does not hold"),
+            });
+        };
+        query(
+            &session.client,
+            db,
+            "stage large objects",
+            &format!("INSERT INTO {LARGE_OBJECTS} (old, data) VALUES ($1, $2)"),
+            &[oid, data],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Puts the large objects of the rows to be written on the target (inside the transaction,
+/// so a rollback removes them): kept when the target holds the OID with this content (a
+/// deleted row leaves its object behind), created under the same OID when it is free, and
+/// only then, once every staged OID is claimed, under a new OID the rows are pointed at.
+async fn place_large_objects(session: &Session) -> Result<(), PgError> {
+    let db = &session.database;
+    let columns = oid_columns(session);
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let used: Vec<String> = columns
+        .iter()
+        .map(|(temp, col)| {
+            format!("SELECT {q} FROM {temp} WHERE NOT speechvault_skip AND {q} IS NOT NULL", q = quote_ident(col))
+        })
+        .collect();
+    let rows = query(
+        &session.client,
+        db,
+        "large objects",
+        &format!(
+            "SELECT l.old, (SELECT lo_get(m.oid) = l.data FROM pg_catalog.pg_largeobject_metadata m WHERE m.oid = l.old) \
+             FROM {LARGE_OBJECTS} l WHERE l.old IN ({})",
+            used.join(" UNION ")
+        ),
+        &[],
+    )
+    .await?;
+    let mut remap = Vec::new();
+    for r in rows {
+        let old: u32 = r.get(0);
+        match r.get::<_, Option<bool>>(1) {
+            Some(true) => {}
+            Some(false) => remap.push(old),
+            None => {
+                query(
                     &session.client,
                     db,
                     "large objects",
-                    "SELECT lo_get(m.oid) FROM pg_catalog.pg_largeobject_metadata m WHERE m.oid = $1",
+                    &format!("SELECT lo_from_bytea($1, data) FROM {LARGE_OBJECTS} WHERE old = $1"),
                     &[&old],
                 )
                 .await?;
-                let new: u32 = match there.first().map(|r| r.get::<_, Vec<u8>>(0)) {
-                    Some(content) if &content == data => continue,
-                    Some(_) => query(&session.client, db, "large objects", "SELECT lo_from_bytea(0, $1)", &[data])
-                        .await?[0]
-                        .get(0),
-                    None => query(&session.client, db, "large objects", "SELECT lo_from_bytea($1, $2)", &[&old, data])
-                        .await?[0]
-                        .get(0),
-                };
-                if new != old {
-                    query(
-                        &session.client,
-                        db,
-                        "large objects",
-                        &format!("UPDATE {} SET {q} = $1 WHERE {q} = $2", s.temp),
-                        &[&new, &old],
-                    )
-                    .await?;
-                }
             }
         }
+    }
+    for old in remap {
+        query(
+            &session.client,
+            db,
+            "large objects",
+            &format!("UPDATE {LARGE_OBJECTS} SET new = lo_from_bytea(0, data) WHERE old = $1"),
+            &[&old],
+        )
+        .await?;
+    }
+    // One statement per column, from the complete map: no OID is rewritten twice.
+    for (temp, col) in &columns {
+        let q = quote_ident(col);
+        execute(
+            &session.client,
+            db,
+            "large objects",
+            &format!(
+                "UPDATE {temp} s SET {q} = l.new FROM {LARGE_OBJECTS} l WHERE s.{q} = l.old AND l.new IS NOT NULL"
+            ),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -424,41 +516,45 @@ impl Session {
     pub async fn write(&self, replace: bool) -> Result<(), PgError> {
         let (client, db) = (&self.client, self.database.as_str());
         for s in &self.staged {
-            let triggers: Vec<String> = query(
+            let triggers: Vec<(String, i8)> = query(
                 client,
                 db,
                 "find triggers",
-                "SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1::text::regclass AND NOT tgisinternal AND tgenabled <> 'D'",
+                "SELECT tgname::text, tgenabled FROM pg_trigger \
+                 WHERE tgrelid = $1::text::regclass AND NOT tgisinternal AND tgenabled <> 'D'",
                 &[&s.table],
             )
             .await?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| (r.get(0), r.get(1)))
             .collect();
             // Only the rows' own values are written: user triggers (that stamp `updated`, say)
             // are held off for these statements.
-            for tg in &triggers {
-                execute(
-                    client,
-                    db,
-                    "disable trigger",
-                    &format!("ALTER TABLE {} DISABLE TRIGGER {}", s.table, quote_ident(tg)),
-                )
-                .await?;
+            for (tg, _) in &triggers {
+                let sql = format!("ALTER TABLE {} DISABLE TRIGGER {}", s.table, quote_ident(tg));
+                execute(client, db, "disable trigger", &sql).await?;
             }
             let cols = col_list("", &s.columns);
             let scols = col_list("s.", &s.columns);
-            if replace && let Some(matched) = key_match(&s.shape) {
-                execute(
-                    client,
-                    db,
-                    "replace rows",
-                    &format!(
-                        "UPDATE {} t SET ({cols}) = ROW({scols}) FROM {} s WHERE NOT s.speechvault_skip AND {matched}",
-                        s.table, s.temp
-                    ),
-                )
-                .await?;
+            // The key columns are equal by the match; identity columns may not be set.
+            let rest: Vec<String> = s
+                .columns
+                .iter()
+                .filter(|c| !s.shape.primary_key.contains(c) && !s.shape.identity_always.contains(c))
+                .cloned()
+                .collect();
+            if replace
+                && !rest.is_empty()
+                && let Some(matched) = key_match(&s.shape)
+            {
+                let sql = format!(
+                    "UPDATE {} t SET ({}) = ROW({}) FROM {} s WHERE NOT s.speechvault_skip AND {matched}",
+                    s.table,
+                    col_list("", &rest),
+                    col_list("s.", &rest),
+                    s.temp
+                );
+                execute(client, db, "replace rows", &sql).await?;
             }
             let missing = match key_match(&s.shape) {
                 Some(matched) => {
@@ -466,40 +562,34 @@ impl Session {
                 }
                 None => "WHERE NOT s.speechvault_skip".to_string(),
             };
-            execute(
-                client,
-                db,
-                "insert rows",
-                &format!("INSERT INTO {} ({cols}) SELECT {scols} FROM {} s {missing}", s.table, s.temp),
-            )
-            .await?;
-            for tg in &triggers {
-                execute(
-                    client,
-                    db,
-                    "enable trigger",
-                    &format!("ALTER TABLE {} ENABLE TRIGGER {}", s.table, quote_ident(tg)),
-                )
-                .await?;
+            // Identity columns take the backup's values too.
+            let sql = format!(
+                "INSERT INTO {} ({cols}) OVERRIDING SYSTEM VALUE SELECT {scols} FROM {} s {missing}",
+                s.table, s.temp
+            );
+            execute(client, db, "insert rows", &sql).await?;
+            // Each trigger back in the mode it had (origin, replica or always).
+            for (tg, mode) in &triggers {
+                let how = match *mode as u8 {
+                    b'R' => "ENABLE REPLICA",
+                    b'A' => "ENABLE ALWAYS",
+                    _ => "ENABLE",
+                };
+                let sql = format!("ALTER TABLE {} {how} TRIGGER {}", s.table, quote_ident(tg));
+                execute(client, db, "enable trigger", &sql).await?;
             }
             // A key written from the backup must not be handed out again by its sequence.
             for (col, seq) in &s.shape.sequences {
                 if !s.columns.contains(col) {
                     continue;
                 }
-                query(
-                    client,
-                    db,
-                    "advance sequence",
-                    &format!(
-                        "SELECT setval($1::text::regclass, m) FROM (SELECT max({q})::bigint AS m FROM {}) x \
-                         WHERE m IS NOT NULL AND m > (SELECT last_value FROM {seq})",
-                        s.table,
-                        q = quote_ident(col)
-                    ),
-                    &[seq],
-                )
-                .await?;
+                let sql = format!(
+                    "SELECT setval($1::text::regclass, m) FROM (SELECT max({q})::bigint AS m FROM {}) x \
+                     WHERE m IS NOT NULL AND (SELECT m > last_value OR (m = last_value AND NOT is_called) FROM {seq})",
+                    s.table,
+                    q = quote_ident(col)
+                );
+                query(client, db, "advance sequence", &sql, &[seq]).await?;
             }
         }
         // Verified in the same transaction: every staged row is on the target as staged.
@@ -509,18 +599,14 @@ impl Session {
                 row_expr("t", &s.columns, &s.shape),
                 row_expr("s", &s.columns, &s.shape)
             );
-            let rows = query(
-                client,
-                db,
-                "verify rows",
-                &format!(
-                    "SELECT count(*) FROM {} s WHERE NOT (s.speechvault_referenced AND s.speechvault_skip) \
-                     AND NOT EXISTS (SELECT 1 FROM {} t WHERE {same})",
-                    s.temp, s.table
-                ),
-                &[],
-            )
-            .await?;
+            // The key drives the lookup (an index) when there is one.
+            let matched = key_match(&s.shape).map(|m| format!("{m} AND ")).unwrap_or_default();
+            let sql = format!(
+                "SELECT count(*) FROM {} s WHERE NOT (s.speechvault_referenced AND s.speechvault_skip) \
+                 AND NOT EXISTS (SELECT 1 FROM {} t WHERE {matched}{same})",
+                s.temp, s.table
+            );
+            let rows = query(client, db, "verify rows", &sql, &[]).await?;
             let differ: i64 = rows[0].get(0);
             if differ > 0 {
                 return Err(PgError::Query {
