@@ -34,18 +34,18 @@ pub struct TablePlan {
 }
 
 /// A table staged for writing.
-struct Staged {
-    table: String,
-    temp: String,
-    columns: Vec<String>,
-    shape: TableShape,
+pub(super) struct Staged {
+    pub(super) table: String,
+    pub(super) temp: String,
+    pub(super) columns: Vec<String>,
+    pub(super) shape: TableShape,
 }
 
 /// One database's open transaction with its staged rows.
 pub struct Session {
     pub database: String,
-    client: tokio_postgres::Client,
-    staged: Vec<Staged>,
+    pub(super) client: tokio_postgres::Client,
+    pub(super) staged: Vec<Staged>,
     pub plan: Vec<TablePlan>,
 }
 
@@ -74,8 +74,9 @@ fn compared(alias: &str, column: &str, shape: &TableShape) -> String {
     match shape.columns.iter().find(|(n, _)| n == column).map(|(_, t)| t.as_str()) {
         Some("oid") if alias == "s" => {
             format!(
-                "(SELECT l.data FROM {LARGE_OBJECTS} l WHERE l.new = {c} OR (l.new IS NULL AND l.old = {c}) \
-                 ORDER BY l.new IS NULL LIMIT 1)"
+                "(SELECT l.data FROM {} l WHERE l.new = {c} OR (l.new IS NULL AND l.old = {c}) \
+                 ORDER BY l.new IS NULL LIMIT 1)",
+                super::large_objects::STAGE
             )
         }
         Some("oid") => format!("(SELECT lo_get(m.oid) FROM pg_catalog.pg_largeobject_metadata m WHERE m.oid = {c})"),
@@ -83,10 +84,6 @@ fn compared(alias: &str, column: &str, shape: &TableShape) -> String {
         _ => c,
     }
 }
-
-/// The stage's copy of the backup's large objects: `old` is the OID in the backup, `new` the
-/// one it gets on the target when `old` is taken there by another object.
-const LARGE_OBJECTS: &str = "speechvault_large_objects";
 
 fn row_expr(alias: &str, columns: &[String], shape: &TableShape) -> String {
     // ROW() of one column is that column's value in parentheses; keep it a row.
@@ -186,12 +183,12 @@ pub async fn stage(target: &Installation, req: StageRequest<'_>) -> Result<Sessi
     if let Some((from, to)) = req.ownership {
         rewrite_owners(&session, req.profile, from, to).await?;
     }
-    stage_large_objects(&session, req.dump).await?;
+    super::large_objects::stage(&session, req.dump).await?;
     for s in &session.staged {
         let p = decide(&session.client, db, s).await?;
         session.plan.push(p);
     }
-    place_large_objects(&session).await?;
+    super::large_objects::place(&session).await?;
     Ok(session)
 }
 
@@ -221,147 +218,6 @@ async fn rewrite_owners(
             query(&session.client, db, "move ownership of the selected rows", &sql, &[&to.as_str(), &from.as_str()])
                 .await?;
         }
-    }
-    Ok(())
-}
-
-/// `(temp table, column)` of every staged large-object column.
-fn oid_columns(session: &Session) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for s in &session.staged {
-        for (col, ty) in &s.shape.columns {
-            if ty == "oid" && s.columns.contains(col) {
-                out.push((s.temp.clone(), col.clone()));
-            }
-        }
-    }
-    out
-}
-
-/// Copies the large objects the staged rows name (only those) out of the archive into the
-/// stage, so rows can be compared by their objects' content.
-async fn stage_large_objects(session: &Session, dump: &std::path::Path) -> Result<(), PgError> {
-    let db = &session.database;
-    let columns = oid_columns(session);
-    if columns.is_empty() {
-        return Ok(());
-    }
-    execute(
-        &session.client,
-        db,
-        "stage large objects",
-        &format!(
-            "CREATE TEMP TABLE {LARGE_OBJECTS} (old oid PRIMARY KEY, new oid, data bytea NOT NULL) ON COMMIT DROP"
-        ),
-    )
-    .await?;
-    let mut wanted = std::collections::BTreeSet::new();
-    for (temp, col) in &columns {
-        let q = quote_ident(col);
-        for r in query(
-            &session.client,
-            db,
-            "large objects",
-            &format!("SELECT DISTINCT {q} FROM {temp} WHERE {q} IS NOT NULL"),
-            &[],
-        )
-        .await?
-        {
-            wanted.insert(r.get::<_, u32>(0));
-        }
-    }
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    let objects = crate::pg::dumpdata::read_large_objects(dump, &wanted).await?;
-    for oid in &wanted {
-        let Some(data) = objects.get(oid) else {
-            return Err(PgError::Query {
-                database: db.clone(),
-                what: "large objects".into(),
-                reason: format!("the rows name large object {oid}, which the backup does not hold"),
-            });
-        };
-        query(
-            &session.client,
-            db,
-            "stage large objects",
-            &format!("INSERT INTO {LARGE_OBJECTS} (old, data) VALUES ($1, $2)"),
-            &[oid, data],
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// Puts the large objects of the rows to be written on the target (inside the transaction,
-/// so a rollback removes them): kept when the target holds the OID with this content (a
-/// deleted row leaves its object behind), created under the same OID when it is free, and
-/// only then, once every staged OID is claimed, under a new OID the rows are pointed at.
-async fn place_large_objects(session: &Session) -> Result<(), PgError> {
-    let db = &session.database;
-    let columns = oid_columns(session);
-    if columns.is_empty() {
-        return Ok(());
-    }
-    let used: Vec<String> = columns
-        .iter()
-        .map(|(temp, col)| {
-            format!("SELECT {q} FROM {temp} WHERE NOT speechvault_skip AND {q} IS NOT NULL", q = quote_ident(col))
-        })
-        .collect();
-    let rows = query(
-        &session.client,
-        db,
-        "large objects",
-        &format!(
-            "SELECT l.old, (SELECT lo_get(m.oid) = l.data FROM pg_catalog.pg_largeobject_metadata m WHERE m.oid = l.old) \
-             FROM {LARGE_OBJECTS} l WHERE l.old IN ({})",
-            used.join(" UNION ")
-        ),
-        &[],
-    )
-    .await?;
-    let mut remap = Vec::new();
-    for r in rows {
-        let old: u32 = r.get(0);
-        match r.get::<_, Option<bool>>(1) {
-            Some(true) => {}
-            Some(false) => remap.push(old),
-            None => {
-                query(
-                    &session.client,
-                    db,
-                    "large objects",
-                    &format!("SELECT lo_from_bytea($1, data) FROM {LARGE_OBJECTS} WHERE old = $1"),
-                    &[&old],
-                )
-                .await?;
-            }
-        }
-    }
-    for old in remap {
-        query(
-            &session.client,
-            db,
-            "large objects",
-            &format!("UPDATE {LARGE_OBJECTS} SET new = lo_from_bytea(0, data) WHERE old = $1"),
-            &[&old],
-        )
-        .await?;
-    }
-    // One statement per column, from the complete map: no OID is rewritten twice.
-    for (temp, col) in &columns {
-        let q = quote_ident(col);
-        execute(
-            &session.client,
-            db,
-            "large objects",
-            &format!(
-                "UPDATE {temp} s SET {q} = l.new FROM {LARGE_OBJECTS} l WHERE s.{q} = l.old AND l.new IS NOT NULL"
-            ),
-        )
-        .await?;
     }
     Ok(())
 }
