@@ -39,6 +39,16 @@ pub fn split_line(line: &str) -> Vec<Option<String>> {
     line.split('\t').map(decode_field).collect()
 }
 
+/// Like [`split_line`], decoding only the fields at `wanted` (the others are `None`).
+pub fn split_some(line: &str, wanted: &std::collections::BTreeSet<usize>) -> Vec<Option<String>> {
+    let last = wanted.iter().next_back().map_or(0, |l| l + 1);
+    line.split('\t')
+        .take(last)
+        .enumerate()
+        .map(|(i, f)| if wanted.contains(&i) { decode_field(f) } else { None })
+        .collect()
+}
+
 /// Decodes one COPY text field: `\N` is NULL; backslash escapes (`\\`, `\t`, `\n`, `\r`, `\b`,
 /// `\f`, `\v`, octal `\ooo`, hex `\xhh`) stand for their characters.
 pub fn decode_field(field: &str) -> Option<String> {

@@ -224,7 +224,11 @@ pub async fn run(
     if opts.to_instance.is_some() && !matches!(opts.selector, Selector::Instance(_)) {
         return Err(SelectiveError::BadRequest("--to-instance goes with --instance".into()));
     }
-    progress.phase("reading the backup", 0, 0);
+    let phase = |name: &str| {
+        tracing::info!(elapsed_ms = clock.elapsed().as_millis() as u64, "selective restore: {name}");
+        progress.phase(name, 0, 0);
+    };
+    phase("reading the backup");
     let (reader, manifest) = {
         let (v, s) = (vault.clone(), set.clone());
         tokio::task::spawn_blocking(move || -> Result<_, SelectiveError> {
@@ -242,7 +246,7 @@ pub async fn run(
     let base = opts.temp_dir.clone().unwrap_or_else(crate::spool::temp_dir);
     let spool = crate::restore::checks::spool_dumps(&reader, set, &needed, &base, progress).await?;
 
-    progress.phase("finding the selected rows", 0, 0);
+    phase("finding the selected rows");
     let mut selections: Vec<DbSelection> = Vec::new();
     let admin = target.postgres.connect("postgres").await?;
     for db in needed.databases.keys() {
@@ -300,7 +304,9 @@ pub async fn run(
             plan::connected(&start_tables, &fks).iter().filter_map(|t| shapes.get(t).map(|s| s.name.clone())).collect();
         let dump = spool.files.get(db).ok_or_else(|| SelectiveError::Internal(format!("no dump of {db}")))?;
         let tables = crate::pg::dumpdata::read_tables(dump, &names.into_iter().collect::<Vec<_>>()).await?;
+        tracing::info!(elapsed_ms = clock.elapsed().as_millis() as u64, database = %db, "rows read from the dump");
         let picked = plan::pick(&tables, &fks, &starts);
+        tracing::info!(elapsed_ms = clock.elapsed().as_millis() as u64, database = %db, "rows picked");
         selections.push(DbSelection { database: db.clone(), shapes, fks, tables, picked });
     }
     // Links across databases: the referencing rows of the selected ones, in the other database.
@@ -353,7 +359,7 @@ pub async fn run(
     }
 
     // Stage the rows, one open transaction per database.
-    progress.phase("comparing with the target", 0, 0);
+    phase("comparing with the target");
     let mut sessions: Vec<Session> = Vec::new();
     let staged = stage_all(target, profile, opts, &selections, &spool, &mut sessions).await;
     if let Err(e) = staged {
@@ -365,6 +371,7 @@ pub async fn run(
 
     // The objects that belong to the rows to be written.
     let store = ObjectStore::new(target.s3.clone())?;
+    phase("comparing the objects");
     let objects = match plan_objects(&reader, set, &manifest, target, profile, &store, &sessions).await {
         Ok(o) => o,
         Err(e) => {
@@ -421,15 +428,15 @@ pub async fn run(
     let mut created: Vec<(String, String)> = Vec::new();
     let written = async {
         if opts.replace {
-            progress.phase("writing the rows", 0, 0);
+            phase("writing the rows");
             for s in &sessions {
                 s.write(true).await?;
             }
         }
-        progress.phase("writing the objects", 0, 0);
+        phase("writing the objects");
         write_objects(&reader, &store, &objects, opts, progress, &mut created).await?;
         if !opts.replace {
-            progress.phase("writing the rows", 0, 0);
+            phase("writing the rows");
             for s in &sessions {
                 s.write(false).await?;
             }

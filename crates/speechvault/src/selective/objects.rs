@@ -90,12 +90,34 @@ pub(super) async fn plan_objects(
                     let list = s.object_list(&r, &m, &b)?;
                     let entry = &m.buckets[&b];
                     let snap = crate::restore::checks::snapshot_of(&s, &entry.snapshot)?.clone();
-                    let mut found = Vec::new();
-                    for pair in PairedObjects::new(&r, &snap, &list)? {
-                        let (e, node) =
-                            pair.map_err(|reason| SelectiveError::Internal(format!("bucket {b}: {reason}")))?;
+                    let damaged = |reason: String| SelectiveError::Internal(format!("bucket {b}: {reason}"));
+                    // The list first (small lines), then the files of the few objects selected,
+                    // each looked up by its path; a large selection walks the snapshot once.
+                    let mut entries = Vec::new();
+                    for e in list.iter().map_err(|e| damaged(e.to_string()))? {
+                        let e = e.map_err(|e| damaged(e.to_string()))?;
                         if w.iter().any(|p| e.key.starts_with(p.as_str())) {
+                            entries.push(e);
+                        }
+                    }
+                    let mut found = Vec::new();
+                    if entries.len() <= 1000 {
+                        for e in entries {
+                            let node = r.node(&snap, &e.path)?;
+                            if node.meta.size != e.size {
+                                return Err(damaged(format!(
+                                    "object {:?} has {} bytes in its snapshot, {} in the manifest",
+                                    e.key, node.meta.size, e.size
+                                )));
+                            }
                             found.push((e, node));
+                        }
+                    } else {
+                        for pair in PairedObjects::new(&r, &snap, &list)? {
+                            let (e, node) = pair.map_err(damaged)?;
+                            if w.iter().any(|p| e.key.starts_with(p.as_str())) {
+                                found.push((e, node));
+                            }
                         }
                     }
                     Ok(found)

@@ -59,9 +59,31 @@ fn positions(rows: &TableRows, columns: &[String]) -> Option<Vec<usize>> {
 /// Computes the selection in one database. `tables` holds every table the foreign keys
 /// connect to the start tables; `fks` the foreign keys (and links) among them.
 pub fn pick(tables: &BTreeMap<String, TableRows>, fks: &[ForeignKey], starts: &[Start]) -> Picked {
-    // Every row's fields, decoded once.
-    let decoded: BTreeMap<&String, Vec<Vec<Option<String>>>> =
-        tables.iter().map(|(t, rows)| (t, (0..rows.lines.len()).map(|i| rows.fields(i)).collect())).collect();
+    // Every row's fields that a start or a foreign key looks at, decoded once (the others
+    // stay `None`: a large table's text and arrays are never decoded).
+    let mut wanted: BTreeMap<&String, BTreeSet<usize>> = BTreeMap::new();
+    for s in starts {
+        if let Some(rows) = tables.get(&s.table)
+            && let Some(c) = rows.column(&s.column)
+        {
+            wanted.entry(&rows.table).or_default().insert(c);
+        }
+    }
+    for fk in fks {
+        for (table, columns) in [(&fk.child, &fk.child_columns), (&fk.parent, &fk.parent_columns)] {
+            if let Some(rows) = tables.get(table) {
+                wanted.entry(&rows.table).or_default().extend(columns.iter().filter_map(|c| rows.column(c)));
+            }
+        }
+    }
+    let empty = BTreeSet::new();
+    let decoded: BTreeMap<&String, Vec<Vec<Option<String>>>> = tables
+        .iter()
+        .map(|(t, rows)| {
+            let want = wanted.get(&rows.table).unwrap_or(&empty);
+            (t, rows.lines.iter().map(|l| crate::pg::dumpdata::split_some(l, want)).collect())
+        })
+        .collect();
     let mut selected: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     for s in starts {
         let (Some(rows), Some(col)) = (tables.get(&s.table), tables.get(&s.table).and_then(|r| r.column(&s.column)))
