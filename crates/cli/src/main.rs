@@ -274,6 +274,7 @@ fn watch_signals(handle: StopHandle) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
+    let log_format = cli.log_format;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -317,7 +318,11 @@ fn main() -> ExitCode {
                 }
                 output::line(&doc.to_string());
             }
-            eprintln!("error: {message}");
+            if matches!(log_format, LogFormat::Json) {
+                tracing::error!(exit_code = code, kind = ?f.kind, "{message}");
+            } else {
+                eprintln!("error: {message}");
+            }
             ExitCode::from(code)
         }
     }

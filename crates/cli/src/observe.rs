@@ -64,6 +64,14 @@ pub async fn observed(
     args: &RunArgs,
     work: impl std::future::Future<Output = Result<(), Failure>>,
 ) -> Result<(), Failure> {
+    // Settings that cannot work are bad input, found before anything runs.
+    if let Some(url) = &args.pushgateway {
+        speechvault::metrics::check_url(url)?;
+    }
+    if let Some(path) = &args.metrics_file {
+        speechvault::metrics::check_file(path)
+            .map_err(|e| Failure::new(speechvault::error::ErrorKind::BadInput, anyhow::anyhow!("{e}")))?;
+    }
     let started = speechvault::metrics::now();
     let clock = Instant::now();
     let settings = &ctx.cfg.file.hooks;
@@ -88,7 +96,10 @@ pub async fn observed(
                 Ok(()) => {
                     let what = recorded.backup_id.as_deref().map(|id| format!(" (backup {id})")).unwrap_or_default();
                     let mut f = Failure::from(e);
-                    f.error = f.error.context(format!("the {operation} itself succeeded{what}, then"));
+                    f.error = anyhow::anyhow!(
+                        "the {operation} itself succeeded{what}, then {}",
+                        speechvault::config::one_line(&f.error.to_string())
+                    );
                     // The operation's --json document is out already.
                     result = Err(if ctx.json { f.already_reported() } else { f });
                 }

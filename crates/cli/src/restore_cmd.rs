@@ -44,19 +44,20 @@ pub struct RestoreArgs {
     #[arg(long, requires = "to_instance")]
     pub from_instance: Option<String>,
     /// Service instance id of the target installation (with --from-instance, or with
-    /// --instance: that instance's rows land as this one).
+    /// --instance: that instance's rows land as this one). Refused when this instance owns
+    /// rows in the backup: two tenants are never merged.
     #[arg(long)]
     pub to_instance: Option<String>,
     /// Restore only these customizations (speech-to-text or text-to-speech, by id), with
     /// their rows, the rows referencing them and their objects, into a live installation.
-    #[arg(long, value_name = "ID[,ID..]", value_delimiter = ',', conflicts_with_all = ["clean", "data_only", "components", "resume", "speaker", "instance"])]
+    #[arg(long, value_name = "ID[,ID..]", value_delimiter = ',', conflicts_with_all = ["clean", "data_only", "components", "resume", "db_owner", "jobs", "no_verify", "speaker", "instance"])]
     pub customization: Vec<String>,
     /// Restore only these speakers (voices), with what references them.
-    #[arg(long, value_name = "ID[,ID..]", value_delimiter = ',', conflicts_with_all = ["clean", "data_only", "components", "resume", "instance"])]
+    #[arg(long, value_name = "ID[,ID..]", value_delimiter = ',', conflicts_with_all = ["clean", "data_only", "components", "resume", "db_owner", "jobs", "no_verify", "instance"])]
     pub speaker: Vec<String>,
     /// Restore every row and object of one service instance (a tenant); with --to-instance
     /// they land as that instance.
-    #[arg(long, value_name = "ID", conflicts_with_all = ["clean", "data_only", "components", "resume", "from_instance"])]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["clean", "data_only", "components", "resume", "db_owner", "jobs", "no_verify", "from_instance"])]
     pub instance: Option<String>,
     /// With a selection: print the plan (every row per table, every object, every conflict)
     /// and change nothing.

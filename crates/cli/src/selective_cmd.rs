@@ -10,14 +10,16 @@ use crate::restore_cmd::RestoreArgs;
 use crate::vault_cmd::{Ctx, blocking, installation, parse_instance, with_progress};
 
 fn ids(values: &[String], what: &str) -> Result<Vec<InstanceId>, Failure> {
-    values
-        .iter()
-        .map(|v| {
-            InstanceId::parse(v).map_err(|_| {
-                Failure::bad_input(format!("--{what} {v:?} is not an id (a UUID, with or without hyphens)"))
-            })
-        })
-        .collect()
+    let mut out: Vec<InstanceId> = Vec::new();
+    for v in values {
+        let id = InstanceId::parse(v).map_err(|_| {
+            Failure::bad_input(format!("--{what} {v:?} is not an id (a UUID, with or without hyphens)"))
+        })?;
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
 }
 
 pub async fn restore_selection(ctx: &Ctx, args: RestoreArgs) -> Result<(), Failure> {
@@ -45,7 +47,9 @@ pub async fn restore_selection(ctx: &Ctx, args: RestoreArgs) -> Result<(), Failu
     let _lock = ctx.lock(&vault, false).await?;
     let v = vault.clone();
     let sets = blocking(move || catalog::backup_sets(&v)).await??;
-    let set = catalog::find(&sets, &args.backup, args.source.as_deref())?;
+    // `latest` is the latest backup of the installation restored into, unless --source says.
+    let source = args.source.clone().unwrap_or_else(|| target.name.clone());
+    let set = catalog::find(&sets, &args.backup, Some(&source))?;
     let mut opts = SelectiveOptions {
         selector,
         to_instance,
@@ -73,19 +77,29 @@ pub async fn restore_selection(ctx: &Ctx, args: RestoreArgs) -> Result<(), Failu
         Some(report.backup_id.clone()),
     );
     if ctx.json {
-        return crate::output::json(&report);
+        crate::output::json(&report)?;
+    } else {
+        print_plan(&report);
     }
-    print_plan(&report);
+    if report.dry_run && report.conflicts > 0 && !report.replace {
+        // The plan is out; the status says the restore itself would be refused.
+        let f = Failure::bad_input(format!(
+            "the restore would be refused: {} rows or objects differ on the target (--replace overwrites them)",
+            report.conflicts
+        ));
+        return Err(if ctx.json { f.already_reported() } else { f });
+    }
     Ok(())
 }
 
 fn print_plan(r: &SelectiveReport) {
     let verb = if r.dry_run { "would restore" } else { "restored" };
+    let (insert, write) = if r.dry_run { ("to insert", "to write") } else { ("inserted", "written") };
     out!("{verb} {} from backup {} into {} ({:.1}s)", r.selection, r.backup_id, r.installation, r.seconds);
     for d in &r.databases {
         for t in &d.tables {
             out!(
-                "  {}: {}: {} rows to insert, {} differ{}, {} identical (skipped), {} referenced rows already there",
+                "  {}: {}: {} rows {insert}, {} differ{}, {} identical (skipped), {} referenced rows already there",
                 d.database,
                 t.table,
                 t.insert.len(),
@@ -104,7 +118,7 @@ fn print_plan(r: &SelectiveReport) {
     }
     for b in &r.buckets {
         out!(
-            "  bucket {}: {} objects to write, {} differ{}, {} identical (skipped)",
+            "  bucket {}: {} objects {write}, {} differ{}, {} identical (skipped)",
             b.name,
             b.write.len(),
             b.conflicts.len(),

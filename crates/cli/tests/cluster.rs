@@ -213,6 +213,14 @@ async fn metrics_reach_a_textfile_and_a_real_pushgateway_and_match_the_report() 
     assert_eq!(value(&pushed, "speechvault_last_run_success", &vlabels), 1.0);
     assert_eq!(value(&pushed, "speechvault_last_run_success", &labels), 0.0, "the backup group is untouched");
 
+    // Settings that cannot work are refused before the run: no backup is made.
+    let backups = ws.backups().len();
+    let out = ws.run(&["backup", "--from", "metrics", "--pushgateway", "not-a-url"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = ws.run(&["backup", "--from", "metrics", "--metrics-file", "/proc/no-such-dir/backup.prom"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(ws.backups().len(), backups);
+
     // A Pushgateway that is not there: the run says so and fails.
     let dead = format!("http://127.0.0.1:{}", free_port());
     let out = ws.run(&["verify", "--against", "metrics", "--pushgateway", &dead]);
@@ -279,6 +287,13 @@ async fn hooks_run_around_a_backup_and_the_post_hook_always_learns_the_outcome()
     assert_eq!(env.get("SPEECHVAULT_BACKUP_ID").map(String::as_str), report["backup_id"].as_str());
     assert!(!env.contains_key("AWS_SECRET_ACCESS_KEY") && !env.contains_key("SPEECHVAULT_PASSWORD"), "{env:?}");
     assert_eq!(ws.backups().len(), 1);
+
+    // A post-hook that fails after a good backup: exit 1, the message says both.
+    let out = ws.run(&["backup", "--from", "hooks", "--post-hook", "echo cannot scale back >&2; exit 5"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("the backup itself succeeded") && err.contains("post hook failed (exit status 5)"), "{err}");
+    assert_eq!(ws.backups().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -133,10 +133,13 @@ async fn a_deleted_customization_comes_back_byte_exact_and_nothing_else_changes(
     }
 
     let damaged = state(&a.info).await;
-    // The modified one conflicts: refused, exit 2, nothing changed.
+    // The modified one conflicts: refused, exit 2, nothing changed; its dry run says so too.
     let out = ws.run(&["restore", &backup, "--to", "sel-a", "--customization", &modified]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--replace"), "{}", stderr(&out));
+    let out = ws.run(&["restore", &backup, "--to", "sel-a", "--customization", &modified, "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CONFLICT"));
     assert_eq!(state(&a.info).await, damaged, "a refused restore changes nothing");
 
     // The plan, then the restore of the deleted one.
@@ -267,6 +270,20 @@ async fn a_tenant_comes_back_as_another_service_instance() {
     }
 
     let out = ws.run(&["restore", &backup, "--to", "tenant-dst", "--instance", &x, "--to-instance", "not-an-id"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // Landing as an instance that owns rows in the backup would merge two tenants: refused.
+    let other = instances["instances"].as_array().unwrap().iter().find(|i| i["instance"] != x.as_str()).unwrap();
+    let out = ws.run(&[
+        "restore",
+        &backup,
+        "--to",
+        "tenant-dst",
+        "--instance",
+        &x,
+        "--to-instance",
+        other["instance"].as_str().unwrap(),
+        "--replace",
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let report = ws.json(&["restore", &backup, "--to", "tenant-dst", "--instance", &x, "--to-instance", y]);
     assert_eq!(report["verified"], true);

@@ -156,7 +156,7 @@ async fn check_postgres(r: &mut DoctorReport, inst: &Installation) -> bool {
         Err(e) => {
             let fix = match &e {
                 crate::pg::PgError::Auth { .. } => {
-                    "check postgres.user and postgres.password_file (the installation's PostgreSQL secret: password)"
+                    "check postgres.user and the password (postgres.password_file, postgres.password, PGPASSWORD or PGPASSFILE; in the cluster the installation's PostgreSQL secret, key password)"
                 }
                 crate::pg::PgError::Tls { .. } => "check postgres.sslmode and postgres.ca_file",
                 _ => "check postgres.host and postgres.port and that this host can reach them",
@@ -330,7 +330,10 @@ async fn check_repository(r: &mut DoctorReport, inst: &Installation, settings: &
         }
         Err(e) => r.fail("repository keys", e, "check the repository's permissions"),
     }
-    estimate(r, inst, vault).await;
+    // An estimate needs the installation's sizes: only when they were measured.
+    if r.checks.iter().any(|c| c.name == "components" && c.status == Status::Ok) {
+        estimate(r, inst, vault).await;
+    }
     if let (Some(free), Some(est)) = (r.repository_free_bytes, &r.estimate) {
         // A first backup of this size cannot be larger than the data (before compression).
         if free < est.size_bytes / 4 {

@@ -277,6 +277,36 @@ fn base64url(data: &[u8]) -> String {
     out
 }
 
+/// Checks a Pushgateway URL before the run (a typo should not cost a backup's worth of time).
+pub fn check_url(url: &str) -> Result<(), MetricsError> {
+    let bad = |reason: &str| MetricsError::BadUrl { url: url.to_string(), reason: reason.into() };
+    let base: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+    match base.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(bad("scheme must be http or https")),
+    }
+    if base.authority().is_none() {
+        return Err(bad("missing host"));
+    }
+    Ok(())
+}
+
+/// Checks before the run that the metrics file can be written where asked (its directory is
+/// created when missing).
+pub fn check_file(path: &Path) -> Result<(), MetricsError> {
+    let err = |reason: String| MetricsError::File { path: path.to_path_buf(), reason };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+    tempfile::Builder::new()
+        .prefix(".speechvault-metrics-")
+        .tempfile_in(&dir)
+        .map(drop)
+        .map_err(|e| err(format!("cannot write in {}: {e}", dir.display())))
+}
+
 /// The last success recorded in an earlier metrics file for this installation and operation.
 pub fn previous_success(path: &Path, installation: &str, operation: &str) -> Option<f64> {
     let text = std::fs::read_to_string(path).ok()?;

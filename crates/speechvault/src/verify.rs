@@ -246,7 +246,9 @@ async fn check_bucket(
     progress: &Progress,
 ) -> Result<BucketCheck, VerifyError> {
     progress.phase(format!("listing bucket {name}"), 0, 0);
-    let listing = match crate::backup::bucket::list_bucket(store, name).await {
+    // The backup's keys split the listing into ranges listed side by side.
+    let splits = crate::backup::bucket::split_keys(&expected);
+    let listing = match crate::backup::bucket::list_bucket_split(store, name, &splits).await {
         Ok(l) => Some(l),
         Err(crate::backup::BackupError::ObjStore(ObjStoreError::NoSuchBucket { .. })) => None,
         Err(crate::backup::BackupError::ObjStore(e)) => return Err(e.into()),

@@ -83,23 +83,70 @@ pub(crate) struct BucketDone {
 
 /// Lists a bucket into a [`Listing`] on disk, page by page.
 pub(crate) async fn list_bucket(store: &ObjectStore, bucket: &str) -> Result<Listing, BackupError> {
-    let io = |e: std::io::Error| BackupError::Internal(format!("listing of {bucket} into a temporary file: {e}"));
-    let mut w = ListingWriter::new().map_err(io)?;
-    let mut token: Option<String> = None;
-    loop {
-        let (page, next) = store.list_page(bucket, "", token.as_deref()).await?;
-        for o in &page {
-            w.push(o).map_err(io)?;
-        }
-        match next {
-            Some(t) if Some(&t) != token.as_ref() => token = Some(t),
-            Some(_) => {
-                return Err(BackupError::Internal(format!("{bucket}: the server repeated a continuation token")));
-            }
-            None => break,
-        }
+    list_bucket_split(store, bucket, &[]).await
+}
+
+/// Ranges listed at once when a bucket's keys are known from before.
+const LIST_RANGES: usize = 8;
+
+/// Keys that split a bucket's key space into [`LIST_RANGES`] parts of about equal size,
+/// sampled from an earlier list of it (its order is by key digest, so every n-th entry is a
+/// fair sample); none for a small bucket.
+pub(crate) fn split_keys(list: &ObjectList) -> Vec<String> {
+    if list.count < 4_000 {
+        return Vec::new();
     }
-    w.finish().map_err(io)
+    let stride = (list.count / 1024).max(1) as usize;
+    let Ok(iter) = list.iter() else { return Vec::new() };
+    let mut sample: Vec<String> = iter.step_by(stride).filter_map(|e| e.ok()).map(|e| e.key).collect();
+    sample.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    sample.dedup();
+    (1..LIST_RANGES).filter_map(|i| sample.get(i * sample.len() / LIST_RANGES).cloned()).collect::<Vec<_>>()
+}
+
+/// Lists a bucket, in parallel key ranges split at `splits` (sorted) when there are any: the
+/// same requests as one sequential listing, several in flight. A server that ignores
+/// `start-after` is listed in one piece.
+pub(crate) async fn list_bucket_split(
+    store: &ObjectStore,
+    bucket: &str,
+    splits: &[String],
+) -> Result<Listing, BackupError> {
+    let io = |e: std::io::Error| BackupError::Internal(format!("listing of {bucket} into a temporary file: {e}"));
+    let mut bounds: Vec<Option<&str>> = vec![None];
+    let mut sorted: Vec<&String> = splits.iter().collect();
+    sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    sorted.dedup();
+    bounds.extend(sorted.into_iter().map(|s| Some(s.as_str())));
+    bounds.push(None);
+    let ranges: Vec<(Option<&str>, Option<&str>)> = bounds.windows(2).map(|w| (w[0], w[1])).collect();
+    let mut w = ListingWriter::new().map_err(io)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<crate::objstore::ObjectInfo>>(16);
+    let listers = futures_util::future::try_join_all(ranges.iter().map(|(after, upto)| {
+        let tx = tx.clone();
+        async move { store.list_range(bucket, *after, *upto, tx).await }
+    }));
+    drop(tx);
+    let consume = async {
+        while let Some(page) = rx.recv().await {
+            for o in &page {
+                w.push(o).map_err(io)?;
+            }
+        }
+        Ok::<(), BackupError>(())
+    };
+    let (listed, consumed) = tokio::join!(listers, consume);
+    consumed?;
+    match listed {
+        Ok(_) => w.finish().map_err(io),
+        Err(crate::objstore::ObjStoreError::Protocol { detail, .. })
+            if !splits.is_empty() && detail.contains("start-after") =>
+        {
+            tracing::info!(bucket, "the server ignores start-after: listing in one piece");
+            Box::pin(list_bucket_split(store, bucket, &[])).await
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Walks `listing` in archive order beside the previous backup's list of the same bucket,
@@ -163,7 +210,17 @@ impl BucketJob<'_> {
     ) -> Result<BucketDone, BackupError> {
         let BucketJob { vault, inst, store, id, progress, .. } = *self;
         let actual = inst.bucket(bucket);
-        let listing = list_bucket(store, &actual).await?;
+        // The previous backup's keys split the listing into ranges listed side by side.
+        let splits = match previous {
+            Some(p) => {
+                let list = p.list.clone();
+                tokio::task::spawn_blocking(move || split_keys(&list)).await.unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        let listed_at = std::time::Instant::now();
+        let listing = list_bucket_split(store, &actual, &splits).await?;
+        tracing::info!(bucket = %actual, objects = listing.count, ranges = splits.len() + 1, ms = listed_at.elapsed().as_millis() as u64, "listed");
         // Between the listing and the reads: the live-installation tests change objects here.
         crate::interrupt::pause_point("backup:listed");
         let root = PathBuf::from(format!("/buckets/{bucket}"));
@@ -207,6 +264,7 @@ impl BucketJob<'_> {
             .await
             .map_err(|e| BackupError::Internal(e.to_string()))?;
         let snap = snap?;
+        tracing::info!(bucket = %actual, ms = listed_at.elapsed().as_millis() as u64, "archived");
         written.push(snap.id);
         let planned = planner.await.map_err(|e| BackupError::Internal(e.to_string()))?;
         let mut fails = failures.list();

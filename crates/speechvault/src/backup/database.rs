@@ -142,6 +142,7 @@ impl DumpJob<'_> {
         // The exported snapshot had to stay valid until pg_dump attached to it.
         let _ = execute(&client, db, "end snapshot", "COMMIT").await;
         let snap = snap?;
+        tracing::info!(database = %name, "dumped");
         written.push(snap.id);
         let described = described?;
         let status = status.map_err(|e| BackupError::Dump { database: db.into(), reason: e.to_string() })?;

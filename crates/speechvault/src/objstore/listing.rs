@@ -119,6 +119,18 @@ impl ObjectStore {
         token: Option<&str>,
         max: u32,
     ) -> Result<(Vec<ObjectInfo>, Option<String>)> {
+        self.list_page_after(bucket, prefix, token, None, max).await
+    }
+
+    /// One page of a listing: after `token`, or (the first page) after the key `start_after`.
+    pub async fn list_page_after(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        token: Option<&str>,
+        start_after: Option<&str>,
+        max: u32,
+    ) -> Result<(Vec<ObjectInfo>, Option<String>)> {
         super::validate_bucket_name(bucket)?;
         let mut call = Call::new("ListObjectsV2", Method::GET, Some(bucket), None)
             .query("list-type", "2")
@@ -129,6 +141,8 @@ impl ObjectStore {
         }
         if let Some(t) = token {
             call = call.query("continuation-token", t);
+        } else if let Some(k) = start_after {
+            call = call.query("start-after", k);
         }
         let (_, body) = self.send_read(&call).await?;
         parse_list_page(&body).map_err(|detail| match xml::parse(&body) {
@@ -151,6 +165,57 @@ impl ObjectStore {
         token: Option<&str>,
     ) -> Result<(Vec<ObjectInfo>, Option<String>)> {
         self.list_page_max(bucket, prefix, token, 1000).await
+    }
+
+    /// The objects with keys in `(after, upto]` (open ends for `None`), page by page, each
+    /// page sent to `pages`. Fails with [`ObjStoreError::Protocol`] when the server does not
+    /// honour `start-after` (its first key is not after it), so the caller can list the
+    /// whole bucket in one piece instead.
+    pub async fn list_range(
+        &self,
+        bucket: &str,
+        after: Option<&str>,
+        upto: Option<&str>,
+        pages: tokio::sync::mpsc::Sender<Vec<ObjectInfo>>,
+    ) -> Result<()> {
+        let mut token: Option<String> = None;
+        let mut first = true;
+        loop {
+            let (mut page, next) = self.list_page_after(bucket, "", token.as_deref(), after, 1000).await?;
+            if first
+                && let (Some(a), Some(o)) = (after, page.first())
+                && o.key.as_bytes() <= a.as_bytes()
+            {
+                return Err(ObjStoreError::Protocol {
+                    op: "ListObjectsV2".into(),
+                    target: bucket.into(),
+                    detail: "the server ignores start-after".into(),
+                });
+            }
+            first = false;
+            let mut done = false;
+            if let Some(u) = upto
+                && page.last().is_some_and(|o| o.key.as_bytes() > u.as_bytes())
+            {
+                page.retain(|o| o.key.as_bytes() <= u.as_bytes());
+                done = true;
+            }
+            if !page.is_empty() && pages.send(page).await.is_err() {
+                return Ok(());
+            }
+            match next {
+                _ if done => return Ok(()),
+                Some(t) if Some(&t) != token.as_ref() => token = Some(t),
+                Some(_) => {
+                    return Err(ObjStoreError::Protocol {
+                        op: "ListObjectsV2".into(),
+                        target: bucket.into(),
+                        detail: "server repeated a continuation token".into(),
+                    });
+                }
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Every object under `prefix`, in the server's (byte) order.

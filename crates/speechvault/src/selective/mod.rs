@@ -57,6 +57,8 @@ pub enum SelectiveError {
     ObjStore(#[from] ObjStoreError),
     #[error(transparent)]
     Restore(#[from] RestoreError),
+    #[error(transparent)]
+    Ownership(#[from] crate::ownership::OwnershipError),
     #[error("{0}")]
     BadRequest(String),
     #[error("nothing in backup {backup} matches {what}: {hint}")]
@@ -79,6 +81,7 @@ impl Kinded for SelectiveError {
             Self::Pg(e) => e.kind(),
             Self::ObjStore(e) => e.kind(),
             Self::Restore(e) => e.kind(),
+            Self::Ownership(e) => e.kind(),
             Self::BadRequest(_) | Self::NothingSelected { .. } | Self::Conflicts { .. } => ErrorKind::BadInput,
             Self::RolledBack { cause, .. } => cause.kind(),
             Self::Internal(_) => ErrorKind::Failed,
@@ -239,6 +242,11 @@ pub async fn run(
         .await
         .map_err(|e| SelectiveError::Internal(e.to_string()))??
     };
+    // An instance's rows land as another only if that one owns nothing in the backup (as
+    // for a full restore): two tenants are never merged.
+    if let (Selector::Instance(from), Some(to)) = (&opts.selector, &opts.to_instance) {
+        crate::ownership::check_request(&manifest.canonical_instance_ids(), from, to)?;
+    }
     let wanted = databases_for(profile, &opts.selector);
     let mut needed = manifest.clone();
     needed.databases.retain(|db, _| wanted.contains(db));

@@ -148,6 +148,8 @@ pub(super) async fn plan_objects(
                 }
             }
         }
+        plan.write.sort();
+        plan.conflicts.sort();
         out.push((plan, entries));
     }
     Ok(out)
