@@ -45,6 +45,8 @@ pub struct Opened {
     pub manifest: Manifest,
     pub set: BackupSet,
     spool: Option<crate::restore::checks::Spool>,
+    /// Tables already read out of the dumps, by (database, table): rules often name one twice.
+    read: std::sync::Mutex<BTreeMap<(String, String), Option<TableRows>>>,
 }
 
 impl Opened {
@@ -70,21 +72,29 @@ impl Opened {
         } else {
             Some(crate::restore::checks::spool_dumps(&reader, set, &needed, &crate::spool::temp_dir(), progress).await?)
         };
-        Ok(Self { reader, manifest, set: set.clone(), spool })
+        Ok(Self { reader, manifest, set: set.clone(), spool, read: Default::default() })
     }
 
     /// One table's rows from the backup's dump of `database` (`None` when the backup does
     /// not hold the database or the table).
     pub async fn table(&self, database: &str, table: &str) -> Result<Option<TableRows>, SelectiveError> {
+        let key = (database.to_string(), table.to_string());
+        if let Some(known) = self.read.lock().ok().and_then(|r| r.get(&key).cloned()) {
+            return Ok(known);
+        }
         let Some(dump) = self.spool.as_ref().and_then(|s| s.files.get(database)) else {
             return Ok(None);
         };
         let (schema, name) = crate::profile::split_table(table);
         let tables = crate::pg::dumpdata::read_tables(dump, &[name.to_string()]).await?;
-        Ok(tables.into_values().find(|t| {
+        let found = tables.into_values().find(|t| {
             let (s, n) = t.table.split_once('.').unwrap_or(("public", &t.table));
             s.trim_matches('"') == schema && n.trim_matches('"') == name
-        }))
+        });
+        if let Ok(mut r) = self.read.lock() {
+            r.insert(key, found.clone());
+        }
+        Ok(found)
     }
 
     /// Every object of `bucket` whose key passes `keep`, in archive order.

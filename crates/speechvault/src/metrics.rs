@@ -167,10 +167,7 @@ impl RunMetrics {
         if run.last_success.is_none() {
             run.last_success = previous_success(path, &self.installation, &self.operation);
         }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = directory_of(path);
         std::fs::create_dir_all(&dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
         let mut tmp = tempfile::Builder::new()
             .prefix(".speechvault-metrics-")
@@ -191,15 +188,7 @@ impl RunMetrics {
     /// group `job="speechvault"`, `installation`, `operation`: PUT (the group is replaced)
     /// when the last success is known, POST (other metrics of the group stay) when not.
     pub async fn push(&self, url: &str) -> Result<(), MetricsError> {
-        let bad = |reason: &str| MetricsError::BadUrl { url: url.to_string(), reason: reason.into() };
-        let base: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
-        match base.scheme_str() {
-            Some("http" | "https") => {}
-            _ => return Err(bad("scheme must be http or https")),
-        }
-        if base.authority().is_none() {
-            return Err(bad("missing host"));
-        }
+        check_url(url)?;
         let target = format!(
             "{}/metrics/job/speechvault/installation@base64/{}/operation@base64/{}",
             url.trim_end_matches('/'),
@@ -277,6 +266,14 @@ fn base64url(data: &[u8]) -> String {
     out
 }
 
+/// The directory a metrics file goes in (`.` for a bare file name).
+fn directory_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Checks a Pushgateway URL before the run (a typo should not cost a backup's worth of time).
 pub fn check_url(url: &str) -> Result<(), MetricsError> {
     let bad = |reason: &str| MetricsError::BadUrl { url: url.to_string(), reason: reason.into() };
@@ -295,10 +292,7 @@ pub fn check_url(url: &str) -> Result<(), MetricsError> {
 /// created when missing).
 pub fn check_file(path: &Path) -> Result<(), MetricsError> {
     let err = |reason: String| MetricsError::File { path: path.to_path_buf(), reason };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = directory_of(path);
     std::fs::create_dir_all(&dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
     tempfile::Builder::new()
         .prefix(".speechvault-metrics-")

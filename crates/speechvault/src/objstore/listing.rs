@@ -218,13 +218,12 @@ impl ObjectStore {
         }
     }
 
-    /// Every object under `prefix`, in the server's (byte) order.
-    pub async fn list_all(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let mut all = Vec::new();
+    /// Every page of the listing under `prefix`, in the server's (byte) order, handed to `page`.
+    async fn each_page(&self, bucket: &str, prefix: &str, mut page: impl FnMut(Vec<ObjectInfo>)) -> Result<()> {
         let mut token: Option<String> = None;
         loop {
-            let (page, next) = self.list_page(bucket, prefix, token.as_deref()).await?;
-            all.extend(page);
+            let (objects, next) = self.list_page(bucket, prefix, token.as_deref()).await?;
+            page(objects);
             match next {
                 Some(t) if Some(&t) != token.as_ref() => token = Some(t),
                 Some(_) => {
@@ -234,31 +233,27 @@ impl ObjectStore {
                         detail: "server repeated a continuation token".into(),
                     });
                 }
-                None => return Ok(all),
+                None => return Ok(()),
             }
         }
+    }
+
+    /// Every object under `prefix`, in the server's (byte) order.
+    pub async fn list_all(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut all = Vec::new();
+        self.each_page(bucket, prefix, |page| all.extend(page)).await?;
+        Ok(all)
     }
 
     /// How many objects a bucket holds and their bytes, page by page (nothing kept).
     pub async fn bucket_usage(&self, bucket: &str) -> Result<(u64, u64)> {
         let (mut objects, mut bytes) = (0u64, 0u64);
-        let mut token: Option<String> = None;
-        loop {
-            let (page, next) = self.list_page(bucket, "", token.as_deref()).await?;
+        self.each_page(bucket, "", |page| {
             objects += page.len() as u64;
             bytes += page.iter().map(|o| o.size).sum::<u64>();
-            match next {
-                Some(t) if Some(&t) != token.as_ref() => token = Some(t),
-                Some(_) => {
-                    return Err(ObjStoreError::Protocol {
-                        op: "ListObjectsV2".into(),
-                        target: bucket.into(),
-                        detail: "server repeated a continuation token".into(),
-                    });
-                }
-                None => return Ok((objects, bytes)),
-            }
-        }
+        })
+        .await?;
+        Ok((objects, bytes))
     }
 
     /// The current listing entry of exactly `key`, or `None` when it does not exist. The key

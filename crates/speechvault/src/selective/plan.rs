@@ -104,21 +104,22 @@ pub fn pick(tables: &BTreeMap<String, TableRows>, fks: &[ForeignKey], starts: &[
             }
         }
     }
+    // Each foreign key between tables at hand, with its columns' positions in the rows.
+    let edges: Vec<(&ForeignKey, Vec<usize>, Vec<usize>)> = fks
+        .iter()
+        .filter_map(|fk| {
+            let pcols = positions(tables.get(&fk.parent)?, &fk.parent_columns)?;
+            let ccols = positions(tables.get(&fk.child)?, &fk.child_columns)?;
+            Some((fk, pcols, ccols))
+        })
+        .collect();
     // Down: rows referencing selected rows, until nothing changes.
     loop {
         let mut grew = false;
-        for fk in fks {
-            let (Some(parent), Some(child)) = (tables.get(&fk.parent), tables.get(&fk.child)) else {
-                continue;
-            };
-            let (Some(pcols), Some(ccols)) =
-                (positions(parent, &fk.parent_columns), positions(child, &fk.child_columns))
-            else {
-                continue;
-            };
+        for (fk, pcols, ccols) in &edges {
             let keys: BTreeSet<Vec<String>> = selected
                 .get(&fk.parent)
-                .map(|rows| rows.iter().filter_map(|&i| key_of(&decoded[&fk.parent][i], &pcols)).collect())
+                .map(|rows| rows.iter().filter_map(|&i| key_of(&decoded[&fk.parent][i], pcols)).collect())
                 .unwrap_or_default();
             if keys.is_empty() {
                 continue;
@@ -126,7 +127,7 @@ pub fn pick(tables: &BTreeMap<String, TableRows>, fks: &[ForeignKey], starts: &[
             let set = selected.entry(fk.child.clone()).or_default();
             for (i, f) in decoded[&fk.child].iter().enumerate() {
                 if !set.contains(&i)
-                    && let Some(k) = key_of(f, &ccols)
+                    && let Some(k) = key_of(f, ccols)
                     && keys.contains(&k)
                 {
                     set.insert(i);
@@ -143,18 +144,10 @@ pub fn pick(tables: &BTreeMap<String, TableRows>, fks: &[ForeignKey], starts: &[
     let mut frontier = selected.clone();
     while frontier.values().any(|s| !s.is_empty()) {
         let mut next: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
-        for fk in fks {
-            let (Some(parent), Some(child)) = (tables.get(&fk.parent), tables.get(&fk.child)) else {
-                continue;
-            };
-            let (Some(pcols), Some(ccols)) =
-                (positions(parent, &fk.parent_columns), positions(child, &fk.child_columns))
-            else {
-                continue;
-            };
+        for (fk, pcols, ccols) in &edges {
             let wanted: BTreeSet<Vec<String>> = frontier
                 .get(&fk.child)
-                .map(|rows| rows.iter().filter_map(|&i| key_of(&decoded[&fk.child][i], &ccols)).collect())
+                .map(|rows| rows.iter().filter_map(|&i| key_of(&decoded[&fk.child][i], ccols)).collect())
                 .unwrap_or_default();
             if wanted.is_empty() {
                 continue;
@@ -163,7 +156,7 @@ pub fn pick(tables: &BTreeMap<String, TableRows>, fks: &[ForeignKey], starts: &[
                 let known = selected.get(&fk.parent).is_some_and(|s| s.contains(&i))
                     || referenced.get(&fk.parent).is_some_and(|s| s.contains(&i));
                 if !known
-                    && let Some(k) = key_of(f, &pcols)
+                    && let Some(k) = key_of(f, pcols)
                     && wanted.contains(&k)
                 {
                     referenced.entry(fk.parent.clone()).or_default().insert(i);
