@@ -183,7 +183,8 @@ pub async fn verify(
         let actual = match inst.postgres.connect(db).await {
             Ok(client) => {
                 crate::pg::execute(&client, db, "begin", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
-                let d = catalog::table_digests(&client, db, &entry.owner_columns, &map).await?;
+                let version = catalog::DigestVersion::of_recorded(entry.digests.values());
+                let d = catalog::table_digests(&client, db, &entry.owner_columns, &map, version).await?;
                 let _ = crate::pg::execute(&client, db, "end", "COMMIT").await;
                 d
             }

@@ -191,7 +191,8 @@ impl DumpJob<'_> {
                 owner_columns.entry(q).or_default().push(col);
             }
         }
-        let digests = catalog::table_digests(client, db, &owner_columns, &[]).await?;
+        let version = catalog::DigestVersion::for_server(catalog::server_version_num(client, db).await?);
+        let digests = catalog::table_digests(client, db, &owner_columns, &[], version).await?;
         let tables = digests
             .iter()
             .filter(|(t, _)| t.as_str() != catalog::LARGE_OBJECTS)
