@@ -171,16 +171,28 @@ async fn s3_server_pages_delimits_and_guards_writes() {
     }
     // Streamed uploads above the threshold go multipart and read back whole.
     let big: Vec<u8> =
-        (0..(speechvault::objstore::MULTIPART_THRESHOLD as usize + 1234)).map(|i| (i % 251) as u8).collect();
+        (0..(speechvault::objstore::MULTIPART_THRESHOLD as usize * 3 + 1234)).map(|i| (i % 251) as u8).collect();
     let chunks: Vec<std::io::Result<bytes::Bytes>> =
         big.chunks(1 << 20).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
     let up = store
-        .upload_stream(&bucket, "big/object", &PutOptions::default(), futures_util::stream::iter(chunks))
+        .upload_stream(&bucket, "big/object", &PutOptions::default(), None, futures_util::stream::iter(chunks))
         .await
         .unwrap();
-    assert!(up.etag.ends_with("-2"), "multipart ETag: {up:?}");
+    let parts = big.len().div_ceil(speechvault::objstore::PART_SIZE);
+    assert!(parts > speechvault::objstore::object::PARTS_IN_FLIGHT, "parts go out several at a time");
+    assert!(up.etag.ends_with(&format!("-{parts}")), "multipart ETag: {up:?}");
     assert_eq!(up.etag_confirms(), Some(true), "the server's ETag is the one the bytes imply: {up:?}");
     assert_eq!(store.get_bytes(&bucket, "big/object").await.unwrap().1.as_ref(), big.as_slice());
+    // A known size reserves the buffer up front; the bytes arrive in pieces of any size.
+    let odd: Vec<std::io::Result<bytes::Bytes>> =
+        big.chunks(777_777).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
+    let size = Some(big.len() as u64);
+    let up = store
+        .upload_stream(&bucket, "big/odd", &PutOptions::default(), size, futures_util::stream::iter(odd))
+        .await
+        .unwrap();
+    assert_eq!(up.etag_confirms(), Some(true), "{up:?}");
+    assert_eq!(store.get_bytes(&bucket, "big/odd").await.unwrap().1.as_ref(), big.as_slice());
     // Missing things are named.
     match store.get_bytes(&bucket, "no/such/key").await {
         Err(ObjStoreError::NoSuchKey { key, .. }) => assert_eq!(key, "no/such/key"),

@@ -95,7 +95,7 @@ pub async fn add_large_object(info: &SandboxInfo, seed: u64, size: u64) -> Resul
     };
     let opts = PutOptions { content_type: obj.content_type.clone(), metadata: obj.metadata.clone() };
     store
-        .upload_stream(&bucket, &obj.key, &opts, generated(seed, &obj))
+        .upload_stream(&bucket, &obj.key, &opts, Some(size), generated(seed, &obj))
         .await
         .map_err(|e| SandboxError::Seed(format!("upload {bucket}/{}: {e}", obj.key)))?;
     Ok(obj.key)
@@ -178,7 +178,10 @@ pub async fn churn(info: &SandboxInfo, seed: u64, percent: u32, parallel: usize)
                         multipart_part: None,
                     };
                     let opts = PutOptions { content_type: head.content_type, metadata: head.metadata };
-                    store.upload_stream(&bucket, &o.key, &opts, generated(seed, &obj)).await.map_err(err)?;
+                    store
+                        .upload_stream(&bucket, &o.key, &opts, Some(o.size), generated(seed, &obj))
+                        .await
+                        .map_err(err)?;
                     Ok::<u64, SandboxError>(o.size)
                 }
             })

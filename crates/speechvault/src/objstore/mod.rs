@@ -41,8 +41,9 @@ pub use listing::{MultipartUpload, decode_listing_key};
 
 /// Object size above which uploads go multipart.
 pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
-/// Size of each multipart part (S3 allows 5 MiB to 5 GiB, at most 10,000 parts).
-pub const PART_SIZE: usize = 16 * 1024 * 1024;
+/// Size of each multipart part (S3 allows 5 MiB to 5 GiB, at most 10,000 parts; larger
+/// objects get larger parts, [`object::part_size_for`]).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
 
 /// How to reach one S3-compatible endpoint.
 #[derive(Debug, Clone)]
@@ -196,6 +197,8 @@ struct Inner {
     /// [`ObjectStore::abort_pending_uploads`].
     uploads: Mutex<HashMap<String, (String, String)>>,
     limiter: limits::Limiter,
+    /// Upload buffers' share of memory, in units ([`object::UPLOAD_MEMORY`]).
+    upload_memory: Arc<tokio::sync::Semaphore>,
 }
 
 /// A connection to one S3 endpoint. Cheap to clone; share it between tasks.
@@ -251,7 +254,18 @@ impl ObjectStore {
             .pool_max_idle_per_host(64)
             .build(https);
         let limiter = limits::Limiter::new(cfg.limits);
-        Ok(Self { inner: Arc::new(Inner { cfg, scheme, authority, client, uploads: Mutex::default(), limiter }) })
+        let upload_memory = Arc::new(tokio::sync::Semaphore::new(object::UPLOAD_MEMORY / object::MEMORY_UNIT));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                cfg,
+                scheme,
+                authority,
+                client,
+                uploads: Mutex::default(),
+                limiter,
+                upload_memory,
+            }),
+        })
     }
 
     pub fn endpoint(&self) -> &str {

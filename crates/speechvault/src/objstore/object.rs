@@ -402,70 +402,160 @@ impl ObjectStore {
         self.delete_keys(bucket, &keys, parallel).await
     }
 
+    /// Reserves `bytes` of the store's upload memory (see [`UPLOAD_MEMORY`]); waits until
+    /// other uploads have given back enough.
+    async fn reserve(&self, bytes: usize) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        let units = bytes.div_ceil(MEMORY_UNIT).clamp(1, UPLOAD_MEMORY / MEMORY_UNIT) as u32;
+        self.inner.upload_memory.clone().acquire_many_owned(units).await.map_err(|_| ObjStoreError::Protocol {
+            op: "Upload".into(),
+            target: self.endpoint().to_string(),
+            detail: "the upload memory budget was closed".into(),
+        })
+    }
+
     /// Uploads an object whose bytes arrive as chunks, going multipart above
-    /// [`MULTIPART_THRESHOLD`]. Memory stays within one part. On failure a started multipart
-    /// upload is aborted, so nothing half-written is left visible; if the task is cancelled
-    /// instead, the upload stays registered for [`ObjectStore::abort_pending_uploads`].
-    pub async fn upload_stream<S>(&self, bucket: &str, key: &str, opts: &PutOptions, mut chunks: S) -> Result<Uploaded>
+    /// [`MULTIPART_THRESHOLD`] with up to [`PARTS_IN_FLIGHT`] parts on their way at once, so a
+    /// large object keeps several connections busy. `size` is the object's expected size
+    /// when known: it picks a part size that stays within S3's 10,000 parts and reserves a
+    /// small object's buffer at once. Every buffer (the part being filled, each part in
+    /// flight) holds its share of the store's upload memory, so any number of concurrent
+    /// uploads stays within [`UPLOAD_MEMORY`]. On failure a started multipart upload is
+    /// aborted, so nothing half-written is left visible; if the task is cancelled instead,
+    /// the upload stays registered for [`ObjectStore::abort_pending_uploads`].
+    pub async fn upload_stream<S>(
+        &self,
+        bucket: &str,
+        key: &str,
+        opts: &PutOptions,
+        size: Option<u64>,
+        mut chunks: S,
+    ) -> Result<Uploaded>
     where
         S: futures_util::Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
         use futures_util::StreamExt;
+        let part_size = part_size_for(size);
         let mut buf: Vec<u8> = Vec::new();
-        let mut upload: Option<(String, Vec<(u32, String)>)> = None;
+        // The memory `buf` may use; taken before it fills, handed to the part it becomes.
+        let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        let mut upload: Option<String> = None;
+        let mut parts: Vec<(u32, String)> = Vec::new();
+        let mut in_flight: tokio::task::JoinSet<Result<(u32, String)>> = tokio::task::JoinSet::new();
         let mut part_md5s: Vec<u8> = Vec::new();
-        let mut size = 0u64;
+        let mut total = 0u64;
         let fail = |e: std::io::Error| ObjStoreError::Protocol {
             op: "Upload".into(),
             target: format!("{bucket}/{key}"),
             detail: format!("source failed: {e}"),
         };
         let result: Result<Uploaded> = async {
-            while let Some(chunk) = chunks.next().await {
+            loop {
+                let Some(chunk) = chunks.next().await else { break };
                 let chunk = chunk.map_err(fail)?;
-                size += chunk.len() as u64;
+                if held.is_none() {
+                    let whole = size.filter(|s| *s <= MULTIPART_THRESHOLD).map_or(part_size, |s| s as usize);
+                    held = Some(self.reserve(whole.max(chunk.len())).await?);
+                }
+                total += chunk.len() as u64;
                 buf.extend_from_slice(&chunk);
                 // Go multipart only once more than one part's worth has arrived.
-                while buf.len() >= PART_SIZE && size > MULTIPART_THRESHOLD {
-                    if upload.is_none() {
-                        upload = Some((self.create_multipart(bucket, key, opts).await?, Vec::new()));
+                while buf.len() >= part_size && total > MULTIPART_THRESHOLD {
+                    let id = match &upload {
+                        Some(id) => id.clone(),
+                        None => {
+                            let id = self.create_multipart(bucket, key, opts).await?;
+                            upload = Some(id.clone());
+                            id
+                        }
+                    };
+                    while in_flight.len() >= PARTS_IN_FLIGHT {
+                        collect_part(&mut in_flight, &mut parts).await?;
                     }
-                    let rest = buf.split_off(PART_SIZE);
+                    let rest = buf.split_off(part_size);
                     let part = Bytes::from(std::mem::replace(&mut buf, rest));
                     let md5: [u8; 16] = Md5::digest(&part).into();
                     part_md5s.extend_from_slice(&md5);
-                    if let Some((id, parts)) = upload.as_mut() {
-                        let n = parts.len() as u32 + 1;
-                        let etag = self.upload_part_md5(bucket, key, id, n, part, &md5).await?;
-                        parts.push((n, etag));
-                    }
-                }
-            }
-            match upload.as_mut() {
-                None => self.put_checked(bucket, key, Bytes::from(std::mem::take(&mut buf)), opts).await,
-                Some((id, parts)) => {
+                    let n = (part_md5s.len() / 16) as u32;
+                    let (store, bucket, key, permit) = (self.clone(), bucket.to_string(), key.to_string(), held.take());
+                    in_flight.spawn(async move {
+                        let _memory = permit;
+                        let etag = store.upload_part_md5(&bucket, &key, &id, n, part, &md5).await?;
+                        Ok((n, etag))
+                    });
                     if !buf.is_empty() {
-                        let n = parts.len() as u32 + 1;
-                        let last = Bytes::from(std::mem::take(&mut buf));
-                        let md5: [u8; 16] = Md5::digest(&last).into();
-                        part_md5s.extend_from_slice(&md5);
-                        let etag = self.upload_part_md5(bucket, key, id, n, last, &md5).await?;
-                        parts.push((n, etag));
+                        held = Some(self.reserve(part_size).await?);
                     }
-                    let etag = self.complete_multipart(bucket, key, id, parts, Some(size)).await?;
-                    let expected = format!("{}-{}", hex::encode(Md5::digest(&part_md5s)), parts.len());
-                    Ok(Uploaded { etag, expected_etag: expected, size })
                 }
             }
+            let Some(id) = upload.clone() else {
+                return self.put_checked(bucket, key, Bytes::from(std::mem::take(&mut buf)), opts).await;
+            };
+            if !buf.is_empty() {
+                let last = Bytes::from(std::mem::take(&mut buf));
+                let md5: [u8; 16] = Md5::digest(&last).into();
+                part_md5s.extend_from_slice(&md5);
+                let n = (part_md5s.len() / 16) as u32;
+                parts.push((n, self.upload_part_md5(bucket, key, &id, n, last, &md5).await?));
+            }
+            while !in_flight.is_empty() {
+                collect_part(&mut in_flight, &mut parts).await?;
+            }
+            parts.sort_by_key(|(n, _)| *n);
+            let etag = self.complete_multipart(bucket, key, &id, &parts, Some(total)).await?;
+            let expected = format!("{}-{}", hex::encode(Md5::digest(&part_md5s)), parts.len());
+            Ok(Uploaded { etag, expected_etag: expected, size: total })
         }
         .await;
-        if result.is_err()
-            && let Some((id, _)) = &upload
-            && let Err(e) = self.abort_multipart(bucket, key, id).await
-        {
-            tracing::warn!(bucket, key, error = %e, "could not abort multipart upload");
+        if result.is_err() {
+            // Parts still on their way are stopped before the upload is abandoned.
+            in_flight.shutdown().await;
+            if let Some(id) = &upload
+                && let Err(e) = self.abort_multipart(bucket, key, id).await
+            {
+                tracing::warn!(bucket, key, error = %e, "could not abort multipart upload");
+            }
         }
         result
+    }
+}
+
+/// Parts of one multipart upload on their way at once.
+pub const PARTS_IN_FLIGHT: usize = 4;
+
+/// Memory all uploads of one store may hold in buffers at once: the part being filled and
+/// the parts on their way, of every object. 16 objects of 16 MiB buffered side by side made
+/// the restore's peak; the budget keeps it bounded whatever `--parallel` is.
+pub const UPLOAD_MEMORY: usize = 192 << 20;
+
+/// The upload memory's unit of account.
+pub(crate) const MEMORY_UNIT: usize = 64 << 10;
+
+/// S3 allows at most 10,000 parts per upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// The part size for an object of `size` bytes: [`PART_SIZE`], or larger (whole MiB) when
+/// the object would otherwise need more than 10,000 parts.
+pub fn part_size_for(size: Option<u64>) -> usize {
+    let needed = size.unwrap_or(0).div_ceil(MAX_PARTS).div_ceil(1 << 20) << 20;
+    (needed as usize).max(PART_SIZE)
+}
+
+/// Waits for one part on its way and records its ETag.
+async fn collect_part(
+    in_flight: &mut tokio::task::JoinSet<Result<(u32, String)>>,
+    parts: &mut Vec<(u32, String)>,
+) -> Result<()> {
+    match in_flight.join_next().await {
+        Some(Ok(done)) => {
+            parts.push(done?);
+            Ok(())
+        }
+        Some(Err(e)) => Err(ObjStoreError::Protocol {
+            op: "UploadPart".into(),
+            target: String::new(),
+            detail: format!("the part's task ended: {e}"),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -483,5 +573,17 @@ mod tests {
         assert_eq!(u("abc", md5).etag_confirms(), None);
         let mp = format!("{md5}-3");
         assert_eq!(u(&mp, &mp).etag_confirms(), Some(true));
+    }
+
+    #[test]
+    fn parts_stay_within_ten_thousand() {
+        assert_eq!(part_size_for(None), PART_SIZE);
+        assert_eq!(part_size_for(Some(1)), PART_SIZE);
+        assert_eq!(part_size_for(Some(PART_SIZE as u64 * MAX_PARTS)), PART_SIZE);
+        for size in [PART_SIZE as u64 * MAX_PARTS + 1, 5 << 40, 123_456_789_012_345] {
+            let part = part_size_for(Some(size)) as u64;
+            assert!(size.div_ceil(part) <= MAX_PARTS, "{size}: {part}");
+            assert_eq!(part % (1 << 20), 0);
+        }
     }
 }

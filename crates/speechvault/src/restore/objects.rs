@@ -21,7 +21,8 @@ use crate::objstore::{ObjStoreError, ObjectInfo, ObjectStore, PutOptions};
 use crate::progress::Progress;
 use crate::repository::VaultReader;
 
-/// Sends what rustic's `dump` writes into a channel, in chunks of about 1 MiB.
+/// Sends what rustic's `dump` writes into a channel, in chunks of at most 1 MiB (rustic
+/// writes a whole blob at once, up to 8 MiB: cut, so what waits in the channel stays small).
 struct ChannelWriter {
     tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
     buf: Vec<u8>,
@@ -30,14 +31,18 @@ struct ChannelWriter {
 
 const CHUNK: usize = 1 << 20;
 
+/// Chunks waiting between one object's reading and its upload.
+const CHUNKS_QUEUED: usize = 2;
+
 impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        self.bytes += data.len() as u64;
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.bytes += n as u64;
         if self.buf.len() >= CHUNK {
             self.flush()?;
         }
-        Ok(data.len())
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
@@ -239,7 +244,7 @@ pub(crate) async fn restore_object(
     node: rustic_core::repofile::Node,
     progress: &Progress,
 ) -> Result<(), RestoreError> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_QUEUED);
     let expected = e.size;
     let dumper = tokio::task::spawn_blocking(move || {
         let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK.min(expected as usize)), bytes: 0 };
@@ -266,7 +271,7 @@ pub(crate) async fn restore_object(
             item
         },
     );
-    let uploaded = store.upload_stream(bucket, &e.key, &opts, Box::pin(stream)).await;
+    let uploaded = store.upload_stream(bucket, &e.key, &opts, Some(e.size), Box::pin(stream)).await;
     let dumped = dumper.await.map_err(|err| RestoreError::Internal(err.to_string()))?;
     let fail = |reason: String| RestoreError::Object { bucket: bucket.into(), key: e.key.clone(), reason };
     dumped.map_err(fail)?;
