@@ -5,7 +5,6 @@ pub mod rabin;
 
 use fixed_size::ChunkIter as FixedSizeChunkIter;
 use rabin::ChunkIter as RabinChunkIter;
-use rustic_cdc::Rabin64;
 
 use crate::{
     RusticResult,
@@ -14,17 +13,17 @@ use crate::{
 
 /// speechvault patch: the rolling hash's tables depend only on the repository's polynomial,
 /// but 0.13.0 built them (16k polynomial reductions) for every file: 19% of a backup's CPU
-/// when most files are small. Built once per polynomial here, then cloned (a 4 KiB copy).
-fn rabin_for(poly: u64) -> Rabin64 {
-    use std::sync::Mutex;
-    static TABLES: Mutex<Option<(u64, Rabin64)>> = Mutex::new(None);
+/// when most files are small. Built once per polynomial here and shared.
+fn tables_for(poly: u64) -> std::sync::Arc<rabin::RabinTables> {
+    use std::sync::{Arc, Mutex};
+    static TABLES: Mutex<Option<(u64, Arc<rabin::RabinTables>)>> = Mutex::new(None);
     let mut cached = TABLES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     match cached.as_ref() {
-        Some((p, rabin)) if *p == poly => rabin.clone(),
+        Some((p, tables)) if *p == poly => tables.clone(),
         _ => {
-            let rabin = Rabin64::new_with_polynom(6, &poly);
-            *cached = Some((poly, rabin.clone()));
-            rabin
+            let tables = Arc::new(rabin::RabinTables::new(poly));
+            *cached = Some((poly, tables.clone()));
+            tables
         }
     }
 }
@@ -44,9 +43,9 @@ impl<R: Read + Send> ChunkIter<R> {
         let iter = match config.chunker() {
             Chunker::Rabin => {
                 let poly = config.poly()?;
-                let rabin = rabin_for(poly);
+                let tables = tables_for(poly);
                 Self::Rabin(Box::new(RabinChunkIter::new(
-                    rabin,
+                    tables,
                     config.chunk_size(),
                     config.chunk_min_size(),
                     config.chunk_max_size(),
@@ -73,4 +72,13 @@ impl<R: Read + Send> Iterator for ChunkIter<R> {
             Self::FixedSize(fixed_size) => fixed_size.next(),
         }
     }
+}
+
+/// speechvault patch: the lengths of the chunks the Rabin chunker cuts `reader` into with
+/// restic's sizes (512 KiB to 8 MiB, 1 MiB on average), for speechvault's tests of the
+/// patched chunker against 0.13.0's.
+#[doc(hidden)]
+pub fn rabin_chunk_lengths(poly: u64, reader: impl Read + Send, size_hint: usize) -> RusticResult<Vec<usize>> {
+    let iter = rabin::ChunkIter::new(tables_for(poly), 1 << 20, 512 * 1024, 8 << 20, reader, size_hint)?;
+    iter.map(|chunk| chunk.map(|c| c.len())).collect()
 }

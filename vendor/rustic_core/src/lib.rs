@@ -112,6 +112,9 @@ pub(crate) mod archiver;
 pub(crate) mod backend;
 pub(crate) mod blob;
 pub(crate) mod chunker;
+/// speechvault patch: see [`chunker::rabin_chunk_lengths`].
+#[doc(hidden)]
+pub use chunker::rabin_chunk_lengths;
 pub(crate) mod commands;
 pub(crate) mod crypto;
 pub(crate) mod error;

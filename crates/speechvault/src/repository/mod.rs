@@ -26,6 +26,9 @@ pub mod maintenance;
 pub mod s3;
 pub mod store;
 
+#[cfg(test)]
+mod chunking_tests;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

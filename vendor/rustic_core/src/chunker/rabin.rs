@@ -1,15 +1,13 @@
 use std::io::{self, Read};
 
 use rand::{RngExt, rng};
-use rustic_cdc::{Polynom, Polynom64, Rabin64, RollingHash64};
+use rustic_cdc::{Polynom, Polynom64, Rabin64};
 
 use crate::error::{ErrorKind, RusticError, RusticResult};
 
 pub(super) mod constants {
     /// The size of a kilobyte.
     pub(super) const KB: usize = 1024;
-    /// Buffer size used for reading - TODO: Find out optimal size for best performance!
-    pub(super) const BUF_SIZE: usize = 4 * KB;
     /// Random polynomial maximum tries.
     pub(super) const RAND_POLY_MAX_TRIES: i32 = 1_000_000;
 }
@@ -41,13 +39,50 @@ pub(crate) fn check_rabin_params(
     Ok(())
 }
 
-/// `ChunkIter` is an iterator that chunks data.
-pub(crate) struct ChunkIter<R: Read + Send> {
-    /// The buffer used for reading.
-    buf: Vec<u8>,
+/// speechvault patch: the rolling hash's tables, built once per polynomial (see
+/// `chunker::tables_for`) and shared by every file chunked with it.
+#[derive(Debug)]
+pub(crate) struct RabinTables {
+    /// Removes the byte leaving the 64-byte window from the hash.
+    out: [u64; 256],
+    /// Reduces the hash modulo the polynomial as a byte enters.
+    modt: [u64; 256],
+    /// The polynomial's degree minus 8.
+    shift: u32,
+}
 
-    /// The position in the buffer.
-    pos: usize,
+impl RabinTables {
+    /// Window size 64 (`Rabin64::new_with_polynom(6, ..)`), as restic.
+    pub(crate) fn new(poly: u64) -> Self {
+        Self {
+            out: Rabin64::calculate_out_table(64, &poly),
+            modt: Rabin64::calculate_mod_table(&poly),
+            shift: u32::try_from(poly.degree() - 8).unwrap_or(0),
+        }
+    }
+
+    #[inline(always)]
+    fn roll(&self, hash: u64, out: u8, byte: u8) -> u64 {
+        let hash = hash ^ self.out[out as usize];
+        let index = (hash >> self.shift) & 255;
+        ((hash << 8) | u64::from(byte)) ^ self.modt[index as usize]
+    }
+}
+
+/// How much is read at a time past a chunk's minimum size. Bytes read past a cut are kept for
+/// the next chunk.
+const READ_SIZE: usize = 64 * constants::KB;
+
+/// `ChunkIter` is an iterator that chunks data.
+///
+/// speechvault patch: the same cut points as rustic_core 0.13.0's chunker (and restic's), found
+/// without copying each byte on its own: the reader fills the chunk directly in blocks, and the
+/// rolling hash reads the byte leaving its window from the chunk itself. 0.13.0 read 4 KiB at
+/// a time into a side buffer and pushed every byte into the chunk, with a window array beside
+/// it: the chunker was the slowest stage of backing up one large object.
+pub(crate) struct ChunkIter<R: Read + Send> {
+    /// Bytes read past the last cut, the start of the next chunk.
+    carry: Vec<u8>,
 
     /// The reader.
     reader: R,
@@ -55,8 +90,8 @@ pub(crate) struct ChunkIter<R: Read + Send> {
     /// The split mask used to determine if a chunk is a chunk boundary.
     split_mask: u64,
 
-    /// The rolling hash.
-    rabin: Rabin64,
+    /// The rolling hash's tables.
+    tables: std::sync::Arc<RabinTables>,
 
     /// The size hint is used to optimize memory allocation; this should be an upper bound on the size.
     size_hint: usize,
@@ -76,11 +111,11 @@ impl<R: Read + Send> ChunkIter<R> {
     ///
     /// # Arguments
     ///
+    /// * `tables` - The rolling hash's tables for the repository's polynomial.
     /// * `reader` - The reader to read from.
     /// * `size_hint` - The size hint is used to optimize memory allocation; this should be an upper bound on the size.
-    /// * `rabin` - The rolling hash.
     pub(crate) fn new(
-        rabin: Rabin64,
+        tables: std::sync::Arc<RabinTables>,
         chunk_size: usize,
         chunk_min_size: usize,
         chunk_max_size: usize,
@@ -88,19 +123,34 @@ impl<R: Read + Send> ChunkIter<R> {
         size_hint: usize,
     ) -> RusticResult<Self> {
         check_rabin_params(chunk_size, chunk_min_size, chunk_max_size)?;
+        if chunk_min_size < 64 {
+            return Err(RusticError::new(
+                ErrorKind::Unsupported,
+                "Chunk min size must be at least the rolling hash's window (64 bytes).",
+            ));
+        }
         let chunk_size: u64 = chunk_size.try_into().unwrap();
         let split_mask: u64 = chunk_size - 1;
         Ok(Self {
-            buf: vec![0; constants::BUF_SIZE],
-            pos: constants::BUF_SIZE,
+            carry: Vec::new(),
             reader,
             split_mask,
-            rabin,
+            tables,
             size_hint, // size hint is used to optimize memory allocation; this should be an upper bound on the size
             min_size: chunk_min_size,
             max_size: chunk_max_size,
             finished: false,
         })
+    }
+
+    /// Reads into `vec[start..]` once; the bytes read.
+    fn read_into(&mut self, vec: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.reader.read(vec) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
     }
 }
 
@@ -111,80 +161,97 @@ impl<R: Read + Send> Iterator for ChunkIter<R> {
         if self.finished {
             return None;
         }
-
-        let mut min_size = self.min_size;
-        let mut vec = Vec::with_capacity(self.size_hint.min(min_size));
-
-        // check if some bytes exist in the buffer and if yes, use them
-        let open_buf_len = self.buf.len() - self.pos;
-        if open_buf_len > 0 {
-            vec.resize(open_buf_len, 0);
-            vec.copy_from_slice(&self.buf[self.pos..]);
-            self.pos = self.buf.len();
-            min_size -= open_buf_len;
-        }
-
-        let size = match (&mut self.reader)
-            .take(min_size as u64)
-            .read_to_end(&mut vec)
-        {
-            Ok(size) => size,
-            Err(err) => {
-                return Some(Err(RusticError::with_source(
-                    ErrorKind::InputOutput,
-                    "Failed to read from reader in iterator",
-                    err,
-                )));
-            }
+        let read_error = |err| {
+            Some(Err(RusticError::with_source(
+                ErrorKind::InputOutput,
+                "Failed to read from reader in iterator",
+                err,
+            )))
         };
+        let min_size = self.min_size;
+        let mut vec = Vec::with_capacity(self.size_hint.min(min_size + READ_SIZE));
+        vec.append(&mut self.carry);
 
-        // If self.min_size is not reached, we are done.
-        // Note that the read data is of size size + open_buf_len and self.min_size = minsize + open_buf_len
-        if size < min_size {
-            self.finished = true;
-            vec.truncate(size + open_buf_len);
-            return if vec.is_empty() { None } else { Some(Ok(vec)) };
+        // The first `min_size` bytes are never cut.
+        if vec.len() < min_size {
+            let need = (min_size - vec.len()) as u64;
+            if let Err(err) = (&mut self.reader).take(need).read_to_end(&mut vec) {
+                return read_error(err);
+            }
+            if vec.len() < min_size {
+                self.finished = true;
+                return if vec.is_empty() { None } else { Some(Ok(vec)) };
+            }
         }
 
-        _ = self
-            .rabin
-            .reset_and_prefill_window(&mut vec[vec.len() - 64..vec.len()].iter().copied());
-
-        loop {
-            if vec.len() >= self.max_size {
+        // As 0.13.0: the window is prefilled with the 63 bytes before the last of these, and
+        // the first byte to slide in removes nothing (a zero).
+        let tables = self.tables.clone();
+        let t = &*tables;
+        let l = vec.len();
+        let mut hash = 0u64;
+        for &b in &vec[l - 64..l - 1] {
+            let index = (hash >> t.shift) & 255;
+            hash = ((hash << 8) | u64::from(b)) ^ t.modt[index as usize];
+        }
+        let mask = self.split_mask;
+        let mut slid = 0usize;
+        let mut cut = (hash & mask) == 0 || vec.len() >= self.max_size;
+        while !cut {
+            let start = vec.len();
+            // Never more than `min_size`, so what is carried over never reaches into the next
+            // chunk's uncut start.
+            let want = READ_SIZE.min(min_size).min(self.max_size - start);
+            vec.resize(start + want, 0);
+            let n = match self.read_into(&mut vec[start..]) {
+                Ok(n) => n,
+                Err(err) => return read_error(err),
+            };
+            vec.truncate(start + n);
+            if n == 0 {
+                self.finished = true;
                 break;
             }
-
-            if (self.rabin.hash & self.split_mask) == 0 {
-                break;
-            }
-
-            if self.buf.len() == self.pos {
-                match self.reader.read(&mut self.buf[..]) {
-                    Ok(0) => {
-                        self.finished = true;
-                        break;
-                    }
-                    Ok(size) => {
-                        self.pos = 0;
-                        self.buf.truncate(size);
-                    }
-
-                    Err(ref e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(err) => {
-                        return Some(Err(RusticError::with_source(
-                            ErrorKind::InputOutput,
-                            "Failed to read from reader in iterator",
-                            err,
-                        )));
-                    }
+            let end = start + n;
+            let mut i = start;
+            // The first 64 bytes after the prefill leave the window in their own order.
+            while i < end && slid < 64 {
+                let out = match slid {
+                    0 => 0,
+                    _ => vec[i - 65],
+                };
+                hash = t.roll(hash, out, vec[i]);
+                slid += 1;
+                i += 1;
+                if (hash & mask) == 0 {
+                    cut = true;
+                    break;
                 }
             }
-
-            let byte = self.buf[self.pos];
-            vec.push(byte);
-            self.pos += 1;
-            self.rabin.slide(byte);
+            // From then on the window is the chunk's last 64 bytes.
+            if !cut && i < end {
+                let found = vec[i - 64..end - 64]
+                    .iter()
+                    .zip(&vec[i..end])
+                    .position(|(&out, &b)| {
+                        hash = t.roll(hash, out, b);
+                        (hash & mask) == 0
+                    });
+                match found {
+                    Some(p) => {
+                        i += p + 1;
+                        cut = true;
+                    }
+                    None => i = end,
+                }
+                slid = 64;
+            }
+            if cut {
+                self.carry.extend_from_slice(&vec[i..]);
+                vec.truncate(i);
+            } else if vec.len() >= self.max_size {
+                cut = true;
+            }
         }
         self.size_hint = self.size_hint.saturating_sub(vec.len()); // size_hint can be too small!
         Some(Ok(vec))
@@ -333,9 +400,8 @@ mod tests {
     const MAX_SIZE: usize = 8 * MB;
 
     fn chunker<R: Read + Send>(reader: R, size_hint: usize) -> ChunkIter<R> {
-        let poly = 0x003D_A335_8B4D_C173;
-        let rabin = Rabin64::new_with_polynom(6, &poly);
-        ChunkIter::new(rabin, SIZE, MIN_SIZE, MAX_SIZE, reader, size_hint).unwrap()
+        let tables = std::sync::Arc::new(RabinTables::new(0x003D_A335_8B4D_C173));
+        ChunkIter::new(tables, SIZE, MIN_SIZE, MAX_SIZE, reader, size_hint).unwrap()
     }
 
     #[test]
