@@ -78,7 +78,8 @@ pub struct RestoreArgs {
     /// Restore only these components.
     #[arg(long, value_delimiter = ',')]
     pub components: Vec<String>,
-    /// Objects written at once.
+    /// Objects written at once (default 64; a large object also sends up to 4 parts at once,
+    /// and all upload buffers together stay within 192 MiB).
     #[arg(long)]
     pub parallel: Option<usize>,
     /// pg_restore parallel jobs.
@@ -287,6 +288,7 @@ pub struct VerifyArgs {
     /// The service instance the rows were moved to.
     #[arg(long, requires = "from_instance")]
     pub to_instance: Option<String>,
+    /// Objects read back at once (default 64).
     #[arg(long)]
     pub parallel: Option<usize>,
     #[command(flatten)]
