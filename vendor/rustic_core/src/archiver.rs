@@ -26,6 +26,9 @@ use crate::{
     repofile::{configfile::ConfigFile, snapshotfile::SnapshotFile},
 };
 
+/// Files in flight in the file archivers and queued for the tree archiver (speechvault patch).
+const FILES_QUEUED: usize = 32;
+
 #[derive(thiserror::Error, Debug, displaydoc::Display)]
 /// Tree stack empty
 pub struct TreeStackEmptyError;
@@ -192,8 +195,19 @@ impl<'a, BE: DecryptFullBackend, I: ReadGlobalIndex> Archiver<'a, BE, I> {
                 },
             )
             // archive files in parallel
-            .parallel_map_scoped(s, |item| self.file_archiver.process(item, p))
-            .readahead_scoped(s)
+            //
+            // speechvault patch: up to FILES_QUEUED files in flight and queued for the tree
+            // archiver. 0.13.0 kept two per thread and handed each result on through a
+            // rendezvous channel, so every file cost thread switches at each hop: an unchanged
+            // backup of 27,500 small objects spent a fifth of its CPU waking threads. The
+            // longer queues also let the other threads go on with small files while one
+            // chunks a large file. Items are paths, nodes and open handles (no content).
+            .parallel_map_scoped_custom(
+                s,
+                |o| o.buffer_size(FILES_QUEUED),
+                |item| self.file_archiver.process(item, p),
+            )
+            .readahead_scoped_custom(s, |o| o.buffer_size(FILES_QUEUED))
             .filter_map(|item| match item {
                 Ok(item) => Some(item),
                 Err(err) => {
