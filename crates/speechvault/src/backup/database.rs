@@ -38,6 +38,34 @@ struct Described {
     owner_columns: BTreeMap<String, Vec<String>>,
 }
 
+/// What `pg_dump` left in the repository.
+struct Dumped {
+    snapshot: String,
+    stats: crate::source::stream::StreamStats,
+}
+
+/// The manifest's record of a dumped database.
+fn entry_of(
+    name: &str,
+    dumped: Dumped,
+    described: Described,
+    owner: Option<String>,
+) -> Result<DatabaseEntry, BackupError> {
+    let Dumped { snapshot, stats } = dumped;
+    Ok(DatabaseEntry {
+        snapshot,
+        path: format!("/databases/{name}"),
+        dump_bytes: stats.bytes,
+        dump_parts: stats.parts,
+        dump_sha256: stats.sha256,
+        tables: described.tables,
+        owners: described.owners,
+        digests: described.digests,
+        owner_columns: described.owner_columns,
+        owner,
+    })
+}
+
 /// A database's point in time: an open transaction whose snapshot is exported, held until
 /// the dump has attached to it. Taking every database's before listing any bucket makes the
 /// backup one point of consistency, and lets the dumps run beside the buckets.
@@ -76,22 +104,97 @@ impl DumpJob<'_> {
         Ok(HeldSnapshot { db: db.to_string(), client, snapshot_id, owner })
     }
 
-    /// Dumps a database from its held point in time, recorded in the backup as `name`.
+    /// Dumps a database from its held point in time, recorded in the backup as `name`; its
+    /// counts, digests and owners are read meanwhile on the held connection.
     pub async fn dump(
         &self,
         held: HeldSnapshot,
         name: &str,
         written: &mut Vec<rustic_core::repofile::SnapshotId>,
     ) -> Result<DatabaseEntry, BackupError> {
+        let (described, dumped) =
+            tokio::join!(self.describe(&held.client, &held.db, name), self.archive_dump(&held, name, written));
+        let _ = execute(&held.client, &held.db, "end snapshot", "COMMIT").await;
+        entry_of(name, dumped?, described?, held.owner)
+    }
+
+    /// Dumps every held database, one `pg_dump` at a time, while counts, digests and owners
+    /// are read in all of them at once, each on its own held connection (no connection more).
+    /// With one large database among small ones, its digests no longer wait for the dumps
+    /// before it. The first failure stops the rest.
+    pub async fn dump_all(
+        &self,
+        held: Vec<HeldSnapshot>,
+        written: &mut Vec<rustic_core::repofile::SnapshotId>,
+    ) -> Result<BTreeMap<String, DatabaseEntry>, BackupError> {
+        let describe_failed = std::sync::atomic::AtomicBool::new(false);
+        let dump_failed = tokio::sync::Notify::new();
+        let describes = async {
+            let all = futures_util::future::try_join_all(held.iter().map(|h| self.describe(&h.client, &h.db, &h.db)));
+            tokio::select! {
+                r = all => {
+                    if r.is_err() {
+                        describe_failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    r
+                }
+                () = dump_failed.notified() => Err(BackupError::Interrupted),
+            }
+        };
+        let dumps = async {
+            let result = async {
+                let mut out = Vec::new();
+                for h in &held {
+                    if self.stop.is_stopped() || describe_failed.load(std::sync::atomic::Ordering::SeqCst) {
+                        return Err(BackupError::Interrupted);
+                    }
+                    out.push(self.archive_dump(h, &h.db, written).await?);
+                }
+                Ok(out)
+            }
+            .await;
+            if result.is_err() {
+                // A permit is kept if the digests are not waiting yet.
+                dump_failed.notify_one();
+            }
+            result
+        };
+        let (described, dumped) = tokio::join!(describes, dumps);
+        if dumped.is_ok() {
+            for h in &held {
+                let _ = execute(&h.client, &h.db, "end snapshot", "COMMIT").await;
+            }
+        }
+        // The first real failure is the backup's, not a part that stopped because of it.
+        let (described, dumped) = match (described, dumped) {
+            (Ok(d), Ok(p)) => (d, p),
+            (_, Err(e)) if !matches!(e, BackupError::Interrupted) => return Err(e),
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        let mut entries = BTreeMap::new();
+        for ((h, d), dump) in held.into_iter().zip(described).zip(dumped) {
+            let entry = entry_of(&h.db, dump, d, h.owner)?;
+            entries.insert(h.db, entry);
+        }
+        Ok(entries)
+    }
+
+    /// Runs `pg_dump` attached to the held snapshot and streams its output into the
+    /// repository; the snapshot written is recorded in `written` at once.
+    async fn archive_dump(
+        &self,
+        held: &HeldSnapshot,
+        name: &str,
+        written: &mut Vec<rustic_core::repofile::SnapshotId>,
+    ) -> Result<Dumped, BackupError> {
         let DumpJob { vault, pg, inst_name, id, opts, .. } = *self;
-        let HeldSnapshot { db, client, snapshot_id, owner } = held;
-        let db = db.as_str();
+        let (db, snapshot_id) = (held.db.as_str(), held.snapshot_id.as_str());
 
         let env = pg.tool_env()?;
         let mut cmd = std::process::Command::new(self.pg_dump);
         // Uncompressed, so the repository can deduplicate unchanged rows between backups and
         // compress with zstd itself.
-        cmd.args(["--format=custom", "--compress=0", "--no-password", "--snapshot", &snapshot_id])
+        cmd.args(["--format=custom", "--compress=0", "--no-password", "--snapshot", snapshot_id])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
@@ -134,17 +237,12 @@ impl DumpJob<'_> {
             let stats = stats.lock().map(|s| s.clone()).unwrap_or_default();
             Ok((snap, status, errors, stats))
         });
-        // Meanwhile, in the same snapshot: counts, digests and owners.
-        let described = self.describe(&client, db, name).await;
         let outcome = archive.await.map_err(|e| BackupError::Internal(e.to_string()))??;
         drop(env);
         let (snap, status, errors, stats) = outcome;
-        // The exported snapshot had to stay valid until pg_dump attached to it.
-        let _ = execute(&client, db, "end snapshot", "COMMIT").await;
         let snap = snap?;
         tracing::info!(database = %name, "dumped");
         written.push(snap.id);
-        let described = described?;
         let status = status.map_err(|e| BackupError::Dump { database: db.into(), reason: e.to_string() })?;
         if !status.success() {
             return Err(BackupError::Dump {
@@ -156,18 +254,7 @@ impl DumpJob<'_> {
         if !fails.is_empty() {
             return Err(BackupError::Source { part: format!("database {name}"), failures: fails });
         }
-        Ok(DatabaseEntry {
-            snapshot: snap.id.to_string(),
-            path: format!("/databases/{name}"),
-            dump_bytes: stats.bytes,
-            dump_parts: stats.parts,
-            dump_sha256: stats.sha256,
-            tables: described.tables,
-            owners: described.owners,
-            digests: described.digests,
-            owner_columns: described.owner_columns,
-            owner,
-        })
+        Ok(Dumped { snapshot: snap.id.to_string(), stats })
     }
 
     async fn describe(&self, client: &tokio_postgres::Client, db: &str, name: &str) -> Result<Described, BackupError> {

@@ -362,16 +362,17 @@ async fn run_inner(
     let dumps = async {
         let mut written = Vec::new();
         let mut entries = BTreeMap::new();
-        let mut held = held.into_iter();
         let result: Result<(), BackupError> = async {
+            if concurrent {
+                // Every snapshot is held: digests of all run while the dumps go one by one.
+                entries = dump_job.dump_all(held, &mut written).await?;
+                return Ok(());
+            }
             for db in &databases {
                 if part_stop.is_stopped() {
                     return Err(BackupError::Interrupted);
                 }
-                let snapshot = match held.next() {
-                    Some(h) => h,
-                    None => dump_job.begin(db).await?,
-                };
+                let snapshot = dump_job.begin(db).await?;
                 let entry = dump_job.dump(snapshot, db, &mut written).await?;
                 entries.insert(db.clone(), entry);
             }
