@@ -136,11 +136,11 @@ async fn uploads_time_out_on_stalls_not_on_total_time() {
     let a = a.unwrap();
     let ws = Workspace::new_with(&[&a.info, &t.info], FAST);
     ws.json(&["backup", "--from", "slow-src"]);
-    // A 16 MiB part at 4 MiB/s takes 4 s, twice the 2 s timeout, yet bytes keep moving.
+    // An 8 MiB part at 2 MiB/s takes 4 s, twice the 2 s timeout, yet bytes keep moving.
     set_faults(
         &t.info,
         serde_json::json!([{ "method": "PUT", "query_has": "partNumber", "times": 2,
-                             "fault": { "kind": "slow_body", "bytes_per_sec": 4194304 } }]),
+                             "fault": { "kind": "slow_body", "bytes_per_sec": 2097152 } }]),
     );
     let r = ws.json(&["restore", "--to", "slow-dst"]);
     assert_eq!(r["verify"]["ok"], true, "{r}");

@@ -179,7 +179,8 @@ async fn s3_server_pages_delimits_and_guards_writes() {
         .await
         .unwrap();
     let parts = big.len().div_ceil(speechvault::objstore::PART_SIZE);
-    assert!(parts > speechvault::objstore::object::PARTS_IN_FLIGHT, "parts go out several at a time");
+    // More parts than go out at once, so the upload waits for parts on their way.
+    assert!(parts > speechvault::objstore::object::PARTS_IN_FLIGHT, "the test object is too small");
     assert!(up.etag.ends_with(&format!("-{parts}")), "multipart ETag: {up:?}");
     assert_eq!(up.etag_confirms(), Some(true), "the server's ETag is the one the bytes imply: {up:?}");
     assert_eq!(store.get_bytes(&bucket, "big/object").await.unwrap().1.as_ref(), big.as_slice());
@@ -193,6 +194,17 @@ async fn s3_server_pages_delimits_and_guards_writes() {
         .unwrap();
     assert_eq!(up.etag_confirms(), Some(true), "{up:?}");
     assert_eq!(store.get_bytes(&bucket, "big/odd").await.unwrap().1.as_ref(), big.as_slice());
+    // A stream that ends short of its size, or runs past it, fails and leaves no object.
+    let short: Vec<std::io::Result<bytes::Bytes>> =
+        big[..big.len() - 1].chunks(1 << 20).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
+    let long = vec![Ok(bytes::Bytes::from_static(b"eleven bytes"))];
+    for (key, size, chunks) in [("big/short", size, short), ("small/long", Some(11), long)] {
+        let r =
+            store.upload_stream(&bucket, key, &PutOptions::default(), size, futures_util::stream::iter(chunks)).await;
+        let err = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("ended after") || err.contains("more than the expected"), "{key}: {err:?}");
+        assert!(matches!(store.get_bytes(&bucket, key).await, Err(ObjStoreError::NoSuchKey { .. })), "{key}");
+    }
     // Missing things are named.
     match store.get_bytes(&bucket, "no/such/key").await {
         Err(ObjStoreError::NoSuchKey { key, .. }) => assert_eq!(key, "no/such/key"),

@@ -78,8 +78,8 @@ pub async fn add_objects(
     Ok(bytes)
 }
 
-/// Adds one object of `size` bytes (incompressible, like model weights), uploaded in 16 MiB
-/// parts generated as they are sent; returns its key.
+/// Adds one object of `size` bytes (incompressible, like model weights), uploaded in parts
+/// generated as they are sent; returns its key.
 pub async fn add_large_object(info: &SandboxInfo, seed: u64, size: u64) -> Result<String, SandboxError> {
     let store = info.object_store()?;
     let bucket = info.bucket(LARGE_BUCKET);

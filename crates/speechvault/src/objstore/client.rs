@@ -8,7 +8,7 @@
 //! other failure. Backoff is exponential with full jitter and honours `Retry-After`.
 //!
 //! Timeouts measure stalls: a request fails when neither its body nor the server has made
-//! progress for `read_timeout`, so a 16 MiB part over a slow link is not cut off as long as
+//! progress for `read_timeout`, so an 8 MiB part over a slow link is not cut off as long as
 //! bytes keep moving.
 
 use std::sync::Arc;

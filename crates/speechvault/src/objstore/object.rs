@@ -413,15 +413,22 @@ impl ObjectStore {
         })
     }
 
-    /// Uploads an object whose bytes arrive as chunks, going multipart above
-    /// [`MULTIPART_THRESHOLD`] with up to [`PARTS_IN_FLIGHT`] parts on their way at once, so a
-    /// large object keeps several connections busy. `size` is the object's expected size
-    /// when known: it picks a part size that stays within S3's 10,000 parts and reserves a
-    /// small object's buffer at once. Every buffer (the part being filled, each part in
-    /// flight) holds its share of the store's upload memory, so any number of concurrent
-    /// uploads stays within [`UPLOAD_MEMORY`]. On failure a started multipart upload is
-    /// aborted, so nothing half-written is left visible; if the task is cancelled instead,
-    /// the upload stays registered for [`ObjectStore::abort_pending_uploads`].
+    /// Uploads an object whose bytes arrive as chunks (of any size). `size` is the object's
+    /// size when known: up to [`MULTIPART_THRESHOLD`] it goes up in one PUT from a buffer of
+    /// exactly that size; above, in parts of [`part_size_for`] (within S3's 10,000 parts),
+    /// up to [`PARTS_IN_FLIGHT`] on their way at once so a large object keeps several
+    /// connections busy. A stream that ends short of `size` or runs past it fails. With no
+    /// size, an object that fits one part goes up in one PUT and a larger one multipart.
+    ///
+    /// Memory: every buffer (the part being filled, each part on its way) is allocated at its
+    /// final size and holds that much of the store's upload memory until sent, so any number
+    /// of concurrent uploads stays within [`UPLOAD_MEMORY`] (a part larger than the whole
+    /// budget, for objects over about 1.9 TB, holds all of it and goes alone). No upload
+    /// waits for memory while holding some, so uploads cannot starve each other for good.
+    ///
+    /// On failure a started multipart upload is aborted, so nothing half-written is left
+    /// visible; if the task is cancelled instead, the upload stays registered for
+    /// [`ObjectStore::abort_pending_uploads`].
     pub async fn upload_stream<S>(
         &self,
         bucket: &str,
@@ -434,71 +441,77 @@ impl ObjectStore {
         S: futures_util::Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
         use futures_util::StreamExt;
+        let target = format!("{bucket}/{key}");
         let part_size = part_size_for(size);
+        // The one-PUT buffer of a small object of known size is that size; otherwise a part.
+        let capacity = match size {
+            Some(s) if s <= MULTIPART_THRESHOLD => s as usize,
+            _ => part_size,
+        };
         let mut buf: Vec<u8> = Vec::new();
-        // The memory `buf` may use; taken before it fills, handed to the part it becomes.
+        // The memory `buf` holds; taken before it is allocated, handed to the part it becomes.
         let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
         let mut upload: Option<String> = None;
         let mut parts: Vec<(u32, String)> = Vec::new();
         let mut in_flight: tokio::task::JoinSet<Result<(u32, String)>> = tokio::task::JoinSet::new();
         let mut part_md5s: Vec<u8> = Vec::new();
         let mut total = 0u64;
-        let fail = |e: std::io::Error| ObjStoreError::Protocol {
-            op: "Upload".into(),
-            target: format!("{bucket}/{key}"),
-            detail: format!("source failed: {e}"),
-        };
+        let protocol = |detail: String| ObjStoreError::Protocol { op: "Upload".into(), target: target.clone(), detail };
         let result: Result<Uploaded> = async {
-            loop {
-                let Some(chunk) = chunks.next().await else { break };
-                let chunk = chunk.map_err(fail)?;
-                if held.is_none() {
-                    let whole = size.filter(|s| *s <= MULTIPART_THRESHOLD).map_or(part_size, |s| s as usize);
-                    held = Some(self.reserve(whole.max(chunk.len())).await?);
-                }
-                total += chunk.len() as u64;
-                buf.extend_from_slice(&chunk);
-                // Go multipart only once more than one part's worth has arrived.
-                while buf.len() >= part_size && total > MULTIPART_THRESHOLD {
-                    let id = match &upload {
-                        Some(id) => id.clone(),
-                        None => {
-                            let id = self.create_multipart(bucket, key, opts).await?;
-                            upload = Some(id.clone());
-                            id
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(|e| protocol(format!("source failed: {e}")))?;
+                let mut rest: &[u8] = &chunk;
+                while !rest.is_empty() {
+                    if capacity == 0 {
+                        return Err(protocol("the source sent bytes for an empty object".into()));
+                    }
+                    if buf.len() == capacity {
+                        // A full buffer and more to come: it becomes a part.
+                        if size.is_some_and(|s| s <= MULTIPART_THRESHOLD) {
+                            return Err(protocol(format!("the source sent more than the expected {capacity} bytes")));
                         }
-                    };
-                    while in_flight.len() >= PARTS_IN_FLIGHT {
-                        collect_part(&mut in_flight, &mut parts).await?;
+                        let id = match &upload {
+                            Some(id) => id.clone(),
+                            None => {
+                                let id = self.create_multipart(bucket, key, opts).await?;
+                                upload = Some(id.clone());
+                                id
+                            }
+                        };
+                        self.send_part(
+                            &mut in_flight,
+                            &mut parts,
+                            &mut part_md5s,
+                            (bucket, key, &id),
+                            &mut buf,
+                            &mut held,
+                        )
+                        .await?;
                     }
-                    let rest = buf.split_off(part_size);
-                    let part = Bytes::from(std::mem::replace(&mut buf, rest));
-                    let md5: [u8; 16] = Md5::digest(&part).into();
-                    part_md5s.extend_from_slice(&md5);
-                    let n = (part_md5s.len() / 16) as u32;
-                    let (store, bucket, key, permit) = (self.clone(), bucket.to_string(), key.to_string(), held.take());
-                    in_flight.spawn(async move {
-                        let _memory = permit;
-                        let etag = store.upload_part_md5(&bucket, &key, &id, n, part, &md5).await?;
-                        Ok((n, etag))
-                    });
-                    if !buf.is_empty() {
-                        held = Some(self.reserve(part_size).await?);
+                    if held.is_none() {
+                        held = Some(self.reserve(capacity).await?);
+                        buf = Vec::with_capacity(capacity);
                     }
+                    let take = rest.len().min(capacity - buf.len());
+                    buf.extend_from_slice(&rest[..take]);
+                    rest = &rest[take..];
+                    total += take as u64;
                 }
+            }
+            if let Some(expected) = size
+                && expected != total
+            {
+                return Err(protocol(format!("the source ended after {total} of {expected} bytes")));
             }
             let Some(id) = upload.clone() else {
-                return self.put_checked(bucket, key, Bytes::from(std::mem::take(&mut buf)), opts).await;
+                let body = Bytes::from(std::mem::take(&mut buf));
+                let put = self.put_checked(bucket, key, body, opts).await;
+                drop(held.take());
+                return put;
             };
-            if !buf.is_empty() {
-                let last = Bytes::from(std::mem::take(&mut buf));
-                let md5: [u8; 16] = Md5::digest(&last).into();
-                part_md5s.extend_from_slice(&md5);
-                let n = (part_md5s.len() / 16) as u32;
-                parts.push((n, self.upload_part_md5(bucket, key, &id, n, last, &md5).await?));
-            }
+            self.send_part(&mut in_flight, &mut parts, &mut part_md5s, (bucket, key, &id), &mut buf, &mut held).await?;
             while !in_flight.is_empty() {
-                collect_part(&mut in_flight, &mut parts).await?;
+                collect_part(&mut in_flight, &mut parts, &target).await?;
             }
             parts.sort_by_key(|(n, _)| *n);
             let etag = self.complete_multipart(bucket, key, &id, &parts, Some(total)).await?;
@@ -516,6 +529,45 @@ impl ObjectStore {
             }
         }
         result
+    }
+
+    /// Sends `buf` as the next part of upload `id` (with its memory), once fewer than
+    /// [`PARTS_IN_FLIGHT`] parts are on their way; fails past S3's 10,000 parts.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_part(
+        &self,
+        in_flight: &mut tokio::task::JoinSet<Result<(u32, String)>>,
+        parts: &mut Vec<(u32, String)>,
+        part_md5s: &mut Vec<u8>,
+        (bucket, key, id): (&str, &str, &str),
+        buf: &mut Vec<u8>,
+        held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<()> {
+        let target = format!("{bucket}/{key}");
+        let n = (part_md5s.len() / 16 + 1) as u32;
+        if u64::from(n) > MAX_PARTS {
+            return Err(ObjStoreError::Protocol {
+                op: "UploadPart".into(),
+                target,
+                detail: format!(
+                    "the object needs more than {MAX_PARTS} parts (S3's limit): it is larger than expected"
+                ),
+            });
+        }
+        while in_flight.len() >= PARTS_IN_FLIGHT {
+            collect_part(in_flight, parts, &target).await?;
+        }
+        let part = Bytes::from(std::mem::take(buf));
+        let md5: [u8; 16] = Md5::digest(&part).into();
+        part_md5s.extend_from_slice(&md5);
+        let (store, bucket, key, id, permit) =
+            (self.clone(), bucket.to_string(), key.to_string(), id.to_string(), held.take());
+        in_flight.spawn(async move {
+            let _memory = permit;
+            let etag = store.upload_part_md5(&bucket, &key, &id, n, part, &md5).await?;
+            Ok((n, etag))
+        });
+        Ok(())
     }
 }
 
@@ -544,6 +596,7 @@ pub fn part_size_for(size: Option<u64>) -> usize {
 async fn collect_part(
     in_flight: &mut tokio::task::JoinSet<Result<(u32, String)>>,
     parts: &mut Vec<(u32, String)>,
+    target: &str,
 ) -> Result<()> {
     match in_flight.join_next().await {
         Some(Ok(done)) => {
@@ -552,7 +605,7 @@ async fn collect_part(
         }
         Some(Err(e)) => Err(ObjStoreError::Protocol {
             op: "UploadPart".into(),
-            target: String::new(),
+            target: target.to_string(),
             detail: format!("the part's task ended: {e}"),
         }),
         None => Ok(()),
