@@ -78,8 +78,9 @@ pub struct RestoreArgs {
     /// Restore only these components.
     #[arg(long, value_delimiter = ',')]
     pub components: Vec<String>,
-    /// Objects written at once (default 64; a large object also sends up to 4 parts at once,
-    /// and all upload buffers together stay within 192 MiB).
+    /// Objects written at once (default 64; a large object also sends up to 4 parts at once;
+    /// all upload buffers together stay within 192 MiB, and at most 16 objects over 1 MiB are
+    /// read from the repository at once).
     #[arg(long)]
     pub parallel: Option<usize>,
     /// pg_restore parallel jobs.

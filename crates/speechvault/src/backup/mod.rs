@@ -117,7 +117,9 @@ pub const READ_AHEAD: usize = 64;
 /// Objects a restore or a verification moves at once. Small objects are bound by the
 /// target's time per request, not by our CPU: with 20 ms per PUT, 16 at a time restored the
 /// medium sandbox in 44.8 s and 64 in 23.8 s, at the same peak memory. Memory does not grow
-/// with it: upload buffers share one budget ([`crate::objstore::object::UPLOAD_MEMORY`]).
+/// with it: upload buffers share one budget ([`crate::objstore::object::UPLOAD_MEMORY`]) and
+/// only a few large objects are read from the repository at once (`LARGE_READS` in
+/// `restore::objects`).
 pub const TRANSFERS: usize = 64;
 
 /// Parallel transfers for restore and verify ([`TRANSFERS`]).

@@ -34,6 +34,15 @@ const CHUNK: usize = 1 << 20;
 /// Chunks waiting between one object's reading and its upload.
 const CHUNKS_QUEUED: usize = 2;
 
+/// Objects over [`CHUNK`] read from the repository at once, whatever `--parallel` is.
+/// Reading one holds a decrypted blob (one of several blobs decrypts up to four more ahead
+/// on worker threads; typically 1 MiB each, at most 8 MiB) and chunks on their way to the
+/// upload, outside the upload memory budget: their number, not the objects in flight,
+/// bounds that memory (about 100 MiB typical for all of them). Small objects, the many,
+/// are not held back: each holds at most its own size.
+const LARGE_READS: usize = 16;
+static LARGE_READ_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LARGE_READS);
+
 impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         let n = data.len().min(CHUNK - self.buf.len());
@@ -244,9 +253,16 @@ pub(crate) async fn restore_object(
     node: rustic_core::repofile::Node,
     progress: &Progress,
 ) -> Result<(), RestoreError> {
+    let fail = |reason: String| RestoreError::Object { bucket: bucket.into(), key: e.key.clone(), reason };
+    let slot = if e.size > CHUNK as u64 {
+        Some(LARGE_READ_SLOTS.acquire().await.map_err(|err| RestoreError::Internal(err.to_string()))?)
+    } else {
+        None
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_QUEUED);
     let expected = e.size;
     let dumper = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK.min(expected as usize)), bytes: 0 };
         let result =
             reader.dump(&node, &mut w).map_err(|e| e.to_string()).and_then(|()| w.flush().map_err(|e| e.to_string()));
@@ -273,9 +289,10 @@ pub(crate) async fn restore_object(
     );
     let uploaded = store.upload_stream(bucket, &e.key, &opts, Some(e.size), Box::pin(stream)).await;
     let dumped = dumper.await.map_err(|err| RestoreError::Internal(err.to_string()))?;
-    let fail = |reason: String| RestoreError::Object { bucket: bucket.into(), key: e.key.clone(), reason };
-    dumped.map_err(fail)?;
+    // A failed upload stops the reading too (its writer fails): the upload's error is the
+    // cause. A reading that failed first reached the upload as its source's error.
     let uploaded = uploaded.map_err(|err| fail(err.to_string()))?;
+    dumped.map_err(fail)?;
     if uploaded.etag_confirms() == Some(false) {
         return Err(fail(format!(
             "the server stored it with ETag {}, but its bytes give {}",
