@@ -198,6 +198,8 @@ pub async fn verify(
             let installation_rows = found.map(|d| d.rows);
             let content = match (entry.digests.get(table), found) {
                 (Some(expected), Some(d)) if *expected == d.digest => "same",
+                // Servers of other byte orders: counts are compared, content cannot be.
+                (Some(expected), Some(d)) if !catalog::DigestVersion::comparable(expected, &d.digest) => "not-compared",
                 (Some(_), Some(_)) => "different",
                 (Some(_), None) if table == catalog::LARGE_OBJECTS => "not-compared",
                 (Some(_), None) => "different",

@@ -122,7 +122,9 @@ pub enum DigestVersion {
     /// Two 64-bit `hashtextextended` values of each row (seeds 0 and 1), summed in 128-bit
     /// integers: half the server's CPU time of v1 (0.37 s instead of 0.70 s for 250,000 rows).
     /// The function is the one hash partitioning uses, kept stable across releases since
-    /// PostgreSQL 11.
+    /// PostgreSQL 11; it reads the text in machine words, so a big-endian server (s390x)
+    /// gets other values: its digests are marked `v2b:`, and a digest of one byte order is
+    /// not compared with one of the other (the row counts still are).
     V2,
 }
 
@@ -134,14 +136,13 @@ impl DigestVersion {
 
     /// The version that produced recorded `digests` (v1 when none says otherwise).
     pub fn of_recorded<'a>(mut digests: impl Iterator<Item = &'a String>) -> Self {
-        if digests.any(|d| d.starts_with("v2:")) { Self::V2 } else { Self::V1 }
+        if digests.any(|d| d.starts_with("v2:") || d.starts_with("v2b:")) { Self::V2 } else { Self::V1 }
     }
 
-    fn prefix(self) -> &'static str {
-        match self {
-            Self::V1 => "v1",
-            Self::V2 => "v2",
-        }
+    /// Whether a recorded digest and one computed now can be compared: the same version and,
+    /// for v2, the same byte order of the servers that computed them.
+    pub fn comparable(recorded: &str, computed: &str) -> bool {
+        recorded.split(':').next() == computed.split(':').next()
     }
 
     /// What is summed of a row whose rendering is `text`: `h` in [`DigestVersion::aggregate`].
@@ -180,6 +181,14 @@ pub async fn table_digests(
     version: DigestVersion,
 ) -> Result<BTreeMap<String, TableDigest>, PgError> {
     execute(client, db, "fix the row rendering", FIXED_RENDERING).await?;
+    let prefix = match version {
+        DigestVersion::V1 => "v1",
+        DigestVersion::V2 => {
+            let probe: i64 =
+                query(client, db, "hash byte order", "SELECT hashtextextended('speechvault', 0)", &[]).await?[0].get(0);
+            if probe == LITTLE_ENDIAN_PROBE { "v2" } else { "v2b" }
+        }
+    };
     let mut out = BTreeMap::new();
     for (name, quoted) in user_tables(client, db).await? {
         let cols = query(
@@ -219,7 +228,7 @@ pub async fn table_digests(
             version.per_row(&format!("{row}::text"))
         );
         let r = query(client, db, &format!("digest {name}"), &sql, &[]).await?;
-        out.insert(name, finish_digest(version, r[0].get(0), r[0].get(1), r[0].get(2)));
+        out.insert(name, finish_digest(prefix, r[0].get(0), r[0].get(1), r[0].get(2)));
     }
     // Large objects: readable by their owners and superusers; skipped (not compared) otherwise.
     let lo = client
@@ -234,7 +243,7 @@ pub async fn table_digests(
         .await;
     match lo {
         Ok(r) => {
-            let d = finish_digest(version, r[0].get(0), r[0].get(1), r[0].get(2));
+            let d = finish_digest(prefix, r[0].get(0), r[0].get(1), r[0].get(2));
             if d.rows > 0 {
                 out.insert(LARGE_OBJECTS.to_string(), d);
             }
@@ -244,9 +253,12 @@ pub async fn table_digests(
     Ok(out)
 }
 
-fn finish_digest(version: DigestVersion, rows: i64, a: String, b: String) -> TableDigest {
+/// `hashtextextended('speechvault', 0)` on a little-endian server (x86_64, arm64).
+const LITTLE_ENDIAN_PROBE: i64 = -16_444_513_805_441_891;
+
+fn finish_digest(prefix: &str, rows: i64, a: String, b: String) -> TableDigest {
     let h = Sha256::digest(format!("{rows}:{a}:{b}").as_bytes());
-    TableDigest { rows, digest: format!("{}:{}", version.prefix(), &hex::encode(h)[..32]) }
+    TableDigest { rows, digest: format!("{prefix}:{}", &hex::encode(h)[..32]) }
 }
 
 /// The server's version as a number (150008 for 15.8).
@@ -399,10 +411,13 @@ mod tests {
         let sql = canonical_id_sql("x");
         assert!(sql.contains("lpad(x, 32, '0')"));
         assert!(sql.contains("lower(x)"));
-        for v in [DigestVersion::V1, DigestVersion::V2] {
-            let d = finish_digest(v, 0, "0".into(), "0".into());
-            assert_eq!(d.digest.len(), 35);
-            assert_eq!(DigestVersion::of_recorded([d.digest].iter()), v);
+        for (prefix, v) in [("v1", DigestVersion::V1), ("v2", DigestVersion::V2), ("v2b", DigestVersion::V2)] {
+            let d = finish_digest(prefix, 0, "0".into(), "0".into());
+            assert_eq!(d.digest.len(), prefix.len() + 33);
+            assert_eq!(DigestVersion::of_recorded([d.digest.clone()].iter()), v);
         }
+        assert!(DigestVersion::comparable("v2:00", "v2:11"));
+        assert!(!DigestVersion::comparable("v2:00", "v2b:00"));
+        assert!(!DigestVersion::comparable("v1:00", "v2:00"));
     }
 }
