@@ -83,7 +83,8 @@ class Bench:
         servers = self.server_pids()
         before = {pid: cpu_seconds(pid) for pid in servers}
         p = subprocess.run(argv, capture_output=True, text=True, env=env or self.env)
-        server_cpu = sum(cpu_seconds(pid) - t for pid, t in before.items() if t is not None and cpu_seconds(pid))
+        after = {pid: cpu_seconds(pid) for pid in before}
+        server_cpu = sum(after[pid] - t for pid, t in before.items() if t is not None and after[pid] is not None)
         if p.returncode != 0:
             log(f"{name} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
             raise SystemExit(1)

@@ -62,7 +62,7 @@ pub(crate) struct BucketJob<'a> {
     pub id: &'a str,
     pub progress: &'a Progress,
     pub stop: &'a Stop,
-    /// Object transfers at once, shared by every bucket of the backup.
+    /// Objects read ahead at once in this bucket (each bucket has its own).
     pub transfers: Arc<tokio::sync::Semaphore>,
 }
 

@@ -143,7 +143,7 @@ impl<R: Read + Send> ChunkIter<R> {
         })
     }
 
-    /// Reads into `vec[start..]` once; the bytes read.
+    /// Reads into `vec` once (the free end of the chunk); the bytes read.
     fn read_into(&mut self, vec: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.reader.read(vec) {
