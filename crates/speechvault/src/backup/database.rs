@@ -45,14 +45,9 @@ struct Dumped {
 }
 
 /// The manifest's record of a dumped database.
-fn entry_of(
-    name: &str,
-    dumped: Dumped,
-    described: Described,
-    owner: Option<String>,
-) -> Result<DatabaseEntry, BackupError> {
+fn entry_of(name: &str, dumped: Dumped, described: Described, owner: Option<String>) -> DatabaseEntry {
     let Dumped { snapshot, stats } = dumped;
-    Ok(DatabaseEntry {
+    DatabaseEntry {
         snapshot,
         path: format!("/databases/{name}"),
         dump_bytes: stats.bytes,
@@ -63,7 +58,7 @@ fn entry_of(
         digests: described.digests,
         owner_columns: described.owner_columns,
         owner,
-    })
+    }
 }
 
 /// A database's point in time: an open transaction whose snapshot is exported, held until
@@ -115,7 +110,7 @@ impl DumpJob<'_> {
         let (described, dumped) =
             tokio::join!(self.describe(&held.client, &held.db, name), self.archive_dump(&held, name, written));
         let _ = execute(&held.client, &held.db, "end snapshot", "COMMIT").await;
-        entry_of(name, dumped?, described?, held.owner)
+        Ok(entry_of(name, dumped?, described?, held.owner))
     }
 
     /// Dumps every held database, one `pg_dump` at a time, while counts, digests and owners
@@ -171,12 +166,12 @@ impl DumpJob<'_> {
             (_, Err(e)) if !matches!(e, BackupError::Interrupted) => return Err(e),
             (Err(e), _) | (_, Err(e)) => return Err(e),
         };
-        let mut entries = BTreeMap::new();
-        for ((h, d), dump) in held.into_iter().zip(described).zip(dumped) {
-            let entry = entry_of(&h.db, dump, d, h.owner)?;
-            entries.insert(h.db, entry);
-        }
-        Ok(entries)
+        Ok(held
+            .into_iter()
+            .zip(described)
+            .zip(dumped)
+            .map(|((h, d), dump)| (h.db.clone(), entry_of(&h.db, dump, d, h.owner)))
+            .collect())
     }
 
     /// Runs `pg_dump` attached to the held snapshot and streams its output into the
