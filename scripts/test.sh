@@ -12,6 +12,8 @@ scripts/setup.sh --garage
 export PATH="/opt/garage/bin:$PATH" RUST_BACKTRACE=0
 start=$SECONDS
 
+echo "== layers (no import cycle, no layer importing from below)"
+python3 scripts/check-layers.py
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

@@ -16,7 +16,7 @@ mod vault_cmd;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use speechvault::interrupt::{Stop, StopHandle};
+use speechvault::support::interrupt::{Stop, StopHandle};
 
 use output::Failure;
 
@@ -306,7 +306,7 @@ fn main() -> ExitCode {
         Err(f) => {
             let code = f.kind.exit_code();
             // Library errors carry their causes in their own message: print it once, on one line.
-            let message = speechvault::config::one_line(&f.error.to_string());
+            let message = speechvault::support::text::one_line(&f.error.to_string());
             if json && !f.reported {
                 let mut doc = serde_json::json!({
                     "error": message,

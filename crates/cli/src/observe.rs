@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use speechvault::hooks::{self, HookCommand, Outcome};
-use speechvault::metrics::{RunMetrics, Sample};
+use speechvault::observe::hooks::{self, HookCommand, Outcome};
+use speechvault::observe::metrics::{RunMetrics, Sample};
 
 use crate::output::Failure;
 use crate::vault_cmd::{Ctx, blocking, parse_duration};
@@ -66,13 +66,13 @@ pub async fn observed(
 ) -> Result<(), Failure> {
     // Settings that cannot work are bad input, found before anything runs.
     if let Some(url) = &args.pushgateway {
-        speechvault::metrics::check_url(url)?;
+        speechvault::observe::metrics::check_url(url)?;
     }
     if let Some(path) = &args.metrics_file {
-        speechvault::metrics::check_file(path)
+        speechvault::observe::metrics::check_file(path)
             .map_err(|e| Failure::new(speechvault::error::ErrorKind::BadInput, anyhow::anyhow!("{e}")))?;
     }
-    let started = speechvault::metrics::now();
+    let started = speechvault::observe::metrics::now();
     let clock = Instant::now();
     let settings = &ctx.cfg.file.hooks;
     let pre = args.pre_hook.clone().map(HookCommand::Shell).or_else(|| settings.pre.clone());
@@ -98,12 +98,12 @@ pub async fn observed(
                     let mut f = Failure::from(e);
                     f.error = anyhow::anyhow!(
                         "the {operation} itself succeeded{what}, then {}",
-                        speechvault::config::one_line(&f.error.to_string())
+                        speechvault::support::text::one_line(&f.error.to_string())
                     );
                     // The operation's --json document is out already.
                     result = Err(if ctx.json { f.already_reported() } else { f });
                 }
-                Err(_) => eprintln!("error: {}", speechvault::config::one_line(&e.to_string())),
+                Err(_) => eprintln!("error: {}", speechvault::support::text::one_line(&e.to_string())),
             }
         }
     }
@@ -157,7 +157,7 @@ fn outcome_of(result: &Result<(), Failure>, backup_id: Option<String>) -> Outcom
         Err(f) => Outcome {
             success: false,
             exit_code: f.kind.exit_code(),
-            error: Some(speechvault::config::one_line(&f.error.to_string())),
+            error: Some(speechvault::support::text::one_line(&f.error.to_string())),
             backup_id,
         },
     }
@@ -166,13 +166,13 @@ fn outcome_of(result: &Result<(), Failure>, backup_id: Option<String>) -> Outcom
 /// The last success: for a backup, the start of the installation's latest complete backup
 /// in the repository (what the backup-age alert must see, whatever this run did); for the
 /// other operations, now when this run succeeded. `None` when unknown: the earlier value is
-/// kept (see [`speechvault::metrics`]).
+/// kept (see [`speechvault::observe::metrics`]).
 async fn last_success(ctx: &Ctx, operation: &str, installation: &str, success: bool, started: f64) -> Option<f64> {
     if operation != "backup" {
         return success.then_some(started);
     }
-    let vault = ctx.vault().await.ok()?;
-    let sets = blocking(move || speechvault::catalog::backup_sets(&vault)).await.ok()?.ok()?;
+    let repo = ctx.repo().await.ok()?;
+    let sets = blocking(move || speechvault::model::catalog::backup_sets(&repo)).await.ok()?.ok()?;
     sets.iter()
         .filter(|s| s.complete() && s.installation == installation)
         .filter_map(|s| s.unix_time())

@@ -43,31 +43,31 @@ macro_rules! kinded {
 }
 
 kinded!(
-    speechvault::backup::BackupError,
-    speechvault::catalog::CatalogError,
-    speechvault::config::ConfigError,
-    speechvault::instance::InstanceIdError,
-    speechvault::inventory::InventoryError,
+    speechvault::ops::backup::BackupError,
+    speechvault::model::catalog::CatalogError,
+    speechvault::model::config::ConfigError,
+    speechvault::model::instance::InstanceIdError,
+    speechvault::model::inventory::InventoryError,
     speechvault::objstore::ObjStoreError,
-    speechvault::ownership::OwnershipError,
+    speechvault::ops::ownership::OwnershipError,
     speechvault::pg::PgError,
-    speechvault::profile::ProfileError,
+    speechvault::model::profile::ProfileError,
     speechvault::repository::RepoError,
-    speechvault::verify::VerifyError,
-    speechvault::check::CheckError,
-    speechvault::copies::CopyError,
-    speechvault::retention::RetentionError,
-    speechvault::export::ExportError,
-    speechvault::import::ImportError,
-    speechvault::hooks::HookError,
-    speechvault::metrics::MetricsError,
-    speechvault::selective::SelectiveError,
+    speechvault::ops::verify::VerifyError,
+    speechvault::ops::check::CheckError,
+    speechvault::ops::copy::CopyError,
+    speechvault::ops::retention::RetentionError,
+    speechvault::ops::export::ExportError,
+    speechvault::ops::import::ImportError,
+    speechvault::observe::hooks::HookError,
+    speechvault::observe::metrics::MetricsError,
+    speechvault::ops::selective::SelectiveError,
 );
 #[cfg(feature = "sandbox")]
 kinded!(speechvault_sandbox::SandboxError);
 
-impl From<speechvault::restore::RestoreError> for Failure {
-    fn from(e: speechvault::restore::RestoreError) -> Self {
+impl From<speechvault::ops::restore::RestoreError> for Failure {
+    fn from(e: speechvault::ops::restore::RestoreError) -> Self {
         let failures = e.failures();
         Failure { failures, ..Failure::new(e.kind(), e) }
     }

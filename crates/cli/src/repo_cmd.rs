@@ -4,14 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
-use speechvault::catalog;
 use speechvault::error::ErrorKind;
-use speechvault::repository::Vault;
+use speechvault::model::catalog;
+use speechvault::ops::retention::{self, SetDecision};
+use speechvault::repository::Repository;
 use speechvault::repository::maintenance::{PruneSummary, ReadSubset};
-use speechvault::retention::{self, SetDecision};
 
 use crate::output::{Failure, out};
-use crate::vault_cmd::{Ctx, blocking, human_bytes, open_vault_named};
+use crate::vault_cmd::{Ctx, blocking, human_bytes, open_repository_named};
 
 #[derive(Debug, clap::Args)]
 pub struct CopyArgs {
@@ -27,13 +27,13 @@ pub struct CopyArgs {
 }
 
 pub async fn copy(ctx: &Ctx, args: CopyArgs) -> Result<(), Failure> {
-    let src = ctx.vault().await?;
-    let dst = open_vault_named(&ctx.cfg, Some(&args.to_repository)).await?;
+    let src = ctx.repo().await?;
+    let dst = open_repository_named(&ctx.cfg, Some(&args.to_repository)).await?;
     let _l1 = ctx.lock(&src, false).await?;
     let _l2 = ctx.lock(&dst, false).await?;
     let selector = args.backup.clone();
     let (s, d) = (src.clone(), dst.clone());
-    let report = blocking(move || speechvault::copies::copy_sets(&s, &d, selector.as_deref())).await??;
+    let report = blocking(move || speechvault::ops::copy::copy_sets(&s, &d, selector.as_deref())).await??;
     if ctx.json {
         return crate::output::json(&report);
     }
@@ -96,25 +96,25 @@ pub struct RetentionOutcome {
 /// the exclusive lock; prunes when asked.
 pub async fn apply_retention(
     ctx: &Ctx,
-    vault: &Arc<Vault>,
+    repo: &Arc<Repository>,
     installations: &[String],
     prune: bool,
     dry_run: bool,
 ) -> Result<RetentionOutcome, Failure> {
-    apply_with(ctx, vault, installations, None, prune, None, dry_run).await
+    apply_with(ctx, repo, installations, None, prune, None, dry_run).await
 }
 
 async fn apply_with(
     ctx: &Ctx,
-    vault: &Arc<Vault>,
+    repo: &Arc<Repository>,
     installations: &[String],
     overrides: Option<&ForgetArgs>,
     prune: bool,
     max_unused: Option<String>,
     dry_run: bool,
 ) -> Result<RetentionOutcome, Failure> {
-    let _lock = ctx.lock(vault, !dry_run).await?;
-    let v = vault.clone();
+    let _lock = ctx.lock(repo, !dry_run).await?;
+    let v = repo.clone();
     let sets = blocking(move || catalog::backup_sets(&v)).await??;
     let names: Vec<String> = if installations.is_empty() {
         let mut n: Vec<String> = sets.iter().map(|s| s.installation.clone()).collect();
@@ -159,11 +159,11 @@ async fn apply_with(
     let doomed = retention::doomed_snapshots(&sets, &decisions);
     let removed: Vec<String> = decisions.iter().filter(|d| !d.keep).map(|d| d.backup_id.clone()).collect();
     if !dry_run && !doomed.is_empty() {
-        let v = vault.clone();
+        let v = repo.clone();
         blocking(move || v.delete_snapshots(&doomed)).await??;
     }
     let prune = if prune {
-        let v = vault.clone();
+        let v = repo.clone();
         Some(blocking(move || v.prune(max_unused.as_deref(), dry_run)).await??)
     } else {
         None
@@ -198,17 +198,17 @@ pub fn print_retention(o: &RetentionOutcome) {
 }
 
 pub async fn forget(ctx: &Ctx, args: ForgetArgs) -> Result<(), Failure> {
-    let vault = ctx.vault().await?;
-    let o = apply_with(ctx, &vault, &args.installation, Some(&args), args.prune, args.max_unused.clone(), args.dry_run)
+    let repo = ctx.repo().await?;
+    let o = apply_with(ctx, &repo, &args.installation, Some(&args), args.prune, args.max_unused.clone(), args.dry_run)
         .await?;
     ctx.record(
         vec![
-            speechvault::metrics::Sample::new(
+            speechvault::observe::metrics::Sample::new(
                 "speechvault_forgotten_backups",
                 "Backups the run removed by the retention rules.",
                 o.removed.len() as f64,
             ),
-            speechvault::metrics::Sample::new(
+            speechvault::observe::metrics::Sample::new(
                 "speechvault_kept_backups",
                 "Backups the retention rules keep.",
                 o.sets.iter().filter(|s| s.keep).count() as f64,
@@ -224,9 +224,9 @@ pub async fn forget(ctx: &Ctx, args: ForgetArgs) -> Result<(), Failure> {
 }
 
 pub async fn prune(ctx: &Ctx, max_unused: Option<String>, dry_run: bool) -> Result<(), Failure> {
-    let vault = ctx.vault().await?;
-    let _lock = ctx.lock(&vault, !dry_run).await?;
-    let v = vault.clone();
+    let repo = ctx.repo().await?;
+    let _lock = ctx.lock(&repo, !dry_run).await?;
+    let v = repo.clone();
     let p = blocking(move || v.prune(max_unused.as_deref(), dry_run)).await??;
     if ctx.json {
         return crate::output::json(&p);
@@ -236,17 +236,17 @@ pub async fn prune(ctx: &Ctx, max_unused: Option<String>, dry_run: bool) -> Resu
 }
 
 pub async fn check(ctx: &Ctx, read_data: bool, subset: Option<ReadSubset>) -> Result<(), Failure> {
-    let vault = ctx.vault().await?;
-    let _lock = ctx.lock(&vault, false).await?;
+    let repo = ctx.repo().await?;
+    let _lock = ctx.lock(&repo, false).await?;
     let read = match (read_data, subset) {
         (_, Some(s)) => Some(s),
         (true, None) => Some(ReadSubset::All),
         (false, None) => None,
     };
-    let v = vault.clone();
-    let report = blocking(move || speechvault::check::run(&v, read)).await??;
+    let v = repo.clone();
+    let report = blocking(move || speechvault::ops::check::run(&v, read)).await??;
     ctx.record(
-        vec![speechvault::metrics::Sample::new(
+        vec![speechvault::observe::metrics::Sample::new(
             "speechvault_check_errors",
             "Errors the repository check found (damage).",
             report.errors.len() as f64,
@@ -295,7 +295,7 @@ pub async fn check(ctx: &Ctx, read_data: bool, subset: Option<ReadSubset>) -> Re
     Ok(())
 }
 
-fn describe_damage(a: &speechvault::check::AffectedSet) -> String {
+fn describe_damage(a: &speechvault::ops::check::AffectedSet) -> String {
     let mut parts = Vec::new();
     if a.manifest {
         parts.push("its manifest".to_string());
@@ -330,8 +330,8 @@ pub enum KeyCmd {
     },
 }
 
-fn read_password(path: &std::path::Path) -> Result<speechvault::secret::Secret, Failure> {
-    let p = speechvault::secret::read_secret_file(path)
+fn read_password(path: &std::path::Path) -> Result<speechvault::support::secret::Secret, Failure> {
+    let p = speechvault::support::secret::read_secret_file(path)
         .map_err(|e| Failure::bad_input(format!("cannot read password file {}: {e}", path.display())))?;
     if p.is_empty() {
         return Err(Failure::bad_input(format!("password file {} is empty", path.display())));
@@ -340,8 +340,8 @@ fn read_password(path: &std::path::Path) -> Result<speechvault::secret::Secret, 
 }
 
 pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<(), Failure> {
-    let vault = ctx.vault().await?;
-    let v = vault.clone();
+    let repo = ctx.repo().await?;
+    let v = repo.clone();
     match cmd {
         KeyCmd::List => {
             let keys = blocking(move || v.keys()).await??;
@@ -366,7 +366,7 @@ pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<(), Failure> {
         }
         KeyCmd::Add { new_password_file } => {
             let pw = read_password(&new_password_file)?;
-            let _lock = ctx.lock(&vault, false).await?;
+            let _lock = ctx.lock(&repo, false).await?;
             let id = blocking(move || v.add_key(&pw)).await??;
             if ctx.json {
                 return crate::output::json(&serde_json::json!({ "added": id }));
@@ -374,7 +374,7 @@ pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<(), Failure> {
             out!("added key {id}");
         }
         KeyCmd::Remove { id } => {
-            let _lock = ctx.lock(&vault, true).await?;
+            let _lock = ctx.lock(&repo, true).await?;
             let removed = blocking(move || v.remove_key(&id)).await??;
             if ctx.json {
                 return crate::output::json(&serde_json::json!({ "removed": removed }));
@@ -383,7 +383,7 @@ pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<(), Failure> {
         }
         KeyCmd::Passwd { new_password_file } => {
             let pw = read_password(&new_password_file)?;
-            let _lock = ctx.lock(&vault, true).await?;
+            let _lock = ctx.lock(&repo, true).await?;
             let (old, new) = blocking(move || v.change_password(&pw)).await??;
             if ctx.json {
                 return crate::output::json(&serde_json::json!({ "removed": old, "added": new }));
@@ -395,8 +395,8 @@ pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<(), Failure> {
 }
 
 pub async fn unlock(ctx: &Ctx, all: bool, dry_run: bool) -> Result<(), Failure> {
-    let vault = ctx.vault().await?;
-    let v = vault.clone();
+    let repo = ctx.repo().await?;
+    let v = repo.clone();
     if dry_run {
         let locks = blocking(move || v.locks()).await??;
         let stale: Vec<_> = locks.iter().filter(|l| l.stale.is_some()).cloned().collect();
@@ -408,9 +408,9 @@ pub async fn unlock(ctx: &Ctx, all: bool, dry_run: bool) -> Result<(), Failure> 
         }
         return Ok(());
     }
-    let v = vault.clone();
+    let v = repo.clone();
     let removed = blocking(move || v.unlock(all)).await??;
-    let v = vault.clone();
+    let v = repo.clone();
     let left = blocking(move || v.locks()).await??;
     if ctx.json {
         return crate::output::json(&serde_json::json!({ "removed": removed, "left": left }));
@@ -428,15 +428,18 @@ pub async fn unlock(ctx: &Ctx, all: bool, dry_run: bool) -> Result<(), Failure> 
 }
 
 pub async fn export(ctx: &Ctx, backup: String, to: std::path::PathBuf) -> Result<(), Failure> {
-    let vault = ctx.vault().await?;
-    let _lock = ctx.lock(&vault, false).await?;
-    let v = vault.clone();
+    let repo = ctx.repo().await?;
+    let _lock = ctx.lock(&repo, false).await?;
+    let v = repo.clone();
     let sets = blocking(move || catalog::backup_sets(&v)).await??;
     let set = catalog::find(&sets, &backup, None)?;
-    let progress = speechvault::progress::Progress::default();
-    let report =
-        crate::vault_cmd::with_progress(&progress, ctx.json, speechvault::export::export(vault, &set, &to, &progress))
-            .await?;
+    let progress = speechvault::support::progress::Progress::default();
+    let report = crate::vault_cmd::with_progress(
+        &progress,
+        ctx.json,
+        speechvault::ops::export::export(repo, &set, &to, &progress),
+    )
+    .await?;
     if ctx.json {
         return crate::output::json(&report);
     }
@@ -449,7 +452,7 @@ pub async fn export(ctx: &Ctx, backup: String, to: std::path::PathBuf) -> Result
         out!(
             "  {} objects whose keys cannot be file names are under escaped/ (see {}: key, content type, metadata of every object)",
             report.escaped,
-            speechvault::export::REPORT
+            speechvault::ops::export::REPORT
         );
     }
     Ok(())
@@ -461,19 +464,19 @@ pub async fn import(
     installation: String,
     scratch: Option<String>,
 ) -> Result<(), Failure> {
-    let vault = ctx.vault().await?;
-    let _lock = ctx.lock(&vault, false).await?;
+    let repo = ctx.repo().await?;
+    let _lock = ctx.lock(&repo, false).await?;
     let profile = ctx.cfg.profile()?;
     let scratch = match scratch {
         Some(s) => Some(crate::vault_cmd::installation(&ctx.cfg, &s)?.postgres),
         None => None,
     };
-    let opts = speechvault::import::ImportOptions { dir, installation, scratch };
-    let progress = speechvault::progress::Progress::default();
+    let opts = speechvault::ops::import::ImportOptions { dir, installation, scratch };
+    let progress = speechvault::support::progress::Progress::default();
     let report = crate::vault_cmd::with_progress(
         &progress,
         ctx.json,
-        speechvault::import::import(vault, &profile, &opts, &progress, &ctx.stop),
+        speechvault::ops::import::import(repo, &profile, &opts, &progress, &ctx.stop),
     )
     .await?;
     if ctx.json {

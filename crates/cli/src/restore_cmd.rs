@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use speechvault::catalog;
 use speechvault::error::ErrorKind;
-use speechvault::progress::Progress;
-use speechvault::restore::{self, Preflight, RestoreOptions, TargetMode};
-use speechvault::verify::{self, VerifyOptions, VerifyReport};
+use speechvault::model::catalog;
+use speechvault::ops::restore::{self, Preflight, RestoreOptions, TargetMode};
+use speechvault::ops::verify::{self, VerifyOptions, VerifyReport};
+use speechvault::support::progress::Progress;
 
 use crate::output::{Failure, out};
 use crate::vault_cmd::{Ctx, blocking, human_bytes, installation, parse_instance, print_ownership, with_progress};
@@ -92,7 +92,7 @@ pub struct RestoreArgs {
     /// read-back (also read every object back and compare SHA-256, content type and
     /// metadata), none.
     #[arg(long, value_name = "MODE", default_value = "server")]
-    pub verify: speechvault::restore::VerifyMode,
+    pub verify: speechvault::ops::restore::VerifyMode,
     /// The same as --verify=none.
     #[arg(long, conflicts_with = "verify")]
     pub no_verify: bool,
@@ -125,9 +125,9 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<(), Failure> {
     };
     let target = installation(cfg, &args.to)?;
     let profile = cfg.profile()?;
-    let vault = ctx.vault().await?;
-    let _lock = ctx.lock(&vault, false).await?;
-    let v = vault.clone();
+    let repo = ctx.repo().await?;
+    let _lock = ctx.lock(&repo, false).await?;
+    let v = repo.clone();
     let sets = blocking(move || catalog::backup_sets(&v)).await??;
     let set = catalog::find(&sets, &args.backup, args.source.as_deref())?;
     let mut opts = RestoreOptions {
@@ -144,7 +144,7 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<(), Failure> {
         ownership,
         db_owner: args.db_owner,
         temp_dir: args.temp_dir,
-        verify: if args.no_verify { speechvault::restore::VerifyMode::None } else { args.verify },
+        verify: if args.no_verify { speechvault::ops::restore::VerifyMode::None } else { args.verify },
         ..Default::default()
     };
     if let Some(p) = args.parallel {
@@ -155,10 +155,10 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<(), Failure> {
     }
     let progress = Progress::default();
     let report =
-        with_progress(&progress, json, restore::run(vault, &set, &target, &profile, &opts, &progress, stop)).await?;
+        with_progress(&progress, json, restore::run(repo, &set, &target, &profile, &opts, &progress, stop)).await?;
     let verified = report.verify.as_ref().is_none_or(|v| v.ok);
     {
-        use speechvault::metrics::Sample;
+        use speechvault::observe::metrics::Sample;
         let mut samples = vec![
             Sample::new(
                 "speechvault_written_objects",
@@ -222,8 +222,8 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn verification_sample(v: &VerifyReport) -> speechvault::metrics::Sample {
-    speechvault::metrics::Sample::new(
+fn verification_sample(v: &VerifyReport) -> speechvault::observe::metrics::Sample {
+    speechvault::observe::metrics::Sample::new(
         "speechvault_verification_differences",
         "Tables and objects that differ from the backup (0 when verification passed).",
         v.differences() as f64,
@@ -303,19 +303,19 @@ pub async fn verify_cmd(ctx: &Ctx, args: VerifyArgs) -> Result<(), Failure> {
         _ => None,
     };
     let inst = installation(cfg, &args.against)?;
-    let vault = ctx.vault().await?;
-    let _lock = ctx.lock(&vault, false).await?;
-    let v = vault.clone();
+    let repo = ctx.repo().await?;
+    let _lock = ctx.lock(&repo, false).await?;
+    let v = repo.clone();
     let sets = blocking(move || catalog::backup_sets(&v)).await??;
     let set = catalog::find(&sets, &args.backup, None)?;
     let (manifest, reader, set) = blocking(move || -> Result<_, Failure> {
-        let reader = vault.reader()?;
+        let reader = repo.reader()?;
         let manifest = set.manifest(&reader)?;
         Ok((manifest, std::sync::Arc::new(reader), set))
     })
     .await??;
     if let Some((from, to)) = &ownership {
-        speechvault::ownership::check_request(&manifest.canonical_instance_ids(), from, to)?;
+        speechvault::ops::ownership::check_request(&manifest.canonical_instance_ids(), from, to)?;
     }
     let mut opts = VerifyOptions { digests: !args.no_digests, ownership, ..Default::default() };
     if let Some(p) = args.parallel {

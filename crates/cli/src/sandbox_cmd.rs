@@ -87,13 +87,13 @@ pub enum SandboxCmd {
         #[arg(long, default_value_t = 0)]
         objects: u64,
         /// Largest small object (sizes spread from 1 byte up to this).
-        #[arg(long, default_value = "8KiB", value_parser = speechvault::units::parse_bytes)]
+        #[arg(long, default_value = "8KiB", value_parser = speechvault::support::units::parse_bytes)]
         max_size: u64,
         /// Name of this set of objects (a second set with another name adds more).
         #[arg(long, default_value = "a")]
         set: String,
         /// Also add one object of this size (e.g. 5GiB), uploaded in parts.
-        #[arg(long, value_parser = speechvault::units::parse_bytes)]
+        #[arg(long, value_parser = speechvault::support::units::parse_bytes)]
         large: Option<u64>,
         /// Seed for the generated data.
         #[arg(long, default_value_t = 1)]
@@ -224,7 +224,7 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
                     endpoint,
                     region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
                     access_key,
-                    secret_key: speechvault::secret::Secret::new(secret_key),
+                    secret_key: speechvault::support::secret::Secret::new(secret_key),
                 });
             }
             if !json {

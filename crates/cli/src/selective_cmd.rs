@@ -1,9 +1,9 @@
 //! Restoring one thing: `restore --customization/--speaker/--instance`.
 
-use speechvault::catalog;
-use speechvault::instance::InstanceId;
-use speechvault::progress::Progress;
-use speechvault::selective::{self, SelectiveOptions, SelectiveReport, Selector};
+use speechvault::model::catalog;
+use speechvault::model::instance::InstanceId;
+use speechvault::ops::selective::{self, SelectiveOptions, SelectiveReport, Selector};
+use speechvault::support::progress::Progress;
 
 use crate::output::{Failure, out};
 use crate::restore_cmd::RestoreArgs;
@@ -43,9 +43,9 @@ pub async fn restore_selection(ctx: &Ctx, args: RestoreArgs) -> Result<(), Failu
     };
     let target = installation(&ctx.cfg, &args.to)?;
     let profile = ctx.cfg.profile()?;
-    let vault = ctx.vault().await?;
-    let _lock = ctx.lock(&vault, false).await?;
-    let v = vault.clone();
+    let repo = ctx.repo().await?;
+    let _lock = ctx.lock(&repo, false).await?;
+    let v = repo.clone();
     let sets = blocking(move || catalog::backup_sets(&v)).await??;
     // `latest` is the latest backup of the installation restored into, unless --source says.
     let source = args.source.clone().unwrap_or_else(|| target.name.clone());
@@ -55,7 +55,7 @@ pub async fn restore_selection(ctx: &Ctx, args: RestoreArgs) -> Result<(), Failu
         to_instance,
         dry_run: args.dry_run,
         replace: args.replace,
-        parallel: speechvault::backup::default_parallelism(),
+        parallel: speechvault::ops::backup::default_parallelism(),
         temp_dir: args.temp_dir.clone(),
     };
     if let Some(p) = args.parallel {
@@ -63,9 +63,9 @@ pub async fn restore_selection(ctx: &Ctx, args: RestoreArgs) -> Result<(), Failu
     }
     let progress = Progress::default();
     let report =
-        with_progress(&progress, ctx.json, selective::run(vault, &set, &target, &profile, &opts, &progress)).await?;
+        with_progress(&progress, ctx.json, selective::run(repo, &set, &target, &profile, &opts, &progress)).await?;
     ctx.record(
-        vec![speechvault::metrics::Sample::new(
+        vec![speechvault::observe::metrics::Sample::new(
             "speechvault_written_objects",
             "Objects the restore wrote into the target.",
             report
@@ -169,18 +169,18 @@ async fn open(
     backup: &str,
     source: Option<&str>,
     databases: &std::collections::BTreeSet<String>,
-) -> Result<speechvault::inspect::Opened, Failure> {
-    let vault = ctx.vault().await?;
-    let v = vault.clone();
+) -> Result<speechvault::ops::inspect::Opened, Failure> {
+    let repo = ctx.repo().await?;
+    let v = repo.clone();
     let sets = blocking(move || catalog::backup_sets(&v)).await??;
     let set = catalog::find(&sets, backup, source)?;
     let progress = Progress::default();
-    Ok(with_progress(&progress, ctx.json, speechvault::inspect::Opened::open(vault, &set, databases, &progress))
+    Ok(with_progress(&progress, ctx.json, speechvault::ops::inspect::Opened::open(repo, &set, databases, &progress))
         .await?)
 }
 
 pub async fn ls(ctx: &Ctx, args: LsArgs) -> Result<(), Failure> {
-    use speechvault::inspect;
+    use speechvault::ops::inspect;
     let profile = ctx.cfg.profile()?;
     if let Some(spec) = &args.objects {
         let (bucket, prefix) = spec.split_once('/').unwrap_or((spec.as_str(), ""));
@@ -300,7 +300,7 @@ pub async fn ls(ctx: &Ctx, args: LsArgs) -> Result<(), Failure> {
 }
 
 pub async fn diff(ctx: &Ctx, backup: &str, against: &str, source: Option<String>) -> Result<(), Failure> {
-    use speechvault::inspect;
+    use speechvault::ops::inspect;
     let profile = ctx.cfg.profile()?;
     let target = installation(&ctx.cfg, against)?;
     let source = source.unwrap_or_else(|| target.name.clone());

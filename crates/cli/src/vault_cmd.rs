@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use speechvault::backup::{self, BackupOptions};
-use speechvault::catalog;
-use speechvault::config::{Config, Installation};
-use speechvault::instance::InstanceId;
-use speechvault::interrupt::Stop;
-use speechvault::progress::Progress;
-use speechvault::repository::Vault;
+use speechvault::model::catalog;
+use speechvault::model::config::{Config, Installation};
+use speechvault::model::instance::InstanceId;
+use speechvault::ops::backup::{self, BackupOptions};
+use speechvault::repository::Repository;
+use speechvault::support::interrupt::Stop;
+use speechvault::support::progress::Progress;
 
 pub use crate::restore_cmd::{RestoreArgs, VerifyArgs, restore, verify_cmd};
 
@@ -100,7 +100,7 @@ pub async fn with_progress<T>(progress: &Progress, quiet: bool, work: impl std::
     out
 }
 
-pub use speechvault::units::human_bytes;
+pub use speechvault::support::units::human_bytes;
 
 /// What every repository command works with: the config, the output mode, which repository
 /// (`--repository`), how long to wait for a lock, and the stop flag.
@@ -116,24 +116,24 @@ pub struct Ctx {
 
 impl Ctx {
     /// Opens the repository chosen with `--repository` (default `[repository]`).
-    pub async fn vault(&self) -> Result<Arc<Vault>, Failure> {
-        open_vault_named(&self.cfg, self.repository.as_deref()).await
+    pub async fn repo(&self) -> Result<Arc<Repository>, Failure> {
+        open_repository_named(&self.cfg, self.repository.as_deref()).await
     }
 
     /// Takes the repository's lock (shared, or exclusive for forget and prune).
     pub async fn lock(
         &self,
-        vault: &Arc<Vault>,
+        repo: &Arc<Repository>,
         exclusive: bool,
     ) -> Result<speechvault::repository::lock::RepoLock, Failure> {
-        let (v, wait) = (vault.clone(), self.lock_wait);
+        let (v, wait) = (repo.clone(), self.lock_wait);
         Ok(blocking(move || v.lock(exclusive, wait)).await??)
     }
 }
 
-pub async fn open_vault_named(cfg: &Config, name: Option<&str>) -> Result<Arc<Vault>, Failure> {
+pub async fn open_repository_named(cfg: &Config, name: Option<&str>) -> Result<Arc<Repository>, Failure> {
     let settings = cfg.named_repository(name)?;
-    Ok(Arc::new(blocking(move || Vault::open(&settings.location, &settings.password)).await??))
+    Ok(Arc::new(blocking(move || Repository::open(&settings.location, &settings.password)).await??))
 }
 
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
@@ -149,11 +149,11 @@ pub async fn init(ctx: &Ctx, copy_chunker_params: bool) -> Result<(), Failure> {
                 "--copy-chunker-params takes them from the default repository into the one named with --repository",
             ));
         }
-        Some(open_vault_named(&ctx.cfg, None).await?)
+        Some(open_repository_named(&ctx.cfg, None).await?)
     } else {
         None
     };
-    blocking(move || Vault::init(&settings.location, &settings.password, chunker_from.as_deref())).await??;
+    blocking(move || Repository::init(&settings.location, &settings.password, chunker_from.as_deref())).await??;
     if ctx.json {
         crate::output::json(&serde_json::json!({ "initialized": location.describe() }))?;
     } else {
@@ -189,7 +189,7 @@ pub struct BackupArgs {
     pub full: bool,
     /// Read objects at this rate at most, all together (e.g. 50MiB/s): the source keeps
     /// serving its users. Default: unlimited, or the installation's s3.limit_rate.
-    #[arg(long, value_name = "RATE", value_parser = speechvault::units::parse_rate)]
+    #[arg(long, value_name = "RATE", value_parser = speechvault::support::units::parse_rate)]
     pub limit_rate: Option<u64>,
     /// Requests to the source's object store in flight at most (default: --parallel, or the
     /// installation's s3.max_requests).
@@ -215,8 +215,8 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<(), Failure> {
     }
     let profile = cfg.profile()?;
     let retention = cfg.retention(&inst.name)?;
-    let vault = ctx.vault().await?;
-    let lock = ctx.lock(&vault, false).await?;
+    let repo = ctx.repo().await?;
+    let lock = ctx.lock(&repo, false).await?;
     let mut opts = BackupOptions {
         components: (!args.components.is_empty()).then_some(args.components),
         wait_for_async_jobs: args.wait_for_async_jobs,
@@ -231,12 +231,12 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<(), Failure> {
     }
     let progress = Progress::default();
     let report =
-        with_progress(&progress, json, backup::run(vault.clone(), &inst, &profile, &opts, &progress, stop)).await?;
+        with_progress(&progress, json, backup::run(repo.clone(), &inst, &profile, &opts, &progress, stop)).await?;
     drop(lock);
     ctx.record(backup_samples(&report), Some(report.backup_id.clone()));
     // One command serves a scheduled job: with retention.after_backup, forget and prune now.
     let applied = if retention.after_backup && retention.has_rules() {
-        Some(crate::repo_cmd::apply_retention(ctx, &vault, std::slice::from_ref(&inst.name), true, false).await?)
+        Some(crate::repo_cmd::apply_retention(ctx, &repo, std::slice::from_ref(&inst.name), true, false).await?)
     } else {
         None
     };
@@ -274,8 +274,8 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<(), Failure> {
 
 /// A backup's figures as metrics: read from the source, reused from the previous backup,
 /// stored in the repository, and rows per database.
-fn backup_samples(report: &backup::BackupReport) -> Vec<speechvault::metrics::Sample> {
-    use speechvault::metrics::Sample;
+fn backup_samples(report: &backup::BackupReport) -> Vec<speechvault::observe::metrics::Sample> {
+    use speechvault::observe::metrics::Sample;
     let objects: u64 = report.buckets.values().map(|b| b.objects).sum();
     let bytes: u64 = report.buckets.values().map(|b| b.bytes).sum();
     let reused: u64 = report.buckets.values().map(|b| b.unchanged).sum();
@@ -332,11 +332,11 @@ pub async fn doctor(ctx: &Ctx, spec: &str) -> Result<(), Failure> {
     let inst = installation(&ctx.cfg, spec)?;
     let profile = ctx.cfg.profile()?;
     let settings = ctx.cfg.named_repository(ctx.repository.as_deref()).map_err(|e| e.to_string());
-    let report = speechvault::doctor::run(&inst, &profile, settings.as_ref().map_err(Clone::clone)).await;
+    let report = speechvault::ops::doctor::run(&inst, &profile, settings.as_ref().map_err(Clone::clone)).await;
     if ctx.json {
         crate::output::json(&report)?;
     } else {
-        use speechvault::doctor::Status;
+        use speechvault::ops::doctor::Status;
         out!("doctor: installation {}", report.installation);
         for c in &report.checks {
             let mark = match c.status {
@@ -355,7 +355,7 @@ pub async fn doctor(ctx: &Ctx, spec: &str) -> Result<(), Failure> {
         let failed: Vec<String> = report
             .checks
             .iter()
-            .filter(|c| c.status == speechvault::doctor::Status::Fail)
+            .filter(|c| c.status == speechvault::ops::doctor::Status::Fail)
             .map(|c| c.name.clone())
             .collect();
         let f = Failure::new(
@@ -369,8 +369,8 @@ pub async fn doctor(ctx: &Ctx, spec: &str) -> Result<(), Failure> {
 
 pub async fn snapshots(ctx: &Ctx, installation: Option<String>) -> Result<(), Failure> {
     let json = ctx.json;
-    let vault = ctx.vault().await?;
-    let sets = blocking(move || catalog::backup_sets(&vault)).await??;
+    let repo = ctx.repo().await?;
+    let sets = blocking(move || catalog::backup_sets(&repo)).await??;
     let views: Vec<_> =
         sets.iter().filter(|s| installation.as_ref().is_none_or(|i| &s.installation == i)).map(|s| s.view()).collect();
     if json {
@@ -397,7 +397,7 @@ pub async fn snapshots(ctx: &Ctx, installation: Option<String>) -> Result<(), Fa
     Ok(())
 }
 
-pub fn print_ownership(outcomes: &[speechvault::ownership::RuleOutcome]) {
+pub fn print_ownership(outcomes: &[speechvault::ops::ownership::RuleOutcome]) {
     if outcomes.is_empty() {
         return;
     }
@@ -418,9 +418,9 @@ pub async fn transfer_ownership(ctx: &Ctx, on: String, from: String, to: String,
     let inst = installation(cfg, &on)?;
     let profile = cfg.profile()?;
     let store = speechvault::objstore::ObjectStore::new(inst.s3.clone())?;
-    let inv = speechvault::inventory::take(&inst, &profile, &store).await?;
+    let inv = speechvault::model::inventory::take(&inst, &profile, &store).await?;
     let dbs: Vec<String> = inv.databases.into_iter().collect();
-    let outcomes = speechvault::ownership::transfer(&inst, &profile, &dbs, &from, &to, dry_run, None).await?;
+    let outcomes = speechvault::ops::ownership::transfer(&inst, &profile, &dbs, &from, &to, dry_run, None).await?;
     if outcomes.iter().all(|o| o.rows == 0) {
         // A transfer that moves nothing is almost always a wrong id: say so, do not succeed.
         return Err(Failure::bad_input(format!(

@@ -543,8 +543,8 @@ fn the_shipped_cluster_configs_parse() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let cfg =
-            speechvault::config::Config::parse(&text, &path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let cfg = speechvault::model::config::Config::parse(&text, &path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(cfg.file.installations.contains_key("speech"), "{}", path.display());
         assert!(
             text.contains("/accesskey\"") && text.contains("/secretkey\"") && text.contains("/password\""),

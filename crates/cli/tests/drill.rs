@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use speechvault::instance::InstanceId;
+use speechvault::model::instance::InstanceId;
 use speechvault_sandbox::harness::{TestInstallation, external_s3_from_env, test_dir};
 use speechvault_sandbox::seed::{self, Scale};
 
@@ -56,7 +56,7 @@ async fn round_trip_is_byte_exact_and_moves_ownership_of_exactly_the_right_rows(
 
     // Ownership: exactly the source instance's rows moved, nothing else changed in any row.
     let (pa, pb) = (a.info.pg_config().unwrap(), b.info.pg_config().unwrap());
-    let profile = speechvault::profile::Profile::builtin();
+    let profile = speechvault::model::profile::Profile::builtin();
     for db in ["stt-customization", "tts-customization", "stt-async"] {
         let (ca, cb) = (pa.connect(db).await.unwrap(), pb.connect(db).await.unwrap());
         let tables: Vec<String> = ca
@@ -506,28 +506,31 @@ async fn the_library_reads_back_a_backup_through_the_handle_that_wrote_it() {
         .unwrap();
     let t = empty_target("lib-dst").await;
     let dir = test_dir("speechvault-lib-").unwrap();
-    let pw = speechvault::secret::Secret::new("pw");
-    let repo = dir.path().join("repo");
-    let vault = std::sync::Arc::new(
+    let pw = speechvault::support::secret::Secret::new("pw");
+    let path = dir.path().join("repo");
+    let repo = std::sync::Arc::new(
         tokio::task::spawn_blocking(move || {
-            speechvault::repository::Vault::init(&speechvault::repository::Location::Local(repo), &pw, None)
+            speechvault::repository::Repository::init(&speechvault::repository::Location::Local(path), &pw, None)
         })
         .await
         .unwrap()
         .unwrap(),
     );
-    let profile = speechvault::profile::Profile::builtin();
-    let progress = speechvault::progress::Progress::default();
-    let stop = speechvault::interrupt::Stop::never();
+    let profile = speechvault::model::profile::Profile::builtin();
+    let progress = speechvault::support::progress::Progress::default();
+    let stop = speechvault::support::interrupt::Stop::never();
     let inst = a.info.installation().unwrap();
-    let report =
-        speechvault::backup::run(vault.clone(), &inst, &profile, &Default::default(), &progress, &stop).await.unwrap();
-    let v = vault.clone();
-    let sets = tokio::task::spawn_blocking(move || speechvault::catalog::backup_sets(&v)).await.unwrap().unwrap();
-    let set = speechvault::catalog::find(&sets, &report.backup_id, None).unwrap();
+    let report = speechvault::ops::backup::run(repo.clone(), &inst, &profile, &Default::default(), &progress, &stop)
+        .await
+        .unwrap();
+    let v = repo.clone();
+    let sets =
+        tokio::task::spawn_blocking(move || speechvault::model::catalog::backup_sets(&v)).await.unwrap().unwrap();
+    let set = speechvault::model::catalog::find(&sets, &report.backup_id, None).unwrap();
     let target = t.info.installation().unwrap();
-    let r =
-        speechvault::restore::run(vault, &set, &target, &profile, &Default::default(), &progress, &stop).await.unwrap();
+    let r = speechvault::ops::restore::run(repo, &set, &target, &profile, &Default::default(), &progress, &stop)
+        .await
+        .unwrap();
     assert!(r.verify.unwrap().ok);
     let mode = std::fs::metadata(dir.path().join("repo")).unwrap().permissions();
     use std::os::unix::fs::PermissionsExt;

@@ -1,6 +1,6 @@
 //! Ownership that cannot silently do nothing, and verification of row content.
 
-use speechvault::instance::InstanceId;
+use speechvault::model::instance::InstanceId;
 use speechvault_sandbox::harness::TestInstallation;
 use speechvault_sandbox::seed::{self, Scale};
 
@@ -31,7 +31,7 @@ async fn an_instance_the_backup_never_saw_or_a_mismatched_profile_is_refused_bef
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     // A profile whose rule names a column the backup does not have (another release's
     // spelling) would leave owners behind: refused up front.
-    let profile = speechvault::profile::BUILTIN
+    let profile = speechvault::model::profile::BUILTIN
         .replace("columns = [\"instance_id\", \"instanceid\"]", "columns = [\"instanceid\"]");
     let p = ws.dir.path().join("profile.toml");
     std::fs::write(&p, profile).unwrap();

@@ -343,7 +343,7 @@ async fn restored_objects_belong_to_the_service_role_and_grants_follow_existing_
         "127.0.0.1",
         t.info.postgres.port,
         "speech_svc",
-        Some(speechvault::secret::Secret::new(pw)),
+        Some(speechvault::support::secret::Secret::new(pw)),
     );
     let c = svc.connect("stt-customization").await.unwrap();
     let n: i64 = c.query_one("SELECT count(*) FROM customizations", &[]).await.unwrap().get(0);
@@ -396,14 +396,14 @@ async fn a_restore_into_an_older_postgres_major_is_refused_up_front() {
     let t = empty_target("old-dst").await;
     let target = t.info.installation().unwrap();
     let store = t.info.object_store().unwrap();
-    let manifest = speechvault::manifest::Manifest {
+    let manifest = speechvault::model::manifest::Manifest {
         format: 1,
         tool: "test".into(),
         backup_id: "b".into(),
         installation: "src".into(),
         started: String::new(),
         finished: String::new(),
-        source: speechvault::manifest::SourceInfo {
+        source: speechvault::model::manifest::SourceInfo {
             s3_endpoint: String::new(),
             postgres: "elsewhere:5432".into(),
             postgres_version: "99.1".into(),
@@ -415,8 +415,9 @@ async fn a_restore_into_an_older_postgres_major_is_refused_up_front() {
         buckets: Default::default(),
         instance_ids: vec![],
     };
-    let e =
-        speechvault::restore::checks::check_target(&target, &store, &manifest, &Default::default()).await.unwrap_err();
+    let e = speechvault::ops::restore::checks::check_target(&target, &store, &manifest, &Default::default())
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("PostgreSQL 99 and cannot be restored into the older PostgreSQL 15"), "{e}");
     assert_eq!(speechvault::error::Kinded::kind(&e), speechvault::error::ErrorKind::BadInput);
 }

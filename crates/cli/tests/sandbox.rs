@@ -30,7 +30,7 @@ async fn seeded_edge_case_keys_read_back_byte_exact_with_metadata() {
             // Stored without a type: nothing, or the server's default for the key.
             (None, None) => {}
             (None, Some(got)) => assert!(
-                speechvault::verify::is_server_default_type(got, &obj.key),
+                speechvault::ops::verify::is_server_default_type(got, &obj.key),
                 "{:?} came back with {got:?}",
                 obj.key
             ),

@@ -20,7 +20,7 @@ pub fn external_s3_from_env() -> Option<ExternalS3> {
     let access_key = std::env::var("SPEECHVAULT_TEST_S3_ACCESS_KEY").ok()?;
     let secret_key = std::env::var("SPEECHVAULT_TEST_S3_SECRET_KEY").ok()?;
     let region = std::env::var("SPEECHVAULT_TEST_S3_REGION").unwrap_or_else(|_| "us-east-1".into());
-    Some(ExternalS3 { endpoint, region, access_key, secret_key: speechvault::secret::Secret::new(secret_key) })
+    Some(ExternalS3 { endpoint, region, access_key, secret_key: speechvault::support::secret::Secret::new(secret_key) })
 }
 
 /// The behaviour our S3 server should have in every test (`SPEECHVAULT_TEST_S3_BEHAVE`:

@@ -88,8 +88,8 @@ impl SandboxInfo {
     }
 
     /// This sandbox as a speechvault installation.
-    pub fn installation(&self) -> Result<speechvault::config::Installation> {
-        Ok(speechvault::config::Installation {
+    pub fn installation(&self) -> Result<speechvault::model::config::Installation> {
+        Ok(speechvault::model::config::Installation {
             name: self.name.clone(),
             s3: self.s3_config()?,
             postgres: self.pg_config()?,

@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+use speechvault::model::profile::Profile;
 use speechvault::objstore::{ObjectStore, S3Config};
 use speechvault::pg::PgConfig;
-use speechvault::profile::Profile;
-use speechvault::secret::{Secret, read_secret_file};
+use speechvault::support::secret::{Secret, read_secret_file};
 
 pub use info::{PgInfo, S3Info, SandboxInfo};
 pub use lifecycle::*;
@@ -62,7 +62,7 @@ pub enum SandboxError {
     #[error(transparent)]
     ObjStore(#[from] speechvault::objstore::ObjStoreError),
     #[error(transparent)]
-    Profile(#[from] speechvault::profile::ProfileError),
+    Profile(#[from] speechvault::model::profile::ProfileError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -1,47 +1,39 @@
 //! speechvault: disaster recovery for the Speech services.
 //!
-//! The Speech services keep their state in PostgreSQL and an S3-compatible object store. This
-//! crate holds the domain (what an installation is, what to back up, how ownership moves) and
-//! one module per outside system:
+//! The Speech services keep their state in PostgreSQL and an S3-compatible object store.
+//! speechvault backs both up into one restic-format repository, restores them into any
+//! installation, moves ownership to the target's service instance, and verifies the result.
 //!
-//! - [`objstore`]: the S3 client (every valid key, SigV4, retries, timeouts);
-//! - [`pg`]: PostgreSQL, its catalog and its client tools;
-//! - [`repository`]: the restic-format repository (rustic_core);
-//! - [`secret`]: values that never print.
+//! The crate is built in layers; each imports only from the layers above it in this list:
 //!
-//! The domain: [`profile`] (what the services keep where, as data), [`config`],
-//! [`inventory`], [`backup`], [`restore`], [`verify`], [`ownership`], [`manifest`],
-//! [`catalog`] (backup sets in a repository), [`retention`], [`check`], [`copies`]; around
-//! them [`hooks`] (commands before and after a run) and [`metrics`] (Prometheus). Every error type implements
-//! [`error::Kinded`], so a front end derives its exit status from the error itself.
-pub mod backup;
-pub mod catalog;
-pub mod check;
-pub mod config;
-pub mod copies;
-pub mod doctor;
+//! 1. [`support`] and [`error`]: helpers that talk to nothing (units, secrets, the stop flag,
+//!    progress, text) and the kinds of failure with their exit codes;
+//! 2. the adapters, one per outside system, with small interfaces and no knowledge of the
+//!    domain: [`objstore`] (S3: every valid key, SigV4, retries, timeouts), [`pg`] (PostgreSQL,
+//!    its catalog and client tools), [`repository`] (the restic-format repository through
+//!    rustic_core), [`tls`], and [`observe`] (hooks and Prometheus metrics);
+//! 3. [`model`]: the config, the profile (what the services keep where, as data), service
+//!    instances, inventories, manifests and the backup sets of a repository;
+//! 4. [`ops`]: the operations (backup, restore, selective restore, verify, ownership, copy,
+//!    check, retention, doctor, export, import, inspect).
+//!
+//! `scripts/check-layers.py` (run in CI) fails on an import cycle between modules or an
+//! adapter that imports the model or the operations. Every error converts into [`Error`],
+//! which knows its [`ErrorKind`] (and so the exit status) and the list of individual failures
+//! behind it.
+
 pub mod error;
-pub mod export;
-pub mod hooks;
-pub mod import;
-pub mod inspect;
-pub mod instance;
-pub mod interrupt;
-pub mod inventory;
-pub mod manifest;
-pub mod metrics;
+mod kinds;
+pub mod model;
 pub mod objstore;
-pub mod ownership;
+pub mod observe;
+pub mod ops;
 pub mod pg;
-pub mod profile;
-pub mod progress;
 pub mod repository;
-pub mod restore;
-pub mod retention;
-pub mod secret;
-pub mod selective;
-pub mod source;
-pub mod spool;
+pub mod support;
 pub mod tls;
-pub mod units;
-pub mod verify;
+
+pub use error::ErrorKind;
+pub use model::config::{Config, Installation};
+pub use model::profile::Profile;
+pub use repository::Repository;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use speechvault::instance::InstanceId;
+use speechvault::model::instance::InstanceId;
 use speechvault_sandbox::harness::{TestInstallation, test_dir};
 use speechvault_sandbox::seed::Scale;
 use speechvault_sandbox::{SandboxInfo, UpOptions};
@@ -116,7 +116,7 @@ pub fn assert_restic_check(ws: &Workspace) {
     assert!(out.status.success(), "restic check: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
 }
 
-/// A run of the binary stopped at a pause point (see `speechvault::interrupt`).
+/// A run of the binary stopped at a pause point (see `speechvault::support::interrupt`).
 pub struct Paused {
     pub child: std::process::Child,
     file: PathBuf,
@@ -232,7 +232,7 @@ impl RepoFiles {
         let mut cfg = speechvault::objstore::S3Config::new(
             endpoint,
             get("s3.access_key"),
-            speechvault::secret::Secret::new(get("s3.secret_key")),
+            speechvault::support::secret::Secret::new(get("s3.secret_key")),
         );
         cfg.region = get("s3.region");
         let store = speechvault::objstore::ObjectStore::new(cfg).unwrap();

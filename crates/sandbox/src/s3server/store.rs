@@ -395,7 +395,7 @@ impl S3 for DigestStore {
             return Err(s3_error!(IncompleteBody, "got {size} bytes, announced {expected}"));
         }
         if let Some(content_md5) = &input.content_md5
-            && *content_md5 != speechvault::source::base64(&md5)
+            && *content_md5 != speechvault::support::encoding::base64(&md5)
         {
             let _ = tokio::fs::remove_file(&spooled).await;
             return Err(s3_error!(BadDigest));

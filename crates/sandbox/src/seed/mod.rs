@@ -17,7 +17,7 @@ use md5::{Digest as _, Md5};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use speechvault::instance::InstanceId;
+use speechvault::model::instance::InstanceId;
 use speechvault::objstore::{ObjectStore, PutOptions};
 use speechvault::pg::{PgConfig, execute, quote_ident};
 

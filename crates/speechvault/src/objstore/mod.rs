@@ -33,7 +33,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::error::{ErrorKind, Kinded};
-use crate::secret::Secret;
+use crate::support::secret::Secret;
 
 pub use body::ObjectBody;
 pub use limits::Limits;

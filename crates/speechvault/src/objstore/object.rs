@@ -150,7 +150,7 @@ impl ObjectStore {
         let digest = Md5::digest(&body);
         let size = body.len() as u64;
         let call = Self::put_headers(Call::new("PutObject", Method::PUT, Some(bucket), Some(key)), opts)
-            .header("content-md5", &crate::source::base64(&digest))
+            .header("content-md5", &crate::support::encoding::base64(&digest))
             .body(body);
         let resp = self.send(&call).await?;
         Ok(Uploaded { etag: Self::head_from(&resp).etag, expected_etag: hex::encode(digest), size })
@@ -257,7 +257,7 @@ impl ObjectStore {
         let call = Call::new("UploadPart", Method::PUT, Some(bucket), Some(key))
             .query("partNumber", &number.to_string())
             .query("uploadId", upload_id)
-            .header("content-md5", &crate::source::base64(md5))
+            .header("content-md5", &crate::support::encoding::base64(md5))
             .body(body);
         let resp = self.send(&call).await?;
         let etag = Self::head_from(&resp).etag;

@@ -320,7 +320,8 @@ impl Scratch {
         let cluster = PgCluster { bindir, dir: dir.path().to_path_buf(), port };
         cluster.init("speechvault", &password)?;
         cluster.start()?;
-        let mut pg = super::PgConfig::new("127.0.0.1", port, "speechvault", Some(crate::secret::Secret::new(password)));
+        let mut pg =
+            super::PgConfig::new("127.0.0.1", port, "speechvault", Some(crate::support::secret::Secret::new(password)));
         pg.sslmode = super::SslMode::Disable;
         Ok(Self { cluster, dir: Some(dir), pg })
     }

@@ -218,7 +218,7 @@ pub async fn read_large_objects(
     if entries.is_empty() {
         return Ok(out);
     }
-    let dir = tempfile::tempdir_in(crate::spool::temp_dir())
+    let dir = tempfile::tempdir_in(crate::support::fs::temp_dir())
         .map_err(|e| PgError::Tool(format!("temporary directory: {e}")))?;
     let list_file = dir.path().join("blobs.list");
     std::fs::write(&list_file, entries.join("\n") + "\n").map_err(|e| PgError::Tool(e.to_string()))?;

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{ErrorKind, Kinded};
-use crate::secret::Secret;
+use crate::support::secret::Secret;
 
 pub use tools::{ToolEnv, find_bindir, tool};
 

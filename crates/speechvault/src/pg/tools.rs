@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn tools_get_no_foreign_secrets() {
-        let pg = PgConfig::new("h", 1, "u", Some(crate::secret::Secret::new("pw")));
+        let pg = PgConfig::new("h", 1, "u", Some(crate::support::secret::Secret::new("pw")));
         let env = pg.tool_env().unwrap();
         let mut cmd = std::process::Command::new("env");
         env.apply(&mut cmd);

@@ -7,11 +7,11 @@
 
 use rustic_core::repofile::SnapshotFile;
 
-use super::{Result, Vault};
+use super::{Repository, Result};
 
-impl Vault {
+impl Repository {
     /// Copies `snapshots` of this repository into `dest`, in one pass.
-    pub fn copy_snapshots(&self, dest: &Vault, snapshots: &[SnapshotFile]) -> Result<()> {
+    pub fn copy_snapshots(&self, dest: &Repository, snapshots: &[SnapshotFile]) -> Result<()> {
         if snapshots.is_empty() {
             return Ok(());
         }

@@ -1,11 +1,11 @@
 //! Is a backup's data there and authentic? Checked before a restore touches its target.
 //!
 //! restic's repository keeps file contents in pack files; the index says which pack holds
-//! which blob. [`VaultReader::check_packs`] takes the files a restore will read and checks,
+//! which blob. [`RepositoryReader::check_packs`] takes the files a restore will read and checks,
 //! for every pack they need: the pack exists, has exactly the size the index implies, and its
 //! header (at the end of the pack) decrypts and authenticates with the repository key. That
 //! catches a missing, truncated or replaced pack in two small reads per pack, without reading
-//! the data itself; [`VaultReader::read_all`] reads and authenticates every byte instead.
+//! the data itself; [`RepositoryReader::read_all`] reads and authenticates every byte instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,9 +14,9 @@ use aes256ctr_poly1305aes::aead::Aead;
 use rustic_core::repofile::{IndexFile, IndexPack, Node, PackId};
 use rustic_core::{FileType, Id};
 
-use super::{RepoError, Result, VaultReader};
+use super::{RepoError, RepositoryReader, Result};
 
-/// What [`VaultReader::check_packs`] looked at.
+/// What [`RepositoryReader::check_packs`] looked at.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PackReport {
     pub packs: usize,
@@ -62,7 +62,7 @@ fn plain_header_len(pack: &IndexPack) -> u32 {
     pack.blobs.iter().map(|b| if b.location.uncompressed_length.is_some() { 41 } else { 37 }).sum()
 }
 
-impl VaultReader {
+impl RepositoryReader {
     /// The packs holding the content of `nodes`, checked as the module docs say. Fails with
     /// [`RepoError::Damaged`] listing every damaged pack (up to a few) and how many there are.
     pub fn check_packs<N: std::borrow::Borrow<Node>>(&self, nodes: impl IntoIterator<Item = N>) -> Result<PackReport> {

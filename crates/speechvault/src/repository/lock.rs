@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{RepoError, Result, Vault};
+use super::{RepoError, Repository, Result};
 
 /// How long an unrefreshed lock is honoured.
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
@@ -97,7 +97,7 @@ fn process_alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) }
 }
 
-impl Vault {
+impl Repository {
     /// Every lock in the repository, decoded where the key can.
     pub fn locks(&self) -> Result<Vec<FoundLock>> {
         let mut out = Vec::new();
@@ -194,17 +194,17 @@ impl Vault {
 
 /// A held lock: refreshed in the background, removed when dropped.
 pub struct RepoLock {
-    vault: Arc<Vault>,
+    repo: Arc<Repository>,
     id: Arc<std::sync::Mutex<String>>,
     done: Arc<AtomicBool>,
     refresher: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RepoLock {
-    fn start(vault: Arc<Vault>, id: String, info: LockInfo) -> Self {
+    fn start(repo: Arc<Repository>, id: String, info: LockInfo) -> Self {
         let id = Arc::new(std::sync::Mutex::new(id));
         let done = Arc::new(AtomicBool::new(false));
-        let (v, i, d) = (vault.clone(), id.clone(), done.clone());
+        let (v, i, d) = (repo.clone(), id.clone(), done.clone());
         let refresher = std::thread::spawn(move || {
             let mut last = Instant::now();
             while !d.load(Ordering::Relaxed) {
@@ -225,7 +225,7 @@ impl RepoLock {
                 }
             }
         });
-        Self { vault, id, done, refresher: Some(refresher) }
+        Self { repo, id, done, refresher: Some(refresher) }
     }
 }
 
@@ -237,8 +237,8 @@ impl Drop for RepoLock {
         }
         let id = self.id.lock().map(|i| i.clone()).unwrap_or_default();
         // Removal may block on the network; never on an async worker: use a thread of its own.
-        let vault = self.vault.clone();
-        let removed = std::thread::spawn(move || vault.store.remove_lock(&id).map_err(|e| format!("{id}: {e}"))).join();
+        let repo = self.repo.clone();
+        let removed = std::thread::spawn(move || repo.store.remove_lock(&id).map_err(|e| format!("{id}: {e}"))).join();
         if let Ok(Err(e)) = removed {
             tracing::warn!("cannot remove the repository lock {e}");
         }

@@ -6,7 +6,7 @@ use rustic_core::repofile::{IndexFile, KeyFile};
 use rustic_core::{CheckOptions, FileType, Id, KeyOptions, LimitOption, PruneOptions, ReadSubsetOption};
 use serde::Serialize;
 
-use super::{RepoError, Result, Vault, VaultReader};
+use super::{RepoError, Repository, RepositoryReader, Result};
 
 /// What rustic's check found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -71,11 +71,11 @@ fn ids_in(text: &str) -> Vec<String> {
 /// rustic's check messages embed a full error report; keep the finding and its reason.
 fn clean(text: &str) -> String {
     let Some((head, rest)) = text.split_once("`rustic_core` experienced") else {
-        return crate::config::one_line(text);
+        return crate::support::text::one_line(text);
     };
     let reason =
         rest.split_once("Message:").map(|(_, m)| m.trim().lines().next().unwrap_or("").to_string()).unwrap_or_default();
-    crate::config::one_line(&format!("{}{reason}", head.trim_end()))
+    crate::support::text::one_line(&format!("{}{reason}", head.trim_end()))
 }
 
 /// A key of the repository.
@@ -99,7 +99,7 @@ pub struct PruneSummary {
     pub dry_run: bool,
 }
 
-impl Vault {
+impl Repository {
     /// rustic's check: the structure (index, packs present at their size, every tree), and
     /// with `read_data` every pack read in full (or a subset of them).
     pub fn check_repository(&self, read_data: Option<ReadSubset>) -> Result<RepoCheck> {
@@ -205,7 +205,7 @@ impl Vault {
     }
 
     /// Adds a key for `password`; returns its id.
-    pub fn add_key(&self, password: &crate::secret::Secret) -> Result<String> {
+    pub fn add_key(&self, password: &crate::support::secret::Secret) -> Result<String> {
         let opts = KeyOptions::default().hostname(Some(super::lock::hostname())).with_created(true);
         let id = self.repo.add_key(password.expose(), &opts).map_err(|e| self.err(e))?;
         Ok(id.to_hex().to_string())
@@ -233,7 +233,7 @@ impl Vault {
     }
 
     /// Replaces the current key with one for `new` (no data is rewritten).
-    pub fn change_password(&self, new: &crate::secret::Secret) -> Result<(String, String)> {
+    pub fn change_password(&self, new: &crate::support::secret::Secret) -> Result<(String, String)> {
         let old = self.repo.key_id().map(|k| k.to_hex().to_string()).ok_or_else(|| RepoError::Refused {
             location: self.location.describe(),
             reason: "the repository was opened without a key file".into(),
@@ -245,7 +245,7 @@ impl Vault {
     }
 }
 
-impl VaultReader {
+impl RepositoryReader {
     /// Blobs held by `packs`.
     pub fn blobs_of(&self, packs: &BTreeSet<String>) -> Result<BTreeSet<Id>> {
         let mut out = BTreeSet::new();

@@ -4,8 +4,8 @@
 //! (`tokio::task::spawn_blocking`), never from an async worker.
 //!
 //! Traps handled here, from the field notes:
-//! - the handle that wrote a snapshot cannot read it: [`Vault::reader`] always re-indexes;
-//! - errors inside a source are only logged by rustic: the sources in [`crate::source`]
+//! - the handle that wrote a snapshot cannot read it: [`Repository::reader`] always re-indexes;
+//! - errors inside a source are only logged by rustic: the sources of the backup (`ops::backup::source`)
 //!   record them, and callers delete the snapshot if any occurred;
 //! - entries must arrive in `Path::cmp` order: [`check_path_order`] enforces it;
 //! - rustic's local backend writes files in place, so a killed process leaves truncated
@@ -33,14 +33,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustic_core::Repository as Rustic;
 use rustic_core::repofile::{Node, SnapshotFile};
 use rustic_core::{
-    BackupOptions, ConfigOptions, Credentials, KeyOptions, LsOptions, OpenStatus, ReadSource, Repository,
-    RepositoryBackends, RepositoryOptions, SnapshotOptions,
+    BackupOptions, ConfigOptions, Credentials, KeyOptions, LsOptions, OpenStatus, ReadSource, RepositoryBackends,
+    RepositoryOptions, SnapshotOptions,
 };
 
 use crate::error::{ErrorKind, Kinded};
-use crate::secret::Secret;
+use crate::support::secret::Secret;
 
 pub use location::{Location, S3Location};
 pub use store::Store;
@@ -84,17 +85,17 @@ impl Kinded for RepoError {
 pub type Result<T, E = RepoError> = std::result::Result<T, E>;
 
 /// An open repository.
-pub struct Vault {
+pub struct Repository {
     location: Location,
     store: Store,
-    repo: Repository<OpenStatus>,
+    repo: Rustic<OpenStatus>,
     /// Kept to reopen cheaply: a password open runs the key derivation again.
     key: rustic_core::repofile::MasterKey,
     /// A runtime of our own when opened outside one (S3 calls need one).
     _runtime: Option<Arc<tokio::runtime::Runtime>>,
     /// The index loaded for writing, shared by the archives of one backup (see
-    /// [`Vault::hold_index`]).
-    writer: std::sync::Mutex<Option<Arc<Repository<rustic_core::IndexedIdsStatus>>>>,
+    /// [`Repository::hold_index`]).
+    writer: std::sync::Mutex<Option<Arc<Rustic<rustic_core::IndexedIdsStatus>>>>,
     /// Bytes the archives through this handle added to the repository (packed), for reports.
     stored: std::sync::atomic::AtomicU64,
 }
@@ -135,7 +136,7 @@ pub fn rustic_message(e: &rustic_core::RusticError) -> String {
         src = cause.source();
     }
     parts.dedup();
-    crate::config::one_line(&parts.join(": "))
+    crate::support::text::one_line(&parts.join(": "))
 }
 
 fn options() -> RepositoryOptions {
@@ -180,7 +181,7 @@ fn has_config(store: &Store, location: &Location) -> Result<bool> {
     Ok(!list.is_empty())
 }
 
-impl Vault {
+impl Repository {
     pub(crate) fn err(&self, e: impl std::borrow::Borrow<rustic_core::RusticError>) -> RepoError {
         RepoError::Rustic { location: self.location.describe(), reason: rustic_message(e.borrow()) }
     }
@@ -192,7 +193,7 @@ impl Vault {
     /// Creates a new repository (a local one private to its owner; an S3 one creates its
     /// bucket when missing). With `chunker_from`, the new repository chunks like that one, so
     /// backup sets copied between them still deduplicate.
-    pub fn init(location: &Location, password: &Secret, chunker_from: Option<&Vault>) -> Result<Self> {
+    pub fn init(location: &Location, password: &Secret, chunker_from: Option<&Repository>) -> Result<Self> {
         let (store, rt) = open_store(location)?;
         let err = |e: Box<rustic_core::RusticError>| RepoError::Rustic {
             location: location.describe(),
@@ -202,7 +203,7 @@ impl Vault {
             return Err(RepoError::Exists { location: location.describe() });
         }
         store.backend().create().map_err(err)?;
-        let repo = Repository::new(&options(), &RepositoryBackends::new(store.backend(), None)).map_err(err)?;
+        let repo = Rustic::new(&options(), &RepositoryBackends::new(store.backend(), None)).map_err(err)?;
         let creds = Credentials::password(password.expose());
         let repo = match chunker_from {
             None => repo.init(&creds, &KeyOptions::default(), &ConfigOptions::default()).map_err(err)?,
@@ -242,7 +243,7 @@ impl Vault {
                 reason: "it has a config file but no keys: it is not a usable restic repository".into(),
             });
         }
-        let repo = Repository::new(&options(), &RepositoryBackends::new(store.backend(), None))
+        let repo = Rustic::new(&options(), &RepositoryBackends::new(store.backend(), None))
             .map_err(|e| RepoError::Rustic { location: location.describe(), reason: rustic_message(&e) })?;
         let repo = repo.open(&Credentials::password(password.expose())).map_err(|e| {
             if e.is_incorrect_password() {
@@ -264,9 +265,9 @@ impl Vault {
     }
 
     /// A second handle on the same repository, opened with the master key.
-    pub(crate) fn reopen(&self) -> Result<Repository<OpenStatus>> {
-        let repo = Repository::new(&options(), &RepositoryBackends::new(self.store.backend(), None))
-            .map_err(|e| self.err(e))?;
+    pub(crate) fn reopen(&self) -> Result<Rustic<OpenStatus>> {
+        let repo =
+            Rustic::new(&options(), &RepositoryBackends::new(self.store.backend(), None)).map_err(|e| self.err(e))?;
         repo.open(&Credentials::Masterkey(self.key.clone())).map_err(|e| self.err(e))
     }
 
@@ -319,7 +320,7 @@ impl Vault {
         self.stored.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Loads the index once for the archives that follow (until [`Vault::release_index`]):
+    /// Loads the index once for the archives that follow (until [`Repository::release_index`]):
     /// a backup writes several snapshots, at once, and each would otherwise read the whole
     /// index again. The parents they use are older backups, which the index already holds.
     pub fn hold_index(&self) -> Result<()> {
@@ -330,7 +331,7 @@ impl Vault {
         Ok(())
     }
 
-    /// Drops the index [`Vault::hold_index`] loaded.
+    /// Drops the index [`Repository::hold_index`] loaded.
     pub fn release_index(&self) {
         if let Ok(mut w) = self.writer.lock() {
             *w = None;
@@ -346,25 +347,30 @@ impl Vault {
     }
 
     /// A reader over the repository as it is now (freshly indexed, so it sees new snapshots).
-    pub fn reader(&self) -> Result<VaultReader> {
+    pub fn reader(&self) -> Result<RepositoryReader> {
         // Reopen from scratch: an index built before our own writes misses their trees.
         let repo = self.reopen()?.to_indexed().map_err(|e| self.err(e))?;
-        Ok(VaultReader { location: self.location.clone(), backend: self.store.backend(), key: self.key.clone(), repo })
+        Ok(RepositoryReader {
+            location: self.location.clone(),
+            backend: self.store.backend(),
+            key: self.key.clone(),
+            repo,
+        })
     }
 }
 
-/// A snapshot's files, one at a time (see [`VaultReader::file_iter`]).
+/// A snapshot's files, one at a time (see [`RepositoryReader::file_iter`]).
 pub type FileIter<'a> = Box<dyn Iterator<Item = Result<(PathBuf, Node)>> + Send + 'a>;
 
 /// Read access to snapshots' files.
-pub struct VaultReader {
+pub struct RepositoryReader {
     location: Location,
     backend: Arc<dyn rustic_core::WriteBackend>,
     key: rustic_core::repofile::MasterKey,
-    repo: Repository<rustic_core::IndexedFullStatus>,
+    repo: Rustic<rustic_core::IndexedFullStatus>,
 }
 
-impl VaultReader {
+impl RepositoryReader {
     fn err(&self, e: impl std::borrow::Borrow<rustic_core::RusticError>) -> RepoError {
         RepoError::Rustic { location: self.location.describe(), reason: rustic_message(e.borrow()) }
     }

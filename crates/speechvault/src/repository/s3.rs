@@ -4,8 +4,8 @@
 //! Why our client rather than rustic's opendal backend: one S3 stack to trust, with the
 //! retries, stall timeouts, `Content-MD5` on every write and the path-style addressing
 //! MinIO, Garage and Ceph need; and no second HTTP/TLS tree in the build. rustic calls a
-//! backend from its own threads, so every call is a `block_on` on the runtime the vault was
-//! opened in (never from one of that runtime's workers: the vault is used from blocking tasks).
+//! backend from its own threads, so every call is a `block_on` on the runtime the repo was
+//! opened in (never from one of that runtime's workers: the repo is used from blocking tasks).
 
 use bytes::Bytes;
 use rustic_core::{BytesList, ErrorKind, FileType, Id, ReadBackend, RusticError, RusticResult, WriteBackend};

@@ -93,7 +93,7 @@ impl Store {
     /// Free bytes where a local repository lives (`None` for S3).
     pub fn free_space(&self) -> Option<u64> {
         match self {
-            Self::Local(l) => crate::restore::checks::free_space(l.path()).ok(),
+            Self::Local(l) => crate::support::fs::free_space(l.path()).ok(),
             Self::S3(_) => None,
         }
     }

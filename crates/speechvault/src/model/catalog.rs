@@ -1,0 +1,260 @@
+//! The catalog: snapshots grouped into backup sets, and finding one by id or `latest`.
+
+use std::collections::BTreeMap;
+
+use rustic_core::repofile::SnapshotFile;
+use serde::Serialize;
+
+use crate::error::{ErrorKind, Kinded};
+use crate::model::manifest::{self, Manifest};
+use crate::model::spool::ObjectList;
+use crate::repository::{RepoError, Repository, RepositoryReader};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("no complete backup{} in the repository", match .installation { Some(i) => format!(" of installation {i:?}"), None => String::new() })]
+    NoBackup { installation: Option<String> },
+    #[error("no backup {0:?} in the repository (`speechvault snapshots` lists them)")]
+    NotFound(String),
+    #[error("{0:?} matches more than one backup; give more of the id")]
+    Ambiguous(String),
+    #[error("backup {0} is incomplete (it has no manifest: the backup failed or was interrupted) and cannot be used")]
+    Incomplete(String),
+    #[error("the manifest of backup {id} is unreadable: {reason}")]
+    BadManifest { id: String, reason: String },
+}
+
+impl Kinded for CatalogError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Repo(r) => r.kind(),
+            Self::NoBackup { .. } | Self::NotFound(_) | Self::Ambiguous(_) | Self::Incomplete(_) => ErrorKind::BadInput,
+            Self::BadManifest { .. } => ErrorKind::Failed,
+        }
+    }
+}
+
+/// All snapshots of one backup.
+#[derive(Debug, Clone)]
+pub struct BackupSet {
+    pub id: String,
+    pub installation: String,
+    pub time: String,
+    pub snapshots: Vec<SnapshotFile>,
+    pub manifest: Option<SnapshotFile>,
+}
+
+/// One line of `speechvault snapshots`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupSetView {
+    pub backup_id: String,
+    pub installation: String,
+    pub time: String,
+    pub complete: bool,
+    pub snapshots: Vec<String>,
+    pub parts: Vec<String>,
+}
+
+impl BackupSet {
+    pub fn complete(&self) -> bool {
+        self.manifest.is_some()
+    }
+
+    /// When the backup started, as Unix seconds.
+    pub fn unix_time(&self) -> Option<f64> {
+        self.time.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond() as f64 / 1000.0)
+    }
+
+    pub fn view(&self) -> BackupSetView {
+        BackupSetView {
+            backup_id: self.id.clone(),
+            installation: self.installation.clone(),
+            time: self.time.clone(),
+            complete: self.complete(),
+            snapshots: self.snapshots.iter().map(|s| s.id.to_string()).collect(),
+            parts: self.snapshots.iter().map(|s| s.label.clone()).collect(),
+        }
+    }
+
+    /// The snapshot the manifest names `id`: by its id here, or, in a copy, by the id it had
+    /// in the repository it was first written to.
+    pub fn snapshot(&self, id: &str) -> Option<&SnapshotFile> {
+        self.snapshots
+            .iter()
+            .find(|s| s.id.to_string() == id)
+            .or_else(|| self.snapshots.iter().find(|s| s.original.is_some_and(|o| o.to_string() == id)))
+    }
+
+    /// A bucket's object list (format 2: its file in the manifest snapshot; format 1: the
+    /// manifest's inline entries), on disk in archive order.
+    pub fn object_list(
+        &self,
+        reader: &RepositoryReader,
+        manifest: &Manifest,
+        bucket: &str,
+    ) -> Result<ObjectList, CatalogError> {
+        let bad = |reason: String| CatalogError::BadManifest { id: self.id.clone(), reason };
+        let entry = manifest.buckets.get(bucket).ok_or_else(|| bad(format!("it has no bucket {bucket}")))?;
+        let list = match &entry.objects_file {
+            None => ObjectList::from_entries(entry.entries.clone()),
+            Some(path) => {
+                let snap = self.manifest.as_ref().ok_or_else(|| CatalogError::Incomplete(self.id.clone()))?;
+                let node = reader.node(snap, path)?;
+                let mut raw = tempfile::tempfile_in(crate::support::fs::temp_dir())
+                    .map_err(|e| bad(format!("a temporary file for {path}: {e}")))?;
+                {
+                    use std::io::Write;
+                    let mut w = std::io::BufWriter::new(&mut raw);
+                    reader.dump(&node, &mut w)?;
+                    w.flush().map_err(|e| bad(format!("a temporary file for {path}: {e}")))?;
+                }
+                use std::io::Seek;
+                raw.rewind().map_err(|e| bad(e.to_string()))?;
+                ObjectList::from_reader(raw)
+            }
+        }
+        .map_err(|e| bad(format!("bucket {bucket}'s object list: {e}")))?;
+        if list.count != entry.objects {
+            return Err(bad(format!(
+                "bucket {bucket}'s object list has {} objects, the manifest says {}",
+                list.count, entry.objects
+            )));
+        }
+        Ok(list)
+    }
+
+    /// Reads the manifest.
+    pub fn manifest(&self, reader: &RepositoryReader) -> Result<Manifest, CatalogError> {
+        let snap = self.manifest.as_ref().ok_or_else(|| CatalogError::Incomplete(self.id.clone()))?;
+        let raw = reader.read(snap, manifest::MANIFEST_PATH)?;
+        let m = Manifest::parse(&raw).map_err(|reason| CatalogError::BadManifest { id: self.id.clone(), reason })?;
+        if m.backup_id != self.id {
+            return Err(CatalogError::BadManifest {
+                id: self.id.clone(),
+                reason: format!("it names backup {}", m.backup_id),
+            });
+        }
+        Ok(m)
+    }
+}
+
+/// Groups speechvault's snapshots by backup id, oldest first.
+pub fn backup_sets(repo: &Repository) -> Result<Vec<BackupSet>, CatalogError> {
+    let mut sets: BTreeMap<String, BackupSet> = BTreeMap::new();
+    for snap in repo.snapshots()? {
+        let tags: Vec<String> = snap.tags.iter().cloned().collect();
+        if !tags.iter().any(|t| t == manifest::TAG) {
+            continue;
+        }
+        let Some(id) = tags.iter().find_map(|t| t.strip_prefix("backup:")).map(str::to_string) else {
+            continue;
+        };
+        let installation = tags.iter().find_map(|t| t.strip_prefix("installation:")).unwrap_or_default().to_string();
+        let time = snap.time.timestamp().to_string();
+        let set = sets.entry(id.clone()).or_insert_with(|| BackupSet {
+            id: id.clone(),
+            installation,
+            time: time.clone(),
+            snapshots: Vec::new(),
+            manifest: None,
+        });
+        if time < set.time {
+            set.time = time;
+        }
+        if tags.iter().any(|t| t == "manifest") {
+            set.manifest = Some(snap.clone());
+        }
+        set.snapshots.push(snap);
+    }
+    let mut out: Vec<BackupSet> = sets.into_values().collect();
+    out.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+/// Finds a complete backup: `latest` (optionally of one installation), an id, or a unique
+/// prefix of an id.
+pub fn find(sets: &[BackupSet], selector: &str, installation: Option<&str>) -> Result<BackupSet, CatalogError> {
+    let found = if selector == "latest" {
+        sets.iter()
+            .rev()
+            .find(|s| s.complete() && installation.is_none_or(|i| s.installation == i))
+            .ok_or_else(|| CatalogError::NoBackup { installation: installation.map(str::to_string) })?
+    } else {
+        let matches: Vec<&BackupSet> = sets.iter().filter(|s| s.id == selector || s.id.starts_with(selector)).collect();
+        match matches.len() {
+            0 => return Err(CatalogError::NotFound(selector.into())),
+            1 => matches[0],
+            _ => match matches.iter().find(|s| s.id == selector) {
+                Some(exact) => *exact,
+                None => return Err(CatalogError::Ambiguous(selector.into())),
+            },
+        }
+    };
+    if !found.complete() {
+        return Err(CatalogError::Incomplete(found.id.clone()));
+    }
+    Ok(found.clone())
+}
+
+/// Each object of a bucket's list with its file in the bucket's snapshot, both walked in
+/// archive order: one directory of the snapshot and one entry of the list in memory at a time.
+/// An object without its file, or whose file has another size, is an error (the backup is
+/// damaged); files no object names are passed over.
+pub struct PairedObjects<'a> {
+    files: Box<dyn Iterator<Item = Result<(std::path::PathBuf, rustic_core::repofile::Node), RepoError>> + Send + 'a>,
+    entries: crate::model::spool::ObjectListIter,
+    snapshot: String,
+}
+
+impl<'a> PairedObjects<'a> {
+    pub fn new(reader: &'a RepositoryReader, snap: &SnapshotFile, list: &ObjectList) -> Result<Self, CatalogError> {
+        let entries = list
+            .iter()
+            .map_err(|e| CatalogError::BadManifest { id: snap.id.to_string(), reason: format!("object list: {e}") })?;
+        Ok(Self { files: reader.file_iter(snap)?, entries, snapshot: snap.id.to_string() })
+    }
+}
+
+impl Iterator for PairedObjects<'_> {
+    type Item = Result<(manifest::ObjectEntry, rustic_core::repofile::Node), String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let entry = match self.entries.next()? {
+            Ok(e) => e,
+            Err(e) => return Some(Err(format!("object list: {e}"))),
+        };
+        loop {
+            let (path, node) = match self.files.next() {
+                Some(Ok(f)) => f,
+                Some(Err(e)) => return Some(Err(e.to_string())),
+                None => {
+                    return Some(Err(format!(
+                        "object {:?} (file {}) is missing from snapshot {}",
+                        entry.key, entry.path, self.snapshot
+                    )));
+                }
+            };
+            let path = path.display().to_string();
+            match path.as_str().cmp(entry.path.as_str()) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Greater => {
+                    return Some(Err(format!(
+                        "object {:?} (file {}) is missing from snapshot {}",
+                        entry.key, entry.path, self.snapshot
+                    )));
+                }
+                std::cmp::Ordering::Equal => {
+                    if node.meta.size != entry.size {
+                        return Some(Err(format!(
+                            "object {:?} has {} bytes in snapshot {}, {} in the manifest",
+                            entry.key, node.meta.size, self.snapshot, entry.size
+                        )));
+                    }
+                    return Some(Ok((entry, node)));
+                }
+            }
+        }
+    }
+}

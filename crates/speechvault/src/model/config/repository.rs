@@ -1,0 +1,201 @@
+//! Repository settings: `[repository]` and the named `[repositories.NAME]`.
+//!
+//! A repository is a local directory (`path`) or a bucket on an S3 server (`url =
+//! "s3:https://host:9000/bucket/prefix"`, with its own `s3.*` credentials). The repository's S3
+//! credentials never come from `AWS_*`: those belong to the installations, and mixing them up
+//! would write backups with the production keys. `SPEECHVAULT_REPOSITORY` (a path or a URL)
+//! and `SPEECHVAULT_PASSWORD`(`_FILE`) fill in for the default repository only.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{Config, ConfigError, env, secret_from};
+use crate::objstore::S3Config;
+use crate::repository::{Location, S3Location};
+use crate::support::secret::{Secret, read_secret_file};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryFile {
+    /// A local directory.
+    pub path: Option<PathBuf>,
+    /// `s3:https://host[:port]/bucket[/prefix]` (or a local path).
+    pub url: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    /// The repository server's own settings (for `url = "s3:..."`).
+    #[serde(default)]
+    pub s3: RepoS3File,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoS3File {
+    pub region: Option<String>,
+    pub access_key: Option<String>,
+    pub access_key_file: Option<PathBuf>,
+    pub secret_key: Option<Secret>,
+    pub secret_key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub insecure: bool,
+    pub read_timeout_secs: Option<u64>,
+}
+
+/// Where backups go, resolved.
+#[derive(Debug, Clone)]
+pub struct RepositorySettings {
+    /// `None` for the default `[repository]`.
+    pub name: Option<String>,
+    pub location: Location,
+    pub password: Secret,
+}
+
+fn location_of(what: &str, spec: &str, s3: &RepoS3File) -> Result<Location, ConfigError> {
+    let bad = |reason: String| ConfigError::Repository(format!("{what}: {reason}"));
+    if !spec.starts_with("s3:") {
+        let path = spec.strip_prefix("local:").unwrap_or(spec);
+        return Ok(Location::Local(PathBuf::from(path)));
+    }
+    let (endpoint, bucket, prefix) = crate::repository::location::parse_s3_url(spec).map_err(bad)?;
+    let access_key = match (&s3.access_key, &s3.access_key_file) {
+        (Some(a), _) => a.clone(),
+        (None, Some(p)) => read_secret_file(p)
+            .map_err(|source| ConfigError::SecretFile {
+                what: format!("{what} S3 access key"),
+                path: p.clone(),
+                source,
+            })?
+            .expose()
+            .to_string(),
+        (None, None) => return Err(bad("an s3: repository needs s3.access_key_file (or s3.access_key)".into())),
+    };
+    let secret_key = secret_from(&format!("{what} S3 secret key"), &s3.secret_key, &s3.secret_key_file)?
+        .ok_or_else(|| bad("an s3: repository needs s3.secret_key_file (or s3.secret_key)".into()))?;
+    let mut cfg = S3Config::new(endpoint, access_key, secret_key);
+    cfg.region = s3.region.clone().unwrap_or_else(|| "us-east-1".into());
+    cfg.ca_file = s3.ca_file.clone();
+    cfg.insecure = s3.insecure;
+    if let Some(secs) = s3.read_timeout_secs {
+        cfg.read_timeout = std::time::Duration::from_secs(secs.max(1));
+    }
+    Ok(Location::S3(Box::new(S3Location { s3: cfg, bucket, prefix })))
+}
+
+impl RepositoryFile {
+    fn resolve(&self, what: &str, name: Option<String>, env_fallback: bool) -> Result<RepositorySettings, ConfigError> {
+        let spec = match (&self.path, &self.url) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Repository(format!("{what}: set either path or url, not both")));
+            }
+            (Some(p), None) => Some(p.display().to_string()),
+            (None, Some(u)) => Some(u.clone()),
+            (None, None) => None,
+        };
+        let spec = match spec {
+            Some(s) => s,
+            None if env_fallback => env("SPEECHVAULT_REPOSITORY").ok_or_else(|| {
+                ConfigError::Repository("no repository: set [repository] path or url, or SPEECHVAULT_REPOSITORY".into())
+            })?,
+            None => return Err(ConfigError::Repository(format!("{what}: set path or url"))),
+        };
+        let location = location_of(what, &spec, &self.s3)?;
+        let password = secret_from(&format!("{what} password"), &self.password, &self.password_file)?;
+        let password = match password {
+            Some(p) => p,
+            None if env_fallback => match (env("SPEECHVAULT_PASSWORD"), env("SPEECHVAULT_PASSWORD_FILE")) {
+                (Some(p), _) => Secret::new(p),
+                (None, Some(f)) => read_secret_file(Path::new(&f)).map_err(|source| ConfigError::SecretFile {
+                    what: "repository password".into(),
+                    path: f.into(),
+                    source,
+                })?,
+                (None, None) => {
+                    return Err(ConfigError::Repository(
+                        "no repository password: set [repository] password_file or SPEECHVAULT_PASSWORD(_FILE)".into(),
+                    ));
+                }
+            },
+            None => return Err(ConfigError::Repository(format!("{what}: set password_file (or password)"))),
+        };
+        if password.is_empty() {
+            return Err(ConfigError::Repository(format!("{what}: the password is empty")));
+        }
+        Ok(RepositorySettings { name, location, password })
+    }
+}
+
+impl Config {
+    /// The default repository (`[repository]`, `SPEECHVAULT_REPOSITORY`, `SPEECHVAULT_PASSWORD`).
+    pub fn repository(&self) -> Result<RepositorySettings, ConfigError> {
+        match &self.file.repository {
+            Some(r) => r.resolve("repository", None, true),
+            None => RepositoryFile::default().resolve("repository", None, true),
+        }
+    }
+
+    /// A repository by name: `[repositories.NAME]`; no name means the default one.
+    pub fn named_repository(&self, name: Option<&str>) -> Result<RepositorySettings, ConfigError> {
+        let Some(name) = name else { return self.repository() };
+        let r = self.file.repositories.get(name).ok_or_else(|| {
+            ConfigError::Repository(format!(
+                "no repository named {name:?} in the config (known: {})",
+                if self.file.repositories.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.file.repositories.keys().cloned().collect::<Vec<_>>().join(", ")
+                }
+            ))
+        })?;
+        r.resolve(&format!("repositories.{name}"), Some(name.to_string()), false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_repositories_take_their_own_credentials_never_aws_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ak"), "REPOKEY\n").unwrap();
+        std::fs::write(dir.path().join("sk"), "reposecret\n").unwrap();
+        let text = format!(
+            r#"
+[repository]
+url = "s3:http://127.0.0.1:9000/backups/speech"
+password = "pw"
+s3.region = "garage"
+s3.access_key_file = "{0}/ak"
+s3.secret_key_file = "{0}/sk"
+
+[repositories.offsite]
+path = "/mnt/offsite"
+password = "other"
+
+[repositories.nokeys]
+url = "s3:http://127.0.0.1:9000/other"
+password = "x"
+"#,
+            dir.path().display()
+        );
+        let cfg = Config::parse(&text, Path::new("c.toml")).unwrap();
+        let r = cfg.repository().unwrap();
+        match &r.location {
+            Location::S3(s) => {
+                assert_eq!((s.bucket.as_str(), s.prefix.as_str()), ("backups", "speech"));
+                assert_eq!(s.s3.access_key, "REPOKEY");
+                assert_eq!(s.s3.region, "garage");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.location.describe(), "s3:http://127.0.0.1:9000/backups/speech");
+        let o = cfg.named_repository(Some("offsite")).unwrap();
+        assert_eq!(o.location, Location::Local(PathBuf::from("/mnt/offsite")));
+        assert_eq!(o.password.expose(), "other");
+        let e = cfg.named_repository(Some("nokeys")).unwrap_err().to_string();
+        assert!(e.contains("needs s3.access_key_file"), "{e}");
+        assert!(cfg.named_repository(Some("nope")).unwrap_err().to_string().contains("known: nokeys, offsite"));
+    }
+}

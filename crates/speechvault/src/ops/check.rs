@@ -1,0 +1,164 @@
+//! `check`: is the repository whole, and if not, which backups does the damage touch?
+//!
+//! rustic checks the structure (index, pack sizes, every tree) and, with `--read-data`, reads
+//! and authenticates every pack (or a subset). When packs are missing or damaged, the blobs
+//! they held are traced through every backup set's files, so the report says which sets,
+//! databases and objects are affected: what an operator needs to decide which backup to
+//! restore instead.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::error::{ErrorKind, Kinded};
+use crate::model::catalog::{self, CatalogError};
+use crate::repository::maintenance::ReadSubset;
+use crate::repository::{RepoError, Repository};
+
+/// At most this many objects are named per affected set.
+const LIST_LIMIT: usize = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl Kinded for CheckError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Repo(e) => e.kind(),
+            Self::Catalog(e) => e.kind(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub repository: String,
+    pub ok: bool,
+    /// `all`, `N%`, `n/m`, or `None` when no data was read.
+    pub read_data: Option<String>,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    pub damaged_packs: Vec<String>,
+    pub affected: Vec<AffectedSet>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AffectedSet {
+    pub backup_id: String,
+    pub installation: String,
+    pub complete: bool,
+    /// The manifest itself cannot be read whole.
+    pub manifest: bool,
+    pub databases: Vec<String>,
+    /// `bucket/key` of damaged objects (the first few; all are counted).
+    pub objects: Vec<String>,
+    pub objects_count: usize,
+    /// Parts whose file list cannot be read at all (a damaged tree).
+    pub unreadable: Vec<String>,
+}
+
+/// Runs the check; blocking (call it from a blocking thread).
+pub fn run(repo: &Repository, read_data: Option<ReadSubset>) -> Result<CheckReport, CheckError> {
+    let described = read_data.as_ref().map(|r| match r {
+        ReadSubset::All => "all".to_string(),
+        ReadSubset::Percent(p) => format!("{p}%"),
+        ReadSubset::Part(n, m) => format!("{n}/{m}"),
+    });
+    let found = repo.check_repository(read_data)?;
+    let mut report = CheckReport {
+        repository: repo.location().describe(),
+        ok: found.errors.is_empty(),
+        read_data: described,
+        errors: found.errors,
+        warnings: found.warnings,
+        damaged_packs: found.damaged_packs.iter().cloned().collect(),
+        affected: Vec::new(),
+    };
+    if !found.damaged_packs.is_empty() {
+        report.affected = affected_sets(repo, &found.damaged_packs)?;
+    }
+    Ok(report)
+}
+
+fn affected_sets(repo: &Repository, packs: &BTreeSet<String>) -> Result<Vec<AffectedSet>, CheckError> {
+    let reader = repo.reader()?;
+    let blobs = reader.blobs_of(packs)?;
+    let mut out = Vec::new();
+    for set in catalog::backup_sets(repo)? {
+        let mut a = AffectedSet {
+            backup_id: set.id.clone(),
+            installation: set.installation.clone(),
+            complete: set.complete(),
+            manifest: false,
+            databases: Vec::new(),
+            objects: Vec::new(),
+            objects_count: 0,
+            unreadable: Vec::new(),
+        };
+        let manifest = match set.manifest(&reader) {
+            Ok(m) => Some(m),
+            Err(_) => {
+                a.manifest = set.complete();
+                None
+            }
+        };
+        // Damaged files of bucket snapshots, by path, named by their keys below.
+        let mut damaged_objects: BTreeMap<String, String> = BTreeMap::new();
+        for snap in &set.snapshots {
+            let files = match reader.file_iter(snap) {
+                Ok(f) => f,
+                Err(_) => {
+                    a.unreadable.push(snap.label.clone());
+                    continue;
+                }
+            };
+            for file in files {
+                let Ok((path, node)) = file else {
+                    a.unreadable.push(snap.label.clone());
+                    break;
+                };
+                if !node.content.iter().flatten().any(|id| blobs.contains(&**id)) {
+                    continue;
+                }
+                let label = snap.label.as_str();
+                if label == "manifest" {
+                    a.manifest = true;
+                } else if let Some(db) = label.strip_prefix("db:") {
+                    if !a.databases.iter().any(|d| d == db) {
+                        a.databases.push(db.to_string());
+                    }
+                } else {
+                    a.objects_count += 1;
+                    if damaged_objects.len() < LIST_LIMIT {
+                        let p = path.display().to_string();
+                        damaged_objects.insert(p.clone(), p);
+                    }
+                }
+            }
+        }
+        // Name them by key, reading the object lists when the manifest reads.
+        if let Some(m) = &manifest
+            && !damaged_objects.is_empty()
+        {
+            for (bucket, b) in &m.buckets {
+                let Ok(list) = set.object_list(&reader, m, bucket) else { continue };
+                let Ok(entries) = list.iter() else { continue };
+                for e in entries.flatten() {
+                    if let Some(name) = damaged_objects.get_mut(&e.path) {
+                        *name = format!("{}/{}", b.source_name, e.key);
+                    }
+                }
+            }
+        }
+        a.objects.extend(damaged_objects.into_values());
+        if a.manifest || !a.databases.is_empty() || a.objects_count > 0 || !a.unreadable.is_empty() {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,27 @@
+//! The operations: each one a procedure an operator runs, written over the model and the
+//! adapters. A command of the CLI calls one of them.
+//!
+//! - [`backup`]: an installation into the repository (databases, then buckets, then the
+//!   manifest); [`restore`]: a backup into an installation, ownership moved, verified;
+//!   [`selective`]: one customization, speaker or service instance into a live installation;
+//! - [`verify`]: a live installation against a backup; [`ownership`]: rows moved from one
+//!   service instance to another;
+//! - [`inspect`]: what a backup holds, and what changed since (`ls`, `diff`);
+//! - [`copy`]: backup sets into another repository; [`check`]: the repository's integrity,
+//!   with the backups damage affects; [`retention`]: which backups to keep, and forgetting
+//!   the others;
+//! - [`doctor`]: would a backup run now; [`export`]/[`import`]: the manual procedure's
+//!   directory layout, out of and into the repository.
+
+pub mod backup;
+pub mod check;
+pub mod copy;
+pub mod doctor;
+pub mod export;
+pub mod import;
+pub mod inspect;
+pub mod ownership;
+pub mod restore;
+pub mod retention;
+pub mod selective;
+pub mod verify;

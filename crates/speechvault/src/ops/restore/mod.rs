@@ -1,0 +1,543 @@
+//! `restore`: a backup set into an installation, then ownership, then verification.
+//!
+//! The procedure, in order; nothing on the target changes before step 4:
+//! 1. read the manifest; check the request against it (a `--from-instance` the backup never
+//!    saw is refused) and the versions (no restore into an older PostgreSQL major);
+//! 2. check the target ([`checks`]): reachable, and empty unless `--clean`, `--data-only` or
+//!    `--resume` (which accepts what an interrupted restore of the same backup left);
+//! 3. prove the backup good ([`checks`]): every dump is read out of the repository into a
+//!    private spool (free space checked first) and authenticated against the manifest's
+//!    SHA-256, and every pack the objects need exists at its indexed size with an authentic
+//!    header (`--preflight=full` reads every object instead);
+//! 4. restore the databases ([`database`]): `pg_restore` into fresh databases, objects owned by
+//!    the chosen role, grants kept where the roles exist; or with `--data-only` rows loaded into
+//!    the existing schema inside one open transaction per database;
+//! 5. stream every object back ([`objects`]), skipping identical ones on `--resume` and
+//!    `--clean`, deleting what the backup does not hold on `--clean`;
+//! 6. move ownership to the target service instance, if asked (inside the open transactions
+//!    with `--data-only`, which then commit together);
+//! 7. verify the target against the manifest. Differences are reported, not rolled back.
+//!
+//! A failure or a stop request during steps 4 to 6 rolls an empty target back to empty
+//! ([`rollback`]: only what this restore wrote); on a target it could not roll back, the error
+//! says what state the target is in and how to finish.
+
+pub mod checks;
+pub mod database;
+pub mod objects;
+pub mod rollback;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::error::{ErrorKind, Kinded};
+use crate::model::catalog::{BackupSet, CatalogError};
+use crate::model::config::Installation;
+use crate::model::instance::InstanceId;
+use crate::model::manifest::Manifest;
+use crate::model::profile::Profile;
+use crate::objstore::{ObjStoreError, ObjectStore};
+use crate::ops::ownership::{self, OwnershipError, RuleOutcome};
+use crate::ops::verify::{self, VerifyError, VerifyOptions, VerifyReport};
+use crate::pg::PgError;
+use crate::repository::{RepoError, Repository, RepositoryReader};
+use crate::support::interrupt::{Stop, StopHandle};
+use crate::support::progress::Progress;
+
+use rollback::Touched;
+
+/// How long a rollback may take after a failure or a stop request.
+const ROLLBACK_LIMIT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    #[error(transparent)]
+    ObjStore(#[from] ObjStoreError),
+    #[error(transparent)]
+    Ownership(#[from] OwnershipError),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error(
+        "the target installation {installation} is not empty: {}. Nothing was changed. Use --clean to replace what is there, --data-only to load rows into an existing schema, or --resume to finish an interrupted restore of this backup",
+        found.join("; ")
+    )]
+    NotEmpty { installation: String, found: Vec<String> },
+    #[error("--data-only needs the schema in place, but {0}. Nothing was changed")]
+    NoSchema(String),
+    #[error("the backup does not hold component {0:?} (it holds: {1})")]
+    NotInBackup(String, String),
+    #[error("{0}. Nothing was changed")]
+    Refused(String),
+    #[error("the backup cannot be restored, it is damaged: {0}. Nothing was changed on the target")]
+    BackupDamaged(String),
+    #[error("the repository copy of {what} is damaged: {reason}")]
+    Damaged { what: String, reason: String },
+    #[error("pg_restore into database {database:?} failed: {reason}")]
+    PgRestore { database: String, reason: String },
+    #[error("restoring object {key:?} into bucket {bucket}: {reason}")]
+    Object { bucket: String, key: String, reason: String },
+    #[error("restoring into bucket {bucket} failed for {count} objects: {summary}")]
+    Objects { bucket: String, count: usize, summary: String, failures: Vec<String> },
+    #[error("the restore was interrupted")]
+    Interrupted,
+    #[error("{cause}; the restore was rolled back: {note}")]
+    RolledBack { cause: Box<RestoreError>, note: String },
+    #[error("{cause}. {state}")]
+    Partial { cause: Box<RestoreError>, state: String },
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Kinded for RestoreError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Catalog(e) => e.kind(),
+            Self::Repo(RepoError::Damaged { .. }) => ErrorKind::Failed,
+            Self::Repo(e) => e.kind(),
+            Self::Pg(e) => e.kind(),
+            Self::ObjStore(e) => e.kind(),
+            Self::Ownership(e) => e.kind(),
+            Self::Verify(e) => e.kind(),
+            Self::NotEmpty { .. } | Self::NoSchema(_) | Self::NotInBackup(..) | Self::Refused(_) => ErrorKind::BadInput,
+            Self::Interrupted => ErrorKind::Interrupted,
+            // Rolled back: nothing changed, so bad input stays bad input.
+            Self::RolledBack { cause, .. } => match cause.kind() {
+                ErrorKind::Differences => ErrorKind::Failed,
+                k => k,
+            },
+            Self::Partial { cause, .. } => match cause.kind() {
+                ErrorKind::Interrupted => ErrorKind::Interrupted,
+                _ => ErrorKind::Failed,
+            },
+            _ => ErrorKind::Failed,
+        }
+    }
+}
+
+impl RestoreError {
+    /// Every failure behind this error, for `--json` (the message shows only a few).
+    pub fn failures(&self) -> Vec<String> {
+        match self {
+            Self::Objects { failures, .. } => failures.clone(),
+            Self::RolledBack { cause, .. } | Self::Partial { cause, .. } => cause.failures(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// What to do when the target already holds data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetMode {
+    /// Refuse unless the target's databases and buckets are empty or missing.
+    Empty,
+    /// Drop and recreate databases, replace objects that differ, delete objects the backup
+    /// does not hold.
+    Clean,
+    /// Load rows into existing databases (schema from a fresh installation); objects are
+    /// written over existing ones.
+    DataOnly,
+}
+
+/// How much of the backup to read before touching the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preflight {
+    /// Dumps read in full; object packs checked for presence, size and an authentic header.
+    #[default]
+    Quick,
+    /// Every byte of every object read and authenticated too.
+    Full,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub mode: TargetMode,
+    /// Finish an interrupted restore of the same backup: databases are restored again,
+    /// objects already there with the right size and SHA-256 are kept.
+    pub resume: bool,
+    pub preflight: Preflight,
+    /// Restore only these components (default: all in the backup).
+    pub components: Option<Vec<String>>,
+    /// Move ownership from the first to the second service instance.
+    pub ownership: Option<(InstanceId, InstanceId)>,
+    /// Role to own restored databases and their objects (default: the backup's database owner
+    /// when that role exists on the target, else the login).
+    pub db_owner: Option<String>,
+    /// Where dumps are spooled (default: the system's temporary directory).
+    pub temp_dir: Option<PathBuf>,
+    /// Objects transferred at once.
+    pub parallel: usize,
+    /// `pg_restore --jobs`.
+    pub jobs: usize,
+    /// How the restored objects are checked (the databases are always compared).
+    pub verify: VerifyMode,
+}
+
+/// How a restore checks what it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyMode {
+    /// No verification step (each upload is still checked against its Content-MD5 and ETag).
+    None,
+    /// Every upload carries Content-MD5, so the server rejects a corrupt body, and its answered
+    /// ETag is checked against the bytes sent, as the objects go; then the databases are
+    /// compared (row counts and content digests) and a listing of each bucket proves every
+    /// object is there with its size and nothing else is.
+    #[default]
+    Server,
+    /// As `server`, and every object is read back and compared by SHA-256, content type and
+    /// metadata.
+    ReadBack,
+}
+
+impl std::str::FromStr for VerifyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Self::None),
+            "server" => Ok(Self::Server),
+            "read-back" => Ok(Self::ReadBack),
+            other => Err(format!("{other:?}: use none, server or read-back")),
+        }
+    }
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        Self {
+            mode: TargetMode::Empty,
+            resume: false,
+            preflight: Preflight::Quick,
+            components: None,
+            ownership: None,
+            db_owner: None,
+            temp_dir: None,
+            parallel: crate::ops::backup::default_parallelism(),
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8),
+            verify: VerifyMode::Server,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub backup_id: String,
+    pub source_installation: String,
+    pub installation: String,
+    pub mode: TargetMode,
+    pub resumed: bool,
+    pub databases: BTreeMap<String, DbRestored>,
+    pub buckets: BTreeMap<String, BucketRestored>,
+    pub ownership: Vec<RuleOutcome>,
+    pub notes: Vec<String>,
+    pub verify: Option<VerifyReport>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DbRestored {
+    pub dump_bytes: u64,
+    pub tables: usize,
+    /// The role that owns the database and its objects (not set for `--data-only`).
+    pub owner: Option<String>,
+    /// GRANTs of the backup that were left out because their role does not exist here.
+    pub grants_skipped: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BucketRestored {
+    pub name: String,
+    pub objects: u64,
+    pub bytes: u64,
+    /// Objects already there, identical, and not written again (`--resume`, `--clean`).
+    pub kept: u64,
+    /// Objects deleted because the backup does not hold them (`--clean`).
+    pub deleted: u64,
+}
+
+/// The part of a manifest the selected components cover.
+pub fn select(manifest: &Manifest, profile: &Profile, components: Option<&[String]>) -> Result<Manifest, RestoreError> {
+    let Some(wanted) = components else {
+        return Ok(manifest.clone());
+    };
+    let mut m = manifest.clone();
+    let mut dbs = Vec::new();
+    let mut buckets = Vec::new();
+    for c in wanted {
+        if !manifest.components.contains(c) {
+            return Err(RestoreError::NotInBackup(c.clone(), manifest.components.join(", ")));
+        }
+        let comp = profile.select(std::slice::from_ref(c)).map_err(|e| RestoreError::Refused(e.to_string()))?;
+        dbs.extend(comp[0].1.databases.clone());
+        buckets.extend(comp[0].1.buckets.clone());
+    }
+    m.components = wanted.to_vec();
+    m.databases.retain(|d, _| dbs.contains(d));
+    m.buckets.retain(|b, _| buckets.contains(b));
+    Ok(m)
+}
+
+/// Everything the writing half of a restore works with.
+#[derive(Clone)]
+pub(crate) struct Job<'a> {
+    pub reader: &'a Arc<RepositoryReader>,
+    pub set: &'a BackupSet,
+    pub manifest: &'a Manifest,
+    pub target: &'a Installation,
+    pub store: &'a ObjectStore,
+    pub profile: &'a Profile,
+    pub opts: &'a RestoreOptions,
+    pub progress: &'a Progress,
+    pub touched: &'a Arc<Mutex<Touched>>,
+    pub spool: &'a checks::Spool,
+    /// Checked between steps; running tools are killed, uploads in flight finish.
+    pub stop: &'a Stop,
+    /// Uploads in flight across all buckets (`--parallel`): buckets restore side by side, so
+    /// one bucket of a few large objects does not leave the target idle.
+    pub transfers: Arc<tokio::sync::Semaphore>,
+}
+
+/// Restores `set` into `target`. `stop` interrupts it (and rolls back what can be).
+pub async fn run(
+    repo: Arc<Repository>,
+    set: &BackupSet,
+    target: &Installation,
+    profile: &Profile,
+    opts: &RestoreOptions,
+    progress: &Progress,
+    stop: &Stop,
+) -> Result<RestoreReport, RestoreError> {
+    let clock = Instant::now();
+    progress.phase("reading the backup", 0, 0);
+    let v = repo.clone();
+    let reader = Arc::new(
+        tokio::task::spawn_blocking(move || v.reader()).await.map_err(|e| RestoreError::Internal(e.to_string()))??,
+    );
+    let manifest = {
+        let (r, s) = (reader.clone(), set.clone());
+        tokio::task::spawn_blocking(move || s.manifest(&r))
+            .await
+            .map_err(|e| RestoreError::Internal(e.to_string()))??
+    };
+    let manifest = select(&manifest, profile, opts.components.as_deref())?;
+    if opts.resume && opts.mode == TargetMode::DataOnly {
+        return Err(RestoreError::Refused(
+            "--resume does not apply to --data-only: such a restore commits nothing until its end, so run it again"
+                .into(),
+        ));
+    }
+    if let Some((from, to)) = &opts.ownership {
+        ownership::check_request(&manifest.canonical_instance_ids(), from, to)?;
+        let recorded: ownership::RecordedOwners =
+            manifest.databases.iter().map(|(d, e)| (d.clone(), e.owners.clone())).collect();
+        ownership::check_rules(profile, &recorded)?;
+    }
+    let store = ObjectStore::new(target.s3.clone())?;
+
+    progress.phase("checking the target", 0, 0);
+    let target_state = checks::check_target(target, &store, &manifest, opts).await?;
+    progress.phase("checking the backup", 0, 0);
+    let spool = checks::prove_backup(&reader, set, &manifest, opts, progress).await?;
+    if stop.is_stopped() {
+        return Err(RestoreError::Interrupted);
+    }
+
+    let touched = Arc::new(Mutex::new(Touched::new(target_state)));
+    let job = Job {
+        reader: &reader,
+        set,
+        manifest: &manifest,
+        target,
+        store: &store,
+        profile,
+        opts,
+        progress,
+        touched: &touched,
+        spool: &spool,
+        stop,
+        transfers: Arc::new(tokio::sync::Semaphore::new(opts.parallel.max(1))),
+    };
+    let written = job.write().await;
+    let (databases, buckets, moved, notes) = match written {
+        Ok(v) => v,
+        Err(cause) => return Err(rollback::after_failure(&job, cause).await),
+    };
+
+    let verify = if opts.verify == VerifyMode::None {
+        None
+    } else {
+        let vo = VerifyOptions {
+            digests: opts.verify == VerifyMode::ReadBack,
+            parallel: opts.parallel,
+            ownership: opts.ownership.clone(),
+        };
+        let lists = verify::BackupLists { reader: &reader, set };
+        Some(verify::verify(&manifest, lists, target, &vo, progress).await?)
+    };
+    Ok(RestoreReport {
+        backup_id: manifest.backup_id.clone(),
+        source_installation: manifest.installation.clone(),
+        installation: target.name.clone(),
+        mode: opts.mode,
+        resumed: opts.resume,
+        databases,
+        buckets,
+        ownership: moved,
+        notes,
+        verify,
+        seconds: clock.elapsed().as_secs_f64(),
+    })
+}
+
+type Written = (BTreeMap<String, DbRestored>, BTreeMap<String, BucketRestored>, Vec<RuleOutcome>, Vec<String>);
+
+impl Job<'_> {
+    /// Steps 4 to 6: databases, objects, ownership. Records what it creates in `touched`.
+    fn check_stop(&self) -> Result<(), RestoreError> {
+        if self.stop.is_stopped() { Err(RestoreError::Interrupted) } else { Ok(()) }
+    }
+
+    async fn write(&self) -> Result<Written, RestoreError> {
+        // Databases and buckets are independent until ownership moves: restore them side by
+        // side. The first failure ends the others (what they wrote is rolled back with it).
+        let (bytes, objects) = self.manifest.buckets.values().fold((0, 0), |(b, o), e| (b + e.bytes, o + e.objects));
+        self.progress.phase(
+            format!(
+                "restoring {} databases and {objects} objects in {} buckets",
+                self.manifest.databases.len(),
+                self.manifest.buckets.len()
+            ),
+            bytes,
+            objects,
+        );
+        // A part that fails stops the others, which end as for a stop request (tools killed,
+        // uploads in flight finished and recorded); nothing is dropped half-way, so the
+        // rollback knows everything that was written.
+        let (failed, part_stop) = self.stop.child();
+        let part = Job { stop: &part_stop, ..self.clone() };
+        let failed = &failed;
+        let (dbs, buckets) = tokio::join!(
+            async {
+                let r = part.write_databases().await;
+                if r.is_err() {
+                    failed.stop();
+                }
+                r
+            },
+            async {
+                let r = part.write_buckets(failed).await;
+                if r.is_err() {
+                    failed.stop();
+                }
+                r
+            }
+        );
+        let ((databases, loads, notes), buckets) = match (dbs, buckets) {
+            (Ok(d), Ok(b)) => (d, b),
+            (Err(a), Err(b)) => return Err(cause(a, b)),
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        let mut moved = Vec::new();
+        let recorded: ownership::RecordedOwners =
+            self.manifest.databases.iter().map(|(d, e)| (d.clone(), e.owners.clone())).collect();
+        self.check_stop()?;
+        if let Some((from, to)) = &self.opts.ownership {
+            self.progress.phase("moving ownership", 0, 0);
+            if self.opts.mode == TargetMode::DataOnly {
+                for load in &loads {
+                    let rec = recorded.get(&load.db);
+                    moved.extend(ownership::apply(&load.client, self.profile, &load.db, from, to, false, rec).await?);
+                }
+            } else {
+                let dbs: Vec<String> = self.manifest.databases.keys().cloned().collect();
+                moved = ownership::transfer(self.target, self.profile, &dbs, from, to, false, Some(&recorded)).await?;
+            }
+        }
+        self.check_stop()?;
+        if !loads.is_empty() {
+            database::commit_all(self, loads).await?;
+        }
+        database::clear_markers(self).await;
+        Ok((databases, buckets, moved, notes))
+    }
+
+    /// Step 4: the databases, one after another (each `pg_restore` runs `--jobs` itself).
+    async fn write_databases(
+        &self,
+    ) -> Result<(BTreeMap<String, DbRestored>, Vec<database::Load>, Vec<String>), RestoreError> {
+        let mut notes = Vec::new();
+        let mut databases = BTreeMap::new();
+        let mut loads = Vec::new();
+        for (db, entry) in &self.manifest.databases {
+            self.check_stop()?;
+            if self.opts.mode == TargetMode::DataOnly {
+                loads.push(database::load_rows(self, db).await?);
+                databases.insert(
+                    db.clone(),
+                    DbRestored {
+                        dump_bytes: entry.dump_bytes,
+                        tables: entry.tables.len(),
+                        owner: None,
+                        grants_skipped: Vec::new(),
+                    },
+                );
+            } else {
+                let restored = database::restore_database(self, db, entry).await?;
+                notes.extend(restored.notes.iter().cloned());
+                databases.insert(db.clone(), restored.summary);
+            }
+        }
+        Ok((databases, loads, notes))
+    }
+
+    /// Step 5: every bucket, side by side, sharing [`Job::transfers`].
+    async fn write_buckets(&self, failed: &StopHandle) -> Result<BTreeMap<String, BucketRestored>, RestoreError> {
+        self.check_stop()?;
+        let each = self.manifest.buckets.iter().map(|(bucket, entry)| async move {
+            let name = self.target.bucket(bucket);
+            let r = objects::restore_bucket(self, bucket, &name, entry).await;
+            if r.is_err() {
+                failed.stop();
+            }
+            r.map(|r| (bucket.clone(), r))
+        });
+        let mut restored = BTreeMap::new();
+        let mut error: Option<RestoreError> = None;
+        for r in futures_util::future::join_all(each).await {
+            match r {
+                Ok((b, r)) => {
+                    restored.insert(b, r);
+                }
+                Err(e) => {
+                    error = Some(match error.take() {
+                        None => e,
+                        Some(earlier) => cause(earlier, e),
+                    })
+                }
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(restored),
+        }
+    }
+}
+
+/// Of two parts' errors, the one that caused the stop: a part that only stopped because the
+/// other failed reports `Interrupted`.
+fn cause(a: RestoreError, b: RestoreError) -> RestoreError {
+    if matches!(a, RestoreError::Interrupted) { b } else { a }
+}

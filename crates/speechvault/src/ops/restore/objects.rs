@@ -1,0 +1,305 @@
+//! Objects back into their buckets.
+//!
+//! Each object streams out of the repository (every blob authenticated) into an upload with
+//! `Content-MD5` (multipart above 16 MiB), with its content type and user metadata; the ETag
+//! the server answers is checked against the one its bytes imply. With `--resume` and
+//! `--clean`, an object already on the target with the same size is read back and kept when
+//! its SHA-256, content type and metadata match; `--clean` then deletes what the backup does
+//! not hold. Every key written is recorded, so a rollback deletes exactly those.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use super::checks::snapshot_of;
+use super::{BucketRestored, Job, RestoreError, TargetMode};
+use crate::model::manifest::{BucketEntry, ObjectEntry};
+use crate::objstore::{ObjStoreError, ObjectInfo, ObjectStore, PutOptions};
+use crate::repository::RepositoryReader;
+use crate::support::progress::Progress;
+
+/// Sends what rustic's `dump` writes into a channel, in chunks of at most 1 MiB (rustic
+/// writes a whole blob at once, up to 8 MiB: cut, so what waits in the channel stays small).
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+    bytes: u64,
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// Chunks waiting between one object's reading and its upload.
+const CHUNKS_QUEUED: usize = 2;
+
+/// Objects over [`CHUNK`] read from the repository at once, whatever `--parallel` is.
+/// Reading one holds a decrypted blob (one of several blobs decrypts up to four more ahead
+/// on worker threads; typically 1 MiB each, at most 8 MiB) and chunks on their way to the
+/// upload, outside the upload memory budget: their number, not the objects in flight,
+/// bounds that memory (about 100 MiB typical for all of them). Small objects, the many,
+/// are not held back: each holds at most its own size.
+const LARGE_READS: usize = 16;
+static LARGE_READ_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LARGE_READS);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.bytes += n as u64;
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::take(&mut self.buf));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::other("upload stopped"))
+    }
+}
+
+/// Whether the object on the target is already exactly the backed-up one.
+pub(crate) async fn identical(
+    store: &ObjectStore,
+    bucket: &str,
+    e: &ObjectEntry,
+    listed: &ObjectInfo,
+) -> Result<bool, ObjStoreError> {
+    if listed.size != e.size {
+        return Ok(false);
+    }
+    let mut body = match store.get_object(bucket, &e.key, Some(listed)).await {
+        Ok(b) => b,
+        Err(err) if err.is_gone_or_changed() => return Ok(false),
+        Err(err) => return Err(err),
+    };
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = body.chunk().await? {
+        hasher.update(&chunk);
+    }
+    let same_bytes = hex::encode(hasher.finalize()) == e.sha256;
+    Ok(same_bytes
+        && crate::ops::verify::header_differences(&e.key, &e.content_type, &e.metadata, &body.head).is_empty())
+}
+
+/// One object to restore, with its file in the snapshot and what the target already holds
+/// under its key (resume and clean only).
+struct Work {
+    entry: ObjectEntry,
+    node: rustic_core::repofile::Node,
+    present: Option<ObjectInfo>,
+}
+
+/// Walks the bucket's object list, its snapshot and (when it matters) the target's listing
+/// together, all three in archive order, sending each object to restore. With `extra`, keys
+/// on the target the backup does not hold are collected there (`--clean` deletes them).
+fn produce(
+    reader: &RepositoryReader,
+    snap: &rustic_core::repofile::SnapshotFile,
+    list: &crate::model::spool::ObjectList,
+    present: Option<crate::model::spool::Listing>,
+    extra: &mut Vec<String>,
+    tx: tokio::sync::mpsc::Sender<Work>,
+) -> Result<(), String> {
+    let mut listed = present.map(|l| l.into_iter_sorted());
+    for pair in crate::model::catalog::PairedObjects::new(reader, snap, list).map_err(|e| e.to_string())? {
+        let (entry, node) = pair?;
+        let mut present = None;
+        if let Some(l) = listed.as_mut() {
+            let d = crate::model::spool::key_digest(&entry.key);
+            while let Some(next) = l.peek_digest().copied() {
+                if next > d {
+                    break;
+                }
+                let o = l.next().and_then(|o| o.ok()).ok_or("reading the target's listing")?;
+                if next == d {
+                    present = Some(o);
+                } else {
+                    extra.push(o.key);
+                }
+            }
+        }
+        if tx.blocking_send(Work { entry, node, present }).is_err() {
+            return Ok(());
+        }
+    }
+    if let Some(l) = listed {
+        for o in l {
+            extra.push(o.map_err(|e| format!("reading the target's listing: {e}"))?.key);
+        }
+    }
+    Ok(())
+}
+
+/// Step 5 for one bucket.
+pub(crate) async fn restore_bucket(
+    job: &Job<'_>,
+    bucket: &str,
+    name: &str,
+    entry: &BucketEntry,
+) -> Result<BucketRestored, RestoreError> {
+    let Job { reader, set, manifest, store, opts, progress, touched, .. } = *job;
+    let snap = snapshot_of(set, &entry.snapshot)?.clone();
+    let existed = store.bucket_exists(name).await?;
+    if !existed {
+        store.create_bucket(name).await?;
+        if let Ok(mut t) = touched.lock() {
+            t.buckets_created.push(name.to_string());
+        }
+    }
+    // What is there already matters when resuming or replacing.
+    let present = if existed && (opts.resume || opts.mode == TargetMode::Clean) {
+        Some(crate::ops::backup::bucket::list_bucket(store, name).await.map_err(|e| match e {
+            crate::ops::backup::BackupError::ObjStore(o) => RestoreError::from(o),
+            other => RestoreError::Internal(other.to_string()),
+        })?)
+    } else {
+        None
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Work>(64);
+    let producer = {
+        let (r, set, m, bucket) = (reader.clone(), set.clone(), manifest.clone(), bucket.to_string());
+        tokio::task::spawn_blocking(move || -> Result<Vec<String>, RestoreError> {
+            let list = set.object_list(&r, &m, &bucket)?;
+            let mut extra = Vec::new();
+            produce(&r, &snap, &list, present, &mut extra, tx)
+                .map_err(|reason| RestoreError::Damaged { what: format!("bucket {bucket}"), reason })?;
+            Ok(extra)
+        })
+    };
+    let kept = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let first = Arc::new(std::sync::Once::new());
+    let work = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|w| (w, rx)) });
+    // The queue (and with it the producer's channel) ends with this block.
+    let failures = {
+        let mut failures: Vec<String> = Vec::new();
+        let uploads = work
+            .map(|w| {
+                let (kept, first) = (kept.clone(), first.clone());
+                let transfers = job.transfers.clone();
+                async move {
+                    let _slot = transfers.acquire_owned().await.map_err(|e| e.to_string())?;
+                    let Work { entry: e, node, present } = w;
+                    if let Some(listed) = &present
+                        && identical(store, name, &e, listed).await.map_err(|err| format!("{:?}: {err}", e.key))?
+                    {
+                        kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        progress.add_bytes(e.size);
+                        progress.item_done();
+                        first.call_once(|| crate::support::interrupt::pause_point("restore:objects"));
+                        return Ok(());
+                    }
+                    // Recorded before the upload starts: a rollback deletes it whatever happens to it.
+                    if let Ok(mut t) = touched.lock() {
+                        t.keys_written.entry(name.to_string()).or_default().push(e.key.clone());
+                    }
+                    restore_object(reader.clone(), store, name, &e, node, progress)
+                        .await
+                        .map_err(|err| format!("{:?}: {err}", e.key))?;
+                    first.call_once(|| crate::support::interrupt::pause_point("restore:objects"));
+                    Ok::<(), String>(())
+                }
+            })
+            // A stop request ends the queue; uploads in flight finish (and are rolled back).
+            .take_until(Box::pin(job.stop.stopped()))
+            .buffer_unordered(opts.parallel.max(1));
+        let mut uploads = std::pin::pin!(uploads);
+        while let Some(r) = uploads.next().await {
+            if let Err(msg) = r {
+                failures.push(msg);
+                // Stop starting new transfers after a burst of failures; report what failed.
+                if failures.len() >= 20 {
+                    break;
+                }
+            }
+        }
+        failures
+    };
+    // The producer ends once the queue is dropped (its sends fail).
+    let extra = producer.await.map_err(|e| RestoreError::Internal(e.to_string()))?;
+    if job.stop.is_stopped() {
+        return Err(RestoreError::Interrupted);
+    }
+    if !failures.is_empty() {
+        return Err(RestoreError::Objects {
+            bucket: name.into(),
+            count: failures.len(),
+            summary: crate::error::summarize(&failures, 3),
+            failures,
+        });
+    }
+    let extra = extra?;
+    let mut deleted = 0;
+    if opts.mode == TargetMode::Clean {
+        deleted = store.delete_keys(name, &extra, opts.parallel).await?;
+    }
+    Ok(BucketRestored {
+        name: name.to_string(),
+        objects: entry.objects,
+        bytes: entry.bytes,
+        kept: kept.load(std::sync::atomic::Ordering::Relaxed),
+        deleted,
+    })
+}
+
+pub(crate) async fn restore_object(
+    reader: Arc<RepositoryReader>,
+    store: &ObjectStore,
+    bucket: &str,
+    e: &ObjectEntry,
+    node: rustic_core::repofile::Node,
+    progress: &Progress,
+) -> Result<(), RestoreError> {
+    let fail = |reason: String| RestoreError::Object { bucket: bucket.into(), key: e.key.clone(), reason };
+    let slot = if e.size > CHUNK as u64 {
+        Some(LARGE_READ_SLOTS.acquire().await.map_err(|err| RestoreError::Internal(err.to_string()))?)
+    } else {
+        None
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_QUEUED);
+    let expected = e.size;
+    let dumper = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK.min(expected as usize)), bytes: 0 };
+        let result =
+            reader.dump(&node, &mut w).map_err(|e| e.to_string()).and_then(|()| w.flush().map_err(|e| e.to_string()));
+        let verdict = match result {
+            Err(msg) => Err(msg),
+            Ok(()) if w.bytes != expected => Err(format!("repository gave {} bytes, expected {expected}", w.bytes)),
+            Ok(()) => Ok(()),
+        };
+        if let Err(msg) = &verdict {
+            // The upload sees the error before its end and abandons the object.
+            let _ = tx.blocking_send(Err(std::io::Error::other(msg.clone())));
+        }
+        verdict
+    });
+    let opts = PutOptions { content_type: e.content_type.clone(), metadata: e.metadata.clone() };
+    let p = progress.clone();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).map(
+        move |item| {
+            if let Ok(b) = &item {
+                p.add_bytes(b.len() as u64);
+            }
+            item
+        },
+    );
+    let uploaded = store.upload_stream(bucket, &e.key, &opts, Some(e.size), Box::pin(stream)).await;
+    let dumped = dumper.await.map_err(|err| RestoreError::Internal(err.to_string()))?;
+    // A failed upload stops the reading too (its writer fails): the upload's error is the
+    // cause. A reading that failed first reached the upload as its source's error.
+    let uploaded = uploaded.map_err(|err| fail(err.to_string()))?;
+    dumped.map_err(fail)?;
+    if uploaded.etag_confirms() == Some(false) {
+        return Err(fail(format!(
+            "the server stored it with ETag {}, but its bytes give {}",
+            uploaded.etag, uploaded.expected_etag
+        )));
+    }
+    progress.item_done();
+    Ok(())
+}
