@@ -1,24 +1,28 @@
 //! `speechvault`: the command line over the speechvault library.
 //!
-//! This file only parses arguments, calls the library and prints. Exit status comes from the
-//! error's own kind: 0 success, 1 the operation failed, 2 bad usage or input, 3 verification
-//! found differences, 130 interrupted.
+//! - [`commands`]: one file per command, each its clap `Args` and a `run` that returns an
+//!   [`outcome::Outcome`];
+//! - [`settings`]: the command line over the config over the environment, resolved once;
+//! - [`render`]: outcomes as text, or as one JSON document;
+//! - [`observe`]: hooks and metrics around scheduled runs, read from the outcome;
+//! - [`context`]: what every command works with (config, repository, lock wait, stop flag).
+//!
+//! The exit status comes from the error's kind (`speechvault::error::KINDS`).
 
+mod commands;
+mod context;
+#[cfg(test)]
+mod docs_examples;
 mod observe;
-mod output;
-mod repo_cmd;
-mod restore_cmd;
-#[cfg(feature = "sandbox")]
-mod sandbox_cmd;
-mod selective_cmd;
-mod vault_cmd;
+mod outcome;
+mod render;
+mod settings;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser};
 use speechvault::support::interrupt::{Stop, StopHandle};
-
-use output::Failure;
+use speechvault::{Error, ErrorKind};
 
 /// Disaster recovery for the Speech services (speech-to-text, text-to-speech).
 ///
@@ -26,7 +30,7 @@ use output::Failure;
 /// deduplicated restic-format repository, restores them into another installation, moves
 /// ownership to the target service instance, and verifies the result.
 #[derive(Debug, Parser)]
-#[command(name = "speechvault", version, propagate_version = true, after_help = EXAMPLES)]
+#[command(name = "speechvault", version, propagate_version = true)]
 struct Cli {
     /// Config file (TOML: [repository] and [installations.NAME]). Default: $SPEECHVAULT_CONFIG,
     /// else ./speechvault.toml when present; AWS_* and PG* variables fill what it leaves out.
@@ -46,10 +50,10 @@ struct Cli {
     #[arg(long, global = true, value_name = "NAME")]
     repository: Option<String>,
     /// How long to wait for another run's lock on the repository (e.g. 30s, 10m).
-    #[arg(long, global = true, value_name = "DURATION", default_value = "10m", value_parser = vault_cmd::parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", default_value = "10m", value_parser = settings::parse_duration)]
     lock_wait: std::time::Duration,
     #[command(subcommand)]
-    command: Command,
+    command: commands::Command,
 }
 
 const EXAMPLES: &str = "Installations are names from the config, or sandbox:NAME for a local sandbox.
@@ -58,180 +62,32 @@ Examples:
   speechvault -c speechvault.toml init      create the repository named in the config
   speechvault backup --from prod            back up what is installed on prod
   speechvault snapshots                     list backups
-  speechvault restore latest --to dr --from-instance 1612345678901234 --to-instance <uuid>
+  speechvault restore latest --to dr --from-instance 1612345678901234 --to-instance 9d0b6c1e-0f6a-4c55-a6b1-2a2f5b7c9e10
                                             restore into dr as another service instance, verify
   speechvault restore latest --to dr --resume
                                             finish a restore that was interrupted
   speechvault verify latest --against dr    compare a live installation with a backup
   speechvault ls latest --customizations    what a backup holds
   speechvault diff latest --against prod    what changed since
-  speechvault restore latest --to prod --customization <id> --dry-run
+  speechvault restore latest --to prod --customization 3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f --dry-run
                                             bring back one customization (plan first)
   speechvault sandbox up --name a           start a local Speech installation
-  eval \"$(speechvault sandbox env a)\"       point psql and S3 clients at it
+  eval \"$(speechvault sandbox env a)\"       point psql and S3 clients at it";
 
-Exit status: 0 success, 1 the operation failed, 2 bad usage or input (nothing changed),
-3 verification found differences, 130 interrupted (SIGINT/SIGTERM; what a restore wrote into
-an empty target is rolled back, an interrupted backup leaves no backup).";
+/// The command line's definition, with its examples and exit statuses (for `--help`, the man
+/// pages and the completions).
+pub fn cli() -> clap::Command {
+    let exit = format!(
+        "Exit status: {}. What a restore wrote into an empty target is rolled back on failure or interruption; an interrupted backup leaves no backup.",
+        ErrorKind::exit_status_help()
+    );
+    Cli::command().after_help(format!("{EXAMPLES}\n\n{exit}"))
+}
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Text,
     Json,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Create the repository named in the config (encrypted with its password); an S3
-    /// repository's bucket is created when missing.
-    Init {
-        /// With --repository NAME: chunk like the default repository, so backups copied
-        /// between them still deduplicate.
-        #[arg(long)]
-        copy_chunker_params: bool,
-    },
-    /// Back up an installation: databases first, then buckets, then the manifest.
-    ///
-    /// Detects the installed components (or takes --components), dumps each database with
-    /// pg_dump from one consistent snapshot (row counts and content digests are read in that
-    /// same snapshot) and streams every object into the repository with its key, size, ETag,
-    /// content type, user metadata and SHA-256. Objects deleted while the backup runs are
-    /// recorded as vanished; objects changed meanwhile are read as they are now. If anything
-    /// fails, no complete-looking backup is left.
-    Backup(vault_cmd::BackupArgs),
-    /// List backups (complete and incomplete) in the repository.
-    Snapshots {
-        /// Only backups of this installation.
-        #[arg(long)]
-        installation: Option<String>,
-    },
-    /// Restore a backup into an installation, move ownership, verify.
-    ///
-    /// Before anything on the target changes, the target is checked (empty unless --clean,
-    /// --data-only or --resume), every dump is read and authenticated, and every pack the
-    /// objects need is checked. A restore into an empty target that fails or is interrupted
-    /// is rolled back. Exit status 3 when verification finds differences (nothing is rolled
-    /// back then: the report says what differs).
-    Restore(vault_cmd::RestoreArgs),
-    /// Compare a live installation with a backup: rows (counts and content), objects, bytes,
-    /// SHA-256, content types and metadata.
-    Verify(vault_cmd::VerifyArgs),
-    /// Move ownership of rows from one service instance to another on a live installation.
-    TransferOwnership {
-        /// Installation to change (config name, or sandbox:NAME).
-        #[arg(long)]
-        on: String,
-        /// Current owner (UUID or numeric Cloud Pak for Data instance id).
-        #[arg(long)]
-        from_instance: String,
-        /// New owner.
-        #[arg(long)]
-        to_instance: String,
-        /// Count the rows that would change, change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Copy backups into another repository (3-2-1), re-encrypted under its key.
-    ///
-    /// Whole backup sets, manifest last; sets the target already holds are skipped.
-    Copy(repo_cmd::CopyArgs),
-    /// Remove backups by retention rules (per installation, whole backups only), and
-    /// incomplete backups older than a grace period.
-    ///
-    /// Rules come from the config ([retention], [installations.NAME.retention]) unless given
-    /// here. --dry-run shows what would go and why each kept backup stays.
-    Forget(repo_cmd::ForgetArgs),
-    /// Free the space of removed backups.
-    Prune {
-        /// Unused space to leave (e.g. 5%, 1GiB, unlimited).
-        #[arg(long)]
-        max_unused: Option<String>,
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Check the repository's structure; with --read-data read and authenticate every byte.
-    ///
-    /// Damage is reported with the backups, databases and objects it affects; exit status 3.
-    Check {
-        #[arg(long)]
-        read_data: bool,
-        /// Read only part of the data: N% (at random) or n/m (run 1/m .. m/m to cover all).
-        #[arg(long, value_name = "N%|n/m", value_parser = |s: &str| s.parse::<speechvault::repository::maintenance::ReadSubset>())]
-        read_data_subset: Option<speechvault::repository::maintenance::ReadSubset>,
-        #[command(flatten)]
-        run: observe::RunArgs,
-    },
-    /// Look inside a backup without restoring anything (no database server needed): its
-    /// customizations, speakers, service instances, or objects under a prefix.
-    Ls(selective_cmd::LsArgs),
-    /// What changed on an installation since a backup: customizations and speakers added,
-    /// removed or changed, and objects added, removed or changed per bucket. Changes nothing.
-    Diff {
-        /// Backup id (or a unique prefix), or `latest`.
-        #[arg(default_value = "latest")]
-        backup: String,
-        /// Installation to compare (config name, or sandbox:NAME).
-        #[arg(long)]
-        against: String,
-        /// With `latest`: the latest backup of this installation (default: of the one
-        /// compared).
-        #[arg(long)]
-        source: Option<String>,
-    },
-    /// Pre-flight check: would a backup of this installation run now?
-    ///
-    /// Reaches the object store and PostgreSQL with the configured TLS, finds the installed
-    /// components, checks the pg_dump/pg_restore versions against the server, measures every
-    /// bucket and database, opens the repository (free space, keys) and estimates the next
-    /// backup from the last one. Each check is marked ✔, ! (works, but act) or ✘ with the fix.
-    /// Exit status 0 when a backup would run, 1 when a check failed, 2 for a bad config.
-    /// Nothing is written.
-    Doctor {
-        /// Installation to check (config name, or sandbox:NAME).
-        #[arg(long)]
-        installation: String,
-    },
-    /// Manage the repository's keys (passwords).
-    #[command(subcommand)]
-    Key(repo_cmd::KeyCmd),
-    /// Remove stale locks (of runs that are gone); with --remove-all every lock.
-    Unlock {
-        #[arg(long)]
-        remove_all: bool,
-        /// Only list the locks and which are stale.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Write a backup out in the manual procedure's layout: minio/<bucket>/<key> and
-    /// postgres/<database>.backup.sql, with export-report.json (keys a file system cannot
-    /// hold are written under escaped/ and listed there, with every content type and metadata).
-    Export {
-        /// Backup id (or a unique prefix), or `latest`.
-        backup: String,
-        /// A new or empty directory.
-        #[arg(long)]
-        to: std::path::PathBuf,
-    },
-    /// Take a directory made with the manual procedure (or by export) into the repository as
-    /// a backup.
-    ///
-    /// The SQL files are loaded into a scratch database (a temporary local cluster, or
-    /// --scratch INSTALLATION's server) and dumped like any backup.
-    Import {
-        /// The directory (minio/<bucket>/..., postgres/<database>.backup.sql).
-        dir: std::path::PathBuf,
-        /// The installation the backup is recorded for.
-        #[arg(long = "as", value_name = "INSTALLATION")]
-        as_installation: String,
-        /// Load the SQL files on this installation's PostgreSQL server (into temporary
-        /// databases) instead of a temporary local cluster.
-        #[arg(long, value_name = "INSTALLATION")]
-        scratch: Option<String>,
-    },
-    /// Local Speech installations (PostgreSQL + S3 on 127.0.0.1) for demos, tests, benchmarks.
-    #[cfg(feature = "sandbox")]
-    #[command(subcommand)]
-    Sandbox(sandbox_cmd::SandboxCmd),
 }
 
 fn init_logging(verbose: u8, format: LogFormat) {
@@ -271,15 +127,44 @@ fn watch_signals(handle: StopHandle) {
     });
 }
 
+/// Parses the command line. A usage error exits 2, and with `--json` says so in JSON too.
+fn parse() -> Result<Cli, ExitCode> {
+    use clap::FromArgMatches;
+    let matches = cli().try_get_matches();
+    match matches.and_then(|m| Cli::from_arg_matches(&m)) {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            let usage =
+                !matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion);
+            if usage && std::env::args().any(|a| a == "--json") {
+                // clap's message up to its usage block, on one line.
+                let message = e.render().to_string();
+                let head: Vec<&str> = message
+                    .lines()
+                    .take_while(|l| !l.starts_with("Usage:"))
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                let error = Error::bad_input(head.join(" ").trim_start_matches("error: "));
+                render::emit(None, Some(&error), true);
+            }
+            let _ = e.print();
+            Err(ExitCode::from(if usage { ErrorKind::BadInput.exit_code() } else { 0 }))
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     init_logging(cli.verbose, cli.log_format);
-    let log_format = cli.log_format;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(ErrorKind::Failed.exit_code());
         }
     };
     // Everything speechvault creates (repository files, spooled dumps) is private.
@@ -287,96 +172,41 @@ fn main() -> ExitCode {
     unsafe {
         libc::umask(0o077);
     }
-    let json = cli.json;
-    let config = cli.config.clone();
-    let (repository, lock_wait) = (cli.repository.clone(), cli.lock_wait);
-    let result = runtime.block_on(async move {
+    let (json, log_format) = (cli.json, cli.log_format);
+    let finished = runtime.block_on(async move {
         let (handle, stop) = Stop::new();
-        #[cfg(feature = "sandbox")]
-        if let Command::Sandbox(cmd) = cli.command {
-            return sandbox_cmd::run(cmd, json).await;
-        }
-        watch_signals(handle);
-        let cfg = vault_cmd::load_config(config.as_deref())?;
-        let ctx = vault_cmd::Ctx { cfg, json, repository, lock_wait, stop, recorded: Default::default() };
-        run(cli.command, &ctx).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(f) => {
-            let code = f.kind.exit_code();
-            // Library errors carry their causes in their own message: print it once, on one line.
-            let message = speechvault::support::text::one_line(&f.error.to_string());
-            if json && !f.reported {
-                let mut doc = serde_json::json!({
-                    "error": message,
-                    "kind": f.kind,
-                    "exit_code": code,
-                });
-                if !f.failures.is_empty() {
-                    doc["failures"] = serde_json::json!(f.failures);
-                }
-                output::line(&doc.to_string());
+        let cfg = if cli.command.needs_config() {
+            watch_signals(handle);
+            match settings::load_config(cli.config.as_deref()) {
+                Ok(cfg) => cfg,
+                Err(e) => return observe::Finished { outcome: None, error: Some(e) },
             }
+        } else {
+            Default::default()
+        };
+        let ctx = context::Ctx { cfg, json, repository_name: cli.repository, lock_wait: cli.lock_wait, stop };
+        commands::run(cli.command, &ctx).await
+    });
+    render::emit(finished.outcome.as_ref(), finished.error.as_ref(), json);
+    match finished.error {
+        None => ExitCode::SUCCESS,
+        Some(e) => {
+            let code = e.exit_code();
             if matches!(log_format, LogFormat::Json) {
-                tracing::error!(exit_code = code, kind = ?f.kind, "{message}");
+                tracing::error!(exit_code = code, kind = ?e.kind(), "{}", e.message());
             } else {
-                eprintln!("error: {message}");
+                eprintln!("error: {}", e.message());
             }
             ExitCode::from(code)
         }
     }
 }
 
-async fn run(command: Command, ctx: &vault_cmd::Ctx) -> Result<(), Failure> {
-    match command {
-        #[cfg(feature = "sandbox")]
-        Command::Sandbox(_) => Ok(()),
-        Command::Init { copy_chunker_params } => vault_cmd::init(ctx, copy_chunker_params).await,
-        Command::Backup(args) => {
-            let (run, label) = (args.run.clone(), installation_label(ctx, &args.from));
-            observe::observed(ctx, "backup", &label, &run, vault_cmd::backup(ctx, args)).await
-        }
-        Command::Snapshots { installation } => vault_cmd::snapshots(ctx, installation).await,
-        Command::Restore(args) => {
-            let (run, label) = (args.run.clone(), installation_label(ctx, &args.to));
-            observe::observed(ctx, "restore", &label, &run, vault_cmd::restore(ctx, args)).await
-        }
-        Command::Verify(args) => {
-            let (run, label) = (args.run.clone(), installation_label(ctx, &args.against));
-            observe::observed(ctx, "verify", &label, &run, vault_cmd::verify_cmd(ctx, args)).await
-        }
-        Command::TransferOwnership { on, from_instance, to_instance, dry_run } => {
-            vault_cmd::transfer_ownership(ctx, on, from_instance, to_instance, dry_run).await
-        }
-        Command::Copy(args) => repo_cmd::copy(ctx, args).await,
-        Command::Forget(args) => {
-            let run = args.run.clone();
-            let label = if args.installation.len() == 1 { args.installation[0].clone() } else { repository_label(ctx) };
-            observe::observed(ctx, "forget", &label, &run, repo_cmd::forget(ctx, args)).await
-        }
-        Command::Prune { max_unused, dry_run } => repo_cmd::prune(ctx, max_unused, dry_run).await,
-        Command::Check { read_data, read_data_subset, run } => {
-            let label = repository_label(ctx);
-            observe::observed(ctx, "check", &label, &run, repo_cmd::check(ctx, read_data, read_data_subset)).await
-        }
-        Command::Key(cmd) => repo_cmd::key(ctx, cmd).await,
-        Command::Ls(args) => selective_cmd::ls(ctx, args).await,
-        Command::Diff { backup, against, source } => selective_cmd::diff(ctx, &backup, &against, source).await,
-        Command::Doctor { installation } => vault_cmd::doctor(ctx, &installation).await,
-        Command::Unlock { remove_all, dry_run } => repo_cmd::unlock(ctx, remove_all, dry_run).await,
-        Command::Export { backup, to } => repo_cmd::export(ctx, backup, to).await,
-        Command::Import { dir, as_installation, scratch } => repo_cmd::import(ctx, dir, as_installation, scratch).await,
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks over every command: names, groups, conflicts, requires.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::cli().debug_assert();
     }
-}
-
-/// The `installation` label of a run's metrics: the installation's own name (`sandbox:a` is
-/// `a`), as its backups record it.
-fn installation_label(ctx: &vault_cmd::Ctx, spec: &str) -> String {
-    vault_cmd::installation(&ctx.cfg, spec).map(|i| i.name).unwrap_or_else(|_| spec.to_string())
-}
-
-/// The label of runs on a whole repository (forget of every installation, check).
-fn repository_label(ctx: &vault_cmd::Ctx) -> String {
-    format!("repository:{}", ctx.repository.as_deref().unwrap_or("default"))
 }

@@ -33,7 +33,7 @@ pub mod repository;
 pub mod support;
 pub mod tls;
 
-pub use error::ErrorKind;
+pub use error::{Error, ErrorKind};
 pub use model::config::{Config, Installation};
 pub use model::profile::Profile;
 pub use repository::Repository;

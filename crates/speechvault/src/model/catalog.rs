@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use rustic_core::repofile::SnapshotFile;
 use serde::Serialize;
 
-use crate::error::{ErrorKind, Kinded};
 use crate::model::manifest::{self, Manifest};
 use crate::model::spool::ObjectList;
 use crate::repository::{RepoError, Repository, RepositoryReader};
@@ -24,16 +23,6 @@ pub enum CatalogError {
     Incomplete(String),
     #[error("the manifest of backup {id} is unreadable: {reason}")]
     BadManifest { id: String, reason: String },
-}
-
-impl Kinded for CatalogError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Repo(r) => r.kind(),
-            Self::NoBackup { .. } | Self::NotFound(_) | Self::Ambiguous(_) | Self::Incomplete(_) => ErrorKind::BadInput,
-            Self::BadManifest { .. } => ErrorKind::Failed,
-        }
-    }
 }
 
 /// All snapshots of one backup.

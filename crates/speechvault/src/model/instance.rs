@@ -19,12 +19,6 @@ pub struct InstanceIdError {
     pub input: String,
 }
 
-impl crate::error::Kinded for InstanceIdError {
-    fn kind(&self) -> crate::error::ErrorKind {
-        crate::error::ErrorKind::BadInput
-    }
-}
-
 impl InstanceId {
     /// Parses a UUID (any case, with or without hyphens) or a numeric instance id.
     pub fn parse(input: &str) -> Result<Self, InstanceIdError> {

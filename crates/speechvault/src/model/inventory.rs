@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 
-use crate::error::{ErrorKind, Kinded};
 use crate::model::config::Installation;
 use crate::model::profile::Profile;
 use crate::objstore::ObjectStore;
@@ -23,16 +22,6 @@ pub enum InventoryError {
     Pg(#[from] PgError),
     #[error(transparent)]
     ObjStore(#[from] crate::objstore::ObjStoreError),
-}
-
-impl Kinded for InventoryError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Missing { .. } | Self::Nothing { .. } | Self::Profile(_) => ErrorKind::BadInput,
-            Self::Pg(e) => e.kind(),
-            Self::ObjStore(e) => e.kind(),
-        }
-    }
 }
 
 /// The profile's databases and buckets that exist on an installation.

@@ -9,12 +9,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-impl crate::error::Kinded for ProfileError {
-    fn kind(&self) -> crate::error::ErrorKind {
-        crate::error::ErrorKind::BadInput
-    }
-}
-
 /// The profile shipped inside the binary.
 pub const BUILTIN: &str = include_str!("../../profiles/speech.toml");
 
@@ -232,5 +226,54 @@ mod tests {
     fn rejects_a_component_without_data() {
         let text = "name='x'\n[components.a]\ndescription='empty'\n";
         assert!(matches!(Profile::parse(text, "t"), Err(ProfileError::Invalid { .. })));
+    }
+
+    fn invalid(text: &str) -> String {
+        match Profile::parse(text, "custom.toml") {
+            Err(e @ ProfileError::Invalid { .. }) => e.to_string(),
+            other => panic!("expected the profile to be refused as invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_custom_profile_parses_and_each_inconsistency_is_refused_by_name() {
+        let ok = r#"
+name = "custom"
+[components.audio]
+description = "audio"
+databases = ["audio-db"]
+buckets = ["audio-bucket"]
+[[ownership]]
+database = "audio-db"
+table = "clips"
+columns = ["tenant", "tenant_id"]
+type = "text"
+[[objects]]
+database = "audio-db"
+table = "clips"
+bucket = "audio-bucket"
+prefix = "clips/{id}/"
+"#;
+        let p = Profile::parse(ok, "custom.toml").unwrap();
+        assert_eq!(p.component_names(), ["audio"]);
+        assert_eq!(p.ownership[0].columns, ["tenant", "tenant_id"], "alternative spellings in order");
+        assert_eq!(p.objects[0].prefix, "clips/{id}/");
+
+        assert!(invalid("name = 'x'\n[components]\n").contains("defines no component"));
+        let bad_bucket = ok.replace(r#"buckets = ["audio-bucket"]"#, r#"buckets = ["Audio_Bucket"]"#);
+        assert!(invalid(&bad_bucket).contains("component audio"), "a bucket no S3 server accepts");
+        let stray = ok.replace(r#"bucket = "audio-bucket""#, r#"bucket = "elsewhere""#);
+        assert!(invalid(&stray).contains("no component has bucket elsewhere"));
+        let no_column = ok.replace(r#"columns = ["tenant", "tenant_id"]"#, "columns = []");
+        assert!(invalid(&no_column).contains("lists no column"));
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_fields_name_their_place() {
+        let e = Profile::parse("name = 'x'\n[components.a]\ndatabasez = ['d']\n", "p.toml").unwrap_err();
+        let message = e.to_string();
+        assert!(matches!(e, ProfileError::Parse { .. }), "{message}");
+        assert!(message.contains("p.toml") && message.contains("line 3"), "{message}");
+        assert!(matches!(Profile::parse("name = ", "p.toml"), Err(ProfileError::Parse { .. })));
     }
 }

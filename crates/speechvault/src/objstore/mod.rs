@@ -32,7 +32,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::error::{ErrorKind, Kinded};
 use crate::support::secret::Secret;
 
 pub use body::ObjectBody;
@@ -111,19 +110,6 @@ pub enum ObjStoreError {
     Http { op: String, target: String, status: u16, code: String, message: String },
     #[error("S3 {op} on {target}: unexpected response: {detail}")]
     Protocol { op: String, target: String, detail: String },
-}
-
-impl Kinded for ObjStoreError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::BadEndpoint { .. }
-            | Self::BadBucketName { .. }
-            | Self::Tls { .. }
-            | Self::Credentials { .. }
-            | Self::NoSuchBucket { .. } => ErrorKind::BadInput,
-            _ => ErrorKind::Failed,
-        }
-    }
 }
 
 impl ObjStoreError {

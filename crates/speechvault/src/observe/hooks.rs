@@ -15,8 +15,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::error::{ErrorKind, Kinded};
-
 /// Environment variables a hook never sees.
 const WITHHELD: [&str; 5] =
     ["SPEECHVAULT_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PGPASSWORD", "RESTIC_PASSWORD"];
@@ -34,15 +32,6 @@ pub enum HookError {
     TimedOut { which: &'static str, limit: Duration },
     #[error("the {which} hook is empty: give a command line or a non-empty argument list")]
     Empty { which: &'static str },
-}
-
-impl Kinded for HookError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Empty { .. } => ErrorKind::BadInput,
-            _ => ErrorKind::Failed,
-        }
-    }
 }
 
 /// A hook command: `"scale-down.sh zen"` (run by `sh -c`) or `["kubectl", "scale", ...]`.

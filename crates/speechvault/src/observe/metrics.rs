@@ -22,8 +22,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::error::{ErrorKind, Kinded};
-
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error("cannot write the metrics file {path}: {reason}")]
@@ -32,15 +30,6 @@ pub enum MetricsError {
     Push { url: String, reason: String },
     #[error("invalid Pushgateway URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
-}
-
-impl Kinded for MetricsError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::BadUrl { .. } => ErrorKind::BadInput,
-            _ => ErrorKind::Failed,
-        }
-    }
 }
 
 /// One series: a metric name, its help text, its own labels (beyond installation and

@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::error::{ErrorKind, Kinded};
 use crate::model::catalog::{self, CatalogError};
 use crate::repository::maintenance::ReadSubset;
 use crate::repository::{RepoError, Repository};
@@ -24,15 +23,6 @@ pub enum CheckError {
     Repo(#[from] RepoError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-}
-
-impl Kinded for CheckError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Repo(e) => e.kind(),
-            Self::Catalog(e) => e.kind(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]

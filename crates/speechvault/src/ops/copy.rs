@@ -6,7 +6,6 @@
 
 use serde::Serialize;
 
-use crate::error::{ErrorKind, Kinded};
 use crate::model::catalog::{self, BackupSet, CatalogError};
 use crate::repository::{RepoError, Repository};
 
@@ -18,16 +17,6 @@ pub enum CopyError {
     Catalog(#[from] CatalogError),
     #[error("the source and the target are the same repository ({0})")]
     Same(String),
-}
-
-impl Kinded for CopyError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Repo(e) => e.kind(),
-            Self::Catalog(e) => e.kind(),
-            Self::Same(_) => ErrorKind::BadInput,
-        }
-    }
 }
 
 /// What a copy did.

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{ErrorKind, Kinded};
 use crate::model::catalog::{BackupSet, CatalogError};
 use crate::ops::restore::RestoreError;
 use crate::repository::{RepoError, Repository, RepositoryReader};
@@ -37,18 +36,6 @@ pub enum ExportError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Failed(String),
-}
-
-impl Kinded for ExportError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::NotEmpty(_) => ErrorKind::BadInput,
-            Self::Catalog(e) => e.kind(),
-            Self::Repo(e) => e.kind(),
-            Self::Restore(e) => e.kind(),
-            _ => ErrorKind::Failed,
-        }
-    }
 }
 
 /// One exported object.

@@ -19,7 +19,6 @@ use rustic_core::{ReadSource, ReadSourceEntry, RusticResult};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::{ErrorKind, Kinded};
 use crate::model::manifest::{self, BucketEntry, DatabaseEntry, Manifest, ObjectEntry, SourceInfo};
 use crate::model::profile::Profile;
 use crate::ops::backup::source::{Failures, file_meta, file_node, object_path};
@@ -44,18 +43,6 @@ pub enum ImportError {
     Repo(#[from] crate::repository::RepoError),
     #[error("I/O on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-}
-
-impl Kinded for ImportError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Layout(_) => ErrorKind::BadInput,
-            Self::Backup(e) => e.kind(),
-            Self::Pg(e) => e.kind(),
-            Self::Repo(e) => e.kind(),
-            _ => ErrorKind::Failed,
-        }
-    }
 }
 
 /// What an import did.

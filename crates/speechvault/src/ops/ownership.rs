@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::error::{ErrorKind, Kinded};
 use crate::model::config::Installation;
 use crate::model::instance::InstanceId;
 use crate::model::profile::{OwnershipRule, Profile};
@@ -64,18 +63,6 @@ pub enum OwnershipError {
     Left { database: String, table: String, column: String, left: u64, from: InstanceId },
     #[error(transparent)]
     Pg(#[from] PgError),
-}
-
-impl Kinded for OwnershipError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Same(_) | Self::UnknownSource { .. } | Self::TargetInBackup { .. } | Self::RuleSkipped { .. } => {
-                ErrorKind::BadInput
-            }
-            Self::Left { .. } => ErrorKind::Failed,
-            Self::Pg(e) => e.kind(),
-        }
-    }
 }
 
 /// Owners a backup recorded, per database: `table.column` -> ids (the manifest's `owners`).
@@ -282,11 +269,7 @@ async fn apply_rule(
         let n = client
             .execute(&format!("UPDATE {t} SET {c} = {new_value} WHERE {matches}"), &[&from_s, &to.as_str()])
             .await
-            .map_err(|e| PgError::Query {
-                database: db.into(),
-                what: format!("update {}.{col}", rule.table),
-                reason: crate::pg::describe(&e),
-            })?;
+            .map_err(|e| PgError::query(db, &format!("update {}.{col}", rule.table), &e))?;
         for tg in &triggers {
             execute(client, db, "enable trigger", &format!("ALTER TABLE {t} ENABLE TRIGGER {}", quote_ident(tg)))
                 .await?;

@@ -7,15 +7,19 @@
 //! manifest: a backup that failed or was killed) go once they are older than the grace period;
 //! `forget` holds the repository's exclusive lock, so no running backup's set is taken.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use rustic_core::KeepOptions;
 use rustic_core::repofile::SnapshotFile;
 use serde::Serialize;
 
-use crate::model::catalog::BackupSet;
+use crate::error::Error;
+use crate::model::catalog::{BackupSet, backup_sets};
 use crate::model::config::Retention;
 use crate::model::config::retention::parse_span;
+use crate::repository::Repository;
+use crate::repository::maintenance::PruneSummary;
 
 /// What happens to one backup set.
 #[derive(Debug, Clone, Serialize)]
@@ -35,12 +39,6 @@ pub struct SetDecision {
 pub struct RetentionError {
     pub installation: String,
     pub reason: String,
-}
-
-impl crate::error::Kinded for RetentionError {
-    fn kind(&self) -> crate::error::ErrorKind {
-        crate::error::ErrorKind::BadInput
-    }
 }
 
 fn keep_options(r: &Retention) -> Result<KeepOptions, String> {
@@ -120,6 +118,66 @@ pub fn plan(
     }
     out.sort_by(|a, b| a.installation.cmp(&b.installation).then(a.time.cmp(&b.time)));
     Ok(out)
+}
+
+/// What `forget` (or the retention after a backup) did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetentionOutcome {
+    pub dry_run: bool,
+    pub sets: Vec<SetDecision>,
+    pub removed: Vec<String>,
+    pub prune: Option<PruneSummary>,
+}
+
+/// What to apply retention to, and how.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Installations whose backups are looked at (empty: every installation with backups).
+    pub installations: Vec<String>,
+    /// Prune in the same run.
+    pub prune: bool,
+    /// Unused space prune may leave (`None`: the first installation's `max_unused`, else
+    /// rustic's default).
+    pub max_unused: Option<String>,
+    /// Decide and report, change nothing.
+    pub dry_run: bool,
+    /// How long to wait for the repository's lock.
+    pub lock_wait: std::time::Duration,
+}
+
+/// Applies each installation's retention (`policy` says what it is) under the repository's
+/// exclusive lock (shared for a dry run): the sets it does not keep are forgotten, whole, and
+/// with `prune` their space is freed. Blocks: call it from a blocking thread.
+pub fn apply(
+    repo: &Arc<Repository>,
+    request: &Request,
+    policy: impl Fn(&str) -> Result<Retention, Error>,
+) -> Result<RetentionOutcome, Error> {
+    let _lock = repo.lock(!request.dry_run, request.lock_wait)?;
+    let sets = backup_sets(repo)?;
+    let names: Vec<String> = if request.installations.is_empty() {
+        let names: BTreeSet<String> = sets.iter().map(|s| s.installation.clone()).collect();
+        names.into_iter().collect()
+    } else {
+        request.installations.clone()
+    };
+    let mut policies = BTreeMap::new();
+    let mut max_unused = request.max_unused.clone();
+    for name in &names {
+        let r = policy(name)?;
+        if max_unused.is_none() {
+            max_unused = r.max_unused.clone();
+        }
+        policies.insert(name.clone(), r);
+    }
+    let decisions = plan_now(&sets, &policies)?;
+    let doomed = doomed_snapshots(&sets, &decisions);
+    let removed: Vec<String> = decisions.iter().filter(|d| !d.keep).map(|d| d.backup_id.clone()).collect();
+    if !request.dry_run && !doomed.is_empty() {
+        repo.delete_snapshots(&doomed)?;
+    }
+    let prune = if request.prune { Some(repo.prune(max_unused.as_deref(), request.dry_run)?) } else { None };
+    Ok(RetentionOutcome { dry_run: request.dry_run, sets: decisions, removed, prune })
 }
 
 /// [`plan`] as of now.

@@ -15,7 +15,6 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::{ErrorKind, Kinded};
 use crate::model::config::Installation;
 use crate::model::instance::InstanceId;
 use crate::model::manifest::{Manifest, ObjectEntry};
@@ -33,17 +32,6 @@ pub enum VerifyError {
     Catalog(#[from] crate::model::catalog::CatalogError),
     #[error("verify: {0}")]
     Internal(String),
-}
-
-impl Kinded for VerifyError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Pg(e) => e.kind(),
-            Self::ObjStore(e) => e.kind(),
-            Self::Catalog(e) => e.kind(),
-            Self::Internal(_) => ErrorKind::Failed,
-        }
-    }
 }
 
 /// Where a backup's object lists come from.
@@ -411,7 +399,7 @@ pub fn header_differences(
 }
 
 /// Reads one object; returns what differs from the manifest, if anything.
-async fn compare_object(
+pub(crate) async fn compare_object(
     store: &ObjectStore,
     bucket: &str,
     e: &ObjectEntry,

@@ -22,7 +22,6 @@ pub mod tools;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::error::{ErrorKind, Kinded};
 use crate::support::secret::Secret;
 
 pub use tools::{ToolEnv, find_bindir, tool};
@@ -82,16 +81,19 @@ impl SslMode {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
+    /// `refused`: the server (or its TLS) turned the connection down, a setting to fix; not
+    /// refused: it could not be reached.
     #[error("cannot connect to PostgreSQL at {host}:{port} as {user} (database {database:?}): {reason}")]
-    Connect { host: String, port: u16, user: String, database: String, reason: String },
+    Connect { host: String, port: u16, user: String, database: String, reason: String, refused: bool },
     #[error("PostgreSQL at {host}:{port} rejected the login of {user}: {reason}")]
     Auth { host: String, port: u16, user: String, reason: String },
     #[error("PostgreSQL at {host}:{port}: TLS settings: {reason}")]
     Tls { host: String, port: u16, reason: String },
     #[error("database {database:?} does not exist on PostgreSQL at {host}:{port}")]
     NoSuchDatabase { host: String, port: u16, database: String },
+    /// `sqlstate`: the server's error code, when it sent one (42501: missing privileges).
     #[error("PostgreSQL query failed on {database:?} ({what}): {reason}")]
-    Query { database: String, what: String, reason: String },
+    Query { database: String, what: String, reason: String, sqlstate: Option<String> },
     #[error(
         "{tool} {tool_version} is older than the PostgreSQL {server_version} server at {server}: install the PostgreSQL {server_major} client tools (or newer) and point SPEECHVAULT_PG_BINDIR at them"
     )]
@@ -100,28 +102,6 @@ pub enum PgError {
     Tool(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-}
-
-impl Kinded for PgError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Auth { .. } | Self::Tls { .. } | Self::NoSuchDatabase { .. } | Self::ToolTooOld { .. } => {
-                ErrorKind::BadInput
-            }
-            // A server that refuses what the client offers (no TLS, no such user) is a setting
-            // to fix, not a failure of the work.
-            Self::Connect { reason, .. }
-                if reason.contains("no encryption")
-                    || reason.contains("pg_hba.conf")
-                    || reason.contains("certificate") =>
-            {
-                ErrorKind::BadInput
-            }
-            // Missing privileges are the login's to fix (42501 insufficient_privilege).
-            Self::Query { reason, .. } if reason.contains("(42501)") => ErrorKind::BadInput,
-            _ => ErrorKind::Failed,
-        }
-    }
 }
 
 pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
@@ -136,6 +116,49 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+impl PgError {
+    /// A failed query, with the server's SQLSTATE when it sent one.
+    pub fn query(database: &str, what: &str, e: &tokio_postgres::Error) -> Self {
+        Self::Query { database: database.into(), what: what.into(), reason: describe(e), sqlstate: sqlstate(e) }
+    }
+
+    /// A failure found by speechvault itself while querying (no server error behind it).
+    pub fn query_failed(database: &str, what: &str, reason: impl Into<String>) -> Self {
+        Self::Query { database: database.into(), what: what.into(), reason: reason.into(), sqlstate: None }
+    }
+
+    /// The server's SQLSTATE behind a failed query, if any.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Self::Query { sqlstate, .. } => sqlstate.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a connection failure is the server (or TLS) turning it down, which is a setting
+/// to fix: the server answered with an error, or the TLS handshake failed. tokio-postgres
+/// has no public kind for "server does not support TLS", so that one is found by its
+/// message; everything else by type.
+fn refused(e: &tokio_postgres::Error) -> bool {
+    if e.as_db_error().is_some() || e.to_string().contains("TLS") {
+        return true;
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        if inner.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = inner.downcast_ref::<std::io::Error>()
+            && io.get_ref().is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        src = inner.source();
+    }
+    false
 }
 
 /// The SQLSTATE of a failed query, if the server sent one.
@@ -162,13 +185,14 @@ impl PgConfig {
         format!("{}:{}", self.host, self.port)
     }
 
-    fn connect_error(&self, database: &str, reason: String) -> PgError {
+    fn connect_error(&self, database: &str, reason: String, refused: bool) -> PgError {
         PgError::Connect {
             host: self.host.clone(),
             port: self.port,
             user: self.user.clone(),
             database: database.into(),
             reason,
+            refused,
         }
     }
 
@@ -223,9 +247,11 @@ impl PgConfig {
         let attempt = tokio::time::timeout(self.connect_timeout + Duration::from_secs(2), cfg.connect(tls)).await;
         let (client, conn) = match attempt {
             Err(_) => {
-                return Err(
-                    self.connect_error(database, format!("no answer within {}s", self.connect_timeout.as_secs()))
-                );
+                return Err(self.connect_error(
+                    database,
+                    format!("no answer within {}s", self.connect_timeout.as_secs()),
+                    false,
+                ));
             }
             Ok(Err(e)) => {
                 return Err(match sqlstate(&e).as_deref() {
@@ -238,7 +264,7 @@ impl PgConfig {
                         user: self.user.clone(),
                         reason: describe(&e),
                     },
-                    _ => self.connect_error(database, describe(&e)),
+                    _ => self.connect_error(database, describe(&e), refused(&e)),
                 });
             }
             Ok(Ok(pair)) => pair,
@@ -294,20 +320,12 @@ pub async fn query(
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<tokio_postgres::Row>, PgError> {
-    client.query(sql, params).await.map_err(|e| PgError::Query {
-        database: database.into(),
-        what: what.into(),
-        reason: describe(&e),
-    })
+    client.query(sql, params).await.map_err(|e| PgError::query(database, what, &e))
 }
 
 /// Runs statements without results, mapping errors to [`PgError::Query`].
 pub async fn execute(client: &tokio_postgres::Client, database: &str, what: &str, sql: &str) -> Result<(), PgError> {
-    client.batch_execute(sql).await.map_err(|e| PgError::Query {
-        database: database.into(),
-        what: what.into(),
-        reason: describe(&e),
-    })
+    client.batch_execute(sql).await.map_err(|e| PgError::query(database, what, &e))
 }
 
 /// Whether `db` exists on the server behind `admin`.

@@ -78,6 +78,7 @@ impl RepositoryReader {
                         node.name(),
                         super::rustic_message(&e)
                     ),
+                    damaged: Vec::new(),
                 })?;
                 needed.insert(entry.pack);
                 report.blobs += 1;
@@ -129,6 +130,7 @@ impl RepositoryReader {
                     needed.len(),
                     crate::error::summarize(&damaged, 5)
                 ),
+                damaged,
             });
         }
         Ok(report)

@@ -40,7 +40,6 @@ use rustic_core::{
     RepositoryOptions, SnapshotOptions,
 };
 
-use crate::error::{ErrorKind, Kinded};
 use crate::support::secret::Secret;
 
 pub use location::{Location, S3Location};
@@ -58,8 +57,9 @@ pub enum RepoError {
     Rustic { location: String, reason: String },
     #[error("repository at {location}: {source}")]
     Io { location: String, source: std::io::Error },
+    /// `damaged`: every damaged file when there are several (the reason names a few).
     #[error("repository at {location} is damaged: {reason}")]
-    Damaged { location: String, reason: String },
+    Damaged { location: String, reason: String, damaged: Vec<String> },
     #[error(
         "repository at {location} is locked by {holder}; gave up after {waited}s (wait longer with --lock-wait, or remove a stale lock with `speechvault unlock`)"
     )]
@@ -68,18 +68,6 @@ pub enum RepoError {
     Refused { location: String, reason: String },
     #[error("entries out of path order: {before:?} came before {after:?}")]
     Order { before: PathBuf, after: PathBuf },
-}
-
-impl Kinded for RepoError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Missing { .. } | Self::Exists { .. } | Self::WrongPassword { .. } | Self::Refused { .. } => {
-                ErrorKind::BadInput
-            }
-            Self::Damaged { .. } => ErrorKind::Differences,
-            _ => ErrorKind::Failed,
-        }
-    }
 }
 
 pub type Result<T, E = RepoError> = std::result::Result<T, E>;
@@ -241,6 +229,7 @@ impl Repository {
             return Err(RepoError::Damaged {
                 location: location.describe(),
                 reason: "it has a config file but no keys: it is not a usable restic repository".into(),
+                damaged: Vec::new(),
             });
         }
         let repo = Rustic::new(&options(), &RepositoryBackends::new(store.backend(), None))

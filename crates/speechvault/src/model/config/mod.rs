@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::{ErrorKind, Kinded};
 use crate::model::profile::Profile;
 use crate::objstore::S3Config;
 use crate::pg::PgConfig;
@@ -40,14 +39,8 @@ pub enum ConfigError {
     Profile(#[from] crate::model::profile::ProfileError),
 }
 
-impl Kinded for ConfigError {
-    fn kind(&self) -> ErrorKind {
-        ErrorKind::BadInput
-    }
-}
-
 /// The file as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     #[serde(default)]
@@ -68,7 +61,7 @@ pub struct ConfigFile {
     pub installations: BTreeMap<String, InstallationFile>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstallationFile {
     /// Helm release name; with `namespace`, derives the in-cluster service names.
@@ -88,7 +81,7 @@ pub struct InstallationFile {
     pub retention: Option<RetentionFile>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3File {
     pub endpoint: Option<String>,
@@ -110,7 +103,7 @@ pub struct S3File {
     pub limit_rate: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PgFile {
     pub host: Option<String>,
@@ -156,7 +149,7 @@ impl Installation {
 }
 
 /// A loaded config.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Config {
     pub file: ConfigFile,
     pub origin: Option<PathBuf>,

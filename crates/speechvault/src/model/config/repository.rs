@@ -15,7 +15,7 @@ use crate::objstore::S3Config;
 use crate::repository::{Location, S3Location};
 use crate::support::secret::{Secret, read_secret_file};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryFile {
     /// A local directory.
@@ -29,7 +29,7 @@ pub struct RepositoryFile {
     pub s3: RepoS3File,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepoS3File {
     pub region: Option<String>,

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::error::{ErrorKind, Kinded};
 use crate::model::config::Installation;
 use crate::model::inventory::{self, InventoryError};
 use crate::model::manifest::{self, Manifest, SourceInfo};
@@ -60,20 +59,6 @@ pub enum BackupError {
     Interrupted,
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-impl Kinded for BackupError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Inventory(e) => e.kind(),
-            Self::Repo(e) => e.kind(),
-            Self::Profile(e) => e.kind(),
-            Self::Pg(e) => e.kind(),
-            Self::ObjStore(e) => e.kind(),
-            Self::Interrupted => ErrorKind::Interrupted,
-            _ => ErrorKind::Failed,
-        }
-    }
 }
 
 /// How to back up.

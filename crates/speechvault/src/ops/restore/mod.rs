@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::error::{ErrorKind, Kinded};
 use crate::model::catalog::{BackupSet, CatalogError};
 use crate::model::config::Installation;
 use crate::model::instance::InstanceId;
@@ -98,43 +97,6 @@ pub enum RestoreError {
     Io(#[from] std::io::Error),
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-impl Kinded for RestoreError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Catalog(e) => e.kind(),
-            Self::Repo(RepoError::Damaged { .. }) => ErrorKind::Failed,
-            Self::Repo(e) => e.kind(),
-            Self::Pg(e) => e.kind(),
-            Self::ObjStore(e) => e.kind(),
-            Self::Ownership(e) => e.kind(),
-            Self::Verify(e) => e.kind(),
-            Self::NotEmpty { .. } | Self::NoSchema(_) | Self::NotInBackup(..) | Self::Refused(_) => ErrorKind::BadInput,
-            Self::Interrupted => ErrorKind::Interrupted,
-            // Rolled back: nothing changed, so bad input stays bad input.
-            Self::RolledBack { cause, .. } => match cause.kind() {
-                ErrorKind::Differences => ErrorKind::Failed,
-                k => k,
-            },
-            Self::Partial { cause, .. } => match cause.kind() {
-                ErrorKind::Interrupted => ErrorKind::Interrupted,
-                _ => ErrorKind::Failed,
-            },
-            _ => ErrorKind::Failed,
-        }
-    }
-}
-
-impl RestoreError {
-    /// Every failure behind this error, for `--json` (the message shows only a few).
-    pub fn failures(&self) -> Vec<String> {
-        match self {
-            Self::Objects { failures, .. } => failures.clone(),
-            Self::RolledBack { cause, .. } | Self::Partial { cause, .. } => cause.failures(),
-            _ => Vec::new(),
-        }
-    }
 }
 
 /// What to do when the target already holds data.

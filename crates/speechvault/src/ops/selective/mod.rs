@@ -27,13 +27,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::error::{ErrorKind, Kinded};
 use crate::model::catalog::{BackupSet, CatalogError};
 use crate::model::config::Installation;
 use crate::model::instance::InstanceId;
 use crate::model::profile::Profile;
 use crate::objstore::{ObjStoreError, ObjectStore};
-use crate::ops::restore::RestoreError;
+use crate::ops::restore::{Preflight, RestoreError, VerifyMode};
 use crate::pg::PgError;
 use crate::pg::catalog::ForeignKey;
 use crate::repository::{RepoError, Repository};
@@ -63,29 +62,24 @@ pub enum SelectiveError {
     #[error("nothing in backup {backup} matches {what}: {hint}")]
     NothingSelected { backup: String, what: String, hint: String },
     #[error(
-        "{count} rows or objects on {installation} differ from the backup ({summary}); nothing was changed. Use --replace to overwrite them, or --dry-run to see the plan"
+        "{count} rows or objects on {installation} differ from the backup ({}); nothing was changed. Use --replace to overwrite them, or --dry-run to see the plan",
+        crate::error::summarize(conflicts, 3)
     )]
-    Conflicts { installation: String, count: usize, summary: String },
+    Conflicts { installation: String, count: usize, conflicts: Vec<String> },
     #[error("{cause}; nothing was committed and the {objects} objects this restore created were deleted again")]
     RolledBack { cause: Box<SelectiveError>, objects: usize },
+    #[error(
+        "{} written objects do not read back as backed up (the rows are committed): {}",
+        differ.len(),
+        crate::error::summarize(differ, 3)
+    )]
+    ReadBack { differ: Vec<String> },
+    #[error(
+        "the backup is damaged: {0}; nothing was changed (a full restore with --preflight=full names every damaged part)"
+    )]
+    Damaged(String),
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-impl Kinded for SelectiveError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Catalog(e) => e.kind(),
-            Self::Repo(e) => e.kind(),
-            Self::Pg(e) => e.kind(),
-            Self::ObjStore(e) => e.kind(),
-            Self::Restore(e) => e.kind(),
-            Self::Ownership(e) => e.kind(),
-            Self::BadRequest(_) | Self::NothingSelected { .. } | Self::Conflicts { .. } => ErrorKind::BadInput,
-            Self::RolledBack { cause, .. } => cause.kind(),
-            Self::Internal(_) => ErrorKind::Failed,
-        }
-    }
 }
 
 /// What to restore.
@@ -121,6 +115,13 @@ pub struct SelectiveOptions {
     pub replace: bool,
     pub parallel: usize,
     pub temp_dir: Option<PathBuf>,
+    /// How much of the selected objects' data to read before writing: `Quick` checks the packs
+    /// behind them (present, right size, authentic header), `Full` reads and authenticates it.
+    pub preflight: Preflight,
+    /// How to check what was written: `Server` (rows compared inside their transactions,
+    /// objects listed at their size), `ReadBack` (also every written object read back and
+    /// compared: SHA-256, content type, metadata), `None` (rows still compared, objects not).
+    pub verify: VerifyMode,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,6 +143,8 @@ pub struct SelectiveReport {
     pub conflicts: usize,
     /// Every written row and object was compared with the backup afterwards.
     pub verified: bool,
+    /// How the written objects were checked (`--verify`).
+    pub verification: VerifyMode,
     pub seconds: f64,
 }
 
@@ -401,10 +404,20 @@ pub async fn run(
         buckets: objects.iter().map(|(b, _)| b.clone()).collect(),
         conflicts: 0,
         verified: false,
+        verification: opts.verify,
         seconds: 0.0,
     };
     report.conflicts = sessions.iter().map(Session::conflicts).sum::<usize>()
         + report.buckets.iter().map(|b| b.conflicts.len()).sum::<usize>();
+    // Before anything is written (and in a dry run too): the data of every object to write is
+    // there and authentic, as far as --preflight asks.
+    phase("checking the object data in the repository");
+    if let Err(e) = objects::preflight(&reader, &objects, opts).await {
+        for s in sessions {
+            s.rollback().await;
+        }
+        return Err(e);
+    }
     if opts.dry_run || (report.conflicts > 0 && !opts.replace) {
         for s in sessions {
             s.rollback().await;
@@ -422,7 +435,7 @@ pub async fn run(
             return Err(SelectiveError::Conflicts {
                 installation: target.name.clone(),
                 count: report.conflicts,
-                summary: crate::error::summarize(&first, 3),
+                conflicts: first,
             });
         }
         report.seconds = clock.elapsed().as_secs_f64();
@@ -472,7 +485,16 @@ pub async fn run(
         }
         committed.push(db);
     }
-    // The objects as the target lists them now: every one written is there at its size.
+    // The objects as the target lists them now: every one written is there at its size (and
+    // with --verify=read-back, reads back as backed up).
+    if opts.verify == VerifyMode::None {
+        report.seconds = clock.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    if opts.verify == VerifyMode::ReadBack {
+        phase("reading the written objects back");
+        objects::read_back(&store, &objects, opts, progress).await?;
+    }
     for (b, entries) in &objects {
         for (e, _) in entries {
             if !b.write.contains(&e.key) && !b.conflicts.contains(&e.key) {

@@ -11,7 +11,7 @@ use crate::model::config::Installation;
 use crate::model::manifest::{Manifest, ObjectEntry};
 use crate::model::profile::Profile;
 use crate::objstore::ObjectStore;
-use crate::ops::restore::RestoreError;
+use crate::ops::restore::{Preflight, RestoreError};
 use crate::repository::RepositoryReader;
 use crate::support::progress::Progress;
 
@@ -171,10 +171,7 @@ pub(super) async fn write_objects(
                 plan.name
             )));
         }
-        let todo: Vec<&(ObjectEntry, rustic_core::repofile::Node)> = entries
-            .iter()
-            .filter(|(e, _)| plan.write.contains(&e.key) || (opts.replace && plan.conflicts.contains(&e.key)))
-            .collect();
+        let todo: Vec<&(ObjectEntry, rustic_core::repofile::Node)> = to_write(plan, entries, opts).collect();
         // New keys are recorded before their upload starts: a rollback deletes them.
         for (e, _) in &todo {
             if plan.write.contains(&e.key) {
@@ -200,4 +197,69 @@ pub(super) async fn write_objects(
         }
     }
     Ok(())
+}
+
+/// The objects a run writes: new keys, and with `--replace` the conflicting ones.
+fn to_write<'a>(
+    plan: &'a BucketPlan,
+    entries: &'a [(ObjectEntry, rustic_core::repofile::Node)],
+    opts: &SelectiveOptions,
+) -> impl Iterator<Item = &'a (ObjectEntry, rustic_core::repofile::Node)> {
+    let replace = opts.replace || opts.dry_run;
+    entries.iter().filter(move |(e, _)| plan.write.contains(&e.key) || (replace && plan.conflicts.contains(&e.key)))
+}
+
+/// Checks the repository data of every object to write: its packs (`Quick`) or all of it,
+/// read and authenticated (`Full`). Damage fails the restore before anything is written.
+pub(super) async fn preflight(
+    reader: &Arc<RepositoryReader>,
+    objects: &ObjectWork,
+    opts: &SelectiveOptions,
+) -> Result<(), SelectiveError> {
+    let nodes: Vec<rustic_core::repofile::Node> =
+        objects.iter().flat_map(|(plan, entries)| to_write(plan, entries, opts).map(|(_, n)| n.clone())).collect();
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    let (r, mode, count) = (reader.clone(), opts.preflight, nodes.len());
+    tokio::task::spawn_blocking(move || match mode {
+        Preflight::Quick => r.check_packs(nodes).map(|_| ()),
+        Preflight::Full => r.read_all(nodes).map(|_| ()),
+    })
+    .await
+    .map_err(|e| SelectiveError::Internal(e.to_string()))?
+    .map_err(|e| SelectiveError::Damaged(format!("the data of the {count} objects to write: {e}")))
+}
+
+/// Reads every object the run wrote back from the target and compares it with the backup
+/// (SHA-256, content type, user metadata).
+pub(super) async fn read_back(
+    store: &ObjectStore,
+    objects: &ObjectWork,
+    opts: &SelectiveOptions,
+    progress: &Progress,
+) -> Result<(), SelectiveError> {
+    use futures_util::StreamExt;
+    let mut differ = Vec::new();
+    for (plan, entries) in objects {
+        let checks: Vec<_> = futures_util::stream::iter(to_write(plan, entries, opts))
+            .map(|(e, _)| async move {
+                let found = crate::ops::verify::compare_object(store, &plan.name, e, progress).await;
+                (e.key.clone(), found)
+            })
+            .buffer_unordered(opts.parallel.max(1))
+            .collect()
+            .await;
+        for (key, found) in checks {
+            match found {
+                Ok(None) => {}
+                Ok(Some(reason)) => differ.push(format!("{}/{key:?}: {reason}", plan.name)),
+                Err(e) => differ.push(format!("{}/{key:?}: {e}", plan.name)),
+            }
+        }
+    }
+    if differ.is_empty() {
+        return Ok(());
+    }
+    Err(SelectiveError::ReadBack { differ })
 }

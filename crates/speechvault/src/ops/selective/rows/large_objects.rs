@@ -58,11 +58,11 @@ pub(super) async fn stage(session: &Session, dump: &std::path::Path) -> Result<(
     let objects = crate::pg::dumpdata::read_large_objects(dump, &wanted).await?;
     for oid in &wanted {
         let Some(data) = objects.get(oid) else {
-            return Err(PgError::Query {
-                database: db.clone(),
-                what: "large objects".into(),
-                reason: format!("the rows name large object {oid}, which the backup does not hold"),
-            });
+            return Err(PgError::query_failed(
+                db,
+                "large objects",
+                format!("the rows name large object {oid}, which the backup does not hold"),
+            ));
         };
         query(
             &session.client,

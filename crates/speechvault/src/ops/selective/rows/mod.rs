@@ -116,11 +116,7 @@ fn key_text(shape: &TableShape, columns: &[String]) -> String {
 }
 
 async fn copy_lines(client: &tokio_postgres::Client, db: &str, sql: &str, lines: &[&str]) -> Result<(), PgError> {
-    let fail = |e: tokio_postgres::Error| PgError::Query {
-        database: db.into(),
-        what: "stage rows".into(),
-        reason: crate::pg::describe(&e),
-    };
+    let fail = |e: tokio_postgres::Error| PgError::query(db, "stage rows", &e);
     let sink = client.copy_in::<_, Bytes>(sql).await.map_err(fail)?;
     let mut sink = std::pin::pin!(sink);
     let mut buf = String::new();
@@ -147,11 +143,11 @@ pub async fn stage(target: &Installation, req: StageRequest<'_>) -> Result<Sessi
     let mut session = Session { database: db.to_string(), client, staged: Vec::new(), plan: Vec::new() };
     for (i, (rows, selected, referenced)) in req.tables.iter().enumerate() {
         let Some(shape) = req.shapes.get(&rows.table).cloned() else {
-            return Err(PgError::Query {
-                database: db.into(),
-                what: "stage rows".into(),
-                reason: format!("table {} of the backup does not exist on the target", rows.table),
-            });
+            return Err(PgError::query_failed(
+                db,
+                "stage rows",
+                format!("table {} of the backup does not exist on the target", rows.table),
+            ));
         };
         let temp = format!("speechvault_selected_{i}");
         let client = &session.client;
@@ -467,11 +463,11 @@ impl Session {
             let rows = query(client, db, "verify rows", &sql, &[]).await?;
             let differ: i64 = rows[0].get(0);
             if differ > 0 {
-                return Err(PgError::Query {
-                    database: db.into(),
-                    what: "verify rows".into(),
-                    reason: format!("{differ} rows of {} differ from the backup after writing them", s.table),
-                });
+                return Err(PgError::query_failed(
+                    db,
+                    "verify rows",
+                    format!("{differ} rows of {} differ from the backup after writing them", s.table),
+                ));
             }
         }
         Ok(())
@@ -557,4 +553,60 @@ pub async fn compare_table(
     let _ = execute(&client, db, "rollback", "ROLLBACK").await;
     result?;
     Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(primary_key: &[&str]) -> TableShape {
+        TableShape {
+            table: "public.customizations".into(),
+            schema: "public".into(),
+            name: "customizations".into(),
+            columns: vec![
+                ("id".into(), "uuid".into()),
+                ("owner".into(), "uuid".into()),
+                ("props".into(), "json".into()),
+                ("model".into(), "oid".into()),
+            ],
+            primary_key: primary_key.iter().map(|c| c.to_string()).collect(),
+            compared_as_text: vec!["props".into()],
+            ..Default::default()
+        }
+    }
+
+    fn columns() -> Vec<String> {
+        ["id", "owner", "props", "model"].map(String::from).to_vec()
+    }
+
+    /// With a primary key, a staged row is the target's row when the keys are equal: it is
+    /// identical when every column compares equal, a conflict otherwise; a row whose key the
+    /// target lacks is inserted.
+    #[test]
+    fn rows_with_a_primary_key_match_by_key_and_compare_every_column() {
+        let s = shape(&["id"]);
+        assert_eq!(key_match(&s).as_deref(), Some(r#"t."id" = s."id""#));
+        let two = shape(&["id", "owner"]);
+        assert_eq!(key_match(&two).as_deref(), Some(r#"t."id" = s."id" AND t."owner" = s."owner""#));
+        assert_eq!(key_text(&s, &columns()), r#"concat_ws(', ', coalesce(s."id"::text, 'NULL'))"#);
+        let target = row_expr("t", &columns(), &s);
+        let staged = row_expr("s", &columns(), &s);
+        assert!(target.starts_with(r#"ROW(t."id", t."owner", t."props"::text, "#), "{target}");
+        assert!(target.contains("lo_get(m.oid)"), "a large object compares by its content: {target}");
+        assert!(staged.contains(large_objects::STAGE), "the backup's large objects come from the stage: {staged}");
+        assert!(target.ends_with(", NULL::int)"), "one column stays a row: {target}");
+    }
+
+    /// Without a primary key, a row is there only when an identical one is: every staged row
+    /// is then inserted or skipped, never a conflict, and it is named by all its columns.
+    #[test]
+    fn rows_without_a_key_are_identical_or_new_never_conflicts() {
+        let s = shape(&[]);
+        assert_eq!(key_match(&s), None);
+        let key = key_text(&s, &columns());
+        assert_eq!(key.matches("coalesce(").count(), 4, "{key}");
+        let one = row_expr("s", &["id".to_string()], &s);
+        assert_eq!(one, r#"ROW(s."id", NULL::int)"#);
+    }
 }

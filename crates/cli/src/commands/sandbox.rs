@@ -1,14 +1,18 @@
-//! `speechvault sandbox ...`
+//! `speechvault sandbox ...`: local Speech installations for the demo, tests and benchmarks.
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
 use speechvault_sandbox as sandbox;
 
-use crate::output::{Failure, out};
+use serde_json::json;
+use speechvault::Error;
+
+use crate::outcome::Outcome;
+use crate::render::{Lines, line};
 
 #[derive(Debug, Subcommand)]
-pub enum SandboxCmd {
+pub enum Command {
     /// Start a Speech installation on 127.0.0.1 and seed it with deterministic data.
     ///
     /// Creates a private PostgreSQL cluster (password logins only) with the databases
@@ -156,21 +160,21 @@ pub struct BehaviourArgs {
 }
 
 impl BehaviourArgs {
-    fn resolve(self) -> Result<sandbox::s3server::Behaviour, Failure> {
+    fn resolve(self) -> Result<sandbox::s3server::Behaviour, Error> {
         use sandbox::s3server::{Behaviour, ListingEncoding};
         let mut b = match self.like.as_deref() {
             None => Behaviour::default(),
             Some(name) => Behaviour::preset(name)
-                .ok_or_else(|| Failure::bad_input(format!("--like {name}: use garage, minio or aws")))?,
+                .ok_or_else(|| Error::bad_input(format!("--like {name}: use garage, minio or aws")))?,
         };
         match self.listing_encoding.as_deref() {
             None => {}
             Some("percent") => b.listing_encoding = ListingEncoding::Percent,
             Some("plus") => b.listing_encoding = ListingEncoding::Plus,
-            Some(other) => return Err(Failure::bad_input(format!("--listing-encoding {other}: use percent or plus"))),
+            Some(other) => return Err(Error::bad_input(format!("--listing-encoding {other}: use percent or plus"))),
         }
         if let Some(t) = self.default_content_type {
-            b.default_content_type = t.parse().map_err(Failure::bad_input)?;
+            b.default_content_type = t.parse().map_err(Error::bad_input)?;
         }
         b.ignore_if_match |= self.ignore_if_match;
         b.ignore_range |= self.ignore_range;
@@ -178,9 +182,9 @@ impl BehaviourArgs {
     }
 }
 
-pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
-    match cmd {
-        SandboxCmd::Up {
+pub async fn run(cmd: Command, json: bool) -> Result<Outcome, Error> {
+    Ok(Outcome::Sandbox(match cmd {
+        Command::Up {
             name,
             dir,
             scale,
@@ -214,12 +218,12 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
             opts.s3_behaviour = behaviour.resolve()?;
             if let Some(endpoint) = s3_endpoint {
                 let access_key = std::env::var("AWS_ACCESS_KEY_ID").map_err(|_| {
-                    Failure::bad_input(
+                    Error::bad_input(
                         "--s3-endpoint needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment",
                     )
                 })?;
                 let secret_key = std::env::var("AWS_SECRET_ACCESS_KEY")
-                    .map_err(|_| Failure::bad_input("--s3-endpoint needs AWS_SECRET_ACCESS_KEY in the environment"))?;
+                    .map_err(|_| Error::bad_input("--s3-endpoint needs AWS_SECRET_ACCESS_KEY in the environment"))?;
                 opts.external_s3 = Some(sandbox::ExternalS3 {
                     endpoint,
                     region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
@@ -236,123 +240,145 @@ pub async fn run(cmd: SandboxCmd, json: bool) -> Result<(), Failure> {
             }
             let started = std::time::Instant::now();
             let (info, report) = sandbox::up(&opts).await?;
+            SandboxOutcome::Up { info: Box::new(info), report, seconds: started.elapsed().as_secs_f64() }
+        }
+        Command::Down { name } => {
+            sandbox::down(&name).await?;
+            SandboxOutcome::Down { name }
+        }
+        Command::List => SandboxOutcome::List { entries: sandbox::list()? },
+        Command::Env { name, toml } => {
+            let info = sandbox::load(&name)?;
             if json {
-                crate::output::json(&serde_json::json!({ "sandbox": info, "seeded": report }))?;
+                SandboxOutcome::Env { info: Box::new(info) }
+            } else if toml {
+                return Ok(Outcome::Text(info.config_section()));
             } else {
-                out!("sandbox {} is up in {:.1}s ({})", info.name, started.elapsed().as_secs_f64(), info.dir.display());
-                out!("  PostgreSQL  127.0.0.1:{} user {}", info.postgres.port, info.postgres.user);
-                out!("  S3          {}", info.s3.endpoint);
-                out!("seeded (seed {}, {} scale):", report.seed, report.scale);
+                return Ok(Outcome::Text(info.env_exports()?));
+            }
+        }
+        Command::Add { name, objects, max_size, set, large, seed, parallel } => {
+            let info = sandbox::load(&name)?;
+            let started = std::time::Instant::now();
+            let max_size = usize::try_from(max_size).map_err(|_| Error::bad_input("--max-size is too large"))?;
+            let bytes = sandbox::bulk::add_objects(&info, seed, &set, objects, max_size, parallel).await?;
+            let large = match large {
+                Some(size) => Some(sandbox::bulk::add_large_object(&info, seed, size).await?),
+                None => None,
+            };
+            SandboxOutcome::Add { name, objects, bytes, large, seconds: started.elapsed().as_secs_f64() }
+        }
+        Command::Churn { name, percent, seed, parallel } => {
+            let info = sandbox::load(&name)?;
+            let churn = sandbox::bulk::churn(&info, seed, percent, parallel).await?;
+            SandboxOutcome::Churn { name, churn }
+        }
+        Command::Read { name, parallel } => {
+            let info = sandbox::load(&name)?;
+            let read = sandbox::bulk::read_all(&info, parallel).await?;
+            SandboxOutcome::Read { name, read }
+        }
+        Command::ServeS3 { dir, port, behaviour } => {
+            sandbox::serve_s3(&dir, port, behaviour.resolve()?).await?;
+            return Ok(Outcome::Nothing);
+        }
+    }))
+}
+
+/// What a sandbox command did.
+pub enum SandboxOutcome {
+    Up { info: Box<sandbox::SandboxInfo>, report: sandbox::seed::SeedReport, seconds: f64 },
+    Down { name: String },
+    List { entries: Vec<sandbox::ListEntry> },
+    Env { info: Box<sandbox::SandboxInfo> },
+    Add { name: String, objects: u64, bytes: u64, large: Option<String>, seconds: f64 },
+    Churn { name: String, churn: sandbox::bulk::ChurnReport },
+    Read { name: String, read: sandbox::bulk::ReadReport },
+}
+
+impl SandboxOutcome {
+    pub fn json(&self) -> Result<serde_json::Value, Error> {
+        Ok(match self {
+            Self::Up { info, report, .. } => json!({ "sandbox": info, "seeded": report }),
+            Self::Down { name } => json!({ "removed": name }),
+            Self::List { entries } => json!({ "sandboxes": entries }),
+            Self::Env { info } => json!({ "sandbox": info }),
+            Self::Add { name, objects, bytes, large, seconds } => {
+                json!({ "sandbox": name, "objects": objects, "bytes": bytes, "large": large, "seconds": seconds })
+            }
+            Self::Churn { name, churn } => json!({ "sandbox": name, "churn": churn }),
+            Self::Read { name, read } => json!({ "sandbox": name, "read": read }),
+        })
+    }
+
+    pub fn text(&self, lines: &mut Lines) {
+        match self {
+            Self::Up { info, report, seconds } => {
+                line!(lines, "sandbox {} is up in {seconds:.1}s ({})", info.name, info.dir.display());
+                line!(lines, "  PostgreSQL  127.0.0.1:{} user {}", info.postgres.port, info.postgres.user);
+                line!(lines, "  S3          {}", info.s3.endpoint);
+                line!(lines, "seeded (seed {}, {} scale):", report.seed, report.scale);
                 for (db, tables) in &report.databases {
                     let rows: i64 = tables.values().sum();
-                    out!("  database {db}: {} tables, {rows} rows", tables.len());
+                    line!(lines, "  database {db}: {} tables, {rows} rows", tables.len());
                 }
                 for (b, r) in &report.buckets {
-                    out!("  bucket {b}: {} objects, {} bytes", r.objects, r.bytes);
+                    line!(lines, "  bucket {b}: {} objects, {} bytes", r.objects, r.bytes);
                 }
                 for i in &report.instances {
-                    out!("  service instance {} ({})", i.id, i.note);
+                    line!(lines, "  service instance {} ({})", i.id, i.note);
                 }
-                if !report.edge_case_keys.is_empty() {
-                    out!(
-                        "  {} keys a filesystem copy cannot hold, e.g. {:?}",
-                        report.edge_case_keys.len(),
-                        report.edge_case_keys[0]
+                if let Some(first) = report.edge_case_keys.first() {
+                    line!(
+                        lines,
+                        "  {} keys a filesystem copy cannot hold, e.g. {first:?}",
+                        report.edge_case_keys.len()
                     );
                 }
-                out!("next: eval \"$(speechvault sandbox env {})\"", info.name);
+                line!(lines, "next: eval \"$(speechvault sandbox env {})\"", info.name);
             }
-        }
-        SandboxCmd::Down { name } => {
-            sandbox::down(&name).await?;
-            if json {
-                out!("{}", serde_json::json!({ "removed": name }));
-            } else {
-                out!("sandbox {name} stopped and removed");
-            }
-        }
-        SandboxCmd::List => {
-            let entries = sandbox::list()?;
-            if json {
-                out!("{}", serde_json::json!({ "sandboxes": entries }));
-            } else if entries.is_empty() {
-                out!("no sandboxes (home {})", sandbox::home().display());
-            } else {
-                out!("{:<16} {:<9} {:<8} {:<28} {:<8} DIR", "NAME", "STATE", "PG PORT", "S3 ENDPOINT", "SCALE");
+            Self::Down { name } => line!(lines, "sandbox {name} stopped and removed"),
+            Self::List { entries } => {
+                if entries.is_empty() {
+                    line!(lines, "no sandboxes (home {})", sandbox::home().display());
+                    return;
+                }
+                line!(lines, "{:<16} {:<9} {:<8} {:<28} {:<8} DIR", "NAME", "STATE", "PG PORT", "S3 ENDPOINT", "SCALE");
                 for e in entries {
-                    out!(
+                    line!(
+                        lines,
                         "{:<16} {:<9} {:<8} {:<28} {:<8} {}",
                         e.name,
                         e.state,
                         e.postgres_port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                        e.s3_endpoint.unwrap_or_else(|| "-".into()),
+                        e.s3_endpoint.clone().unwrap_or_else(|| "-".into()),
                         e.scale.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
                         e.dir.display()
                     );
                 }
             }
-        }
-        SandboxCmd::Env { name, toml } => {
-            let info = sandbox::load(&name)?;
-            if json {
-                out!("{}", serde_json::json!({ "sandbox": info }));
-            } else if toml {
-                print!("{}", info.config_section());
-            } else {
-                print!("{}", info.env_exports()?);
-            }
-        }
-        SandboxCmd::Add { name, objects, max_size, set, large, seed, parallel } => {
-            let info = sandbox::load(&name)?;
-            let started = std::time::Instant::now();
-            let max_size = usize::try_from(max_size).map_err(|_| Failure::bad_input("--max-size is too large"))?;
-            let bytes = sandbox::bulk::add_objects(&info, seed, &set, objects, max_size, parallel).await?;
-            let large_key = match large {
-                Some(size) => Some(sandbox::bulk::add_large_object(&info, seed, size).await?),
-                None => None,
-            };
-            let secs = started.elapsed().as_secs_f64();
-            if json {
-                crate::output::json(&serde_json::json!({
-                    "sandbox": name, "objects": objects, "bytes": bytes, "large": large_key, "seconds": secs,
-                }))?;
-            } else {
-                out!("added {objects} objects ({bytes} bytes) to {name} in {secs:.1}s");
-                if let Some(k) = large_key {
-                    out!("added {k}");
+            Self::Env { .. } => {}
+            Self::Add { name, objects, bytes, large, seconds } => {
+                line!(lines, "added {objects} objects ({bytes} bytes) to {name} in {seconds:.1}s");
+                if let Some(k) = large {
+                    line!(lines, "added {k}");
                 }
             }
+            Self::Churn { name, churn: r } => line!(
+                lines,
+                "rewrote {} objects ({} bytes) and updated {} rows in {name}",
+                r.objects_rewritten,
+                r.bytes_rewritten,
+                r.rows_updated
+            ),
+            Self::Read { name, read: r } => line!(
+                lines,
+                "read {} objects ({} bytes) from {name} in {:.1}s: {:.1} MB/s",
+                r.objects,
+                r.bytes,
+                r.seconds,
+                r.bytes as f64 / 1e6 / r.seconds.max(1e-9)
+            ),
         }
-        SandboxCmd::Churn { name, percent, seed, parallel } => {
-            let info = sandbox::load(&name)?;
-            let r = sandbox::bulk::churn(&info, seed, percent, parallel).await?;
-            if json {
-                crate::output::json(&serde_json::json!({ "sandbox": name, "churn": r }))?;
-            } else {
-                out!(
-                    "rewrote {} objects ({} bytes) and updated {} rows in {name}",
-                    r.objects_rewritten,
-                    r.bytes_rewritten,
-                    r.rows_updated
-                );
-            }
-        }
-        SandboxCmd::Read { name, parallel } => {
-            let info = sandbox::load(&name)?;
-            let r = sandbox::bulk::read_all(&info, parallel).await?;
-            if json {
-                crate::output::json(&serde_json::json!({ "sandbox": name, "read": r }))?;
-            } else {
-                out!(
-                    "read {} objects ({} bytes) from {name} in {:.1}s: {:.1} MB/s",
-                    r.objects,
-                    r.bytes,
-                    r.seconds,
-                    r.bytes as f64 / 1e6 / r.seconds.max(1e-9)
-                );
-            }
-        }
-        SandboxCmd::ServeS3 { dir, port, behaviour } => sandbox::serve_s3(&dir, port, behaviour.resolve()?).await?,
     }
-    Ok(())
 }

@@ -1,0 +1,218 @@
+//! Text of the commands that keep the repository: init, snapshots, copy, forget, prune,
+//! check, key, unlock, export, import.
+
+use speechvault::ops::check::AffectedSet;
+use speechvault::ops::retention::RetentionOutcome;
+use speechvault::repository::Location;
+use speechvault::support::units::human_bytes;
+
+use super::{Lines, line};
+use crate::outcome::Outcome;
+
+pub(super) fn text(outcome: &Outcome, lines: &mut Lines) {
+    match outcome {
+        Outcome::Init { location } => match location {
+            Location::Local(_) => line!(lines, "created repository {location} (restic format; private to its owner)"),
+            Location::S3(_) => line!(lines, "created repository {location} (restic format)"),
+        },
+        Outcome::Snapshots { backups } => {
+            if backups.is_empty() {
+                lines.push("no backups");
+                return;
+            }
+            line!(lines, "{:<24} {:<16} {:<20} {:<10} PARTS", "BACKUP", "INSTALLATION", "TIME (UTC)", "STATE");
+            for v in backups {
+                let time: String = v.time.chars().take(19).map(|c| if c == 'T' { ' ' } else { c }).collect();
+                line!(
+                    lines,
+                    "{:<24} {:<16} {:<20} {:<10} {}",
+                    v.backup_id,
+                    v.installation,
+                    time,
+                    if v.complete { "complete" } else { "INCOMPLETE" },
+                    v.parts.join(" ")
+                );
+            }
+        }
+        Outcome::Copy(report) => {
+            line!(lines, "copy {} -> {}", report.from, report.to);
+            for id in &report.copied {
+                line!(lines, "  copied {id}");
+            }
+            for id in &report.skipped {
+                line!(lines, "  {id} is already there");
+            }
+        }
+        Outcome::Forget(o) => retention(lines, o),
+        Outcome::Prune(p) => retention(
+            lines,
+            &RetentionOutcome { dry_run: p.dry_run, sets: Vec::new(), removed: Vec::new(), prune: Some(p.clone()) },
+        ),
+        Outcome::Check(report) => {
+            line!(
+                lines,
+                "check of {}{}: {}",
+                report.repository,
+                report.read_data.as_ref().map(|r| format!(" (read data: {r})")).unwrap_or_default(),
+                if report.ok { "no errors" } else { "DAMAGE FOUND" }
+            );
+            for e in &report.errors {
+                line!(lines, "  error: {e}");
+            }
+            for w in &report.warnings {
+                line!(lines, "  warning: {w}");
+            }
+            for a in &report.affected {
+                line!(
+                    lines,
+                    "  backup {} of {}{}: {}",
+                    a.backup_id,
+                    a.installation,
+                    if a.complete { "" } else { " (incomplete)" },
+                    damage(a)
+                );
+                for o in &a.objects {
+                    line!(lines, "    object {o}");
+                }
+            }
+        }
+        Outcome::Keys(keys) => {
+            for k in keys {
+                line!(
+                    lines,
+                    "{} {}  created {}  {}@{}",
+                    if k.current { "*" } else { " " },
+                    k.id.get(..16).unwrap_or(&k.id),
+                    k.created.as_deref().unwrap_or("-"),
+                    k.username.as_deref().unwrap_or("-"),
+                    k.hostname.as_deref().unwrap_or("-")
+                );
+            }
+            if keys.len() == 1 {
+                lines.push(
+                    "warning: one key only: if its password is lost, every backup is lost; add a second with `speechvault key add`",
+                );
+            }
+        }
+        Outcome::KeyAdded(id) => line!(lines, "added key {id}"),
+        Outcome::KeyRemoved(id) => line!(lines, "removed key {id}"),
+        Outcome::KeyReplaced { removed, added } => {
+            line!(lines, "password changed: key {removed} replaced by {added}; update the config's password file")
+        }
+        Outcome::Locks { locks, .. } => {
+            for l in locks {
+                line!(
+                    lines,
+                    "{}{}",
+                    l.describe(),
+                    l.stale.as_ref().map(|s| format!(" (stale: {s})")).unwrap_or_default()
+                );
+            }
+        }
+        Outcome::Unlocked { removed, left } => {
+            for l in removed {
+                line!(
+                    lines,
+                    "removed {}{}",
+                    l.describe(),
+                    l.stale.as_ref().map(|s| format!(" ({s})")).unwrap_or_default()
+                );
+            }
+            for l in left {
+                line!(
+                    lines,
+                    "still held: {} (remove it with --remove-all only if that run is surely gone)",
+                    l.describe()
+                );
+            }
+            if removed.is_empty() && left.is_empty() {
+                lines.push("no locks");
+            }
+        }
+        Outcome::Export { report, to } => {
+            line!(lines, "exported backup {} of {} into {}", report.backup_id, report.installation, to.display());
+            for (db, f) in &report.databases {
+                line!(lines, "  database {db}: {f}");
+            }
+            line!(lines, "  {} objects under minio/", report.objects.len() - report.escaped);
+            if report.escaped > 0 {
+                line!(
+                    lines,
+                    "  {} objects whose keys cannot be file names are under escaped/ (see {}: key, content type, metadata of every object)",
+                    report.escaped,
+                    speechvault::ops::export::REPORT
+                );
+            }
+        }
+        Outcome::Import { report, dir } => {
+            line!(
+                lines,
+                "imported {} as backup {} of {} in {:.1}s",
+                dir.display(),
+                report.backup_id,
+                report.installation,
+                report.seconds
+            );
+            for (db, d) in &report.databases {
+                line!(lines, "  database {db}: {} tables, {} rows", d.tables, d.rows);
+            }
+            for (b, s) in &report.buckets {
+                line!(lines, "  bucket {b}: {} objects, {}", s.objects, human_bytes(s.bytes));
+            }
+            if report.statements_dropped > 0 {
+                line!(
+                    lines,
+                    "  {} OWNER TO / GRANT statements for roles the scratch server lacks were left out",
+                    report.statements_dropped
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What forget (or the retention after a backup) decided, and what prune freed.
+pub(super) fn retention(lines: &mut Lines, o: &RetentionOutcome) {
+    let verb = if o.dry_run { "would remove" } else { "removed" };
+    line!(lines, "retention: {verb} {} backups", o.removed.len());
+    for d in &o.sets {
+        line!(
+            lines,
+            "  {} {:<24} {:<16} {} ({})",
+            if d.keep { "keep  " } else { "remove" },
+            d.backup_id,
+            d.installation,
+            d.time.chars().take(19).collect::<String>(),
+            d.reasons.join(", ")
+        );
+    }
+    if let Some(p) = &o.prune {
+        line!(
+            lines,
+            "prune: {} {} packs ({}), {} repacked; {} used, {} unused left",
+            if p.dry_run { "would remove" } else { "removed" },
+            p.packs_removed,
+            human_bytes(p.bytes_removed),
+            p.packs_repacked,
+            human_bytes(p.bytes_used),
+            human_bytes(p.bytes_unused_left)
+        );
+    }
+}
+
+fn damage(a: &AffectedSet) -> String {
+    let mut parts = Vec::new();
+    if a.manifest {
+        parts.push("its manifest".to_string());
+    }
+    if !a.databases.is_empty() {
+        parts.push(format!("databases {}", a.databases.join(", ")));
+    }
+    if a.objects_count > 0 {
+        parts.push(format!("{} objects", a.objects_count));
+    }
+    if !a.unreadable.is_empty() {
+        parts.push(format!("unreadable parts {}", a.unreadable.join(", ")));
+    }
+    parts.join("; ")
+}
