@@ -29,7 +29,7 @@ cargo test --workspace
 
 for like in minio aws; do
   echo "== drill with the sandbox S3 server behaving like $like"
-  SPEECHVAULT_TEST_S3_BEHAVE=$like cargo test -p speechvault-cli --test drill --test live --test ownership
+  SPEECHVAULT_TEST_S3_BEHAVE=$like cargo test -p speechvault-cli --test it -- drill:: live:: ownership::
 done
 
 tmp=$(mktemp -d /tmp/speechvault-servers-XXXXXX)
@@ -43,12 +43,12 @@ trap cleanup EXIT
 echo "== integration tests against Garage $(garage --version | awk '{print $2}' | sed 's/^cargo://')"
 (
   eval "$(.ci/garage-up.sh "$tmp/garage")"
-  cargo test --workspace --tests --test '*'
+  cargo test -p speechvault-cli --test it
 )
 
 echo "== drill against moto's S3 server"
 (
   eval "$(.ci/moto-up.sh "$tmp/moto")"
-  cargo test -p speechvault-cli --test drill --test ownership
+  cargo test -p speechvault-cli --test it -- drill:: ownership::
 )
 echo "== all tests passed in $((SECONDS - start)) s"

@@ -1,6 +1,5 @@
 //! Helpers shared by the integration tests: a repository with a config naming the test's
 //! installations, the real binary, and ways to reach into a run (pause points, fault rules).
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

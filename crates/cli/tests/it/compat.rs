@@ -4,8 +4,7 @@
 
 use speechvault_sandbox::harness::test_dir;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();

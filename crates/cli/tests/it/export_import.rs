@@ -6,8 +6,7 @@ use std::path::Path;
 use speechvault_sandbox::harness::TestInstallation;
 use speechvault_sandbox::seed::{self, Scale};
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn files_under(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, p: &Path, out: &mut Vec<String>) {

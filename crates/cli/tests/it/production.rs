@@ -7,8 +7,7 @@ use std::time::Instant;
 use speechvault_sandbox::harness::TestInstallation;
 use speechvault_sandbox::seed::Scale;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn bucket_of<'a>(report: &'a serde_json::Value, bucket: &str) -> &'a serde_json::Value {
     report["verify"]["buckets"].as_array().unwrap().iter().find(|b| b["bucket"] == bucket).unwrap()

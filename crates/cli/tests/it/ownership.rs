@@ -4,8 +4,7 @@ use speechvault::model::instance::InstanceId;
 use speechvault_sandbox::harness::TestInstallation;
 use speechvault_sandbox::seed::{self, Scale};
 
-mod common;
-use common::*;
+use crate::common::*;
 
 const TO: &str = "5a5a5a5a-1b1b-4c2c-8d3d-4e4e4e4e4e4e";
 

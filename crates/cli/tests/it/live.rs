@@ -4,8 +4,7 @@
 use speechvault_sandbox::harness::TestInstallation;
 use speechvault_sandbox::seed::Scale;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn put() -> speechvault::objstore::PutOptions {
     speechvault::objstore::PutOptions { content_type: Some("audio/flac".into()), ..Default::default() }

@@ -9,8 +9,7 @@ use speechvault::model::instance::InstanceId;
 use speechvault_sandbox::harness::{TestInstallation, external_s3_from_env, test_dir};
 use speechvault_sandbox::seed::{self, Scale};
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn round_trip_is_byte_exact_and_moves_ownership_of_exactly_the_right_rows() {

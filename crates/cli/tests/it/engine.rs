@@ -9,8 +9,7 @@ use speechvault::objstore::PutOptions;
 use speechvault_sandbox::harness::{TestInstallation, test_dir};
 use speechvault_sandbox::seed::{Scale, SeedObject, body_of};
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// restic with the test repository's password, on `repo`.
 fn restic_on(repo: &std::path::Path, cache: &std::path::Path, args: &[&str]) -> serde_json::Value {

@@ -5,8 +5,7 @@ use std::process::Command;
 use speechvault_sandbox::harness::TestInstallation;
 use speechvault_sandbox::seed::Scale;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// Lines of stderr that are not log lines (those start with a timestamp).
 fn message_lines(o: &std::process::Output) -> Vec<String> {

@@ -7,8 +7,7 @@ use std::process::Command;
 use speechvault_sandbox::harness::TestInstallation;
 use speechvault_sandbox::seed::Scale;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn restic_on(section: &str, args: &[&str], cache: &std::path::Path) -> std::process::Output {
     let mut c = Command::new(which("restic").unwrap());

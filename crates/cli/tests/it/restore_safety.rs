@@ -8,8 +8,7 @@ use speechvault_sandbox::SandboxInfo;
 use speechvault_sandbox::harness::TestInstallation;
 use speechvault_sandbox::seed::{self, Scale};
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// Everything a target holds: rows per table per database, and objects per bucket.
 async fn state(info: &SandboxInfo) -> (Vec<std::collections::BTreeMap<String, Vec<String>>>, Vec<Vec<(String, u64)>>) {

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 use speechvault_sandbox::harness::TestInstallation;
 use speechvault_sandbox::seed::Scale;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// Short timeouts so stalls are noticed quickly.
 const FAST: &str = "s3.read_timeout_secs = 2\n";

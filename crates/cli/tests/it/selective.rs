@@ -8,8 +8,7 @@ use speechvault_sandbox::SandboxInfo;
 use speechvault_sandbox::harness::TestInstallation;
 use speechvault_sandbox::seed::Scale;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 const DATABASES: [&str; 3] = ["stt-customization", "tts-customization", "stt-async"];
 
@@ -324,6 +323,27 @@ async fn selections_refuse_bad_input_without_changing_anything() {
         vec!["restore", "--to", "sel-bad", "--speaker", &speaker, "--components", "ttsCustomization"],
         vec!["restore", "--to", "sel-bad", "--customization", "0c0ffee0-0000-4000-8000-000000000000"],
         vec!["restore", "--to", "sel-bad", "--dry-run"],
+        vec!["restore", "--to", "sel-bad", "--replace"],
+        vec!["restore", "--to", "sel-bad", "--speaker", &speaker, "--jobs", "2"],
+        vec![
+            "restore",
+            "--to",
+            "sel-bad",
+            "--speaker",
+            &speaker,
+            "--to-instance",
+            "0c0ffee0-0000-4000-8000-000000000001",
+        ],
+        vec![
+            "restore",
+            "--to",
+            "sel-bad",
+            "--speaker",
+            &speaker,
+            "--from-instance",
+            "0c0ffee0-0000-4000-8000-000000000001",
+        ],
+        vec!["restore", "--to", "sel-bad", "--speaker", &speaker, "--verify", "sometimes"],
     ] {
         let out = ws.run(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
@@ -425,4 +445,90 @@ async fn any_schema_shape_is_followed_and_restored_exactly() {
     c.batch_execute(&format!(r#"INSERT INTO "Extra Schema"."Odd ""Table""" ("Customization") VALUES ('{id}')"#))
         .await
         .unwrap();
+}
+
+/// `--preflight` and `--verify` are honoured by a selective restore: a damaged pack behind a
+/// selected object passes the quick preflight (its header is intact) but not the full one,
+/// which refuses before anything is written; `--verify=read-back` reads every written object
+/// back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_selection_honours_preflight_and_verify() {
+    let a = TestInstallation::start(exe(), "sel-pv", Scale::Tiny, 74).await.unwrap();
+    let ws = Workspace::new(&[&a.info]);
+    let backup = ws.json(&["backup", "--from", "sel-pv"])["backup_id"].as_str().unwrap().to_string();
+    let original = state(&a.info).await;
+    let (deleted, _) = first_customizations(&a.info).await;
+    let prefix = format!("customizations/{deleted}/");
+    sql(&a.info, "stt-customization", &format!("DELETE FROM customizations WHERE customization_id = '{deleted}'"))
+        .await;
+    delete_prefix(&a.info, "stt-customization-icp", &prefix).await;
+    let damaged_state = state(&a.info).await;
+
+    // Find a pack whose damage hits objects of this customization and no database dump: flip
+    // bytes in its middle and ask check which backups, databases and objects it affects.
+    let mut packs = Vec::new();
+    for d in std::fs::read_dir(ws.repo().join("data")).unwrap().flatten() {
+        for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+            packs.push((f.metadata().unwrap().len(), f.path()));
+        }
+    }
+    packs.sort();
+    packs.reverse();
+    use std::os::unix::fs::PermissionsExt;
+    let mut flipped = None;
+    for (len, pack) in packs {
+        if len < 8 {
+            continue;
+        }
+        let original_bytes = std::fs::read(&pack).unwrap();
+        // Every blob of the pack damaged, its header (at the end, its length in the last four
+        // bytes) intact: what the quick preflight reads still authenticates.
+        let mut bytes = original_bytes.clone();
+        let n = len as usize;
+        let header = u32::from_le_bytes(bytes[n - 4..].try_into().unwrap()) as usize;
+        let Some(data_end) = n.checked_sub(4 + header) else { continue };
+        for b in &mut bytes[..data_end] {
+            *b ^= 0xff;
+        }
+        std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&pack, &bytes).unwrap();
+        let out = ws.run(&["--json", "check", "--read-data"]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let hits = doc["affected"].as_array().is_some_and(|sets| {
+            sets.iter().all(|s| s["databases"].as_array().unwrap().is_empty())
+                && sets
+                    .iter()
+                    .any(|s| s["objects"].as_array().unwrap().iter().any(|o| o.as_str().unwrap().contains(&prefix)))
+        });
+        if hits {
+            flipped = Some((pack, original_bytes));
+            break;
+        }
+        std::fs::write(&pack, &original_bytes).unwrap();
+    }
+    let (pack, original_bytes) = flipped.expect("a pack holding only this customization's object data");
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", &backup, "--to", "sel-pv", "--customization", &deleted];
+        args.extend_from_slice(extra);
+        ws.run(&args)
+    };
+    // The quick preflight sees intact pack headers: the dry run plans the restore.
+    let out = restore(&["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The full one reads the data and refuses, in a dry run and for real, changing nothing.
+    for extra in [&["--preflight=full", "--dry-run"][..], &["--preflight=full"][..]] {
+        let out = restore(extra);
+        assert_ne!(out.status.code(), Some(0), "{extra:?}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(stderr(&out).contains("damaged") || stderr(&out).contains("authentic"), "{extra:?}: {}", stderr(&out));
+        assert_eq!(state(&a.info).await, damaged_state, "{extra:?} changed nothing");
+    }
+
+    // With the pack repaired, the restore reads every written object back.
+    std::fs::write(&pack, &original_bytes).unwrap();
+    let out = restore(&["--verify=read-back", "--preflight=full", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["verification"], "read-back", "{r}");
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(state(&a.info).await, original, "the customization is back exactly");
 }

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use speechvault_sandbox::harness::{TestInstallation, test_dir};
 use speechvault_sandbox::seed::{self, Scale};
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// A set's state as `snapshots --json` reports it: (complete sets, incomplete sets).
 fn sets(ws: &Workspace) -> (Vec<String>, Vec<String>) {

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use speechvault_sandbox::harness::{TestInstallation, test_dir};
 use speechvault_sandbox::seed::Scale;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn only_stt_async(o: &mut speechvault_sandbox::UpOptions) {
     o.components = vec!["sttAsync".into()];

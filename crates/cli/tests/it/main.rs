@@ -1,0 +1,22 @@
+//! The integration tests of the `speechvault` binary: one test binary, one module per area,
+//! each starting real servers (a sandbox's PostgreSQL and S3, or Garage, moto, restic when
+//! the environment names them). `scripts/test.sh` selects modules by name, e.g.
+//! `cargo test -p speechvault-cli --test it -- drill:: live::`.
+
+mod common;
+
+mod cluster;
+mod compat;
+mod crash;
+mod drill;
+mod engine;
+mod export_import;
+mod faults;
+mod hygiene;
+mod live;
+mod ownership;
+mod production;
+mod repositories;
+mod restore_safety;
+mod sandbox;
+mod selective;
