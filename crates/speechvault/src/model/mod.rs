@@ -19,4 +19,4 @@ pub mod instance;
 pub mod inventory;
 pub mod manifest;
 pub mod profile;
-pub mod spool;
+pub(crate) mod spool;

@@ -209,24 +209,6 @@ impl Listing {
     pub fn into_iter_sorted(self) -> ListingIter {
         ListingIter { listing: self, next: 0 }
     }
-
-    /// Whether a key was listed (binary search on the index).
-    pub fn contains(&self, key: &str) -> bool {
-        let d = key_digest(key);
-        self.index.binary_search_by(|e| e.0.cmp(&d)).is_ok()
-    }
-
-    /// Every listed key, in archive order, for which `keep` is false.
-    pub fn keys_not(mut self, mut keep: impl FnMut(&[u8; 32]) -> bool) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for i in 0..self.index.len() {
-            let (d, off) = self.index[i];
-            if !keep(&d) {
-                out.push(self.record(off)?.key);
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// Walks a [`Listing`] in archive order.
@@ -297,7 +279,6 @@ mod tests {
             w.push(&ObjectInfo { key: k.into(), size: 1, etag: "e".into(), last_modified: "t".into() }).unwrap();
         }
         let l = w.finish().unwrap();
-        assert!(l.contains("m/n") && !l.contains("m"));
         let keys: Vec<String> = l.into_iter_sorted().map(|o| o.unwrap().key).collect();
         let mut expected = vec!["z", "a", "m/n"];
         expected.sort_by_key(|k| key_digest(k));

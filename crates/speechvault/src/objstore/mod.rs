@@ -15,13 +15,13 @@
 //! - [`object`]: reading, writing and deleting objects, multipart uploads;
 //! - [`body`]: a GET body that resumes after a broken connection without splicing versions.
 
-pub mod body;
-pub mod client;
-pub mod limits;
-pub mod listing;
+pub(crate) mod body;
+pub(crate) mod client;
+pub(crate) mod limits;
+pub(crate) mod listing;
 pub mod object;
 pub mod sigv4;
-pub mod xml;
+pub(crate) mod xml;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -16,8 +16,8 @@
 
 pub mod catalog;
 pub mod cluster;
-pub mod dumpdata;
-pub mod tools;
+pub(crate) mod dumpdata;
+pub(crate) mod tools;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -17,14 +17,14 @@
 //! - [`integrity`]: checks that a backup's data is there and authentic;
 //! - [`maintenance`]: check, prune, keys; [`copy`]: backup sets between repositories.
 
-pub mod copy;
-pub mod integrity;
-pub mod local;
+pub(crate) mod copy;
+pub(crate) mod integrity;
+pub(crate) mod local;
 pub mod location;
 pub mod lock;
 pub mod maintenance;
-pub mod s3;
-pub mod store;
+pub(crate) mod s3;
+pub(crate) mod store;
 
 #[cfg(test)]
 mod chunking_tests;

@@ -2,9 +2,9 @@
 //! never print, the stop flag, progress, text, the local file system, encodings.
 
 pub mod encoding;
-pub mod fs;
+pub(crate) mod fs;
 pub mod interrupt;
 pub mod progress;
 pub mod secret;
-pub mod text;
+pub(crate) mod text;
 pub mod units;

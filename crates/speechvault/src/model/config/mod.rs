@@ -15,8 +15,8 @@ use crate::objstore::S3Config;
 use crate::pg::PgConfig;
 use crate::support::secret::{Secret, read_secret_file};
 
-pub mod repository;
-pub mod retention;
+pub(crate) mod repository;
+pub(crate) mod retention;
 
 pub use repository::{RepositoryFile, RepositorySettings};
 pub use retention::{Retention, RetentionFile};

@@ -13,9 +13,9 @@
 //! 5. write the manifest, last. Any failure, or a stop request, deletes the snapshots written
 //!    so far.
 
-pub mod bucket;
-pub mod database;
-pub mod source;
+pub(crate) mod bucket;
+pub(crate) mod database;
+pub(crate) mod source;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -23,9 +23,9 @@
 //! says what state the target is in and how to finish.
 
 pub mod checks;
-pub mod database;
-pub mod objects;
-pub mod rollback;
+pub(crate) mod database;
+pub(crate) mod objects;
+pub(crate) mod rollback;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -16,9 +16,9 @@
 //!    services never see a row whose files are missing. If the rows fail, the objects this
 //!    run created are deleted again.
 
-pub mod objects;
-pub mod plan;
-pub mod rows;
+pub(crate) mod objects;
+pub(crate) mod plan;
+pub(crate) mod rows;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -50,21 +50,6 @@ pub fn object_path(root: &Path, key: &str) -> PathBuf {
     root.join(&h[..2]).join(&h)
 }
 
-/// One object to back up, with its place in the snapshot.
-#[derive(Debug, Clone)]
-pub struct PlannedObject {
-    pub info: ObjectInfo,
-    pub path: PathBuf,
-}
-
-/// Sorts objects into the order the archiver needs.
-pub fn plan_objects(root: &Path, objects: Vec<ObjectInfo>) -> Vec<PlannedObject> {
-    let mut planned: Vec<PlannedObject> =
-        objects.into_iter().map(|info| PlannedObject { path: object_path(root, &info.key), info }).collect();
-    planned.sort_by(|a, b| a.path.cmp(&b.path));
-    planned
-}
-
 /// One object to back up, in archive order; `known` is what the previous backup recorded
 /// for it when it is unchanged since (same key, size, ETag and last-modified): such an object
 /// is not fetched, rustic takes its content from the parent snapshot.

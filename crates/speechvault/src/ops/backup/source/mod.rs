@@ -16,11 +16,11 @@ use bytes::{Buf, Bytes};
 use rustic_core::repofile::{Metadata, Node, NodeType};
 use rustic_core::{ReadSource, ReadSourceEntry, RusticResult};
 
-pub mod bucket;
-pub mod stream;
+pub(crate) mod bucket;
+pub(crate) mod stream;
 
-pub use bucket::{PlannedObject, object_path, plan_objects};
-pub use stream::{StreamSource, StreamStats, part_name};
+pub use bucket::object_path;
+pub use stream::StreamSource;
 
 /// Failures seen inside a source, where rustic would only log them.
 #[derive(Debug, Clone, Default)]
@@ -162,7 +162,6 @@ impl ReadSource for FilesSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objstore::ObjectInfo;
     use crate::support::interrupt::Stop;
     use sha2::{Digest, Sha256};
 
@@ -176,12 +175,10 @@ mod tests {
             assert_eq!(p.components().count(), 5, "{p:?}");
             assert!(p.file_name().unwrap().len() == 64);
         }
-        let infos = keys
-            .iter()
-            .map(|k| ObjectInfo { key: k.clone(), size: 1, etag: String::new(), last_modified: String::new() })
-            .collect();
-        let planned = plan_objects(root, infos);
-        crate::repository::check_path_order(planned.iter().map(|p| p.path.as_path())).unwrap();
+        // Sorted by path, as the bucket source emits them, they are in the archiver's order.
+        let mut sorted: Vec<PathBuf> = paths.into_iter().collect();
+        sorted.sort();
+        crate::repository::check_path_order(sorted.iter().map(PathBuf::as_path)).unwrap();
     }
 
     #[test]
