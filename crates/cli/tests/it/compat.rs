@@ -1,6 +1,8 @@
 //! Backups written by earlier releases stay restorable. `tests/fixtures/format1-repo` was
 //! written by the first release (manifest format 1, no row digests, no vanished lists) from a
-//! tiny sandbox (seed 21, components sttAsync and ttsCustomization).
+//! tiny sandbox (seed 21, components sttAsync and ttsCustomization); `format2-repo` by the
+//! release before object attributes (manifest format 2: object lists in their own file, v2 row
+//! digests, objects with content type and user metadata only), seed 22, the same components.
 
 use speechvault_sandbox::harness::test_dir;
 
@@ -18,20 +20,21 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_backup_made_by_the_first_release_restores_and_verifies() {
+/// Restores the fixture repository `name` into a new empty installation; returns the
+/// snapshots and the restore's reports.
+async fn restore_fixture(name: &str, target: &str) -> (serde_json::Value, serde_json::Value) {
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let t = empty_target("compat-dst").await;
+    let t = empty_target(target).await;
     let dir = test_dir("speechvault-compat-").unwrap();
     let repo = dir.path().join("repo");
-    copy_dir(&fixtures.join("format1-repo"), &repo);
+    copy_dir(&fixtures.join(format!("{name}-repo")), &repo);
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
         format!(
             "[repository]\npath = {:?}\npassword_file = {:?}\n\n{}",
             repo.display().to_string(),
-            fixtures.join("format1-repo.password").display().to_string(),
+            fixtures.join(format!("{name}-repo.password")).display().to_string(),
             t.info.config_section()
         ),
     )
@@ -41,13 +44,30 @@ async fn a_backup_made_by_the_first_release_restores_and_verifies() {
     let out = run(&["snapshots"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let sets: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(sets["backups"][0]["backup_id"], "20261125T084248Z-024013", "{sets}");
-    let out = run(&["restore", "latest", "--to", "compat-dst"]);
+    let out = run(&["restore", "latest", "--to", target, "--verify=read-back"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["verify"]["ok"], true, "{r}");
+    let out = run(&["verify", "latest", "--against", target]);
+    assert!(out.status.success(), "verify of the restored installation: {}", stderr(&out));
+    drop(t);
+    (sets, r)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_made_by_the_first_release_restores_and_verifies() {
+    let (sets, r) = restore_fixture("format1", "compat-dst").await;
+    assert_eq!(sets["backups"][0]["backup_id"], "20261125T084248Z-024013", "{sets}");
     // Row content was not recorded then: counts are compared, content is "not compared".
     assert!(r["verify"]["tables"].as_array().unwrap().iter().all(|t| t["content"] == "not-compared"), "{r}");
+    assert_eq!(r["buckets"]["stt-async-icp"]["objects"], 15);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_made_before_object_attributes_restores_and_verifies() {
+    let (sets, r) = restore_fixture("format2", "compat-dst2").await;
+    assert_eq!(sets["backups"][0]["backup_id"], "20261207T075846Z-abf11c", "{sets}");
+    assert!(r["verify"]["tables"].as_array().unwrap().iter().all(|t| t["content"] == "same"), "{r}");
     assert_eq!(r["buckets"]["stt-async-icp"]["objects"], 15);
 }
 
