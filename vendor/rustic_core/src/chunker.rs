@@ -76,7 +76,9 @@ impl<R: Read + Send> Iterator for ChunkIter<R> {
 
 /// speechvault patch: the lengths of the chunks the Rabin chunker cuts `reader` into with
 /// restic's sizes (512 KiB to 8 MiB, 1 MiB on average), for speechvault's tests of the
-/// patched chunker against 0.13.0's.
+/// patched chunker against 0.13.0's. Only with the `speechvault-test-api` feature, which
+/// speechvault enables for its own tests alone.
+#[cfg(feature = "speechvault-test-api")]
 #[doc(hidden)]
 pub fn rabin_chunk_lengths(poly: u64, reader: impl Read + Send, size_hint: usize) -> RusticResult<Vec<usize>> {
     let iter = rabin::ChunkIter::new(tables_for(poly), 1 << 20, 512 * 1024, 8 << 20, reader, size_hint)?;

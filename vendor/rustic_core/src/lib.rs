@@ -113,6 +113,7 @@ pub(crate) mod backend;
 pub(crate) mod blob;
 pub(crate) mod chunker;
 /// speechvault patch: see [`chunker::rabin_chunk_lengths`].
+#[cfg(feature = "speechvault-test-api")]
 #[doc(hidden)]
 pub use chunker::rabin_chunk_lengths;
 pub(crate) mod commands;
