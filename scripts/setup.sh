@@ -15,6 +15,10 @@ if [ $need_pg = 1 ]; then
   apt_install postgresql
 fi
 if [ "${1:-}" = "--garage" ]; then
+  if ! command -v patch >/dev/null 2>&1; then
+    echo "== installing patch (apt; scripts/check-vendor.sh applies the rustic_core patches)"
+    apt_install patch
+  fi
   if ! command -v restic >/dev/null 2>&1; then
     # The tests check that restic itself reads speechvault's repositories.
     echo "== installing restic (apt)"

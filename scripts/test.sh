@@ -14,6 +14,8 @@ start=$SECONDS
 
 echo "== layers (no import cycle, no layer importing from below)"
 python3 scripts/check-layers.py
+echo "== vendored rustic_core is the crates.io release plus vendor/patches"
+scripts/check-vendor.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
