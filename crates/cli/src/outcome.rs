@@ -135,8 +135,12 @@ impl Outcome {
                 let list: Vec<Value> = objects
                     .iter()
                     .map(|o| {
-                        json!({"key": o.key, "size": o.size, "etag": o.etag, "sha256": o.sha256,
-                            "content_type": o.content_type, "last_modified": o.last_modified})
+                        let mut doc = json!({"key": o.key, "size": o.size, "etag": o.etag, "sha256": o.sha256,
+                            "content_type": o.content_type, "last_modified": o.last_modified, "metadata": o.metadata});
+                        if !o.attrs.is_empty() {
+                            doc["attrs"] = json!(o.attrs);
+                        }
+                        doc
                     })
                     .collect();
                 json!({"backup_id": backup_id, "bucket": bucket, "prefix": prefix, "objects": list})

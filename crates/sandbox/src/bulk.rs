@@ -36,6 +36,7 @@ pub fn bulk_object(set: &str, i: u64, max_size: usize) -> SeedObject {
         content_type: Some(ct.into()),
         metadata: BTreeMap::from([("job-id".to_string(), format!("bulk-{i}"))]),
         multipart_part: None,
+        attrs: Default::default(),
     }
 }
 
@@ -61,7 +62,11 @@ pub async fn add_objects(
             let (store, bucket) = (store.clone(), bucket.clone());
             async move {
                 let obj = bulk_object(set, i, max_size);
-                let opts = PutOptions { content_type: obj.content_type.clone(), metadata: obj.metadata.clone() };
+                let opts = PutOptions {
+                    content_type: obj.content_type.clone(),
+                    metadata: obj.metadata.clone(),
+                    attrs: obj.attrs.clone(),
+                };
                 store
                     .put_object(&bucket, &obj.key, body_of(seed, &obj, 0, obj.size), &opts)
                     .await
@@ -92,8 +97,10 @@ pub async fn add_large_object(info: &SandboxInfo, seed: u64, size: u64) -> Resul
         content_type: Some("application/octet-stream".into()),
         metadata: BTreeMap::new(),
         multipart_part: Some(16 << 20),
+        attrs: Default::default(),
     };
-    let opts = PutOptions { content_type: obj.content_type.clone(), metadata: obj.metadata.clone() };
+    let opts =
+        PutOptions { content_type: obj.content_type.clone(), metadata: obj.metadata.clone(), attrs: obj.attrs.clone() };
     store
         .upload_stream(&bucket, &obj.key, &opts, Some(size), generated(seed, &obj))
         .await
@@ -176,8 +183,10 @@ pub async fn churn(info: &SandboxInfo, seed: u64, percent: u32, parallel: usize)
                         content_type: None,
                         metadata: BTreeMap::new(),
                         multipart_part: None,
+                        attrs: Default::default(),
                     };
-                    let opts = PutOptions { content_type: head.content_type, metadata: head.metadata };
+                    let opts =
+                        PutOptions { content_type: head.content_type, metadata: head.metadata, attrs: head.attrs };
                     store
                         .upload_stream(&bucket, &o.key, &opts, Some(o.size), generated(seed, &obj))
                         .await

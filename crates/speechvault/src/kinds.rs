@@ -192,7 +192,11 @@ impl Kinded for crate::ops::restore::RestoreError {
             Self::ObjStore(e) => e.kind(),
             Self::Ownership(e) => e.kind(),
             Self::Verify(e) => e.kind(),
-            Self::NotEmpty { .. } | Self::NoSchema(_) | Self::NotInBackup(..) | Self::Refused(_) => ErrorKind::BadInput,
+            Self::NotEmpty { .. }
+            | Self::NoSchema(_)
+            | Self::NotInBackup(..)
+            | Self::Refused(_)
+            | Self::AttributesRefused { .. } => ErrorKind::BadInput,
             Self::Interrupted => ErrorKind::Interrupted,
             // Rolled back: nothing changed, so bad input stays bad input.
             Self::RolledBack { cause, .. } => match cause.kind() {
@@ -209,6 +213,7 @@ impl Kinded for crate::ops::restore::RestoreError {
     fn failures(&self) -> Vec<String> {
         match self {
             Self::Objects { failures, .. } => failures.clone(),
+            Self::AttributesRefused { refused } => refused.clone(),
             Self::RolledBack { cause, .. } | Self::Partial { cause, .. } => cause.failures(),
             Self::Repo(e) => e.failures(),
             _ => Vec::new(),

@@ -112,6 +112,16 @@ pub struct Args {
     /// The same as --verify=none.
     #[arg(long, conflicts_with = "verify")]
     pub no_verify: bool,
+    /// Restore objects without the attributes the target does not keep (tags on a server
+    /// without tagging, a storage class it lacks), naming them in the report. Without it such
+    /// a restore is refused before anything is written (exit 2).
+    #[arg(long, conflicts_with = "selection")]
+    pub allow_attribute_loss: bool,
+    /// Also restore each object's retention (mode and retain-until date) and legal hold. The
+    /// target bucket needs object lock; COMPLIANCE retention cannot be undone, not even by a
+    /// rollback.
+    #[arg(long, conflicts_with = "selection")]
+    pub object_lock_settings: bool,
     #[command(flatten)]
     pub run: crate::observe::RunArgs,
 }
@@ -161,6 +171,8 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
         db_owner: args.db_owner,
         temp_dir: args.temp_dir,
         verify,
+        allow_attribute_loss: args.allow_attribute_loss,
+        object_lock_settings: args.object_lock_settings,
         ..Default::default()
     };
     if let Some(p) = args.parallel {

@@ -157,6 +157,9 @@ pub struct BehaviourArgs {
     /// Answer ranged GETs with the whole object (some servers do).
     #[arg(long)]
     ignore_range: bool,
+    /// Accept tags and keep none (as Garage does).
+    #[arg(long)]
+    drop_tags: bool,
 }
 
 impl BehaviourArgs {
@@ -178,6 +181,7 @@ impl BehaviourArgs {
         }
         b.ignore_if_match |= self.ignore_if_match;
         b.ignore_range |= self.ignore_range;
+        b.drop_tags |= self.drop_tags;
         Ok(b)
     }
 }

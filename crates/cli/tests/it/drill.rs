@@ -694,8 +694,11 @@ async fn a_second_backup_reuses_unchanged_objects_and_still_restores_exactly() {
     let (changed, deleted) = (&objects[0], &objects[1]);
     let (head, body) = store.get_bytes(&bucket, &changed.key).await.unwrap();
     let flipped: Vec<u8> = body.iter().map(|b| b ^ 0x5a).collect();
-    let put =
-        speechvault::objstore::PutOptions { content_type: head.content_type.clone(), metadata: head.metadata.clone() };
+    let put = speechvault::objstore::PutOptions {
+        content_type: head.content_type.clone(),
+        metadata: head.metadata.clone(),
+        attrs: head.attrs.clone(),
+    };
     store.put_object(&bucket, &changed.key, bytes::Bytes::from(flipped.clone()), &put).await.unwrap();
     store.delete_object(&bucket, &deleted.key).await.unwrap();
     store.put_object(&bucket, "jobs/added/audio.flac", bytes::Bytes::from_static(b"new"), &put).await.unwrap();

@@ -62,6 +62,7 @@ async fn chunks_like_restic_and_compresses_only_what_compresses() {
         content_type: Some("text/plain".into()),
         metadata: BTreeMap::new(),
         multipart_part: None,
+        attrs: Default::default(),
     };
     let store = a.info.object_store().unwrap();
     let bucket = a.info.bucket(speechvault_sandbox::bulk::LARGE_BUCKET);

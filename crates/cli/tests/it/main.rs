@@ -12,6 +12,7 @@ mod drill;
 mod engine;
 mod export_import;
 mod faults;
+mod fidelity;
 mod hygiene;
 mod live;
 mod ownership;

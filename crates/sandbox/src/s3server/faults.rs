@@ -34,6 +34,9 @@ pub enum Fault {
     Latency { ms: u64 },
     /// The request body is read (and the answer's body sent) at this rate: a slow link.
     SlowBody { bytes_per_sec: u64 },
+    /// The request is carried out and its answer carries this header with this value (a
+    /// server that answers something in a form a client cannot take as it is).
+    Header { name: String, value: String },
 }
 
 /// Which requests a rule applies to, and how often.

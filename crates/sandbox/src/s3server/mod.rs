@@ -79,6 +79,9 @@ pub struct Behaviour {
     /// Answer a ranged GET with the whole object (200).
     #[serde(default)]
     pub ignore_range: bool,
+    /// Accept tags and keep none (Garage does so).
+    #[serde(default)]
+    pub drop_tags: bool,
 }
 
 impl Behaviour {
@@ -120,6 +123,9 @@ impl Behaviour {
         ];
         if self.ignore_if_match {
             a.push("--ignore-if-match".into());
+        }
+        if self.drop_tags {
+            a.push("--drop-tags".into());
         }
         if self.ignore_range {
             a.push("--ignore-range".into());
@@ -224,6 +230,15 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Service {
                     let req = req.map(|b| s3s::Body::http_body(faults::Throttled::new(b, bytes_per_sec)));
                     let resp = inner.call(req).await?;
                     Ok(resp.map(|b| s3s::Body::http_body(faults::Throttled::new(b, bytes_per_sec))))
+                }
+                Some(Fault::Header { name, value }) => {
+                    let mut resp = inner.call(req.map(s3s::Body::from)).await?;
+                    if let (Ok(n), Ok(v)) =
+                        (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(&value))
+                    {
+                        resp.headers_mut().insert(n, v);
+                    }
+                    Ok(resp)
                 }
             }
         })

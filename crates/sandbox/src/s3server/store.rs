@@ -21,7 +21,9 @@ use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
+pub(crate) mod attrs;
 mod listing;
+use attrs::{StoredAttrs, fill_output, from_input};
 use listing::{list, to_object, type_by_extension, url_encode_key};
 
 /// What the store remembers about one object.
@@ -36,6 +38,8 @@ struct ObjMeta {
     metadata: BTreeMap<String, String>,
     /// File name of the data, beside the sidecar.
     data: String,
+    #[serde(default)]
+    attrs: StoredAttrs,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +51,8 @@ struct Upload {
     /// Unix time in milliseconds.
     #[serde(default)]
     initiated_ms: i64,
+    #[serde(default)]
+    attrs: StoredAttrs,
 }
 
 #[derive(Default)]
@@ -173,6 +179,18 @@ impl DigestStore {
             let _ = tokio::fs::remove_file(dir.join(old.data)).await;
         }
         Ok(())
+    }
+
+    /// Changes an object's sidecar (its tags) without touching its data.
+    async fn update_meta(&self, bucket: &str, key: &str, change: impl FnOnce(&mut ObjMeta)) -> S3Result<()> {
+        let digest = key_digest(key);
+        let dir = self.object_dir(bucket, &digest);
+        let mut state = self.state.lock().await;
+        let objects = state.buckets.get_mut(bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
+        let meta = objects.get_mut(key).ok_or_else(|| s3_error!(NoSuchKey))?;
+        change(meta);
+        let json = serde_json::to_vec(&meta).map_err(internal)?;
+        write_atomic(&dir.join(format!("{digest}.json")), &json).await.map_err(internal)
     }
 
     async fn lookup(&self, bucket: &str, key: &str) -> S3Result<ObjMeta> {
@@ -386,6 +404,11 @@ impl S3 for DigestStore {
                 return Err(s3_error!(PreconditionFailed));
             }
         }
+        let mut attrs = from_input!(input);
+        attrs.checksums = attrs::checksums_of(&input);
+        if self.behaviour.drop_tags {
+            attrs.tags.clear();
+        }
         let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
         let (spooled, size, md5) = self.spool(body).await?;
         if let Some(expected) = input.content_length
@@ -410,6 +433,7 @@ impl S3 for DigestStore {
             content_type,
             metadata: sorted_meta(input.metadata),
             data: String::new(),
+            attrs,
         };
         if let Err(e) = self.commit(&input.bucket, &input.key, &spooled, meta).await {
             let _ = tokio::fs::remove_file(&spooled).await;
@@ -427,14 +451,16 @@ impl S3 for DigestStore {
         {
             return Err(s3_error!(PreconditionFailed));
         }
-        Ok(S3Response::new(HeadObjectOutput {
+        let mut out = HeadObjectOutput {
             content_length: Some(meta.size as i64),
             content_type: meta.content_type.clone(),
             e_tag: Some(ETag::Strong(meta.etag.clone())),
             last_modified: Some(ts(meta.modified_ms)),
             metadata: to_metadata(&meta.metadata),
             ..Default::default()
-        }))
+        };
+        fill_output!(out, meta.attrs);
+        Ok(S3Response::new(out))
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
@@ -477,7 +503,7 @@ impl S3 for DigestStore {
                 Err(e) => Some((Err(e), (file, 0))),
             }
         });
-        Ok(S3Response::new(GetObjectOutput {
+        let mut out = GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
             content_length: Some(len as i64),
             content_range,
@@ -486,8 +512,11 @@ impl S3 for DigestStore {
             last_modified: Some(ts(meta.modified_ms)),
             metadata: to_metadata(&meta.metadata),
             accept_ranges: Some("bytes".into()),
+            tag_count: (!meta.attrs.tags.is_empty()).then_some(meta.attrs.tags.len() as i32),
             ..Default::default()
-        }))
+        };
+        fill_output!(out, meta.attrs);
+        Ok(S3Response::new(out))
     }
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
@@ -534,12 +563,17 @@ impl S3 for DigestStore {
         let id = self.unique();
         let dir = self.upload_dir(&id)?;
         tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
+        let mut attrs = from_input!(input);
+        if self.behaviour.drop_tags {
+            attrs.tags.clear();
+        }
         let up = Upload {
             bucket: input.bucket.clone(),
             key: input.key.clone(),
             content_type: self.content_type_for(&input.key, input.content_type),
             metadata: sorted_meta(input.metadata),
             initiated_ms: now_ms(),
+            attrs,
         };
         write_atomic(&dir.join("upload.json"), &serde_json::to_vec(&up).map_err(internal)?).await.map_err(internal)?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
@@ -636,6 +670,7 @@ impl S3 for DigestStore {
             content_type: up.content_type,
             metadata: up.metadata,
             data: String::new(),
+            attrs: up.attrs,
         };
         self.commit(&up.bucket, &up.key, &out_path, meta).await?;
         let _ = tokio::fs::remove_dir_all(&dir).await;
@@ -645,6 +680,31 @@ impl S3 for DigestStore {
             e_tag: Some(ETag::Strong(etag)),
             ..Default::default()
         }))
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        let meta = self.lookup(&req.input.bucket, &req.input.key).await?;
+        Ok(S3Response::new(GetObjectTaggingOutput { tag_set: attrs::tag_set(&meta.attrs.tags), version_id: None }))
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        let tags = if self.behaviour.drop_tags { BTreeMap::new() } else { attrs::tags_of(&req.input.tagging) };
+        self.update_meta(&req.input.bucket, &req.input.key, |m| m.attrs.tags = tags).await?;
+        Ok(S3Response::new(PutObjectTaggingOutput::default()))
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        self.update_meta(&req.input.bucket, &req.input.key, |m| m.attrs.tags.clear()).await?;
+        Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
     }
 
     async fn list_multipart_uploads(
@@ -723,6 +783,7 @@ mod tests {
             content_type: None,
             metadata: BTreeMap::new(),
             data: String::new(),
+            attrs: Default::default(),
         }
     }
 

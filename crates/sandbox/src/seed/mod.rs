@@ -199,6 +199,8 @@ pub struct SeedObject {
     pub metadata: BTreeMap<String, String>,
     /// Upload in parts of this size (multipart) instead of one PUT.
     pub multipart_part: Option<usize>,
+    /// Every other attribute (headers, tags, checksums).
+    pub attrs: speechvault::objstore::ObjectAttributes,
 }
 
 /// Deterministic body of an object.
@@ -265,6 +267,11 @@ pub fn edge_case_objects() -> Vec<SeedObject> {
         ("customizations/edge-cases/ünïcödé/日本語 テキスト.txt".into(), 64, true),
         ("customizations/edge-cases/special chars ?#%+&=;:@$,'!\"*()[]{}<>|^`~.txt".into(), 30, true),
         ("customizations/edge-cases/tab\there.txt".into(), 9, true),
+        // Control characters are valid in keys; they survive only a listing with
+        // encoding-type=url (XML 1.0 cannot carry U+0001 at all).
+        ("customizations/edge-cases/control/new\nline.txt".into(), 10, true),
+        ("customizations/edge-cases/control/carriage\rreturn.txt".into(), 11, true),
+        ("customizations/edge-cases/control/start-of-heading\u{1}.txt".into(), 12, true),
         ("customizations/edge-cases/a-b/x".into(), 5, true),
         ("customizations/edge-cases/a/y".into(), 6, true),
         // Listings encode these differently on MinIO/AWS (`+` for a space) and elsewhere (`%20`).
@@ -288,8 +295,56 @@ pub fn edge_case_objects() -> Vec<SeedObject> {
             }),
             metadata: meta(&[("edge-case", "true".into()), ("note", "kept byte-exact".into())]),
             multipart_part: None,
+            attrs: Default::default(),
         })
         .collect();
+    // Everything else a client can set on an object, which a backup must keep too.
+    let attributed = [
+        (
+            "customizations/edge-cases/attributes/model.json.gz",
+            "application/json",
+            speechvault::objstore::ObjectAttributes {
+                content_encoding: Some("gzip".into()),
+                content_disposition: Some("attachment; filename=\"model.json\"".into()),
+                content_language: Some("de-CH".into()),
+                cache_control: Some("no-cache, max-age=0".into()),
+                expires: Some("Thu, 01 Dec 2039 16:00:00 GMT".into()),
+                ..Default::default()
+            },
+            BTreeMap::new(),
+        ),
+        (
+            "customizations/edge-cases/attributes/tagged.txt",
+            "text/plain",
+            speechvault::objstore::ObjectAttributes {
+                tags: BTreeMap::from([
+                    ("retention".to_string(), "30d".to_string()),
+                    ("owner team".to_string(), "speech & ml".to_string()),
+                ]),
+                ..Default::default()
+            },
+            BTreeMap::new(),
+        ),
+        (
+            "customizations/edge-cases/attributes/encoded-words.txt",
+            "text/plain",
+            Default::default(),
+            // Non-ASCII metadata as servers return it: RFC 2047 encoded words.
+            meta(&[("title", "=?UTF-8?B?w7xiZXIgZGllIEJyw7xja2U=?=".into()), ("plain", "ascii".into())]),
+        ),
+    ];
+    for (key, content_type, attrs, metadata) in attributed {
+        out.push(SeedObject {
+            bucket: "stt-customization-icp".into(),
+            key: key.into(),
+            size: 48,
+            text: true,
+            content_type: Some(content_type.into()),
+            metadata,
+            multipart_part: None,
+            attrs,
+        });
+    }
     // Stored without a content type: servers answer with their own default for the key.
     for (key, text) in [
         ("customizations/edge-cases/no-type.json", true),
@@ -304,6 +359,7 @@ pub fn edge_case_objects() -> Vec<SeedObject> {
             content_type: None,
             metadata: BTreeMap::new(),
             multipart_part: None,
+            attrs: Default::default(),
         });
     }
     out
@@ -327,6 +383,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                 content_type: Some("application/octet-stream".into()),
                 metadata: meta(&[("model", lang.into()), ("version", format!("{}", 3 + m / 4))]),
                 multipart_part: Some(5 * 1024 * 1024),
+                attrs: Default::default(),
             });
             out.push(SeedObject {
                 bucket: "speech-service-base-models".into(),
@@ -336,6 +393,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                 content_type: Some("application/json".into()),
                 metadata: BTreeMap::new(),
                 multipart_part: None,
+                attrs: Default::default(),
             });
         }
     }
@@ -354,6 +412,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                     content_type: Some("text/plain; charset=utf-8".into()),
                     metadata: m("corpus"),
                     multipart_part: None,
+                    attrs: Default::default(),
                 });
             }
             out.push(SeedObject {
@@ -364,6 +423,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                 content_type: Some("application/srgs".into()),
                 metadata: m("grammar"),
                 multipart_part: None,
+                attrs: Default::default(),
             });
             for a in 1..=p.audio_per_customization {
                 out.push(SeedObject {
@@ -374,6 +434,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                     content_type: Some("audio/wav".into()),
                     metadata: m("audio"),
                     multipart_part: None,
+                    attrs: Default::default(),
                 });
             }
             out.push(SeedObject {
@@ -384,6 +445,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                 content_type: Some("application/octet-stream".into()),
                 metadata: m("trained-model"),
                 multipart_part: None,
+                attrs: Default::default(),
             });
         }
         out.extend(edge_case_objects());
@@ -405,6 +467,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                 content_type: Some("text/plain; charset=utf-8".into()),
                 metadata: meta(&[("customization-id", first.clone()), ("edge-case", "true".into())]),
                 multipart_part: None,
+                attrs: Default::default(),
             });
         }
     }
@@ -420,6 +483,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                 content_type: Some("audio/flac".into()),
                 metadata: meta(&[("job-id", id.clone()), ("user", owner.clone())]),
                 multipart_part: None,
+                attrs: Default::default(),
             });
             if g % 4 == 2 {
                 out.push(SeedObject {
@@ -430,6 +494,7 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
                     content_type: Some("application/json".into()),
                     metadata: meta(&[("job-id", id.clone())]),
                     multipart_part: None,
+                    attrs: Default::default(),
                 });
             }
         }
@@ -440,7 +505,8 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
 /// Uploads one object under bucket `actual` (the profile bucket, possibly suffixed). The body
 /// derives from the profile name, so a suffix does not change the data.
 async fn upload(store: &ObjectStore, seed: u64, obj: &SeedObject, actual: &str) -> Result<(), SandboxError> {
-    let opts = PutOptions { content_type: obj.content_type.clone(), metadata: obj.metadata.clone() };
+    let opts =
+        PutOptions { content_type: obj.content_type.clone(), metadata: obj.metadata.clone(), attrs: obj.attrs.clone() };
     let map = |e: speechvault::objstore::ObjStoreError| SandboxError::Seed(format!("upload {actual}/{}: {e}", obj.key));
     match obj.multipart_part {
         Some(part) if obj.size > part => {

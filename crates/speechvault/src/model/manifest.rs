@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::objstore::ObjectHead;
+use crate::objstore::{ObjectAttributes, ObjectHead};
 
 /// The manifest format this release writes; it reads every format up to this one.
 ///
@@ -16,7 +16,9 @@ use crate::objstore::ObjectHead;
 /// - 2: each bucket's entries in their own file of the manifest snapshot
 ///   (`/speechvault/objects/<bucket>.jsonl`, one JSON object per line, in archive order), so
 ///   that a bucket of any size is written and read as a stream.
-pub const FORMAT: u32 = 2;
+/// - 3: every other attribute of each object (`ObjectEntry::attrs`: headers, tags, checksums,
+///   lock state, metadata that is not UTF-8) and each bucket's own settings.
+pub const FORMAT: u32 = 3;
 /// Directory of the object lists inside the manifest snapshot (format 2).
 pub const OBJECTS_DIR: &str = "/speechvault/objects";
 
@@ -113,6 +115,9 @@ pub struct ObjectEntry {
     pub metadata: BTreeMap<String, String>,
     /// File path inside the bucket snapshot.
     pub path: String,
+    /// Format 3: every other attribute the object had (headers, tags, checksums, lock state).
+    #[serde(default, skip_serializing_if = "ObjectAttributes::is_empty")]
+    pub attrs: ObjectAttributes,
 }
 
 impl ObjectEntry {
@@ -123,6 +128,8 @@ impl ObjectEntry {
             last_modified: Some(self.last_modified.clone()),
             content_type: self.content_type.clone(),
             metadata: self.metadata.clone(),
+            attrs: self.attrs.clone(),
+            tag_count: self.attrs.tags.len() as u64,
         }
     }
 }
@@ -187,6 +194,7 @@ mod tests {
                 sha256: "s".into(),
                 content_type: None,
                 metadata: BTreeMap::new(),
+                attrs: Default::default(),
             })
             .collect::<Vec<_>>();
         Manifest {

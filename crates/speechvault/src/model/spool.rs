@@ -253,6 +253,7 @@ mod tests {
             content_type: None,
             metadata: Default::default(),
             path: String::new(),
+            attrs: Default::default(),
         }
     }
 

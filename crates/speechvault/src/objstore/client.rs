@@ -34,7 +34,8 @@ pub(crate) struct Call<'a> {
     pub bucket: Option<&'a str>,
     pub key: Option<&'a str>,
     pub query: Vec<(String, String)>,
-    pub headers: Vec<(String, String)>,
+    /// Lower-case names; values as bytes (user metadata may hold any byte but control ones).
+    pub headers: Vec<(String, Vec<u8>)>,
     pub body: Bytes,
     /// Whether sending it twice has the same effect as sending it once.
     pub idempotent: bool,
@@ -49,8 +50,11 @@ impl<'a> Call<'a> {
         self.query.push((k.to_string(), v.to_string()));
         self
     }
-    pub fn header(mut self, k: &str, v: &str) -> Self {
-        self.headers.push((k.to_ascii_lowercase(), v.to_string()));
+    pub fn header(self, k: &str, v: &str) -> Self {
+        self.header_bytes(k, v.as_bytes())
+    }
+    pub fn header_bytes(mut self, k: &str, v: &[u8]) -> Self {
+        self.headers.push((k.to_ascii_lowercase(), v.to_vec()));
         self
     }
     pub fn body(mut self, b: Bytes) -> Self {
@@ -154,11 +158,11 @@ impl ObjectStore {
         let payload_hash =
             if call.body.is_empty() { sigv4::EMPTY_SHA256.to_string() } else { sigv4::UNSIGNED_PAYLOAD.to_string() };
         let mut headers = call.headers.clone();
-        headers.push(("host".into(), self.inner.authority.clone()));
-        headers.push(("x-amz-date".into(), amz_date.clone()));
-        headers.push(("x-amz-content-sha256".into(), payload_hash.clone()));
+        headers.push(("host".into(), self.inner.authority.clone().into_bytes()));
+        headers.push(("x-amz-date".into(), amz_date.clone().into_bytes()));
+        headers.push(("x-amz-content-sha256".into(), payload_hash.clone().into_bytes()));
         if let Some(token) = &cfg.session_token {
-            headers.push(("x-amz-security-token".into(), token.expose().to_string()));
+            headers.push(("x-amz-security-token".into(), token.expose().as_bytes().to_vec()));
         }
         let auth = sigv4::authorization(&sigv4::SignInput {
             method: call.method.as_str(),
@@ -173,7 +177,12 @@ impl ObjectStore {
         });
         let mut req = Request::builder().method(call.method.clone()).uri(&uri);
         for (k, v) in &headers {
-            req = req.header(k.as_str(), v.as_str());
+            let value = http::HeaderValue::from_bytes(v).map_err(|e| ObjStoreError::Protocol {
+                op: call.op.into(),
+                target: call.target(),
+                detail: format!("header {k} cannot be sent: {e}"),
+            })?;
+            req = req.header(k.as_str(), value);
         }
         req = req.header("authorization", auth).header("content-length", call.body.len().to_string());
         req.body(tracked_body(call.body.clone(), activity.clone())).map_err(|e| ObjStoreError::Protocol {

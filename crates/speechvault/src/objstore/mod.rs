@@ -15,11 +15,13 @@
 //! - [`object`]: reading, writing and deleting objects, multipart uploads;
 //! - [`body`]: a GET body that resumes after a broken connection without splicing versions.
 
+pub mod attributes;
 pub(crate) mod body;
 pub(crate) mod client;
 pub(crate) mod limits;
 pub(crate) mod listing;
 pub mod object;
+pub mod settings;
 pub mod sigv4;
 pub(crate) mod xml;
 
@@ -34,9 +36,11 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::support::secret::Secret;
 
+pub use attributes::{Field, ObjectAttributes};
 pub use body::ObjectBody;
 pub use limits::Limits;
 pub use listing::{MultipartUpload, decode_listing_key};
+pub use settings::Setting;
 
 /// Object size above which uploads go multipart.
 pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
@@ -139,15 +143,21 @@ pub struct ObjectHead {
     pub etag: String,
     pub last_modified: Option<String>,
     pub content_type: Option<String>,
-    /// User metadata (`x-amz-meta-*`), names lower-case without the prefix.
+    /// User metadata (`x-amz-meta-*`) with UTF-8 values, names lower-case without the prefix
+    /// (other values are in `attrs.metadata_bytes`).
     pub metadata: BTreeMap<String, String>,
+    /// Everything else a client set on the object (tags only after `get_object_tagging`).
+    pub attrs: ObjectAttributes,
+    /// `x-amz-tagging-count`: how many tags `get_object_tagging` would return.
+    pub tag_count: u64,
 }
 
-/// Content type and user metadata to store with an object.
+/// Content type, user metadata and attributes to store with an object.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PutOptions {
     pub content_type: Option<String>,
     pub metadata: BTreeMap<String, String>,
+    pub attrs: ObjectAttributes,
 }
 
 /// Checks a bucket name against S3's rules (3 to 63 lower-case letters, digits, `.` and `-`,

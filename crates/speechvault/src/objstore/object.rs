@@ -25,6 +25,8 @@ pub struct Uploaded {
     /// The ETag an S3 server computes for these bytes sent this way (MD5-based).
     pub expected_etag: String,
     pub size: u64,
+    /// The version the server gave it, in a versioned bucket (single PUTs only).
+    pub version_id: Option<String>,
 }
 
 impl Uploaded {
@@ -43,34 +45,52 @@ impl Uploaded {
 }
 
 impl ObjectStore {
-    pub(crate) fn head_from(resp: &Response<Incoming>) -> ObjectHead {
+    /// The ETag an upload's answer carries.
+    pub(crate) fn etag_of(resp: &Response<Incoming>) -> String {
+        resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(unquote).unwrap_or_default()
+    }
+
+    /// What a HEAD or GET answer says about the object. An attribute in a form that cannot be
+    /// kept as it is fails, naming the object ([`ObjStoreError::Protocol`]).
+    pub(crate) fn head_from(resp: &Response<Incoming>, call: &Call<'_>) -> Result<ObjectHead> {
         let h = resp.headers();
         let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let mut metadata = BTreeMap::new();
         for (name, value) in h {
-            if let Some(meta) = name.as_str().strip_prefix("x-amz-meta-") {
-                metadata.insert(meta.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned());
+            if let Some(meta) = name.as_str().strip_prefix("x-amz-meta-")
+                && let Ok(text) = std::str::from_utf8(value.as_bytes())
+            {
+                metadata.insert(meta.to_string(), text.to_string());
             }
         }
+        let (attrs, tag_count) = super::attributes::from_headers(h).map_err(|detail| ObjStoreError::Protocol {
+            op: call.op.into(),
+            target: call.target(),
+            detail: format!("an attribute cannot be kept as it is: {detail}"),
+        })?;
         // A ranged answer's Content-Length is the range's; the object's size is in Content-Range.
         let size = get("content-range")
             .and_then(|r| r.rsplit('/').next().and_then(|t| t.trim().parse().ok()))
             .or_else(|| get("content-length").and_then(|s| s.parse().ok()))
             .unwrap_or(0);
-        ObjectHead {
+        Ok(ObjectHead {
             size,
             etag: get("etag").map(|e| unquote(&e)).unwrap_or_default(),
             last_modified: get("last-modified"),
             content_type: get("content-type"),
             metadata,
-        }
+            attrs,
+            tag_count,
+        })
     }
 
     /// Size, ETag, content type and user metadata of one object.
     pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectHead> {
         super::validate_bucket_name(bucket)?;
-        let resp = self.send(&Call::new("HeadObject", Method::HEAD, Some(bucket), Some(key))).await?;
-        Ok(Self::head_from(&resp))
+        let call =
+            Call::new("HeadObject", Method::HEAD, Some(bucket), Some(key)).header("x-amz-checksum-mode", "ENABLED");
+        let resp = self.send(&call).await?;
+        Self::head_from(&resp, &call)
     }
 
     /// Starts reading an object. With `expect`, the server must still hold exactly that
@@ -79,12 +99,14 @@ impl ObjectStore {
     /// [`ObjStoreError::Changed`].
     pub async fn get_object(&self, bucket: &str, key: &str, expect: Option<&ObjectInfo>) -> Result<ObjectBody> {
         super::validate_bucket_name(bucket)?;
-        let mut call = Call::new("GetObject", Method::GET, Some(bucket), Some(key));
+        // Checksums come only when asked for; servers without them ignore the header.
+        let mut call =
+            Call::new("GetObject", Method::GET, Some(bucket), Some(key)).header("x-amz-checksum-mode", "ENABLED");
         if let Some(info) = expect {
             call = call.header("if-match", &format!("\"{}\"", info.etag));
         }
         let resp = self.send(&call).await?;
-        let head = Self::head_from(&resp);
+        let head = Self::head_from(&resp, &call)?;
         if let Some(info) = expect {
             let changed = |detail: String| ObjStoreError::Changed { bucket: bucket.into(), key: key.into(), detail };
             if head.etag != info.etag {
@@ -129,14 +151,43 @@ impl ObjectStore {
         Ok((body.head.clone(), Bytes::from(buf)))
     }
 
-    fn put_headers<'a>(mut call: Call<'a>, opts: &PutOptions) -> Call<'a> {
+    /// The headers that store `opts` with the object. `whole_body`: the request carries the
+    /// whole object (a single PUT), so its whole-object checksums can go with it.
+    fn put_headers<'a>(mut call: Call<'a>, opts: &PutOptions, whole_body: bool) -> Result<Call<'a>> {
         if let Some(ct) = &opts.content_type {
             call = call.header("content-type", ct);
         }
         for (k, v) in &opts.metadata {
             call = call.header(&format!("x-amz-meta-{k}"), v);
         }
-        call
+        let extra = super::attributes::to_headers(&opts.attrs, whole_body)
+            .map_err(|detail| ObjStoreError::Protocol { op: call.op.into(), target: call.target(), detail })?;
+        for (k, v) in extra {
+            call = call.header_bytes(&k, &v);
+        }
+        Ok(call)
+    }
+
+    /// The tags of an object (`GetObjectTagging`).
+    pub async fn get_object_tagging(&self, bucket: &str, key: &str) -> Result<BTreeMap<String, String>> {
+        super::validate_bucket_name(bucket)?;
+        let call = Call::new("GetObjectTagging", Method::GET, Some(bucket), Some(key)).query("tagging", "");
+        let root = self.xml_of(&call).await?;
+        super::attributes::parse_tagging(&root).map_err(|detail| ObjStoreError::Protocol {
+            op: call.op.into(),
+            target: call.target(),
+            detail,
+        })
+    }
+
+    /// HEAD, with the tags when the answer counts some or `want_tags` (a HEAD answers no tag
+    /// count on AWS): every attribute a restore sets.
+    pub async fn head_with_tags(&self, bucket: &str, key: &str, want_tags: bool) -> Result<ObjectHead> {
+        let mut head = self.head_object(bucket, key).await?;
+        if head.tag_count > 0 || want_tags {
+            head.attrs.tags = self.get_object_tagging(bucket, key).await?;
+        }
+        Ok(head)
     }
 
     /// Stores a whole object in one request. Returns its ETag.
@@ -149,11 +200,12 @@ impl ObjectStore {
         super::validate_bucket_name(bucket)?;
         let digest = Md5::digest(&body);
         let size = body.len() as u64;
-        let call = Self::put_headers(Call::new("PutObject", Method::PUT, Some(bucket), Some(key)), opts)
+        let call = Self::put_headers(Call::new("PutObject", Method::PUT, Some(bucket), Some(key)), opts, true)?
             .header("content-md5", &crate::support::encoding::base64(&digest))
             .body(body);
         let resp = self.send(&call).await?;
-        Ok(Uploaded { etag: Self::head_from(&resp).etag, expected_etag: hex::encode(digest), size })
+        let version_id = resp.headers().get("x-amz-version-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        Ok(Uploaded { etag: Self::etag_of(&resp), expected_etag: hex::encode(digest), size, version_id })
     }
 
     fn register(&self, upload_id: &str, bucket: &str, key: &str) {
@@ -180,7 +232,8 @@ impl ObjectStore {
             let call = Self::put_headers(
                 Call::new("CreateMultipartUpload", Method::POST, Some(bucket), Some(key)).query("uploads", ""),
                 opts,
-            );
+                false,
+            )?;
             let err = match self.xml_of(&call).await {
                 Ok(root) => {
                     let id =
@@ -260,7 +313,7 @@ impl ObjectStore {
             .header("content-md5", &crate::support::encoding::base64(md5))
             .body(body);
         let resp = self.send(&call).await?;
-        let etag = Self::head_from(&resp).etag;
+        let etag = Self::etag_of(&resp);
         if etag.is_empty() {
             return Err(ObjStoreError::Protocol {
                 op: call.op.into(),
@@ -375,6 +428,16 @@ impl ObjectStore {
     }
 
     /// Deletes one object (no error when it is already gone).
+    /// Deletes one version of an object (in a versioned bucket a plain delete only hides it).
+    pub async fn delete_object_version(&self, bucket: &str, key: &str, version: &str) -> Result<()> {
+        super::validate_bucket_name(bucket)?;
+        let call = Call::new("DeleteObject", Method::DELETE, Some(bucket), Some(key)).query("versionId", version);
+        match self.send(&call).await {
+            Ok(_) | Err(ObjStoreError::NoSuchKey { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<()> {
         super::validate_bucket_name(bucket)?;
         match self.send(&Call::new("DeleteObject", Method::DELETE, Some(bucket), Some(key))).await {
@@ -516,7 +579,7 @@ impl ObjectStore {
             parts.sort_by_key(|(n, _)| *n);
             let etag = self.complete_multipart(bucket, key, &id, &parts, Some(total)).await?;
             let expected = format!("{}-{}", hex::encode(Md5::digest(&part_md5s)), parts.len());
-            Ok(Uploaded { etag, expected_etag: expected, size: total })
+            Ok(Uploaded { etag, expected_etag: expected, size: total, version_id: None })
         }
         .await;
         if result.is_err() {
@@ -618,7 +681,12 @@ mod tests {
 
     #[test]
     fn etags_confirm_only_when_they_look_like_md5() {
-        let u = |etag: &str, exp: &str| Uploaded { etag: etag.into(), expected_etag: exp.into(), size: 1 };
+        let u = |etag: &str, exp: &str| Uploaded {
+            etag: etag.into(),
+            expected_etag: exp.into(),
+            size: 1,
+            version_id: None,
+        };
         let md5 = "0cc175b9c0f1b6a831c399e269772661";
         assert_eq!(u(md5, md5).etag_confirms(), Some(true));
         assert_eq!(u(&md5.to_uppercase(), md5).etag_confirms(), Some(true));

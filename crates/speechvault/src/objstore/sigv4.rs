@@ -4,6 +4,15 @@
 //! `a/../b` and `a//b` are distinct keys and must reach the server unnormalised. Every byte of
 //! the key outside the unreserved set is percent-encoded, `/` is kept, and nothing else is
 //! touched.
+//!
+//! Why not the AWS SDK's signer (`aws-sigv4` 1.6.6, `default-features = false`, `sign-http`):
+//! it can be told not to normalise paths or double-encode, but its `SignableRequest` takes
+//! header values as `&str`, and a restore must sign user metadata byte for byte, including
+//! values that are not UTF-8 (this module signs bytes). It would also add 18 crates to the
+//! build (aws-smithy-types, -http, -runtime-api with its macros, -async, aws-credential-types,
+//! time, base64-simd, ...) and a second sha2/hmac major beside ours; measured on 2 cores with
+//! one job, its tree builds in 9.6 s (dev) and 13.5 s (release) from a clean target. The
+//! signing itself is the 60 lines below, checked against AWS's published example.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -52,9 +61,9 @@ pub struct SignInput<'a> {
     pub canonical_uri: &'a str,
     /// Decoded query pairs; encoded and sorted here.
     pub query: &'a [(String, String)],
-    /// Lower-case header names with values, including `host`, `x-amz-date` and
-    /// `x-amz-content-sha256`. Every one of them is signed.
-    pub headers: &'a [(String, String)],
+    /// Lower-case header names with values (bytes, as sent), including `host`, `x-amz-date`
+    /// and `x-amz-content-sha256`. Every one of them is signed.
+    pub headers: &'a [(String, Vec<u8>)],
     pub payload_hash: &'a str,
     /// `YYYYMMDDTHHMMSSZ`
     pub amz_date: &'a str,
@@ -73,30 +82,37 @@ pub fn canonical_query(query: &[(String, String)]) -> String {
 
 /// Returns the `Authorization` header value.
 pub fn authorization(input: &SignInput<'_>) -> String {
-    let mut headers: Vec<(String, String)> = input
+    // Values trimmed and inner runs of spaces collapsed, as bytes: a header value may hold
+    // bytes that are not UTF-8, and the server hashes exactly what was sent.
+    let mut headers: Vec<(String, Vec<u8>)> = input
         .headers
         .iter()
         .map(|(k, v)| {
-            let collapsed = v.split_whitespace().collect::<Vec<_>>().join(" ");
+            let collapsed =
+                v.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(&b' ');
             (k.to_ascii_lowercase(), collapsed)
         })
         .collect();
     headers.sort();
-    let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
     let signed_headers = headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(";");
-    let canonical_request = format!(
-        "{}\n{}\n{}\n{}\n{}\n{}",
-        input.method,
-        input.canonical_uri,
-        canonical_query(input.query),
-        canonical_headers,
-        signed_headers,
-        input.payload_hash
-    );
+    let mut canonical_request = Vec::new();
+    for part in [input.method, input.canonical_uri, &canonical_query(input.query)] {
+        canonical_request.extend_from_slice(part.as_bytes());
+        canonical_request.push(b'\n');
+    }
+    for (k, v) in &headers {
+        canonical_request.extend_from_slice(k.as_bytes());
+        canonical_request.push(b':');
+        canonical_request.extend_from_slice(v);
+        canonical_request.push(b'\n');
+    }
+    canonical_request.push(b'\n');
+    canonical_request.extend_from_slice(signed_headers.as_bytes());
+    canonical_request.push(b'\n');
+    canonical_request.extend_from_slice(input.payload_hash.as_bytes());
     let date = &input.amz_date[..8];
     let scope = format!("{date}/{}/s3/aws4_request", input.region);
-    let string_to_sign =
-        format!("AWS4-HMAC-SHA256\n{}\n{scope}\n{}", input.amz_date, sha256_hex(canonical_request.as_bytes()));
+    let string_to_sign = format!("AWS4-HMAC-SHA256\n{}\n{scope}\n{}", input.amz_date, sha256_hex(&canonical_request));
     let k_date = hmac(format!("AWS4{}", input.secret_key).as_bytes(), date.as_bytes());
     let k_region = hmac(&k_date, input.region.as_bytes());
     let k_service = hmac(&k_region, b"s3");
@@ -123,10 +139,10 @@ mod tests {
     #[test]
     fn matches_aws_documented_example() {
         let headers = vec![
-            ("host".to_string(), "examplebucket.s3.amazonaws.com".to_string()),
-            ("range".to_string(), "bytes=0-9".to_string()),
-            ("x-amz-content-sha256".to_string(), EMPTY_SHA256.to_string()),
-            ("x-amz-date".to_string(), "20130524T000000Z".to_string()),
+            ("host".to_string(), b"examplebucket.s3.amazonaws.com".to_vec()),
+            ("range".to_string(), b"bytes=0-9".to_vec()),
+            ("x-amz-content-sha256".to_string(), EMPTY_SHA256.as_bytes().to_vec()),
+            ("x-amz-date".to_string(), b"20130524T000000Z".to_vec()),
         ];
         let auth = authorization(&SignInput {
             method: "GET",

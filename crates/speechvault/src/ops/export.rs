@@ -51,6 +51,9 @@ pub struct ExportedObject {
     pub content_type: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Every other attribute (headers, tags, checksums, lock state), as the backup holds it.
+    #[serde(default, skip_serializing_if = "crate::objstore::ObjectAttributes::is_empty")]
+    pub attrs: crate::objstore::ObjectAttributes,
     /// Why the key could not be a file name, when it could not.
     pub escaped: Option<String>,
 }
@@ -242,6 +245,7 @@ pub async fn export(
                     sha256,
                     content_type: o.content_type.clone(),
                     metadata: o.metadata.clone(),
+                    attrs: o.attrs.clone(),
                     escaped,
                 });
             }

@@ -66,6 +66,7 @@ struct Found {
     mtime: Option<jiff::Timestamp>,
     content_type: Option<String>,
     metadata: BTreeMap<String, String>,
+    attrs: crate::objstore::ObjectAttributes,
 }
 
 fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
@@ -269,7 +270,15 @@ pub async fn import(
             let mut files = Vec::new();
             walk(&e.path(), &e.path(), &mut files).map_err(|source| ImportError::Io { path: e.path(), source })?;
             buckets.entry(pb).or_insert_with(|| (name.clone(), Vec::new())).1.extend(files.into_iter().map(
-                |(key, file)| Found { key, file, size: 0, mtime: None, content_type: None, metadata: BTreeMap::new() },
+                |(key, file)| Found {
+                    key,
+                    file,
+                    size: 0,
+                    mtime: None,
+                    content_type: None,
+                    metadata: BTreeMap::new(),
+                    attrs: Default::default(),
+                },
             ));
         }
     }
@@ -282,6 +291,7 @@ pub async fn import(
                 if let Some(o) = by_file.get(format!("minio/{name}/{}", f.key).as_str()) {
                     f.content_type = o.content_type.clone();
                     f.metadata = o.metadata.clone();
+                    f.attrs = o.attrs.clone();
                 }
             }
             for o in r.objects.iter().filter(|o| o.escaped.is_some() && &o.bucket == name) {
@@ -292,6 +302,7 @@ pub async fn import(
                     mtime: None,
                     content_type: o.content_type.clone(),
                     metadata: o.metadata.clone(),
+                    attrs: o.attrs.clone(),
                 });
             }
             let _ = pb;
@@ -500,6 +511,7 @@ async fn write_set(
                 content_type: f.content_type,
                 metadata: f.metadata,
                 path: path.display().to_string(),
+                attrs: f.attrs,
             });
         }
         let list = crate::model::spool::ObjectList::from_entries(entries)

@@ -10,9 +10,11 @@
 //! - [`copy`]: backup sets into another repository; [`check`]: the repository's integrity,
 //!   with the backups damage affects; [`retention`]: which backups to keep, and forgetting
 //!   the others;
+//! - [`attributes`]: which object attributes a target keeps, and which ones an upload sends;
 //! - [`doctor`]: would a backup run now; [`export`]/[`import`]: the manual procedure's
 //!   directory layout, out of and into the repository.
 
+pub mod attributes;
 pub mod backup;
 pub mod check;
 pub mod copy;

@@ -110,11 +110,19 @@ pub struct VerifyOptions {
     /// The restore moved ownership from the first id (in the backup) to the second (on the
     /// installation): compare as if it had not.
     pub ownership: Option<(InstanceId, InstanceId)>,
+    /// Per bucket (the profile's name): the attributes a restore could set, so only those are
+    /// compared (default: every recorded attribute but object lock state).
+    pub attributes: BTreeMap<String, crate::ops::attributes::AttributePolicy>,
 }
 
 impl Default for VerifyOptions {
     fn default() -> Self {
-        Self { digests: true, parallel: crate::ops::backup::default_parallelism(), ownership: None }
+        Self {
+            digests: true,
+            parallel: crate::ops::backup::default_parallelism(),
+            ownership: None,
+            attributes: BTreeMap::new(),
+        }
     }
 }
 
@@ -267,6 +275,13 @@ async fn check_bucket(
     if read_back {
         progress.phase(format!("reading back bucket {name}"), expected.bytes, expected.count);
     }
+    let policy = opts.attributes.get(bucket).unwrap_or(&crate::ops::attributes::NO_POLICY).clone();
+    let attributed = {
+        let policy = policy.clone();
+        move |e: &ObjectEntry| !policy.apply(&e.attrs).is_empty()
+    };
+    // Objects present with the right size are read back (`read_back`), or, when they carry
+    // attributes, have those checked with a HEAD.
     let (tx, rx) = tokio::sync::mpsc::channel::<ObjectEntry>(64);
     let merge = tokio::task::spawn_blocking(move || -> Result<BucketCheck, String> {
         let mut c = check;
@@ -310,7 +325,7 @@ async fn check_bucket(
                         });
                     }
                 }
-                Some(_) if read_back => {
+                Some(_) if read_back || attributed(&e) => {
                     if tx.blocking_send(e).is_err() {
                         return Ok(c);
                     }
@@ -330,9 +345,13 @@ async fn check_bucket(
     let (checked, differences, failed) = {
         let reads = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
             .map(|e| {
-                let progress = progress.clone();
+                let (progress, policy) = (progress.clone(), &policy);
                 async move {
-                    let r = compare_object(store, name, &e, &progress).await;
+                    let r = if read_back {
+                        compare_object(store, name, &e, policy, &progress).await
+                    } else {
+                        compare_attributes(store, name, &e, policy).await
+                    };
                     (e, r)
                 }
             })
@@ -359,7 +378,7 @@ async fn check_bucket(
         return Err(err);
     }
     let mut check = merged.map_err(|e| VerifyError::Internal(format!("bucket {name}: {e}")))?;
-    check.digests_checked = checked;
+    check.digests_checked = if read_back { checked } else { 0 };
     check.different_count += differences.len() as u64;
     for d in differences {
         if check.different.len() < LIST_LIMIT {
@@ -398,11 +417,48 @@ pub fn header_differences(
     reasons
 }
 
+/// The attributes the object has now, with its tags when it has any or should have some.
+async fn attributes_now(
+    store: &ObjectStore,
+    bucket: &str,
+    e: &ObjectEntry,
+    head: &crate::objstore::ObjectHead,
+) -> Result<crate::objstore::ObjectAttributes, VerifyError> {
+    let mut found = head.attrs.clone();
+    if head.tag_count > 0 || !e.attrs.tags.is_empty() {
+        found.tags = store.get_object_tagging(bucket, &e.key).await?;
+    }
+    Ok(found)
+}
+
+/// The attributes that differ, as a reason, if any do.
+fn attribute_reason(fields: &[crate::objstore::Field]) -> Option<String> {
+    (!fields.is_empty())
+        .then(|| format!("attributes differ: {}", fields.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")))
+}
+
+/// Compares one object's attributes (HEAD, and its tags): what differs, if anything.
+async fn compare_attributes(
+    store: &ObjectStore,
+    bucket: &str,
+    e: &ObjectEntry,
+    policy: &crate::ops::attributes::AttributePolicy,
+) -> Result<Option<String>, VerifyError> {
+    let head = match store.head_object(bucket, &e.key).await {
+        Ok(h) => h,
+        Err(ObjStoreError::NoSuchKey { .. }) => return Ok(Some("disappeared while verifying".into())),
+        Err(err) => return Err(err.into()),
+    };
+    let found = attributes_now(store, bucket, e, &head).await?;
+    Ok(attribute_reason(&policy.differences(&e.attrs, &found)))
+}
+
 /// Reads one object; returns what differs from the manifest, if anything.
 pub(crate) async fn compare_object(
     store: &ObjectStore,
     bucket: &str,
     e: &ObjectEntry,
+    policy: &crate::ops::attributes::AttributePolicy,
     progress: &Progress,
 ) -> Result<Option<String>, VerifyError> {
     let mut body = match store.get_object(bucket, &e.key, None).await {
@@ -424,6 +480,8 @@ pub(crate) async fn compare_object(
         reasons.push("content differs (SHA-256)".to_string());
     }
     reasons.extend(header_differences(&e.key, &e.content_type, &e.metadata, &body.head));
+    let found = attributes_now(store, bucket, e, &body.head).await?;
+    reasons.extend(attribute_reason(&policy.differences(&e.attrs, &found)));
     Ok(if reasons.is_empty() { None } else { Some(reasons.join("; ")) })
 }
 

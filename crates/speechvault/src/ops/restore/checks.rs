@@ -213,6 +213,8 @@ pub async fn check_target(
 pub struct Spool {
     _dir: tempfile::TempDir,
     pub files: BTreeMap<String, PathBuf>,
+    /// Per bucket (the profile's name): the object attributes its objects use.
+    pub attributes: BTreeMap<String, crate::ops::attributes::AttributeUse>,
 }
 
 struct HashingWriter<W: Write> {
@@ -256,33 +258,41 @@ pub async fn prove_backup(
             free >> 20
         )));
     }
-    let spool = spool_dumps(reader, set, manifest, &base, progress).await?;
+    let mut spool = spool_dumps(reader, set, manifest, &base, progress).await?;
     progress.phase("checking the object data in the repository", 0, 0);
     for (bucket, entry) in &manifest.buckets {
         let snap = snapshot_of(set, &entry.snapshot)?.clone();
-        let (r, mode, bucket, set, m) = (reader.clone(), opts.preflight, bucket.clone(), set.clone(), manifest.clone());
-        tokio::task::spawn_blocking(move || -> Result<(), RestoreError> {
-            let list = set.object_list(&r, &m, &bucket)?;
-            let mut broken = None;
-            let nodes = crate::model::catalog::PairedObjects::new(&r, &snap, &list)?.map_while(|p| match p {
-                Ok((_, node)) => Some(node),
-                Err(e) => {
-                    broken = Some(e);
-                    None
+        let (r, mode, name, set, m) = (reader.clone(), opts.preflight, bucket.clone(), set.clone(), manifest.clone());
+        let used =
+            tokio::task::spawn_blocking(move || -> Result<crate::ops::attributes::AttributeUse, RestoreError> {
+                let bucket = name;
+                let list = set.object_list(&r, &m, &bucket)?;
+                let mut broken = None;
+                let mut used = crate::ops::attributes::AttributeUse::default();
+                let nodes = crate::model::catalog::PairedObjects::new(&r, &snap, &list)?.map_while(|p| match p {
+                    Ok((entry, node)) => {
+                        used.record(&entry);
+                        Some(node)
+                    }
+                    Err(e) => {
+                        broken = Some(e);
+                        None
+                    }
+                });
+                let checked = match mode {
+                    Preflight::Quick => r.check_packs(nodes).map(|_| ()),
+                    Preflight::Full => r.read_all(nodes).map(|_| ()),
+                };
+                if let Some(e) = broken {
+                    return Err(RestoreError::BackupDamaged(format!("bucket {bucket}: {e}")));
                 }
-            });
-            let checked = match mode {
-                Preflight::Quick => r.check_packs(nodes).map(|_| ()),
-                Preflight::Full => r.read_all(nodes).map(|_| ()),
-            };
-            if let Some(e) = broken {
-                return Err(RestoreError::BackupDamaged(format!("bucket {bucket}: {e}")));
-            }
-            checked.map_err(|e| RestoreError::BackupDamaged(format!("bucket {bucket}: {e}")))
-        })
-        .await
-        .map_err(|e| RestoreError::Internal(e.to_string()))?
-        .map_err(damaged)?;
+                checked.map_err(|e| RestoreError::BackupDamaged(format!("bucket {bucket}: {e}")))?;
+                Ok(used)
+            })
+            .await
+            .map_err(|e| RestoreError::Internal(e.to_string()))?
+            .map_err(damaged)?;
+        spool.attributes.insert(bucket.clone(), used);
     }
     Ok(spool)
 }
@@ -334,7 +344,7 @@ pub async fn spool_dumps(
         progress.item_done();
         files.insert(db.clone(), path);
     }
-    Ok(Spool { _dir: dir, files })
+    Ok(Spool { _dir: dir, files, attributes: BTreeMap::new() })
 }
 
 /// A repository error while proving the backup means the backup is damaged.

@@ -77,6 +77,11 @@ pub enum RestoreError {
     NotInBackup(String, String),
     #[error("{0}. Nothing was changed")]
     Refused(String),
+    #[error(
+        "the target does not keep every attribute the backup's objects have: {}. Nothing was changed. Restore into a target that keeps them, or accept the loss with --allow-attribute-loss",
+        crate::error::summarize(refused, 3)
+    )]
+    AttributesRefused { refused: Vec<String> },
     #[error("the backup cannot be restored, it is damaged: {0}. Nothing was changed on the target")]
     BackupDamaged(String),
     #[error("the repository copy of {what} is damaged: {reason}")]
@@ -146,6 +151,10 @@ pub struct RestoreOptions {
     pub jobs: usize,
     /// How the restored objects are checked (the databases are always compared).
     pub verify: VerifyMode,
+    /// Restore objects without the attributes the target does not keep, instead of refusing.
+    pub allow_attribute_loss: bool,
+    /// Also restore per-object retention and legal holds (`--object-lock-settings`).
+    pub object_lock_settings: bool,
 }
 
 /// How a restore checks what it wrote.
@@ -190,6 +199,8 @@ impl Default for RestoreOptions {
             parallel: crate::ops::backup::default_parallelism(),
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8),
             verify: VerifyMode::Server,
+            allow_attribute_loss: false,
+            object_lock_settings: false,
         }
     }
 }
@@ -270,6 +281,8 @@ pub(crate) struct Job<'a> {
     /// Uploads in flight across all buckets (`--parallel`): buckets restore side by side, so
     /// one bucket of a few large objects does not leave the target idle.
     pub transfers: Arc<tokio::sync::Semaphore>,
+    /// Per bucket (the profile's name): which attributes its uploads send.
+    pub attributes: &'a BTreeMap<String, crate::ops::attributes::AttributePolicy>,
 }
 
 /// Restores `set` into `target`. `stop` interrupts it (and rolls back what can be).
@@ -313,6 +326,8 @@ pub async fn run(
     let target_state = checks::check_target(target, &store, &manifest, opts).await?;
     progress.phase("checking the backup", 0, 0);
     let spool = checks::prove_backup(&reader, set, &manifest, opts, progress).await?;
+    progress.phase("checking which object attributes the target keeps", 0, 0);
+    let (policies, attribute_notes) = attribute_policies(&store, target, &spool, opts).await?;
     if stop.is_stopped() {
         return Err(RestoreError::Interrupted);
     }
@@ -331,12 +346,14 @@ pub async fn run(
         spool: &spool,
         stop,
         transfers: Arc::new(tokio::sync::Semaphore::new(opts.parallel.max(1))),
+        attributes: &policies,
     };
     let written = job.write().await;
-    let (databases, buckets, moved, notes) = match written {
+    let (databases, buckets, moved, mut notes) = match written {
         Ok(v) => v,
         Err(cause) => return Err(rollback::after_failure(&job, cause).await),
     };
+    notes.extend(attribute_notes);
 
     let verify = if opts.verify == VerifyMode::None {
         None
@@ -345,6 +362,7 @@ pub async fn run(
             digests: opts.verify == VerifyMode::ReadBack,
             parallel: opts.parallel,
             ownership: opts.ownership.clone(),
+            attributes: policies.clone(),
         };
         let lists = verify::BackupLists { reader: &reader, set };
         Some(verify::verify(&manifest, lists, target, &vo, progress).await?)
@@ -496,6 +514,46 @@ impl Job<'_> {
             None => Ok(restored),
         }
     }
+}
+
+/// For every bucket of the backup, which attributes its uploads can send: each attribute its
+/// objects use is probed on the target (a missing bucket is created for the probe and removed
+/// again). Attributes the target does not keep fail the restore before anything is written,
+/// unless `allow_attribute_loss`; then they are left out and named in the notes returned.
+async fn attribute_policies(
+    store: &ObjectStore,
+    target: &Installation,
+    spool: &checks::Spool,
+    opts: &RestoreOptions,
+) -> Result<(BTreeMap<String, crate::ops::attributes::AttributePolicy>, Vec<String>), RestoreError> {
+    let mut policies = BTreeMap::new();
+    let mut refused = Vec::new();
+    for (bucket, used) in &spool.attributes {
+        let mut policy =
+            crate::ops::attributes::AttributePolicy { object_lock: opts.object_lock_settings, ..Default::default() };
+        if !used.0.is_empty() {
+            let name = target.bucket(bucket);
+            let created = !store.bucket_exists(&name).await?;
+            if created {
+                store.create_bucket(&name).await?;
+            }
+            let probed = crate::ops::attributes::probe(store, &name, used, opts.object_lock_settings).await;
+            if created {
+                store.delete_bucket(&name).await?;
+            }
+            for r in probed? {
+                policy.dropped.insert(r.attribute);
+                refused.push(r);
+            }
+        }
+        policies.insert(bucket.clone(), policy);
+    }
+    let described: Vec<String> = refused.iter().map(crate::ops::attributes::Refused::describe).collect();
+    if !described.is_empty() && !opts.allow_attribute_loss {
+        return Err(RestoreError::AttributesRefused { refused: described });
+    }
+    let notes = described.into_iter().map(|d| format!("{d}; restored without it (--allow-attribute-loss)")).collect();
+    Ok((policies, notes))
 }
 
 /// Of two parts' errors, the one that caused the stop: a part that only stopped because the

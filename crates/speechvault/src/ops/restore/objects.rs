@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use super::checks::snapshot_of;
 use super::{BucketRestored, Job, RestoreError, TargetMode};
 use crate::model::manifest::{BucketEntry, ObjectEntry};
-use crate::objstore::{ObjStoreError, ObjectInfo, ObjectStore, PutOptions};
+use crate::objstore::{ObjStoreError, ObjectInfo, ObjectStore};
 use crate::repository::RepositoryReader;
 use crate::support::progress::Progress;
 
@@ -82,8 +82,17 @@ pub(crate) async fn identical(
         hasher.update(&chunk);
     }
     let same_bytes = hex::encode(hasher.finalize()) == e.sha256;
-    Ok(same_bytes
-        && crate::ops::verify::header_differences(&e.key, &e.content_type, &e.metadata, &body.head).is_empty())
+    if !same_bytes
+        || !crate::ops::verify::header_differences(&e.key, &e.content_type, &e.metadata, &body.head).is_empty()
+    {
+        return Ok(false);
+    }
+    // Same bytes and headers; the other attributes too (its tags, when it has or should have some).
+    let mut found = body.head.attrs.clone();
+    if body.head.tag_count > 0 || !e.attrs.tags.is_empty() {
+        found.tags = store.get_object_tagging(bucket, &e.key).await?;
+    }
+    Ok(crate::ops::attributes::NO_POLICY.differences(&e.attrs, &found).is_empty())
 }
 
 /// One object to restore, with its file in the snapshot and what the target already holds
@@ -143,6 +152,7 @@ pub(crate) async fn restore_bucket(
     entry: &BucketEntry,
 ) -> Result<BucketRestored, RestoreError> {
     let Job { reader, set, manifest, store, opts, progress, touched, .. } = *job;
+    let policy = job.attributes.get(bucket).unwrap_or(&crate::ops::attributes::NO_POLICY);
     let snap = snapshot_of(set, &entry.snapshot)?.clone();
     let existed = store.bucket_exists(name).await?;
     if !existed {
@@ -197,7 +207,7 @@ pub(crate) async fn restore_bucket(
                     if let Ok(mut t) = touched.lock() {
                         t.keys_written.entry(name.to_string()).or_default().push(e.key.clone());
                     }
-                    restore_object(reader.clone(), store, name, &e, node, progress)
+                    restore_object(reader.clone(), store, name, &e, node, policy, progress)
                         .await
                         .map_err(|err| format!("{:?}: {err}", e.key))?;
                     first.call_once(|| crate::support::interrupt::pause_point("restore:objects"));
@@ -252,6 +262,7 @@ pub(crate) async fn restore_object(
     bucket: &str,
     e: &ObjectEntry,
     node: rustic_core::repofile::Node,
+    policy: &crate::ops::attributes::AttributePolicy,
     progress: &Progress,
 ) -> Result<(), RestoreError> {
     let fail = |reason: String| RestoreError::Object { bucket: bucket.into(), key: e.key.clone(), reason };
@@ -278,7 +289,7 @@ pub(crate) async fn restore_object(
         }
         verdict
     });
-    let opts = PutOptions { content_type: e.content_type.clone(), metadata: e.metadata.clone() };
+    let opts = policy.put_options(e);
     let p = progress.clone();
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).map(
         move |item| {

@@ -186,6 +186,7 @@ pub(super) async fn write_objects(
                     &plan.name,
                     e,
                     node.clone(),
+                    &crate::ops::attributes::NO_POLICY,
                     progress,
                 )
             })
@@ -244,7 +245,14 @@ pub(super) async fn read_back(
     for (plan, entries) in objects {
         let checks: Vec<_> = futures_util::stream::iter(to_write(plan, entries, opts))
             .map(|(e, _)| async move {
-                let found = crate::ops::verify::compare_object(store, &plan.name, e, progress).await;
+                let found = crate::ops::verify::compare_object(
+                    store,
+                    &plan.name,
+                    e,
+                    &crate::ops::attributes::NO_POLICY,
+                    progress,
+                )
+                .await;
                 (e.key.clone(), found)
             })
             .buffer_unordered(opts.parallel.max(1))

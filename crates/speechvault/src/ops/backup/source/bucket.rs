@@ -64,7 +64,7 @@ pub struct Planned {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// Backed up: its entry for the manifest (the version read, its SHA-256 and headers).
-    Read(ObjectEntry),
+    Read(Box<ObjectEntry>),
     /// Deleted between the listing and its GET.
     Vanished(String),
 }
@@ -142,6 +142,7 @@ fn entry_of(info: ObjectInfo, path: &Path, sha256: String, head: &ObjectHead) ->
         content_type: head.content_type.clone(),
         metadata: head.metadata.clone(),
         path: path.display().to_string(),
+        attrs: head.attrs.clone(),
     }
 }
 
@@ -453,7 +454,7 @@ pub fn bucket_source(
             i += 1;
             if let Some(known) = p.known {
                 let sha256 = known.sha256.clone();
-                sink.complete(index, Outcome::Read(known));
+                sink.complete(index, Outcome::Read(Box::new(known)));
                 if slot_tx.send(Slot::Known { path: p.path, info: p.info, sha256 }).await.is_err() {
                     return;
                 }
@@ -539,6 +540,17 @@ async fn fetch(
         }
     }
     let sha256 = hex::encode(hasher.finalize());
-    sink.complete(index, Outcome::Read(entry_of(info, &path, sha256, &body.head)));
+    // The GET says how many tags there are; only tagged objects cost a request for them.
+    let mut head = body.head.clone();
+    if head.tag_count > 0 {
+        match store.get_object_tagging(bucket, &info.key).await {
+            Ok(tags) => head.attrs.tags = tags,
+            Err(e) => {
+                let _ = tx.send(Msg::Failed(format!("reading its tags: {e}"))).await;
+                return;
+            }
+        }
+    }
+    sink.complete(index, Outcome::Read(Box::new(entry_of(info, &path, sha256, &head))));
     let _ = tx.send(Msg::End(permit)).await;
 }
