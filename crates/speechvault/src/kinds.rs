@@ -213,7 +213,7 @@ impl Kinded for crate::ops::restore::RestoreError {
     fn failures(&self) -> Vec<String> {
         match self {
             Self::Objects { failures, .. } => failures.clone(),
-            Self::AttributesRefused { refused } => refused.clone(),
+            Self::AttributesRefused { refused } | Self::SettingsRefused { refused } => refused.clone(),
             Self::RolledBack { cause, .. } | Self::Partial { cause, .. } => cause.failures(),
             Self::Repo(e) => e.failures(),
             _ => Vec::new(),

@@ -122,6 +122,13 @@ pub struct Args {
     /// rollback.
     #[arg(long, conflicts_with = "selection")]
     pub object_lock_settings: bool,
+    /// The buckets' own settings: apply (default: versioning, object lock and encryption
+    /// before the objects; lifecycle, retention, policy and the rest after they are verified;
+    /// a policy only where the target bucket had none, or with --clean), skip, or apply-all
+    /// (also notifications, which point at the source's endpoints). A selection never
+    /// changes them.
+    #[arg(long, value_name = "apply|skip|apply-all", default_value = "apply", conflicts_with = "selection")]
+    pub bucket_config: speechvault::ops::settings::BucketConfigMode,
     #[command(flatten)]
     pub run: crate::observe::RunArgs,
 }
@@ -173,6 +180,7 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
         verify,
         allow_attribute_loss: args.allow_attribute_loss,
         object_lock_settings: args.object_lock_settings,
+        bucket_config: args.bucket_config,
         ..Default::default()
     };
     if let Some(p) = args.parallel {

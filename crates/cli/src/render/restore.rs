@@ -34,6 +34,10 @@ pub(super) fn text(outcome: &Outcome, lines: &mut Lines) {
                 line!(lines, "  bucket {b} -> {}: {} objects, {}{extra}", s.name, s.objects, human_bytes(s.bytes));
             }
             super::ownership(lines, &report.ownership);
+            for s in &report.bucket_settings {
+                let why = s.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+                line!(lines, "  bucket {} setting {}: {}{why}", s.bucket, s.setting, s.action);
+            }
             for n in &report.notes {
                 line!(lines, "  note: {n}");
             }
@@ -88,6 +92,9 @@ fn verification(lines: &mut Lines, v: &VerifyReport) {
         }
         for d in &b.different {
             line!(lines, "    differs: {:?}: {}", d.key, d.reason);
+        }
+        if !b.settings_different.is_empty() {
+            line!(lines, "    settings that differ from the backup's: {}", b.settings_different.join(", "));
         }
     }
 }

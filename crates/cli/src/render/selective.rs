@@ -82,8 +82,11 @@ pub(super) fn text(outcome: &Outcome, lines: &mut Lines) {
             for b in &report.buckets {
                 show(&format!("bucket {}", b.name), &b.changes);
             }
+            for b in report.buckets.iter().filter(|b| !b.settings.is_empty()) {
+                line!(lines, "  bucket {}: settings changed: {}", b.name, b.settings.join(", "));
+            }
             let none = report.customizations.values().chain(report.speakers.values()).all(|c| c.is_empty())
-                && report.buckets.iter().all(|b| b.changes.is_empty());
+                && report.buckets.iter().all(|b| b.changes.is_empty() && b.settings.is_empty());
             if none {
                 lines.push("  no changes");
             }

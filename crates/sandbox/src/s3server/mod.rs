@@ -7,6 +7,7 @@
 //! type guessed from the extension; some servers ignore `If-Match` or `Range`.
 
 pub mod faults;
+pub mod settings;
 pub mod store;
 
 use std::path::Path;
@@ -183,6 +184,9 @@ pub fn tls_config(cert_pem: &[u8], key_pem: &[u8]) -> std::io::Result<Arc<rustls
 struct Service {
     inner: s3s::service::S3Service,
     faults: Option<Arc<faults::Faults>>,
+    /// The store's directory (bucket settings live beside the buckets).
+    root: Arc<std::path::PathBuf>,
+    access_key: Arc<str>,
 }
 
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Service {
@@ -191,6 +195,57 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Service {
     type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let (path, query) = (req.uri().path().to_string(), req.uri().query().unwrap_or("").to_string());
+        if let Some((bucket, setting)) = settings::setting_of(&path, &query) {
+            let (root, bucket, method) = (self.root.clone(), bucket.to_string(), req.method().clone());
+            let signed = settings::signed_by(req.headers(), &self.access_key);
+            return Box::pin(async move {
+                if !signed {
+                    return http::Response::builder()
+                        .status(403)
+                        .body(s3s::Body::from(bytes::Bytes::from_static(
+                            b"<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>not signed with this server's key</Message></Error>",
+                        )))
+                        .map_err(|e| s3s::HttpError::new(Box::new(e)));
+                }
+                use http_body_util::BodyExt;
+                let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                Ok(settings::handle(&root, &method, &bucket, setting, body).await)
+            });
+        }
+        // Creating and deleting a bucket starts and ends its settings.
+        let bucket_call = (query.is_empty() && path.trim_matches('/').split('/').count() == 1)
+            .then(|| (req.method().clone(), path.trim_matches('/').to_string()))
+            .filter(|(m, b)| !b.is_empty() && (m == http::Method::PUT || m == http::Method::DELETE));
+        let object_lock = req
+            .headers()
+            .get("x-amz-bucket-object-lock-enabled")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let root = self.root.clone();
+        let fut = self.call_s3(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            if let Some((method, bucket)) = bucket_call
+                && resp.status().is_success()
+            {
+                if method == http::Method::PUT {
+                    settings::created(&root, &bucket, object_lock).await;
+                } else {
+                    settings::deleted(&root, &bucket).await;
+                }
+            }
+            Ok(resp)
+        })
+    }
+}
+
+impl Service {
+    /// An S3 request for `s3s`, through the fault layer.
+    fn call_s3(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<s3s::HttpResponse, s3s::HttpError>> + Send>> {
         let fault =
             self.faults.as_ref().and_then(|f| f.pick(req.method(), req.uri().path(), req.uri().query().unwrap_or("")));
         let inner = self.inner.clone();
@@ -260,12 +315,18 @@ pub async fn serve(
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder as ConnBuilder;
 
+    let root = store.root().to_path_buf();
     let inner = {
         let mut b = s3s::service::S3ServiceBuilder::new(store);
         b.set_auth(s3s::auth::SimpleAuth::from_single(access_key, secret_key));
         b.build()
     };
-    let service = Service { inner, faults: faults_file.map(|p| Arc::new(faults::Faults::new(p.to_path_buf()))) };
+    let service = Service {
+        inner,
+        faults: faults_file.map(|p| Arc::new(faults::Faults::new(p.to_path_buf()))),
+        root: Arc::new(root),
+        access_key: Arc::from(access_key),
+    };
     let http = ConnBuilder::new(TokioExecutor::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);

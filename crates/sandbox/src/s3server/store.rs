@@ -133,6 +133,11 @@ impl DigestStore {
         Ok(Self { root: root.to_path_buf(), state: Mutex::new(state), counter: AtomicU64::new(0), behaviour })
     }
 
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn object_dir(&self, bucket: &str, digest: &str) -> PathBuf {
         self.root.join("buckets").join(bucket).join(&digest[..2])
     }

@@ -101,6 +101,9 @@ pub struct BucketEntry {
     /// the backup, not restored, not verified.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vanished: Vec<String>,
+    /// Format 3: the bucket's own settings (versioning, lifecycle, policy, ...), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, crate::objstore::Setting>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -224,6 +227,7 @@ mod tests {
                     entries,
                     objects_file: None,
                     vanished: vec![],
+                    settings: BTreeMap::new(),
                 },
             )]),
             instance_ids: vec![],

@@ -249,7 +249,8 @@ impl ObjectStore {
                     _ => "",
                 };
                 let throttled = status == StatusCode::TOO_MANY_REQUESTS || code == "SlowDown";
-                let transient = status.is_server_error() || throttled;
+                // 501 Not Implemented is an answer, not a passing fault.
+                let transient = (status.is_server_error() && status.as_u16() != 501) || throttled;
                 Err(Attempt { error, not_acted: throttled, transient, retry_after: wait })
             }
         }

@@ -41,6 +41,7 @@ pub use body::ObjectBody;
 pub use limits::Limits;
 pub use listing::{MultipartUpload, decode_listing_key};
 pub use settings::Setting;
+pub use xml::canonical as xml_tree;
 
 /// Object size above which uploads go multipart.
 pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;

@@ -38,6 +38,8 @@ pub enum Setting {
     Unset,
     /// The server does not implement it (its answer).
     NotSupported(String),
+    /// These credentials may not read it (the server's answer).
+    Unreadable(String),
 }
 
 /// Whether a 200 answer is only the empty default (versioning never enabled, no
@@ -95,8 +97,37 @@ impl ObjectStore {
             Err(ObjStoreError::Http { status, code, message, .. }) if not_supported(status, &code) => {
                 Ok(Setting::NotSupported(format!("HTTP {status} {code}: {message}")))
             }
+            Err(ObjStoreError::Http { status: 403, code, message, .. }) => {
+                Ok(Setting::Unreadable(format!("HTTP 403 {code}: {message}")))
+            }
             Err(e) => Err(e),
         }
+    }
+
+    /// Every setting of `bucket` ([`SETTINGS`]), read side by side.
+    pub async fn bucket_settings(&self, bucket: &str) -> Result<std::collections::BTreeMap<String, Setting>> {
+        let reads =
+            SETTINGS.iter().map(|name| async move { (name.to_string(), self.get_bucket_setting(bucket, name).await) });
+        let mut out = std::collections::BTreeMap::new();
+        for (name, setting) in futures_util::future::join_all(reads).await {
+            out.insert(name, setting?);
+        }
+        Ok(out)
+    }
+
+    /// Creates `bucket` with object lock (and so versioning) enabled; it cannot be added later.
+    pub async fn create_bucket_with_object_lock(&self, bucket: &str) -> Result<()> {
+        super::validate_bucket_name(bucket)?;
+        let mut call = Call::new("CreateBucket", Method::PUT, Some(bucket), None)
+            .header("x-amz-bucket-object-lock-enabled", "true");
+        if self.inner.cfg.region != "us-east-1" {
+            let doc = format!(
+                "<CreateBucketConfiguration><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+                xml::escape(&self.inner.cfg.region)
+            );
+            call = call.body(Bytes::from(doc));
+        }
+        self.send(&call).await.map(|_| ())
     }
 
     /// Writes one setting of `bucket` (with `Content-MD5`, which some of them require).

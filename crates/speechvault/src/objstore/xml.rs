@@ -81,6 +81,26 @@ pub fn escape(text: &str) -> String {
     quick_xml::escape::escape(text).into_owned()
 }
 
+/// A document's content as one string, for comparing two documents: element names (without
+/// namespaces), trimmed text and children in order; the declaration, attributes and the
+/// whitespace between elements are left out.
+pub fn canonical(body: &[u8]) -> Result<String, String> {
+    fn walk(e: &Element, out: &mut String) {
+        out.push('<');
+        out.push_str(&e.name);
+        out.push('>');
+        out.push_str(&escape(e.text.trim()));
+        for c in &e.children {
+            walk(c, out);
+        }
+        out.push_str("</>");
+    }
+    let root = parse(body)?;
+    let mut out = String::new();
+    walk(&root, &mut out);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,10 +69,15 @@ impl AttributePolicy {
         PutOptions { content_type: e.content_type.clone(), metadata: e.metadata.clone(), attrs: self.apply(&e.attrs) }
     }
 
-    /// What differs between what the backup recorded and what the target holds, as far as
-    /// this restore could set it.
-    pub fn differences(&self, recorded: &ObjectAttributes, found: &ObjectAttributes) -> Vec<Field> {
-        self.apply(recorded).differences(&self.apply(found), self.object_lock)
+    /// What differs between what the backup recorded for `e` and what the target holds, as
+    /// far as this restore could set it. An object uploaded in parts cannot carry its
+    /// whole-object checksums (the target computes its own), so those are not compared.
+    pub fn differences(&self, e: &ObjectEntry, found: &ObjectAttributes) -> Vec<Field> {
+        let mut recorded = self.apply(&e.attrs);
+        if e.size > crate::objstore::MULTIPART_THRESHOLD {
+            recorded.checksums.clear();
+        }
+        recorded.differences(&self.apply(found), self.object_lock)
     }
 }
 
@@ -96,6 +101,33 @@ impl Refused {
             self.why
         )
     }
+}
+
+/// The body every probe object has.
+const PROBE_BODY: &[u8] = b"probe";
+
+/// The checksums of [`PROBE_BODY`], by algorithm (checked in a test): a probe of checksums
+/// sends values that match its own body, whatever object the sample came from.
+const PROBE_CHECKSUMS: [(&str, &str); 5] = [
+    ("crc32", "115vKg=="),
+    ("crc32c", "VUeiOA=="),
+    ("crc64nvme", "O8bbmJm9D2w="),
+    ("sha1", "qUnFMHEPn8p2tFd2Jnxoln+okec="),
+    ("sha256", "upxzbxnn9gt/Z2StsLeQjAorOU4JtsCYY1KMfyvIYJU="),
+];
+
+/// What a probe of `field` sends: the sample's value, or for checksums the probe body's own.
+fn probe_attributes(field: Field, sample: &ObjectAttributes) -> ObjectAttributes {
+    if field != Field::Checksums {
+        return sample.clone();
+    }
+    let checksums = sample
+        .restorable_checksums()
+        .keys()
+        .filter_map(|alg| PROBE_CHECKSUMS.iter().find(|(a, _)| a == alg))
+        .map(|(a, v)| (a.to_string(), v.to_string()))
+        .collect();
+    ObjectAttributes { checksums, ..Default::default() }
 }
 
 /// Finds out which attributes `bucket` on the target keeps, for those `used`. The bucket must
@@ -125,8 +157,9 @@ pub async fn probe(
             field.name().replace([' ', '-'], "_"),
             crate::model::manifest::new_backup_id()
         );
-        let opts = PutOptions { attrs: sample.clone(), ..Default::default() };
-        let uploaded = match store.put_checked(bucket, &key, bytes::Bytes::from_static(b"probe"), &opts).await {
+        let sent = probe_attributes(*field, sample);
+        let opts = PutOptions { attrs: sent.clone(), ..Default::default() };
+        let uploaded = match store.put_checked(bucket, &key, bytes::Bytes::from_static(PROBE_BODY), &opts).await {
             Ok(u) => u,
             Err(ObjStoreError::Http { status, code, message, .. }) if (400..500).contains(&status) || status == 501 => {
                 refused.push(refuse(format!("it refused an object with it: HTTP {status} {code}: {message}")));
@@ -134,13 +167,13 @@ pub async fn probe(
             }
             Err(e) => return Err(e),
         };
-        let found = store.head_with_tags(bucket, &key, !sample.tags.is_empty()).await;
+        let found = store.head_with_tags(bucket, &key, !sent.tags.is_empty()).await;
         match &uploaded.version_id {
             Some(v) => store.delete_object_version(bucket, &key, v).await?,
             None => store.delete_object(bucket, &key).await?,
         }
         let found = found?;
-        if sample.differences(&found.attrs, false).contains(field) {
+        if sent.differences(&found.attrs, false).contains(field) {
             refused.push(refuse("it accepted an object with it but did not keep it".into()));
         }
     }
@@ -163,6 +196,32 @@ mod tests {
             path: String::new(),
             attrs,
         }
+    }
+
+    #[test]
+    fn probe_checksums_are_the_probe_bodys_own() {
+        use sha2::Digest;
+        let sha256 = crate::support::encoding::base64(&sha2::Sha256::digest(PROBE_BODY));
+        assert_eq!(PROBE_CHECKSUMS.iter().find(|(a, _)| *a == "sha256").map(|(_, v)| *v), Some(sha256.as_str()));
+        let crc32 = {
+            // CRC-32 (IEEE, reflected), the same as zlib's.
+            let mut crc = 0xFFFF_FFFFu32;
+            for &b in PROBE_BODY {
+                crc ^= u32::from(b);
+                for _ in 0..8 {
+                    crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                }
+            }
+            crate::support::encoding::base64(&(!crc).to_be_bytes())
+        };
+        assert_eq!(PROBE_CHECKSUMS[0], ("crc32", crc32.as_str()));
+        let sample = ObjectAttributes {
+            checksums: BTreeMap::from([("sha256".into(), "someone else's".into()), ("crc32c".into(), "x-3".into())]),
+            ..Default::default()
+        };
+        let sent = probe_attributes(Field::Checksums, &sample);
+        assert_eq!(sent.checksums.len(), 1, "composite checksums are not sent: {sent:?}");
+        assert_eq!(sent.checksums["sha256"], sha256);
     }
 
     #[test]
@@ -192,9 +251,15 @@ mod tests {
         assert_eq!(sent.storage_class, None);
         assert_eq!(sent.legal_hold, None);
         assert_eq!(sent.tags, a.tags);
-        assert_eq!(p.differences(&a, &sent), [], "what the restore could not set is not a difference");
+        assert_eq!(p.differences(&entry(a.clone()), &sent), [], "what the restore could not set is not a difference");
         let locked = AttributePolicy { object_lock: true, ..Default::default() };
         assert_eq!(locked.apply(&a).legal_hold.as_deref(), Some("ON"));
-        assert_eq!(locked.differences(&a, &sent), [Field::StorageClass, Field::ObjectLock]);
+        assert_eq!(locked.differences(&entry(a.clone()), &sent), [Field::StorageClass, Field::ObjectLock]);
+        let summed =
+            ObjectAttributes { checksums: BTreeMap::from([("sha256".into(), "x".into())]), ..Default::default() };
+        let mut large = entry(summed.clone());
+        large.size = crate::objstore::MULTIPART_THRESHOLD + 1;
+        assert_eq!(p.differences(&entry(summed), &ObjectAttributes::default()), [Field::Checksums]);
+        assert_eq!(p.differences(&large, &ObjectAttributes::default()), [], "parts carry no whole-object checksum");
     }
 }

@@ -527,6 +527,7 @@ async fn write_set(
                 entries: Vec::new(),
                 objects_file: Some(manifest::objects_path(&pb)),
                 vanished: Vec::new(),
+                settings: BTreeMap::new(),
             },
         );
         lists.insert(pb.clone(), list);

@@ -223,6 +223,8 @@ pub struct BucketChanges {
     pub name: String,
     #[serde(flatten)]
     pub changes: Changes,
+    /// The bucket's own settings that differ from the backup's (lifecycle, policy, ...).
+    pub settings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -256,7 +258,13 @@ pub async fn diff(opened: &Opened, target: &Installation, profile: &Profile) -> 
         let mut changes = Changes::default();
         let backed: Vec<ObjectEntry> = opened.objects(bucket, |_| true).await?;
         let mut live: BTreeMap<String, crate::objstore::ObjectInfo> = BTreeMap::new();
+        let mut settings = Vec::new();
         if store.bucket_exists(&name).await? {
+            let recorded = &opened.manifest.buckets[bucket].settings;
+            if !recorded.is_empty() {
+                let now = store.bucket_settings(&name).await?;
+                settings = crate::ops::settings::differences(recorded, &now, true);
+            }
             let listing = crate::ops::backup::bucket::list_bucket(&store, &name)
                 .await
                 .map_err(|e| SelectiveError::Internal(e.to_string()))?;
@@ -282,7 +290,7 @@ pub async fn diff(opened: &Opened, target: &Installation, profile: &Profile) -> 
         changes.added = live.into_keys().collect();
         changes.removed.sort();
         changes.changed.sort();
-        report.buckets.push(BucketChanges { bucket: bucket.clone(), name, changes });
+        report.buckets.push(BucketChanges { bucket: bucket.clone(), name, changes, settings });
     }
     Ok(report)
 }

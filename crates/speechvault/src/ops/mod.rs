@@ -11,6 +11,7 @@
 //!   with the backups damage affects; [`retention`]: which backups to keep, and forgetting
 //!   the others;
 //! - [`attributes`]: which object attributes a target keeps, and which ones an upload sends;
+//!   [`settings`]: a bucket's own settings on the way back;
 //! - [`doctor`]: would a backup run now; [`export`]/[`import`]: the manual procedure's
 //!   directory layout, out of and into the repository.
 
@@ -26,4 +27,5 @@ pub mod ownership;
 pub mod restore;
 pub mod retention;
 pub mod selective;
+pub mod settings;
 pub mod verify;

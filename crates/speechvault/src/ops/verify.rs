@@ -59,7 +59,12 @@ impl VerifyReport {
     /// counts once; so does each table whose count or content differs).
     pub fn differences(&self) -> u64 {
         let tables = self.tables.iter().filter(|t| !t.ok).count() as u64;
-        tables + self.buckets.iter().map(|b| b.missing_count + b.unexpected_count + b.different_count).sum::<u64>()
+        tables
+            + self
+                .buckets
+                .iter()
+                .map(|b| b.missing_count + b.unexpected_count + b.different_count + b.settings_different.len() as u64)
+                .sum::<u64>()
     }
 }
 
@@ -92,6 +97,9 @@ pub struct BucketCheck {
     pub unexpected_count: u64,
     pub different: Vec<Difference>,
     pub different_count: u64,
+    /// The bucket's own settings (lifecycle, policy, ...) that differ from the backup's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub settings_different: Vec<String>,
     pub ok: bool,
 }
 
@@ -113,6 +121,9 @@ pub struct VerifyOptions {
     /// Per bucket (the profile's name): the attributes a restore could set, so only those are
     /// compared (default: every recorded attribute but object lock state).
     pub attributes: BTreeMap<String, crate::ops::attributes::AttributePolicy>,
+    /// Compare the buckets' own settings too (a restore applies and confirms them itself,
+    /// after this check).
+    pub settings: bool,
 }
 
 impl Default for VerifyOptions {
@@ -122,6 +133,7 @@ impl Default for VerifyOptions {
             parallel: crate::ops::backup::default_parallelism(),
             ownership: None,
             attributes: BTreeMap::new(),
+            settings: true,
         }
     }
 }
@@ -223,7 +235,14 @@ pub async fn verify(
                 .await
                 .map_err(|e| VerifyError::Internal(e.to_string()))??
         };
-        buckets.push(check_bucket(&store, bucket, &name, list, opts, progress).await?);
+        let mut check = check_bucket(&store, bucket, &name, list, opts, progress).await?;
+        let recorded = &manifest.buckets[bucket].settings;
+        if opts.settings && !recorded.is_empty() && store.bucket_exists(&name).await? {
+            let now = store.bucket_settings(&name).await?;
+            check.settings_different = crate::ops::settings::differences(recorded, &now, false);
+            check.ok &= check.settings_different.is_empty();
+        }
+        buckets.push(check);
     }
     let ok = tables.iter().all(|t| t.ok) && buckets.iter().all(|b| b.ok);
     Ok(VerifyReport {
@@ -267,6 +286,7 @@ async fn check_bucket(
         unexpected_count: 0,
         different: Vec::new(),
         different_count: 0,
+        settings_different: Vec::new(),
         ok: false,
     };
     // The list and the listing, both in archive order, walked together on a blocking thread;
@@ -450,7 +470,7 @@ async fn compare_attributes(
         Err(err) => return Err(err.into()),
     };
     let found = attributes_now(store, bucket, e, &head).await?;
-    Ok(attribute_reason(&policy.differences(&e.attrs, &found)))
+    Ok(attribute_reason(&policy.differences(e, &found)))
 }
 
 /// Reads one object; returns what differs from the manifest, if anything.
@@ -481,7 +501,7 @@ pub(crate) async fn compare_object(
     }
     reasons.extend(header_differences(&e.key, &e.content_type, &e.metadata, &body.head));
     let found = attributes_now(store, bucket, e, &body.head).await?;
-    reasons.extend(attribute_reason(&policy.differences(&e.attrs, &found)));
+    reasons.extend(attribute_reason(&policy.differences(e, &found)));
     Ok(if reasons.is_empty() { None } else { Some(reasons.join("; ")) })
 }
 

@@ -219,7 +219,10 @@ impl BucketJob<'_> {
             None => Vec::new(),
         };
         let listed_at = std::time::Instant::now();
-        let listing = list_bucket_split(store, &actual, &splits).await?;
+        // The bucket's own settings (versioning, lifecycle, policy, ...) with its objects.
+        let (listing, settings) =
+            tokio::join!(list_bucket_split(store, &actual, &splits), store.bucket_settings(&actual));
+        let (listing, settings) = (listing?, settings?);
         tracing::info!(bucket = %actual, objects = listing.count, ranges = splits.len() + 1, ms = listed_at.elapsed().as_millis() as u64, "listed");
         // Between the listing and the reads: the live-installation tests change objects here.
         crate::support::interrupt::pause_point("backup:listed");
@@ -292,6 +295,7 @@ impl BucketJob<'_> {
             entries: Vec::new(),
             objects_file: Some(crate::model::manifest::objects_path(bucket)),
             vanished,
+            settings,
         };
         Ok(BucketDone { entry, list, unchanged, unchanged_bytes })
     }

@@ -439,6 +439,14 @@ async fn run_inner(
                         entry.vanished[0]
                     ));
                 }
+                for (name, setting) in &entry.settings {
+                    if let crate::objstore::Setting::Unreadable(why) = setting {
+                        warnings.push(format!(
+                            "bucket {}: its {name} setting could not be read ({why}); the backup does not hold it",
+                            entry.source_name
+                        ));
+                    }
+                }
                 unchanged.insert(b.clone(), (n, nb));
                 lists.insert(b.clone(), list);
                 bucket_entries.insert(b, entry);

@@ -82,6 +82,11 @@ pub enum RestoreError {
         crate::error::summarize(refused, 3)
     )]
     AttributesRefused { refused: Vec<String> },
+    #[error(
+        "the target does not keep every setting of the backup's buckets: {}. Restore into a target that keeps them, give --allow-attribute-loss to accept the loss, or --bucket-config=skip",
+        crate::error::summarize(refused, 3)
+    )]
+    SettingsRefused { refused: Vec<String> },
     #[error("the backup cannot be restored, it is damaged: {0}. Nothing was changed on the target")]
     BackupDamaged(String),
     #[error("the repository copy of {what} is damaged: {reason}")]
@@ -155,6 +160,8 @@ pub struct RestoreOptions {
     pub allow_attribute_loss: bool,
     /// Also restore per-object retention and legal holds (`--object-lock-settings`).
     pub object_lock_settings: bool,
+    /// Which of the buckets' own settings to restore (`--bucket-config`).
+    pub bucket_config: crate::ops::settings::BucketConfigMode,
 }
 
 /// How a restore checks what it wrote.
@@ -201,6 +208,7 @@ impl Default for RestoreOptions {
             verify: VerifyMode::Server,
             allow_attribute_loss: false,
             object_lock_settings: false,
+            bucket_config: Default::default(),
         }
     }
 }
@@ -217,6 +225,8 @@ pub struct RestoreReport {
     pub ownership: Vec<RuleOutcome>,
     pub notes: Vec<String>,
     pub verify: Option<VerifyReport>,
+    /// What happened to each of the buckets' own settings.
+    pub bucket_settings: Vec<crate::ops::settings::SettingOutcome>,
     pub seconds: f64,
 }
 
@@ -283,6 +293,19 @@ pub(crate) struct Job<'a> {
     pub transfers: Arc<tokio::sync::Semaphore>,
     /// Per bucket (the profile's name): which attributes its uploads send.
     pub attributes: &'a BTreeMap<String, crate::ops::attributes::AttributePolicy>,
+    /// Per bucket (the profile's name): how its own settings go.
+    pub settings: &'a BTreeMap<String, BucketSettingsPlan>,
+    /// What happened to the buckets' settings so far.
+    pub setting_outcomes: &'a Mutex<Vec<crate::ops::settings::SettingOutcome>>,
+}
+
+/// How one bucket's own settings are restored, decided before anything is written.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BucketSettingsPlan {
+    /// The bucket is created with object lock (the source's had it, the target has none yet).
+    pub create_with_object_lock: bool,
+    /// The target bucket had a policy before the restore.
+    pub target_policy: bool,
 }
 
 /// Restores `set` into `target`. `stop` interrupts it (and rolls back what can be).
@@ -328,6 +351,8 @@ pub async fn run(
     let spool = checks::prove_backup(&reader, set, &manifest, opts, progress).await?;
     progress.phase("checking which object attributes the target keeps", 0, 0);
     let (policies, attribute_notes) = attribute_policies(&store, target, &spool, opts).await?;
+    let settings = settings_plans(&store, target, &manifest, opts).await?;
+    let setting_outcomes = Mutex::new(Vec::new());
     if stop.is_stopped() {
         return Err(RestoreError::Interrupted);
     }
@@ -347,6 +372,8 @@ pub async fn run(
         stop,
         transfers: Arc::new(tokio::sync::Semaphore::new(opts.parallel.max(1))),
         attributes: &policies,
+        settings: &settings,
+        setting_outcomes: &setting_outcomes,
     };
     let written = job.write().await;
     let (databases, buckets, moved, mut notes) = match written {
@@ -363,10 +390,22 @@ pub async fn run(
             parallel: opts.parallel,
             ownership: opts.ownership.clone(),
             attributes: policies.clone(),
+            settings: false,
         };
         let lists = verify::BackupLists { reader: &reader, set };
         Some(verify::verify(&manifest, lists, target, &vo, progress).await?)
     };
+    // The settings that go after the objects, once they are verified (a rollback can still
+    // delete what was written).
+    if verify.as_ref().is_none_or(|v| v.ok) {
+        progress.phase("restoring the buckets' settings", 0, 0);
+        if let Err(cause) = job.apply_settings(false).await {
+            return Err(rollback::after_failure(&job, cause).await);
+        }
+    } else {
+        notes.push("the buckets' lifecycle rules, policies and other settings were not restored: the objects differ from the backup".into());
+    }
+    let bucket_settings = setting_outcomes.lock().map(|o| o.clone()).unwrap_or_default();
     Ok(RestoreReport {
         backup_id: manifest.backup_id.clone(),
         source_installation: manifest.installation.clone(),
@@ -378,6 +417,7 @@ pub async fn run(
         ownership: moved,
         notes,
         verify,
+        bucket_settings,
         seconds: clock.elapsed().as_secs_f64(),
     })
 }
@@ -483,6 +523,48 @@ impl Job<'_> {
         Ok((databases, loads, notes))
     }
 
+    /// Applies the buckets' settings that go before (`before`) or after the objects. A setting
+    /// the target refuses fails the restore unless `--allow-attribute-loss`.
+    pub(crate) async fn apply_settings(&self, before: bool) -> Result<(), RestoreError> {
+        for (bucket, plan) in self.settings {
+            self.apply_bucket_settings(bucket, plan, before).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Job::apply_settings`] for one bucket.
+    pub(crate) async fn apply_bucket_settings(
+        &self,
+        bucket: &str,
+        plan: &BucketSettingsPlan,
+        before: bool,
+    ) -> Result<(), RestoreError> {
+        let Some(entry) = self.manifest.buckets.get(bucket) else { return Ok(()) };
+        let name = self.target.bucket(bucket);
+        let outcomes = crate::ops::settings::apply(
+            self.store,
+            &name,
+            &entry.settings,
+            before,
+            self.opts.bucket_config,
+            self.opts.mode == TargetMode::Clean,
+            plan.target_policy,
+        )
+        .await?;
+        let refused: Vec<String> = outcomes
+            .iter()
+            .filter(|o| o.action == "refused")
+            .map(|o| format!("bucket {}: setting {}: {}", o.bucket, o.setting, o.reason.clone().unwrap_or_default()))
+            .collect();
+        if let Ok(mut all) = self.setting_outcomes.lock() {
+            all.extend(outcomes);
+        }
+        if !refused.is_empty() && !self.opts.allow_attribute_loss {
+            return Err(RestoreError::SettingsRefused { refused });
+        }
+        Ok(())
+    }
+
     /// Step 5: every bucket, side by side, sharing [`Job::transfers`].
     async fn write_buckets(&self, failed: &StopHandle) -> Result<BTreeMap<String, BucketRestored>, RestoreError> {
         self.check_stop()?;
@@ -514,6 +596,42 @@ impl Job<'_> {
             None => Ok(restored),
         }
     }
+}
+
+/// For every bucket of the backup with settings, how they go. A bucket whose source had
+/// object lock and that exists on the target without it is refused before anything is written:
+/// object lock cannot be turned on for an existing bucket.
+async fn settings_plans(
+    store: &ObjectStore,
+    target: &Installation,
+    manifest: &Manifest,
+    opts: &RestoreOptions,
+) -> Result<BTreeMap<String, BucketSettingsPlan>, RestoreError> {
+    let mut plans = BTreeMap::new();
+    if opts.bucket_config == crate::ops::settings::BucketConfigMode::Skip {
+        return Ok(plans);
+    }
+    for (bucket, entry) in &manifest.buckets {
+        if entry.settings.is_empty() {
+            continue;
+        }
+        let name = target.bucket(bucket);
+        let locked = crate::ops::settings::had_object_lock(&entry.settings);
+        let mut plan = BucketSettingsPlan::default();
+        if store.bucket_exists(&name).await? {
+            if locked && !store.bucket_has_object_lock(&name).await? {
+                return Err(RestoreError::Refused(format!(
+                    "bucket {name} exists on the target without object lock, which the backup's bucket {bucket} had and which cannot be turned on for an existing bucket; restore into a target without that bucket (it is then created with object lock), or give --bucket-config=skip to restore without the bucket's settings"
+                )));
+            }
+            plan.target_policy =
+                matches!(store.get_bucket_setting(&name, "policy").await?, crate::objstore::Setting::Set(_));
+        } else {
+            plan.create_with_object_lock = locked;
+        }
+        plans.insert(bucket.clone(), plan);
+    }
+    Ok(plans)
 }
 
 /// For every bucket of the backup, which attributes its uploads can send: each attribute its

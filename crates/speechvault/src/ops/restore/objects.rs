@@ -92,7 +92,7 @@ pub(crate) async fn identical(
     if body.head.tag_count > 0 || !e.attrs.tags.is_empty() {
         found.tags = store.get_object_tagging(bucket, &e.key).await?;
     }
-    Ok(crate::ops::attributes::NO_POLICY.differences(&e.attrs, &found).is_empty())
+    Ok(crate::ops::attributes::NO_POLICY.differences(e, &found).is_empty())
 }
 
 /// One object to restore, with its file in the snapshot and what the target already holds
@@ -155,11 +155,20 @@ pub(crate) async fn restore_bucket(
     let policy = job.attributes.get(bucket).unwrap_or(&crate::ops::attributes::NO_POLICY);
     let snap = snapshot_of(set, &entry.snapshot)?.clone();
     let existed = store.bucket_exists(name).await?;
+    let plan = job.settings.get(bucket);
     if !existed {
-        store.create_bucket(name).await?;
+        if plan.is_some_and(|p| p.create_with_object_lock) {
+            store.create_bucket_with_object_lock(name).await?;
+        } else {
+            store.create_bucket(name).await?;
+        }
         if let Ok(mut t) = touched.lock() {
             t.buckets_created.push(name.to_string());
         }
+    }
+    // Versioning and default encryption before the objects, so they land as on the source.
+    if let Some(plan) = plan {
+        job.apply_bucket_settings(bucket, plan, true).await?;
     }
     // What is there already matters when resuming or replacing.
     let present = if existed && (opts.resume || opts.mode == TargetMode::Clean) {
