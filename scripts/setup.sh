@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what speechvault's demo and tests need on a bare Debian machine (idempotent):
 # PostgreSQL server binaries, and with --garage the test servers and tools: restic (reads our
-# repositories), moto's S3 server (PyPI) and Garage (built from crates.io).
+# repositories), moto's S3 server (PyPI), Ceph RGW (Debian) and Garage (built from crates.io).
 set -euo pipefail
 apt_install() {
   export DEBIAN_FRONTEND=noninteractive
@@ -28,6 +28,11 @@ if [ "${1:-}" = "--garage" ]; then
     # moto's S3 server: a restore target that behaves like AWS (binary/octet-stream, no auth).
     echo "== installing moto's S3 server (PyPI)"
     python3 -m pip install --quiet 'moto[server]'
+  fi
+  if ! command -v radosgw >/dev/null 2>&1 || ! command -v ceph-mon >/dev/null 2>&1 || ! command -v ceph-osd >/dev/null 2>&1; then
+    # Ceph's RADOS Gateway (OpenShift Data Foundation's S3 server): a throwaway cluster per run.
+    echo "== installing Ceph RGW (apt: radosgw, ceph-mon, ceph-osd, ceph-common)"
+    apt_install --no-install-recommends radosgw ceph-mon ceph-osd ceph-common
   fi
   export PATH="/opt/garage/bin:$PATH"
   if ! command -v garage >/dev/null 2>&1 || ! garage --version 2>/dev/null | grep -q '2\.5\.0'; then

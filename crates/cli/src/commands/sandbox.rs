@@ -142,11 +142,13 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct BehaviourArgs {
     /// Behave like this server: garage (default), minio (`+` for spaces in listings, content
-    /// types guessed from extensions) or aws (`+` in listings, binary/octet-stream).
+    /// types guessed from extensions), aws (`+` in listings, binary/octet-stream) or rgw
+    /// (`%2F` for slashes in listed keys, no ETag from CompleteMultipartUpload).
     #[arg(long, value_name = "SERVER")]
     like: Option<String>,
-    /// Listing key encoding with encoding-type=url: percent (%20) or plus (+ for a space).
-    #[arg(long, value_name = "percent|plus")]
+    /// Listing key encoding with encoding-type=url: percent (%20), plus (+ for a space) or
+    /// percent-slash (also %2F for a slash in keys).
+    #[arg(long, value_name = "percent|plus|percent-slash")]
     listing_encoding: Option<String>,
     /// Content type of objects stored without one: none, by-extension, or a type.
     #[arg(long, value_name = "TYPE")]
@@ -160,6 +162,9 @@ pub struct BehaviourArgs {
     /// Accept tags and keep none (as Garage does).
     #[arg(long)]
     drop_tags: bool,
+    /// Answer CompleteMultipartUpload without the object's ETag (as Ceph RGW does).
+    #[arg(long)]
+    no_complete_etag: bool,
 }
 
 impl BehaviourArgs {
@@ -168,13 +173,18 @@ impl BehaviourArgs {
         let mut b = match self.like.as_deref() {
             None => Behaviour::default(),
             Some(name) => Behaviour::preset(name)
-                .ok_or_else(|| Error::bad_input(format!("--like {name}: use garage, minio or aws")))?,
+                .ok_or_else(|| Error::bad_input(format!("--like {name}: use garage, minio, aws or rgw")))?,
         };
         match self.listing_encoding.as_deref() {
             None => {}
             Some("percent") => b.listing_encoding = ListingEncoding::Percent,
             Some("plus") => b.listing_encoding = ListingEncoding::Plus,
-            Some(other) => return Err(Error::bad_input(format!("--listing-encoding {other}: use percent or plus"))),
+            Some("percent-slash") => b.listing_encoding = ListingEncoding::PercentSlash,
+            Some(other) => {
+                return Err(Error::bad_input(format!(
+                    "--listing-encoding {other}: use percent, plus or percent-slash"
+                )));
+            }
         }
         if let Some(t) = self.default_content_type {
             b.default_content_type = t.parse().map_err(Error::bad_input)?;
@@ -182,6 +192,7 @@ impl BehaviourArgs {
         b.ignore_if_match |= self.ignore_if_match;
         b.ignore_range |= self.ignore_range;
         b.drop_tags |= self.drop_tags;
+        b.no_complete_etag |= self.no_complete_etag;
         Ok(b)
     }
 }

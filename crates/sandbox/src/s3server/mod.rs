@@ -26,6 +26,9 @@ pub enum ListingEncoding {
     Percent,
     /// `+` for a space, `%2B` for a plus (MinIO, AWS).
     Plus,
+    /// `%20` for a space and `%2F` for a slash, in keys only: prefixes come back as they are
+    /// (Ceph RGW).
+    PercentSlash,
 }
 
 /// What an object stored without a content type is served with.
@@ -83,6 +86,9 @@ pub struct Behaviour {
     /// Accept tags and keep none (Garage does so).
     #[serde(default)]
     pub drop_tags: bool,
+    /// Answer CompleteMultipartUpload without the object's ETag (Ceph RGW does).
+    #[serde(default)]
+    pub no_complete_etag: bool,
 }
 
 impl Behaviour {
@@ -102,12 +108,23 @@ impl Behaviour {
             ..Self::default()
         }
     }
-    /// A named preset: `garage` (the default), `minio`, `aws`.
+    /// Ceph RGW: `%2F` for a slash in listed keys, no ETag from CompleteMultipartUpload,
+    /// `binary/octet-stream` by default.
+    pub fn rgw() -> Self {
+        Self {
+            listing_encoding: ListingEncoding::PercentSlash,
+            default_content_type: DefaultContentType::Fixed("binary/octet-stream".into()),
+            no_complete_etag: true,
+            ..Self::default()
+        }
+    }
+    /// A named preset: `garage` (the default), `minio`, `aws`, `rgw`.
     pub fn preset(name: &str) -> Option<Self> {
         match name {
             "" | "default" | "garage" => Some(Self::default()),
             "minio" => Some(Self::minio()),
             "aws" => Some(Self::aws()),
+            "rgw" => Some(Self::rgw()),
             _ => None,
         }
     }
@@ -118,6 +135,7 @@ impl Behaviour {
             match self.listing_encoding {
                 ListingEncoding::Percent => "percent".into(),
                 ListingEncoding::Plus => "plus".into(),
+                ListingEncoding::PercentSlash => "percent-slash".into(),
             },
             "--default-content-type".to_string(),
             self.default_content_type.to_string(),
@@ -127,6 +145,9 @@ impl Behaviour {
         }
         if self.drop_tags {
             a.push("--drop-tags".into());
+        }
+        if self.no_complete_etag {
+            a.push("--no-complete-etag".into());
         }
         if self.ignore_range {
             a.push("--ignore-range".into());

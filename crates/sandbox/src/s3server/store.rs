@@ -334,9 +334,10 @@ impl S3 for DigestStore {
         let state = self.state.lock().await;
         let objects = state.buckets.get(&input.bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
         let l = list(objects, &prefix, input.delimiter.as_deref(), after.as_deref(), max);
+        // Prefixes are encoded like keys, except by RGW, which leaves them as they are.
         let enc = |s: &str| match encode {
+            Some(super::ListingEncoding::PercentSlash) | None => s.to_string(),
             Some(d) => url_encode_key(s, d),
-            None => s.to_string(),
         };
         let contents: Vec<Object> = l.objects.iter().map(|m| to_object(m, encode)).collect();
         let prefixes: Vec<CommonPrefix> = l.prefixes.iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect();
@@ -370,9 +371,10 @@ impl S3 for DigestStore {
         let state = self.state.lock().await;
         let objects = state.buckets.get(&input.bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
         let l = list(objects, &prefix, input.delimiter.as_deref(), input.marker.as_deref(), max);
+        // Prefixes are encoded like keys, except by RGW, which leaves them as they are.
         let enc = |s: &str| match encode {
+            Some(super::ListingEncoding::PercentSlash) | None => s.to_string(),
             Some(d) => url_encode_key(s, d),
-            None => s.to_string(),
         };
         let contents: Vec<Object> = l.objects.iter().map(|m| to_object(m, encode)).collect();
         let prefixes: Vec<CommonPrefix> = l.prefixes.iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect();
@@ -682,7 +684,7 @@ impl S3 for DigestStore {
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(up.bucket),
             key: Some(up.key),
-            e_tag: Some(ETag::Strong(etag)),
+            e_tag: (!self.behaviour.no_complete_etag).then_some(ETag::Strong(etag)),
             ..Default::default()
         }))
     }

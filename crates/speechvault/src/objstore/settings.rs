@@ -28,6 +28,26 @@ pub const SETTINGS: [&str; 14] = [
     "logging",
 ];
 
+/// The root element of each setting's document (the policy is JSON).
+fn root_of(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "versioning" => "VersioningConfiguration",
+        "object-lock" => "ObjectLockConfiguration",
+        "lifecycle" => "LifecycleConfiguration",
+        "cors" => "CORSConfiguration",
+        "tagging" => "Tagging",
+        "encryption" => "ServerSideEncryptionConfiguration",
+        "notification" => "NotificationConfiguration",
+        "website" => "WebsiteConfiguration",
+        "ownershipControls" => "OwnershipControls",
+        "publicAccessBlock" => "PublicAccessBlockConfiguration",
+        "requestPayment" => "RequestPaymentConfiguration",
+        "accelerate" => "AccelerateConfiguration",
+        "logging" => "BucketLoggingStatus",
+        _ => return None,
+    })
+}
+
 /// One setting of a bucket, as its server answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", content = "value", rename_all = "kebab-case")]
@@ -42,15 +62,28 @@ pub enum Setting {
     Unreadable(String),
 }
 
-/// Whether a 200 answer is only the empty default (versioning never enabled, no
-/// notifications, the owner pays, no logging, no acceleration).
+/// Whether a 200 answer is only the server's default: a document without any value (what
+/// RGW answers for encryption and ownership controls that were never set; versioning never
+/// enabled; no notifications, logging or acceleration), the owner paying, or a public access
+/// block that blocks nothing.
 fn is_default(name: &str, body: &[u8]) -> bool {
     let Ok(root) = xml::parse(body) else { return false };
-    let meaningful = |e: &xml::Element| !e.text.trim().is_empty() || !e.children.is_empty();
+    fn texts<'a>(e: &'a xml::Element, out: &mut Vec<&'a str>) {
+        let t = e.text.trim();
+        if !t.is_empty() {
+            out.push(t);
+        }
+        for c in &e.children {
+            texts(c, out);
+        }
+    }
+    let mut values = Vec::new();
+    texts(&root, &mut values);
     match name {
+        "policy" => false,
         "requestPayment" => root.text_of("Payer").is_none_or(|p| p == "BucketOwner"),
-        "versioning" | "notification" | "logging" | "accelerate" => !root.children.iter().any(meaningful),
-        _ => false,
+        "publicAccessBlock" => values.iter().all(|v| v.eq_ignore_ascii_case("false")),
+        _ => values.is_empty(),
     }
 }
 
@@ -82,6 +115,14 @@ impl ObjectStore {
         super::validate_bucket_name(bucket)?;
         let call = Call::new("GetBucketSetting", Method::GET, Some(bucket), None).query(name, "");
         match self.send_read(&call).await {
+            // A server that does not know the setting may answer something else entirely
+            // (RGW 16 answers ?encryption with the bucket's listing).
+            Ok((_, body))
+                if root_of(name).is_some_and(|root| xml::parse(&body).map(|e| e.name) != Ok(root.to_string())) =>
+            {
+                let found = xml::parse(&body).map(|e| e.name).unwrap_or_else(|_| "no XML".into());
+                Ok(Setting::NotSupported(format!("the server answers a {found} document, not a {name} setting")))
+            }
             Ok((_, body)) if is_default(name, &body) => Ok(Setting::Unset),
             Ok((_, body)) => match String::from_utf8(body.to_vec()) {
                 Ok(text) => Ok(Setting::Set(text)),
@@ -187,7 +228,13 @@ mod tests {
             "requestPayment",
             b"<RequestPaymentConfiguration><Payer>Requester</Payer></RequestPaymentConfiguration>"
         ));
-        assert!(!is_default("lifecycle", b"<LifecycleConfiguration/>"), "only the settings with an empty default");
+        assert!(is_default("encryption", b"<ServerSideEncryptionConfiguration/>"), "RGW's answer when never set");
+        assert!(!is_default("encryption", b"<ServerSideEncryptionConfiguration><Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>AES256</SSEAlgorithm></ApplyServerSideEncryptionByDefault></Rule></ServerSideEncryptionConfiguration>"));
+        assert!(is_default("publicAccessBlock", b"<PublicAccessBlockConfiguration><BlockPublicAcls>false</BlockPublicAcls></PublicAccessBlockConfiguration>"));
+        assert!(!is_default(
+            "publicAccessBlock",
+            b"<PublicAccessBlockConfiguration><BlockPublicAcls>true</BlockPublicAcls></PublicAccessBlockConfiguration>"
+        ));
         assert!(is_unset_code("NoSuchBucketPolicy") && !is_unset_code("AccessDenied"));
         assert!(not_supported(501, "") && not_supported(400, "NotImplemented") && !not_supported(403, "AccessDenied"));
     }

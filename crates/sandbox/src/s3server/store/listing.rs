@@ -8,6 +8,7 @@ use super::*;
 pub(super) fn url_encode_key(key: &str, dialect: super::super::ListingEncoding) -> String {
     match dialect {
         super::super::ListingEncoding::Percent => speechvault::objstore::sigv4::uri_encode(key, true),
+        super::super::ListingEncoding::PercentSlash => speechvault::objstore::sigv4::uri_encode(key, false),
         super::super::ListingEncoding::Plus => {
             let mut out = String::with_capacity(key.len());
             for &b in key.as_bytes() {
