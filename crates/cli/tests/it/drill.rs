@@ -43,10 +43,13 @@ async fn round_trip_is_byte_exact_and_moves_ownership_of_exactly_the_right_rows(
             assert_eq!((ha.content_type, ha.metadata), (hb.content_type, hb.metadata), "{bucket}/{:?}", o.key);
         }
     }
-    assert!(
-        sb.list_all(&b.info.bucket("stt-customization-icp"), "customizations/edge-cases/").await.unwrap().len()
-            == seed::edge_case_objects().len()
-    );
+    // Every edge-case key the source server stored came back (servers that refuse control
+    // characters in keys store the others).
+    let edge = "customizations/edge-cases/";
+    let stored = sa.list_all(&a.info.bucket("stt-customization-icp"), edge).await.unwrap().len();
+    let refusable = seed::edge_case_objects().iter().filter(|o| o.key.chars().any(char::is_control)).count();
+    assert!(stored >= seed::edge_case_objects().len() - refusable, "only {stored} edge-case keys in the source");
+    assert_eq!(sb.list_all(&b.info.bucket("stt-customization-icp"), edge).await.unwrap().len(), stored);
 
     // Schemas identical.
     for db in ["stt-customization", "tts-customization", "stt-async"] {

@@ -702,9 +702,12 @@ pub async fn report(
         let list = store.list_all(b, "").await.map_err(|e| SandboxError::Seed(format!("list {b}: {e}")))?;
         rep.buckets
             .insert(b.clone(), BucketReport { objects: list.len() as u64, bytes: list.iter().map(|o| o.size).sum() });
-    }
-    if buckets.iter().any(|b| b == "stt-customization-icp") {
-        rep.edge_case_keys = edge_case_objects().into_iter().map(|o| o.key).collect();
+        if b == "stt-customization-icp" {
+            // Only the keys this server really stored (some refuse control characters).
+            let stored: std::collections::BTreeSet<&str> = list.iter().map(|o| o.key.as_str()).collect();
+            rep.edge_case_keys =
+                edge_case_objects().into_iter().map(|o| o.key).filter(|k| stored.contains(k.as_str())).collect();
+        }
     }
     Ok(rep)
 }
