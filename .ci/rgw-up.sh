@@ -88,3 +88,5 @@ echo "export SPEECHVAULT_TEST_S3_ENDPOINT=http://127.0.0.1:$rgw_port"
 echo "export SPEECHVAULT_TEST_S3_REGION=us-east-1"
 echo "export SPEECHVAULT_TEST_S3_ACCESS_KEY=$key_id"
 echo "export SPEECHVAULT_TEST_S3_SECRET_KEY=$secret"
+# RGW enforces S3 Object Lock: the immutable-repository tests run their attack here.
+echo "export SPEECHVAULT_TEST_S3_OBJECT_LOCK=1"

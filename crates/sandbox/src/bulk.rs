@@ -66,6 +66,7 @@ pub async fn add_objects(
                     content_type: obj.content_type.clone(),
                     metadata: obj.metadata.clone(),
                     attrs: obj.attrs.clone(),
+                    ..Default::default()
                 };
                 store
                     .put_object(&bucket, &obj.key, body_of(seed, &obj, 0, obj.size), &opts)
@@ -99,8 +100,12 @@ pub async fn add_large_object(info: &SandboxInfo, seed: u64, size: u64) -> Resul
         multipart_part: Some(16 << 20),
         attrs: Default::default(),
     };
-    let opts =
-        PutOptions { content_type: obj.content_type.clone(), metadata: obj.metadata.clone(), attrs: obj.attrs.clone() };
+    let opts = PutOptions {
+        content_type: obj.content_type.clone(),
+        metadata: obj.metadata.clone(),
+        attrs: obj.attrs.clone(),
+        ..Default::default()
+    };
     store
         .upload_stream(&bucket, &obj.key, &opts, Some(size), generated(seed, &obj))
         .await
@@ -185,8 +190,12 @@ pub async fn churn(info: &SandboxInfo, seed: u64, percent: u32, parallel: usize)
                         multipart_part: None,
                         attrs: Default::default(),
                     };
-                    let opts =
-                        PutOptions { content_type: head.content_type, metadata: head.metadata, attrs: head.attrs };
+                    let opts = PutOptions {
+                        content_type: head.content_type,
+                        metadata: head.metadata,
+                        attrs: head.attrs,
+                        ..Default::default()
+                    };
                     store
                         .upload_stream(&bucket, &o.key, &opts, Some(o.size), generated(seed, &obj))
                         .await

@@ -46,7 +46,13 @@ pub(super) fn text(outcome: &Outcome, lines: &mut Lines) {
         Outcome::Forget(o) => retention(lines, o),
         Outcome::Prune(p) => retention(
             lines,
-            &RetentionOutcome { dry_run: p.dry_run, sets: Vec::new(), removed: Vec::new(), prune: Some(p.clone()) },
+            &RetentionOutcome {
+                dry_run: p.dry_run,
+                sets: Vec::new(),
+                removed: Vec::new(),
+                prune: Some(p.clone()),
+                held: Vec::new(),
+            },
         ),
         Outcome::Check(report) => {
             line!(
@@ -197,6 +203,15 @@ pub(super) fn retention(lines: &mut Lines, o: &RetentionOutcome) {
             human_bytes(p.bytes_used),
             human_bytes(p.bytes_unused_left)
         );
+    }
+    if !o.held.is_empty() {
+        line!(lines, "held: {} files are retained by object lock and stay until their retention ends:", o.held.len());
+        for h in o.held.iter().take(20) {
+            line!(lines, "  {} until {}", h.key, h.until.as_deref().unwrap_or("(unknown)"));
+        }
+        if o.held.len() > 20 {
+            line!(lines, "  ... and {} more (all in --json)", o.held.len() - 20);
+        }
     }
 }
 

@@ -701,6 +701,7 @@ async fn a_second_backup_reuses_unchanged_objects_and_still_restores_exactly() {
         content_type: head.content_type.clone(),
         metadata: head.metadata.clone(),
         attrs: head.attrs.clone(),
+        ..Default::default()
     };
     store.put_object(&bucket, &changed.key, bytes::Bytes::from(flipped.clone()), &put).await.unwrap();
     store.delete_object(&bucket, &deleted.key).await.unwrap();

@@ -69,7 +69,12 @@ async fn every_attribute_and_every_key_comes_back_exactly() {
     let (head, body) = store.get_bytes(&name, key).await.unwrap();
     let mut attrs = head.attrs.clone();
     attrs.cache_control = Some("max-age=86400".into());
-    let opts = PutOptions { content_type: head.content_type.clone(), metadata: head.metadata.clone(), attrs };
+    let opts = PutOptions {
+        content_type: head.content_type.clone(),
+        metadata: head.metadata.clone(),
+        attrs,
+        ..Default::default()
+    };
     store.put_object(&name, key, body, &opts).await.unwrap();
     let out = ws.run(&["--json", "verify", "latest", "--against", "fid-b"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));

@@ -14,6 +14,7 @@ mod export_import;
 mod faults;
 mod fidelity;
 mod hygiene;
+mod immutable;
 mod live;
 mod ownership;
 mod production;

@@ -525,8 +525,12 @@ pub fn objects(seed: u64, scale: Scale, components: &[String]) -> Vec<SeedObject
 /// Uploads one object under bucket `actual` (the profile bucket, possibly suffixed). The body
 /// derives from the profile name, so a suffix does not change the data.
 async fn upload(store: &ObjectStore, seed: u64, obj: &SeedObject, actual: &str) -> Result<(), SandboxError> {
-    let opts =
-        PutOptions { content_type: obj.content_type.clone(), metadata: obj.metadata.clone(), attrs: obj.attrs.clone() };
+    let opts = PutOptions {
+        content_type: obj.content_type.clone(),
+        metadata: obj.metadata.clone(),
+        attrs: obj.attrs.clone(),
+        ..Default::default()
+    };
     let map = |e: speechvault::objstore::ObjStoreError| SandboxError::Seed(format!("upload {actual}/{}: {e}", obj.key));
     match obj.multipart_part {
         Some(part) if obj.size > part => {

@@ -23,6 +23,7 @@ pub(crate) mod listing;
 pub mod object;
 pub mod settings;
 pub mod sigv4;
+pub mod versions;
 pub(crate) mod xml;
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +42,7 @@ pub use body::ObjectBody;
 pub use limits::Limits;
 pub use listing::{MultipartUpload, decode_listing_key};
 pub use settings::Setting;
+pub use versions::{LockMode, ObjectVersion, Retention};
 pub use xml::canonical as xml_tree;
 
 /// Object size above which uploads go multipart.
@@ -159,6 +161,10 @@ pub struct PutOptions {
     pub content_type: Option<String>,
     pub metadata: BTreeMap<String, String>,
     pub attrs: ObjectAttributes,
+    /// Send `If-None-Match: *`: the server refuses (412) to store over an existing key, where
+    /// it honours the header (not every server does; probe before relying on it).
+    #[serde(default)]
+    pub if_none_match: bool,
 }
 
 /// Checks a bucket name against S3's rules (3 to 63 lower-case letters, digits, `.` and `-`,

@@ -165,6 +165,9 @@ impl ObjectStore {
         for (k, v) in extra {
             call = call.header_bytes(&k, &v);
         }
+        if opts.if_none_match {
+            call = call.header("if-none-match", "*");
+        }
         Ok(call)
     }
 
@@ -436,6 +439,16 @@ impl ObjectStore {
             Ok(_) | Err(ObjStoreError::NoSuchKey { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Deletes one version, bypassing governance retention (allowed only to keys with
+    /// `s3:BypassGovernanceRetention`; compliance retention is never bypassed).
+    pub async fn delete_object_version_bypassing(&self, bucket: &str, key: &str, version: &str) -> Result<()> {
+        super::validate_bucket_name(bucket)?;
+        let call = Call::new("DeleteObject", Method::DELETE, Some(bucket), Some(key))
+            .query("versionId", version)
+            .header("x-amz-bypass-governance-retention", "true");
+        self.send(&call).await.map(|_| ())
     }
 
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<()> {

@@ -66,7 +66,12 @@ impl AttributePolicy {
 
     /// The options an object is uploaded with.
     pub fn put_options(&self, e: &ObjectEntry) -> PutOptions {
-        PutOptions { content_type: e.content_type.clone(), metadata: e.metadata.clone(), attrs: self.apply(&e.attrs) }
+        PutOptions {
+            content_type: e.content_type.clone(),
+            metadata: e.metadata.clone(),
+            attrs: self.apply(&e.attrs),
+            if_none_match: false,
+        }
     }
 
     /// What differs between what the backup recorded for `e` and what the target holds, as

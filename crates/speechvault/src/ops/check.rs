@@ -35,6 +35,10 @@ pub struct CheckReport {
     pub warnings: Vec<String>,
     pub damaged_packs: Vec<String>,
     pub affected: Vec<AffectedSet>,
+    /// In an immutable repository: files written over or hidden (each is read from the
+    /// version a backup wrote; an operator should find out who did it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tampered: Vec<crate::repository::immutable::Finding>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,6 +63,8 @@ pub fn run(repo: &Repository, read_data: Option<ReadSubset>) -> Result<CheckRepo
         ReadSubset::Percent(p) => format!("{p}%"),
         ReadSubset::Part(n, m) => format!("{n}/{m}"),
     });
+    // First, so that the structural check below reads the retained versions.
+    let tampered = repo.immutable_findings()?;
     let found = repo.check_repository(read_data)?;
     let mut report = CheckReport {
         repository: repo.location().describe(),
@@ -68,7 +74,17 @@ pub fn run(repo: &Repository, read_data: Option<ReadSubset>) -> Result<CheckRepo
         warnings: found.warnings,
         damaged_packs: found.damaged_packs.iter().cloned().collect(),
         affected: Vec::new(),
+        tampered,
     };
+    for f in &report.tampered {
+        let text = format!("tampered repository file {}", f.describe());
+        if f.read_version.is_some() {
+            report.warnings.push(text);
+        } else {
+            report.ok = false;
+            report.errors.push(text);
+        }
+    }
     if !found.damaged_packs.is_empty() {
         report.affected = affected_sets(repo, &found.damaged_packs)?;
     }

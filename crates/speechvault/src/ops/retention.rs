@@ -127,6 +127,10 @@ pub struct RetentionOutcome {
     pub sets: Vec<SetDecision>,
     pub removed: Vec<String>,
     pub prune: Option<PruneSummary>,
+    /// Files of forgotten backups an immutable repository still retains: they stay until
+    /// the date given, and a later forget removes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<crate::repository::immutable::HeldFile>,
 }
 
 /// What to apply retention to, and how.
@@ -136,6 +140,9 @@ pub struct Request {
     pub installations: Vec<String>,
     /// Prune in the same run.
     pub prune: bool,
+    /// Skip the prune where it cannot run (an immutable repository) instead of failing: the
+    /// retention that follows a backup.
+    pub prune_if_possible: bool,
     /// Unused space prune may leave (`None`: the first installation's `max_unused`, else
     /// rustic's default).
     pub max_unused: Option<String>,
@@ -176,8 +183,13 @@ pub fn apply(
     if !request.dry_run && !doomed.is_empty() {
         repo.delete_snapshots(&doomed)?;
     }
-    let prune = if request.prune { Some(repo.prune(max_unused.as_deref(), request.dry_run)?) } else { None };
-    Ok(RetentionOutcome { dry_run: request.dry_run, sets: decisions, removed, prune })
+    let immutable = repo.immutability().is_some();
+    let prune = if request.prune && !(immutable && request.prune_if_possible) {
+        Some(repo.prune(max_unused.as_deref(), request.dry_run)?)
+    } else {
+        None
+    };
+    Ok(RetentionOutcome { dry_run: request.dry_run, sets: decisions, removed, prune, held: repo.held_files() })
 }
 
 /// [`plan`] as of now.

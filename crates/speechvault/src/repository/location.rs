@@ -20,6 +20,16 @@ pub struct S3Location {
     pub bucket: String,
     /// Path inside the bucket, without leading or trailing `/` (empty for the bucket's root).
     pub prefix: String,
+    /// Object lock on the repository's files, when configured.
+    pub immutable: Option<Immutability>,
+}
+
+/// How the files of an immutable repository are kept from deletion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Immutability {
+    pub mode: crate::objstore::LockMode,
+    /// Every file a kept backup needs stays undeletable at least this long.
+    pub retain: std::time::Duration,
 }
 
 impl PartialEq for Location {

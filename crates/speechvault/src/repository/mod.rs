@@ -42,7 +42,8 @@ use rustic_core::{
 
 use crate::support::secret::Secret;
 
-pub use location::{Location, S3Location};
+pub use location::{Immutability, Location, S3Location};
+pub use s3::immutable;
 pub use store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +188,13 @@ impl Repository {
             location: location.describe(),
             reason: rustic_message(&e),
         };
+        // First, for an immutable one: a server without versions cannot even be asked
+        // whether a config is there.
+        if let Store::S3(s) = &store
+            && s.is_immutable()
+        {
+            s.ensure_object_lock().map_err(|reason| RepoError::Refused { location: location.describe(), reason })?;
+        }
         if has_config(&store, location)? {
             return Err(RepoError::Exists { location: location.describe() });
         }
@@ -218,6 +226,9 @@ impl Repository {
     /// Opens an existing repository.
     pub fn open(location: &Location, password: &Secret) -> Result<Self> {
         let (store, rt) = open_store(location)?;
+        if let Store::S3(s) = &store {
+            s.check_versions().map_err(|reason| RepoError::Refused { location: location.describe(), reason })?;
+        }
         if !has_config(&store, location)? {
             return Err(RepoError::Missing { location: location.describe() });
         }
@@ -266,6 +277,35 @@ impl Repository {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// How the repository's files are kept by object lock (`None`: they are not).
+    pub fn immutability(&self) -> Option<Immutability> {
+        match &self.location {
+            Location::S3(s) => s.immutable,
+            Location::Local(_) => None,
+        }
+    }
+
+    /// In an immutable repository, every file whose newest version is not the one a backup
+    /// wrote (written over, or hidden behind a delete marker): one version listing per
+    /// directory, and a read of each suspicious file's versions. Empty otherwise.
+    pub fn immutable_findings(&self) -> Result<Vec<immutable::Finding>> {
+        match &self.store {
+            Store::S3(s) if s.is_immutable() => s.audit().map_err(|e| RepoError::Io {
+                location: self.location.describe(),
+                source: std::io::Error::other(e.to_string()),
+            }),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Files removals left in place because their retention has not ended.
+    pub fn held_files(&self) -> Vec<immutable::HeldFile> {
+        match &self.store {
+            Store::S3(s) => s.held(),
+            Store::Local(_) => Vec::new(),
+        }
     }
 
     /// Every snapshot in the repository.

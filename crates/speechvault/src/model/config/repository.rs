@@ -27,6 +27,40 @@ pub struct RepositoryFile {
     /// The repository server's own settings (for `url = "s3:..."`).
     #[serde(default)]
     pub s3: RepoS3File,
+    /// Object lock on the repository's files (S3 repositories only).
+    pub immutable: Option<ImmutableFile>,
+}
+
+/// `[repository.immutable]`: every file a backup needs is kept from deletion for `retain`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImmutableFile {
+    /// `compliance` (nobody can shorten or remove a retention) or `governance` (a key with
+    /// `s3:BypassGovernanceRetention` can).
+    pub mode: crate::objstore::LockMode,
+    /// `30d`, `36h`, `2w`: how long nothing a kept backup needs can be deleted.
+    pub retain: String,
+}
+
+/// Parses a retention in hours, days or weeks (a month has no fixed length).
+pub fn parse_retain(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let bad = || format!("retain = {s:?} is not a retention: use hours, days or weeks, e.g. 36h, 30d or 2w");
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let hours = match unit {
+        "h" => n,
+        "d" => n.checked_mul(24).ok_or_else(bad)?,
+        "w" => n.checked_mul(24 * 7).ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    if hours == 0 {
+        return Err(format!("retain = {s:?}: a retention must be at least an hour"));
+    }
+    if hours > 24 * 365 * 100 {
+        return Err(format!("retain = {s:?}: more than a hundred years"));
+    }
+    Ok(std::time::Duration::from_secs(hours * 3600))
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -52,9 +86,26 @@ pub struct RepositorySettings {
     pub password: Secret,
 }
 
-fn location_of(what: &str, spec: &str, s3: &RepoS3File) -> Result<Location, ConfigError> {
+fn location_of(
+    what: &str,
+    spec: &str,
+    s3: &RepoS3File,
+    immutable: Option<&ImmutableFile>,
+) -> Result<Location, ConfigError> {
     let bad = |reason: String| ConfigError::Repository(format!("{what}: {reason}"));
+    let immutable = match immutable {
+        Some(i) => Some(crate::repository::Immutability {
+            mode: i.mode,
+            retain: parse_retain(&i.retain).map_err(|e| bad(format!("immutable: {e}")))?,
+        }),
+        None => None,
+    };
     if !spec.starts_with("s3:") {
+        if immutable.is_some() {
+            return Err(bad(format!(
+                "immutable needs an s3: repository: {spec:?} is a directory, and object lock is a feature of S3 servers"
+            )));
+        }
         let path = spec.strip_prefix("local:").unwrap_or(spec);
         return Ok(Location::Local(PathBuf::from(path)));
     }
@@ -80,7 +131,7 @@ fn location_of(what: &str, spec: &str, s3: &RepoS3File) -> Result<Location, Conf
     if let Some(secs) = s3.read_timeout_secs {
         cfg.read_timeout = std::time::Duration::from_secs(secs.max(1));
     }
-    Ok(Location::S3(Box::new(S3Location { s3: cfg, bucket, prefix })))
+    Ok(Location::S3(Box::new(S3Location { s3: cfg, bucket, prefix, immutable })))
 }
 
 impl RepositoryFile {
@@ -100,7 +151,7 @@ impl RepositoryFile {
             })?,
             None => return Err(ConfigError::Repository(format!("{what}: set path or url"))),
         };
-        let location = location_of(what, &spec, &self.s3)?;
+        let location = location_of(what, &spec, &self.s3, self.immutable.as_ref())?;
         let password = secret_from(&format!("{what} password"), &self.password, &self.password_file)?;
         let password = match password {
             Some(p) => p,
@@ -197,5 +248,50 @@ password = "x"
         let e = cfg.named_repository(Some("nokeys")).unwrap_err().to_string();
         assert!(e.contains("needs s3.access_key_file"), "{e}");
         assert!(cfg.named_repository(Some("nope")).unwrap_err().to_string().contains("known: nokeys, offsite"));
+    }
+
+    #[test]
+    fn immutable_sections_parse_and_bad_ones_are_refused() {
+        assert_eq!(parse_retain("30d").unwrap().as_secs(), 30 * 86400);
+        assert_eq!(parse_retain("36h").unwrap().as_secs(), 36 * 3600);
+        assert_eq!(parse_retain("2w").unwrap().as_secs(), 14 * 86400);
+        for bad in ["", "30", "d", "1m", "0d", "1y", "-1d", "1.5d", "99999999999999999999d"] {
+            assert!(parse_retain(bad).is_err(), "{bad}");
+        }
+        let base = "[repository]\nurl = \"s3:http://127.0.0.1:9000/bkp\"\npassword = \"p\"\ns3.access_key = \"k\"\ns3.secret_key = \"s\"\n";
+        let cfg = Config::parse(
+            &format!("{base}[repository.immutable]\nmode = \"compliance\"\nretain = \"7d\"\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        match cfg.repository().unwrap().location {
+            Location::S3(s) => assert_eq!(
+                s.immutable,
+                Some(crate::repository::Immutability {
+                    mode: crate::objstore::LockMode::Compliance,
+                    retain: std::time::Duration::from_secs(7 * 86400)
+                })
+            ),
+            other => panic!("{other:?}"),
+        }
+        let e = Config::parse(
+            &format!("{base}[repository.immutable]\nmode = \"compliance\"\nretain = \"1m\"\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap()
+        .repository()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("hours, days or weeks"), "{e}");
+        assert!(
+            Config::parse(
+                &format!("{base}[repository.immutable]\nmode = \"forever\"\nretain = \"1d\"\n"),
+                Path::new("c.toml")
+            )
+            .is_err()
+        );
+        let local = "[repository]\npath = \"/tmp/r\"\npassword = \"p\"\n[repository.immutable]\nmode = \"governance\"\nretain = \"1d\"\n";
+        let e = Config::parse(local, Path::new("c.toml")).unwrap().repository().unwrap_err().to_string();
+        assert!(e.contains("needs an s3: repository"), "{e}");
     }
 }

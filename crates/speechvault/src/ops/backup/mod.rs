@@ -486,6 +486,24 @@ async fn run_inner(
     progress.phase("writing the manifest", 0, 0);
     let snap = write_manifest(repo, &inst.name, id, &manifest, &lists).await?;
     written.push(snap);
+    // A key that may write may also write over a file or hide it: say so at once, every
+    // backup, rather than at the next check (the backup itself is whole: reads take the
+    // retained versions).
+    if repo.immutability().is_some() {
+        let r = repo.clone();
+        let findings = tokio::task::spawn_blocking(move || r.immutable_findings()).await;
+        match findings {
+            Ok(Ok(found)) => {
+                for f in found {
+                    let w = format!("tampered repository file {}", f.describe());
+                    tracing::warn!("{w}");
+                    warnings.push(w);
+                }
+            }
+            Ok(Err(e)) => warnings.push(format!("could not look for tampered repository files: {e}")),
+            Err(e) => warnings.push(format!("could not look for tampered repository files: {e}")),
+        }
+    }
 
     Ok(BackupReport {
         backup_id: id.to_string(),

@@ -10,6 +10,8 @@
 use bytes::Bytes;
 use rustic_core::{BytesList, ErrorKind, FileType, Id, ReadBackend, RusticError, RusticResult, WriteBackend};
 
+pub mod immutable;
+
 use super::location::S3Location;
 use crate::objstore::{ObjStoreError, ObjectStore, PutOptions};
 
@@ -19,6 +21,8 @@ pub struct S3Store {
     prefix: String,
     handle: tokio::runtime::Handle,
     location: String,
+    /// Object lock state, for an immutable repository ([`immutable`]).
+    pub(crate) locked: Option<immutable::Locked>,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -41,6 +45,7 @@ impl S3Store {
             prefix: loc.prefix.clone(),
             handle,
             location: super::Location::S3(Box::new(loc.clone())).describe(),
+            locked: loc.immutable.map(immutable::Locked::new),
         })
     }
 
@@ -99,7 +104,18 @@ impl S3Store {
         })
     }
 
+    /// Whether the repository's files are kept by object lock.
+    pub fn is_immutable(&self) -> bool {
+        self.locked.is_some()
+    }
+
+    /// Removes a file that is not a repository file (a lock). In an immutable repository its
+    /// versions are deleted; one that cannot be (a bucket default retention held it) is
+    /// hidden behind a delete marker instead, so a lock never stays in the way.
     pub fn remove_key(&self, key: &str) -> Result<(), ObjStoreError> {
+        if self.is_immutable() && self.remove_all_versions(key, false) {
+            return Ok(());
+        }
         self.block_on(self.store.delete_object(&self.bucket, key))
     }
 }
@@ -110,6 +126,20 @@ impl ReadBackend for S3Store {
     }
 
     fn list_with_size(&self, tpe: FileType) -> RusticResult<Vec<(Id, u32)>> {
+        if self.is_immutable() {
+            if tpe == FileType::Config {
+                return match self.locked_has_config() {
+                    Ok(Some(size)) => Ok(vec![(Id::default(), u32::try_from(size).unwrap_or(u32::MAX))]),
+                    Ok(None) | Err(ObjStoreError::NoSuchBucket { .. }) => Ok(Vec::new()),
+                    Err(e) => Err(err("cannot look for", "config", e)),
+                };
+            }
+            return match self.locked_list(tpe) {
+                Ok(l) => Ok(l),
+                Err(ObjStoreError::NoSuchBucket { .. }) => Ok(Vec::new()),
+                Err(e) => Err(err("cannot list", tpe.dirname(), e)),
+            };
+        }
         if tpe == FileType::Config {
             let key = self.key(FileType::Config, &Id::default());
             return match self.block_on(self.store.head_object(&self.bucket, &key)) {
@@ -133,11 +163,19 @@ impl ReadBackend for S3Store {
 
     fn read_full(&self, tpe: FileType, id: &Id) -> RusticResult<Bytes> {
         let key = self.key(tpe, id);
+        if self.is_immutable() {
+            return self.locked_read(tpe, id).map_err(|e| err("cannot read", &key, e));
+        }
         self.read_key(&key).map_err(|e| err("cannot read", &key, e))
     }
 
     fn read_partial(&self, tpe: FileType, id: &Id, _cacheable: bool, offset: u32, length: u32) -> RusticResult<Bytes> {
         let key = self.key(tpe, id);
+        if self.is_immutable() {
+            return self
+                .locked_read_range(tpe, id, offset.into(), length.into())
+                .map_err(|e| err("cannot read", &key, e));
+        }
         self.block_on(self.store.get_range(&self.bucket, &key, offset.into(), length.into()))
             .map_err(|e| err("cannot read", &key, e))
     }
@@ -149,6 +187,11 @@ impl ReadBackend for S3Store {
 
 impl WriteBackend for S3Store {
     fn create(&self) -> RusticResult<()> {
+        if self.is_immutable() {
+            return self.ensure_object_lock().map_err(|reason| {
+                RusticError::new(ErrorKind::Backend, "{reason}").attach_context("reason", reason.clone())
+            });
+        }
         let exists = self
             .block_on(self.store.bucket_exists(&self.bucket))
             .map_err(|e| err("cannot look for bucket", &self.bucket, e))?;
@@ -171,11 +214,19 @@ impl WriteBackend for S3Store {
             }
             Bytes::from(buf)
         };
+        if self.is_immutable() {
+            return self.locked_write(tpe, id, data).map_err(|e| err("cannot write", &key, e));
+        }
         self.write_key(&key, data).map_err(|e| err("cannot write", &key, e))
     }
 
     fn remove(&self, tpe: FileType, id: &Id, _cacheable: bool) -> RusticResult<()> {
         let key = self.key(tpe, id);
+        if self.is_immutable() {
+            // What is still retained stays, reported as held; never a failure half-way.
+            self.remove_all_versions(&key, true);
+            return Ok(());
+        }
         self.remove_key(&key).map_err(|e| err("cannot remove", &key, e))
     }
 }
