@@ -115,6 +115,15 @@ impl Kinded for crate::ops::backup::BackupError {
     }
 }
 
+impl Kinded for crate::ops::immutability::ImmutabilityError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Repo(e) => e.kind(),
+            Self::Catalog(e) => e.kind(),
+        }
+    }
+}
+
 impl Kinded for crate::ops::check::CheckError {
     fn kind(&self) -> ErrorKind {
         match self {

@@ -10,6 +10,17 @@ use speechvault_sandbox::seed::Scale;
 
 use crate::common::*;
 
+fn restic_on_repo(section: &str, args: &[&str], ws: &Workspace) -> std::process::Output {
+    let mut c = std::process::Command::new(which("restic").unwrap());
+    c.args(args).env("RESTIC_PASSWORD", REPO_PASSWORD).env("RESTIC_CACHE_DIR", ws.dir.path().join("restic-cache"));
+    for (k, v) in restic_s3_env(section) {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "restic {args:?}: {}", stderr(&out));
+    out
+}
+
 fn object_lock_server() -> bool {
     std::env::var_os("SPEECHVAULT_TEST_S3_OBJECT_LOCK").is_some()
 }
@@ -100,6 +111,14 @@ async fn the_backup_key_cannot_erase_an_immutable_repository() {
         assert!(r.until > jiff::Timestamp::now() + jiff::SignedDuration::from_hours(30), "{}: {:?}", v.key, r.until);
     }
     assert!(versions.iter().all(|v| !v.key.contains("/locks/")), "locks are removed, every version");
+    // Each backup records until when everything the backups need is retained.
+    let out = restic_on_repo(&repo, &["dump", "latest", "--tag", "manifest", "/speechvault/manifest.json"], &ws);
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let until: jiff::Timestamp = manifest["retention"]["retained_until"].as_str().unwrap().parse().unwrap();
+    assert!(until > jiff::Timestamp::now() + jiff::SignedDuration::from_hours(30), "{}", manifest["retention"]);
+    // (restic's own lock leaves a version and a delete marker under locks/.)
+    let check = ws.json(&["check"]);
+    assert!(check.get("short_retention").is_none(), "{check}");
 
     // The attack, with the backup's own key: delete every version of every file, also
     // bypassing governance; write over every snapshot, index and key file and the config;
@@ -158,4 +177,38 @@ async fn the_backup_key_cannot_erase_an_immutable_repository() {
     let f = ws.json(&["forget", "--keep-last", "1"]);
     assert!(!f["held"].as_array().unwrap().is_empty(), "{f}");
     assert_eq!(ws.backups().len(), 3, "the retained snapshots are all still readable");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn governance_retention_cut_short_is_found_and_extended_by_check() {
+    if !object_lock_server() {
+        return;
+    }
+    let a = TestInstallation::start_with(exe(), "imm-gov", Scale::Tiny, 95, |o| o.components = vec!["sttAsync".into()])
+        .await
+        .unwrap();
+    let gov = immutable(&s3_repository(&a.info, Some("gov"), "sv-imm-gov"), "repositories.gov", "governance", "2d");
+    let ws = Workspace::with_repositories(&[&a.info], None, &gov);
+    // This key owns the bucket, so it may bypass governance: init says the repository is not
+    // immutable against it.
+    let out = ws.run(&["init", "--repository", "gov"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not immutable against it"), "{}", stderr(&out));
+    ws.json(&["--repository", "gov", "backup", "--from", "imm-gov"]);
+    // With the bypass, one pack's retention is cut to an hour.
+    let (rs, bucket, prefix) = repository_bucket(&gov);
+    let versions = rs.list_versions(&bucket, &format!("{prefix}/data/")).await.unwrap();
+    let pack = &versions[0];
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    let r = speechvault::objstore::Retention { mode: speechvault::objstore::LockMode::Governance, until: soon };
+    rs.put_retention_bypassing(&bucket, &pack.key, &pack.version_id, r).await.unwrap();
+    let check = ws.json(&["--repository", "gov", "check"]);
+    let short = check["short_retention"].as_array().unwrap();
+    assert_eq!(short.len(), 1, "{check}");
+    assert_eq!(short[0]["key"], pack.key.as_str());
+    assert_eq!(short[0]["extended"], true);
+    let now = rs.get_retention(&bucket, &pack.key, &pack.version_id).await.unwrap().unwrap();
+    assert!(now.until > jiff::Timestamp::now() + jiff::SignedDuration::from_hours(60), "{:?}", now.until);
+    let again = ws.json(&["--repository", "gov", "check"]);
+    assert!(again.get("short_retention").is_none(), "{again}");
 }

@@ -46,6 +46,10 @@ pub struct Manifest {
     pub buckets: BTreeMap<String, BucketEntry>,
     /// Service instance ids found in the profile's ownership columns.
     pub instance_ids: Vec<String>,
+    /// In an immutable repository: until when every file the backups needed is retained
+    /// (written by the backup that extended it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::repository::retention::RetentionRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -231,6 +235,7 @@ mod tests {
                 },
             )]),
             instance_ids: vec![],
+            retention: None,
         }
     }
 

@@ -208,6 +208,16 @@ impl ObjectStore {
 
     /// Sets the retention of one version (it can only be extended, in compliance mode).
     pub async fn put_retention(&self, bucket: &str, key: &str, version: &str, r: Retention) -> Result<()> {
+        self.put_retention_as(bucket, key, version, r, false).await
+    }
+
+    /// Sets the retention of one version bypassing governance retention (which lets it be
+    /// shortened, by a key allowed `s3:BypassGovernanceRetention`).
+    pub async fn put_retention_bypassing(&self, bucket: &str, key: &str, version: &str, r: Retention) -> Result<()> {
+        self.put_retention_as(bucket, key, version, r, true).await
+    }
+
+    async fn put_retention_as(&self, bucket: &str, key: &str, version: &str, r: Retention, bypass: bool) -> Result<()> {
         super::validate_bucket_name(bucket)?;
         let doc = format!(
             "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>{}</Mode><RetainUntilDate>{}</RetainUntilDate></Retention>",
@@ -221,6 +231,7 @@ impl ObjectStore {
             .query("versionId", version)
             .header("content-md5", &md5)
             .body(body);
+        let call = if bypass { call.header("x-amz-bypass-governance-retention", "true") } else { call };
         self.send(&call).await.map(|_| ())
     }
 

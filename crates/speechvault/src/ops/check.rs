@@ -39,6 +39,11 @@ pub struct CheckReport {
     /// version a backup wrote; an operator should find out who did it).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tampered: Vec<crate::repository::immutable::Finding>,
+    /// In an immutable repository: files the complete backups need whose retention ended
+    /// or would end before `retain` from now (a key that may delete could have deleted them
+    /// once it ended); check extends them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub short_retention: Vec<crate::repository::retention::ShortRetention>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,7 +80,29 @@ pub fn run(repo: &Repository, read_data: Option<ReadSubset>) -> Result<CheckRepo
         damaged_packs: found.damaged_packs.iter().cloned().collect(),
         affected: Vec::new(),
         tampered,
+        short_retention: Vec::new(),
     };
+    if repo.immutability().is_some() {
+        let sets = catalog::backup_sets(repo)?;
+        let snaps: Vec<_> = sets.iter().filter(|s| s.complete()).flat_map(|s| s.snapshots.iter().cloned()).collect();
+        report.short_retention = repo.short_retentions(&snaps)?;
+        if !report.short_retention.is_empty() {
+            let extended = report.short_retention.iter().filter(|s| s.extended).count();
+            report.warnings.push(format!(
+                "{} files the backups need were retained for less than the repository's retain (first: {}, until {}); {extended} extended now",
+                report.short_retention.len(),
+                report.short_retention[0].key,
+                report.short_retention[0].until.as_deref().unwrap_or("never")
+            ));
+            if extended < report.short_retention.len() {
+                report.ok = false;
+                report.errors.push(format!(
+                    "{} files the backups need could not have their retention extended (see the log)",
+                    report.short_retention.len() - extended
+                ));
+            }
+        }
+    }
     for f in &report.tampered {
         let text = format!("tampered repository file {}", f.describe());
         if f.read_version.is_some() {

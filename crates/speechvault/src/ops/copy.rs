@@ -27,6 +27,13 @@ pub struct CopyReport {
     pub copied: Vec<String>,
     /// Already complete in the target.
     pub skipped: Vec<String>,
+    /// Into an immutable repository: how many files the backups there need, and how many
+    /// had their retention extended by this copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::repository::retention::Extension>,
+    /// What went wrong extending retention (the copies themselves are whole).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Copies the complete sets chosen by `selector` (`None`: all of them; else an id, a unique
@@ -59,6 +66,18 @@ pub fn copy_sets(src: &Repository, dst: &Repository, selector: Option<&str>) -> 
         crate::support::interrupt::pause_point("copy:manifest");
         src.copy_snapshots(dst, std::slice::from_ref(&manifest))?;
         report.copied.push(set.id.clone());
+    }
+    // A copy's manifest is the source's, so it records nothing here: the extension runs on
+    // each copy (sending requests only for the files whose retention ends too soon).
+    if dst.immutability().is_some() {
+        match crate::ops::immutability::extend(dst, &[]) {
+            Ok(r) => report.retention = r.map(|(_, ext)| ext),
+            Err(e) => {
+                let w = format!("could not extend the retention of the files the backups need: {e}");
+                tracing::warn!("{w}");
+                report.warnings.push(w);
+            }
+        }
     }
     Ok(report)
 }

@@ -565,6 +565,7 @@ async fn write_set(
         databases: db_entries,
         buckets: bucket_entries,
         instance_ids: instance_ids.into_iter().collect(),
+        retention: None,
     };
     let snap = backup::write_manifest(repo, inst, id, &manifest, &lists).await?;
     written.push(snap);

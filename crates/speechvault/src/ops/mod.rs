@@ -12,6 +12,7 @@
 //!   the others;
 //! - [`attributes`]: which object attributes a target keeps, and which ones an upload sends;
 //!   [`settings`]: a bucket's own settings on the way back;
+//! - [`immutability`]: an immutable repository's retention kept ahead of the backups it holds;
 //! - [`doctor`]: would a backup run now; [`export`]/[`import`]: the manual procedure's
 //!   directory layout, out of and into the repository.
 
@@ -21,6 +22,7 @@ pub mod check;
 pub mod copy;
 pub mod doctor;
 pub mod export;
+pub mod immutability;
 pub mod import;
 pub mod inspect;
 pub mod ownership;

@@ -23,6 +23,7 @@ pub(crate) mod local;
 pub mod location;
 pub mod lock;
 pub mod maintenance;
+pub mod retention;
 pub(crate) mod s3;
 pub(crate) mod store;
 

@@ -479,9 +479,30 @@ async fn run_inner(
         databases: db_entries,
         buckets: bucket_entries,
         instance_ids: instance_ids.into_iter().collect(),
+        retention: None,
     };
     if stop.is_stopped() {
         return Err(BackupError::Interrupted);
+    }
+    let mut manifest = manifest;
+    if repo.immutability().is_some() {
+        progress.phase("extending the retention of what the backups need", 0, 0);
+        let (r, ids) = (repo.clone(), written.clone());
+        let extended = tokio::task::spawn_blocking(move || crate::ops::immutability::extend(&r, &ids))
+            .await
+            .map_err(|e| BackupError::Internal(e.to_string()))?;
+        match extended {
+            Ok(Some((record, _))) => manifest.retention = Some(record),
+            Ok(None) => {}
+            // The backup's data is whole; its old packs may lose their retention early.
+            Err(e) => {
+                let w = format!(
+                    "could not extend the retention of the files the backups need ({e}); the next backup tries again"
+                );
+                tracing::warn!("{w}");
+                warnings.push(w);
+            }
+        }
     }
     progress.phase("writing the manifest", 0, 0);
     let snap = write_manifest(repo, &inst.name, id, &manifest, &lists).await?;

@@ -24,8 +24,8 @@ use serde::Serialize;
 use sha2::Digest as _;
 
 use super::S3Store;
-use crate::repository::location::Immutability;
 use crate::objstore::{ObjStoreError, ObjectVersion, PutOptions, Retention};
+use crate::repository::location::Immutability;
 
 /// Files are written (and extended) to be retained this many times `retain`: so a file's
 /// retention needs extending at most once every half `retain`.
@@ -541,6 +541,59 @@ impl S3Store {
             tracing::debug!(key, "the retention probe is left for maintenance");
         }
         Ok(())
+    }
+
+    /// When the version read of each repository file was written (one version listing per
+    /// directory).
+    pub(crate) fn write_times(&self) -> Result<HashMap<String, jiff::Timestamp>, ObjStoreError> {
+        let mut out = HashMap::new();
+        let config = self.key(FileType::Config, &Id::default());
+        let mut all = Vec::new();
+        for dir in ["keys", "snapshots", "index", "data"] {
+            all.extend(self.list_versions_in(dir)?);
+        }
+        all.push((config.clone(), self.versions_of(&config)?));
+        for (key, versions) in all {
+            let plain = versions.len() == 1 && !versions[0].delete_marker;
+            let chosen = if plain {
+                Some(versions[0].version_id.clone())
+            } else {
+                let expect = match key.rsplit('/').next().map(str::parse::<Id>) {
+                    _ if key == config => Expect::Oldest,
+                    Some(Ok(id)) => Expect::Named(id),
+                    _ => continue,
+                };
+                self.choose(&key, &expect)?.map(|c| c.0)
+            };
+            if let Some(v) = chosen.and_then(|c| versions.iter().find(|v| v.version_id == c))
+                && let Ok(t) = v.last_modified.parse::<jiff::Timestamp>()
+            {
+                out.insert(key, t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Extends the retention of the version of a repository file that is ours to `until`.
+    pub(crate) fn extend_file(&self, tpe: FileType, id: &Id, until: jiff::Timestamp) -> Result<(), ObjStoreError> {
+        let l = self.locked_state().ok_or_else(|| self.not_locked())?;
+        let key = self.key(tpe, id);
+        let Some((version, _)) = self.choose(&key, &Self::expect_for(tpe, id))? else {
+            return Err(ObjStoreError::NoSuchKey {
+                endpoint: self.objects().endpoint().to_string(),
+                bucket: self.bucket().to_string(),
+                key,
+            });
+        };
+        let r = Retention { mode: l.policy.mode, until };
+        self.block_on(self.objects().put_retention(self.bucket(), &key, &version, r))
+    }
+
+    /// The retention of the version of a repository file that is ours (`None`: none).
+    pub(crate) fn retention_of(&self, tpe: FileType, id: &Id) -> Result<Option<jiff::Timestamp>, ObjStoreError> {
+        let key = self.key(tpe, id);
+        let Some((version, _)) = self.choose(&key, &Self::expect_for(tpe, id))? else { return Ok(None) };
+        Ok(self.block_on(self.objects().get_retention(self.bucket(), &key, &version))?.map(|r| r.until))
     }
 
     /// Files whose newest version is not ours, found so far (every one after [`Self::audit`]).

@@ -1,0 +1,58 @@
+//! The procedure that keeps an immutable repository's backups restorable: after a backup (or
+//! a copy) has written its snapshots, extend the retention of everything the complete backups
+//! need, and record it in the manifest so that the next backups send nothing until half of
+//! `retain` has passed.
+
+use std::collections::BTreeSet;
+
+use crate::model::catalog::{self, CatalogError};
+use crate::repository::retention::{Extension, RetentionRecord};
+use crate::repository::{RepoError, Repository};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImmutabilityError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+/// The newest record of an extension in this repository's complete backups.
+pub fn last_record(repo: &Repository) -> Result<Option<RetentionRecord>, ImmutabilityError> {
+    let sets = catalog::backup_sets(repo)?;
+    let reader = repo.reader()?;
+    let id = repo.repository_id();
+    let mut complete: Vec<_> = sets.iter().filter(|s| s.complete()).collect();
+    complete.sort_by(|a, b| b.time.cmp(&a.time));
+    for set in complete {
+        // A manifest that cannot be read is not a reason to fail: the next one may do.
+        let Ok(m) = set.manifest(&reader) else { continue };
+        if let Some(r) = m.retention.filter(|r| r.repository == id) {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
+}
+
+/// Extends the retention of what the complete backups and the snapshots `also` (the backup
+/// being written) need. `None` for a repository that is not immutable. Blocking.
+pub fn extend(
+    repo: &Repository,
+    also: &[rustic_core::repofile::SnapshotId],
+) -> Result<Option<(RetentionRecord, Extension)>, ImmutabilityError> {
+    if repo.immutability().is_none() {
+        return Ok(None);
+    }
+    let last = last_record(repo)?;
+    let sets = catalog::backup_sets(repo)?;
+    let also: BTreeSet<String> = also.iter().map(|s| s.to_string()).collect();
+    let mut snapshots = Vec::new();
+    for set in &sets {
+        if set.complete() {
+            snapshots.extend(set.snapshots.iter().cloned());
+        } else {
+            snapshots.extend(set.snapshots.iter().filter(|s| also.contains(&s.id.to_string())).cloned());
+        }
+    }
+    Ok(repo.extend_retention(&snapshots, last.as_ref())?)
+}
