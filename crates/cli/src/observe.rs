@@ -292,6 +292,11 @@ fn backup_samples(report: &speechvault::ops::backup::BackupReport) -> Vec<Sample
             "Warnings of the run (e.g. objects deleted while it ran).",
             report.warnings.len() as f64,
         ),
+        Sample::new(
+            "speechvault_backup_anomalies",
+            "Measures over their thresholds: the backup looks like ransomware or mass deletion happened (0: none).",
+            report.anomalies.len() as f64,
+        ),
     ];
     for (db, d) in &report.databases {
         samples.push(

@@ -160,7 +160,7 @@ fn churn_sql(db: &str, n: u32) -> Vec<String> {
 }
 
 /// Rewrites every `100 / percent`th object of every bucket (same key, size, type and
-/// metadata; new content) and updates about `percent`% of the rows of the seeded tables.
+/// metadata; new content of the same kind: text stays text) and updates about `percent`% of the rows of the seeded tables.
 pub async fn churn(info: &SandboxInfo, seed: u64, percent: u32, parallel: usize) -> Result<ChurnReport, SandboxError> {
     if percent == 0 || percent > 100 {
         return Err(SandboxError::BadInput(format!("--percent {percent}: use 1 to 100")));
@@ -180,11 +180,17 @@ pub async fn churn(info: &SandboxInfo, seed: u64, percent: u32, parallel: usize)
                         SandboxError::Seed(format!("rewrite {bucket}/{}: {e}", o.key))
                     };
                     let head = store.head_object(&bucket, &o.key).await.map_err(err)?;
+                    // A day of use rewrites text as text (JSON results, corpora), binaries as
+                    // binaries: new content of the same kind.
+                    let text = head
+                        .content_type
+                        .as_deref()
+                        .is_some_and(|t| t.starts_with("text/") || t.contains("json") || t.contains("xml"));
                     let obj = SeedObject {
                         bucket: bucket.clone(),
                         key: format!("{}\0churn-{seed}", o.key),
                         size: o.size as usize,
-                        text: false,
+                        text,
                         content_type: None,
                         metadata: BTreeMap::new(),
                         multipart_part: None,

@@ -72,6 +72,7 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
         components: (!args.components.is_empty()).then_some(args.components),
         wait_for_async_jobs: args.wait_for_async_jobs,
         full: args.full,
+        anomalies: ctx.cfg.anomalies(&inst.name)?,
         ..Default::default()
     };
     if let Some(p) = args.parallel {

@@ -29,7 +29,11 @@ pub(super) fn text(outcome: &Outcome, lines: &mut Lines) {
                     v.backup_id,
                     v.installation,
                     time,
-                    if v.complete { "complete" } else { "INCOMPLETE" },
+                    match (v.complete, v.anomalous) {
+                        (true, false) => "complete",
+                        (true, true) => "ANOMALOUS",
+                        _ => "INCOMPLETE",
+                    },
                     v.parts.join(" ")
                 );
             }

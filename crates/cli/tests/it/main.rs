@@ -18,6 +18,7 @@ mod immutable;
 mod live;
 mod ownership;
 mod production;
+mod ransomware;
 mod repositories;
 mod restore_safety;
 mod sandbox;

@@ -414,6 +414,7 @@ async fn a_restore_into_an_older_postgres_major_is_refused_up_front() {
         buckets: Default::default(),
         instance_ids: vec![],
         retention: None,
+        anomalies: vec![],
     };
     let e = speechvault::ops::restore::checks::check_target(&target, &store, &manifest, &Default::default())
         .await

@@ -44,11 +44,19 @@ pub struct BackupSetView {
     pub complete: bool,
     pub snapshots: Vec<String>,
     pub parts: Vec<String>,
+    /// Marked as looking like ransomware happened since the backup before it.
+    pub anomalous: bool,
 }
 
 impl BackupSet {
     pub fn complete(&self) -> bool {
         self.manifest.is_some()
+    }
+
+    /// Whether the backup was marked as looking like ransomware happened (its manifest
+    /// snapshot carries the tag).
+    pub fn anomalous(&self) -> bool {
+        self.manifest.as_ref().is_some_and(|m| m.tags.contains(manifest::ANOMALOUS_TAG))
     }
 
     /// When the backup started, as Unix seconds.
@@ -64,6 +72,7 @@ impl BackupSet {
             complete: self.complete(),
             snapshots: self.snapshots.iter().map(|s| s.id.to_string()).collect(),
             parts: self.snapshots.iter().map(|s| s.label.clone()).collect(),
+            anomalous: self.anomalous(),
         }
     }
 

@@ -30,6 +30,9 @@ pub fn objects_path(bucket: &str) -> String {
 pub const TAG: &str = "speechvault";
 /// Path of the manifest file inside its snapshot.
 pub const MANIFEST_PATH: &str = "/speechvault/manifest.json";
+/// Tag of the manifest snapshot of a backup marked as looking like ransomware happened
+/// (so `snapshots`, retention and restic see it without reading the manifest).
+pub const ANOMALOUS_TAG: &str = "anomalous";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -50,6 +53,9 @@ pub struct Manifest {
     /// (written by the backup that extended it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<crate::repository::retention::RetentionRecord>,
+    /// What made this backup look like ransomware happened (empty: nothing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anomalies: Vec<super::anomalies::Anomaly>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -108,6 +114,10 @@ pub struct BucketEntry {
     /// Format 3: the bucket's own settings (versioning, lifecycle, policy, ...), by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub settings: BTreeMap<String, crate::objstore::Setting>,
+    /// How the bucket's data compresses (packed / added bytes of the data backups added),
+    /// carried from backup to backup: a backup whose new data compresses far worse is marked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_baseline: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -232,10 +242,12 @@ mod tests {
                     objects_file: None,
                     vanished: vec![],
                     settings: BTreeMap::new(),
+                    compression_baseline: None,
                 },
             )]),
             instance_ids: vec![],
             retention: None,
+            anomalies: vec![],
         }
     }
 

@@ -7,12 +7,14 @@
 //! - [`instance`]: service instance ids;
 //! - [`inventory`]: which components an installation actually has;
 //! - [`manifest`]: what a backup holds (its databases, buckets and their objects);
+//! - [`anomalies`]: whether a backup looks like ransomware happened;
 //! - [`catalog`]: the backup sets in a repository, and the lists of objects inside them;
 //! - [`spool`]: object lists and listings kept in private temporary files, so memory does not
 //!   grow with the number of objects.
 //!
 //! The model reads the outside systems (through the adapters) but never runs an operation.
 
+pub mod anomalies;
 pub mod catalog;
 pub mod config;
 pub mod instance;

@@ -528,6 +528,7 @@ async fn write_set(
                 objects_file: Some(manifest::objects_path(&pb)),
                 vanished: Vec::new(),
                 settings: BTreeMap::new(),
+                compression_baseline: None,
             },
         );
         lists.insert(pb.clone(), list);
@@ -566,6 +567,7 @@ async fn write_set(
         buckets: bucket_entries,
         instance_ids: instance_ids.into_iter().collect(),
         retention: None,
+        anomalies: Vec::new(),
     };
     let snap = backup::write_manifest(repo, inst, id, &manifest, &lists).await?;
     written.push(snap);

@@ -94,6 +94,29 @@ pub fn plan(
                 decided.insert(v.snapshot.label.clone(), (v.keep, reasons));
             }
         }
+        // A kept backup marked anomalous (ransomware?) keeps the last unmarked one before it:
+        // the one to restore from, whatever the rules say.
+        let by_time = {
+            let mut c = complete.clone();
+            c.sort_by_key(|s| set_time(s));
+            c
+        };
+        for (i, marked) in by_time.iter().enumerate() {
+            let kept = decided.get(&marked.id).is_none_or(|d| d.0);
+            if !marked.anomalous() || !kept {
+                continue;
+            }
+            if let Some(clean) = by_time[..i].iter().rev().find(|s| !s.anomalous()) {
+                let d = decided.entry(clean.id.clone()).or_insert((true, Vec::new()));
+                if !d.0 {
+                    *d = (true, Vec::new());
+                }
+                let why = format!("the last unmarked backup before anomalous backup {}", marked.id);
+                if !d.1.contains(&why) {
+                    d.1.push(why);
+                }
+            }
+        }
         for s in mine {
             let (keep, reasons) = if s.complete() {
                 decided.remove(&s.id).unwrap_or((true, vec!["no keep rule is set".into()]))
@@ -245,5 +268,24 @@ mod tests {
         let none =
             BTreeMap::from([("prod".to_string(), Retention { incomplete_grace: "24h".into(), ..Default::default() })]);
         assert_eq!(plan(&sets, &none, now).unwrap().iter().filter(|x| x.keep).count(), 5);
+    }
+
+    #[test]
+    fn a_kept_anomalous_backup_keeps_the_last_clean_one_before_it() {
+        let mut marked = set("m", "2026-11-25T01:00:00Z", true);
+        if let Some(m) = marked.manifest.as_mut() {
+            m.tags.add(crate::model::manifest::ANOMALOUS_TAG.into());
+        }
+        let sets = vec![set("a", "2026-11-23T01:00:00Z", true), set("b", "2026-11-24T01:00:00Z", true), marked];
+        let policy = Retention { keep_last: Some(1), incomplete_grace: "24h".into(), ..Default::default() };
+        let policies = BTreeMap::from([("prod".to_string(), policy)]);
+        let now: jiff::Timestamp = "2026-11-25T12:00:00Z".parse().unwrap();
+        let d = plan(&sets, &policies, now).unwrap();
+        let kept: Vec<&str> = d.iter().filter(|x| x.keep).map(|x| x.backup_id.as_str()).collect();
+        assert_eq!(kept, ["b", "m"], "{d:?}");
+        assert!(d.iter().find(|x| x.backup_id == "b").unwrap().reasons[0].contains("anomalous backup m"));
+        // Without the mark, keep_last 1 keeps one.
+        let plain = vec![set("a", "2026-11-23T01:00:00Z", true), set("b", "2026-11-24T01:00:00Z", true)];
+        assert_eq!(plan(&plain, &policies, now).unwrap().iter().filter(|x| x.keep).count(), 1);
     }
 }

@@ -15,6 +15,7 @@ use crate::objstore::S3Config;
 use crate::pg::PgConfig;
 use crate::support::secret::{Secret, read_secret_file};
 
+pub(crate) mod anomalies;
 pub(crate) mod repository;
 pub(crate) mod retention;
 
@@ -57,6 +58,9 @@ pub struct ConfigFile {
     /// Commands run before and after backup, restore, verify, forget and check.
     #[serde(default)]
     pub hooks: crate::observe::hooks::HookSettings,
+    /// When a backup is marked as looking like ransomware happened, for every installation.
+    #[serde(default)]
+    pub anomalies: Option<anomalies::AnomaliesFile>,
     #[serde(default)]
     pub installations: BTreeMap<String, InstallationFile>,
 }
@@ -79,6 +83,9 @@ pub struct InstallationFile {
     /// Retention for this installation's backups, over the defaults.
     #[serde(default)]
     pub retention: Option<RetentionFile>,
+    /// Anomaly thresholds for this installation, over `[anomalies]`.
+    #[serde(default)]
+    pub anomalies: Option<anomalies::AnomaliesFile>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

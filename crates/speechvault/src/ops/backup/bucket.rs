@@ -16,18 +16,24 @@ use crate::repository::{Repository, SnapshotSpec};
 use crate::support::interrupt::Stop;
 use crate::support::progress::Progress;
 
-/// The buckets of the latest complete backup of `inst` from the same endpoint, each with its
-/// object list, if there is one and it reads; a damaged or missing one only means a full read.
-pub(crate) async fn previous_buckets(repo: &Arc<Repository>, inst: &Installation) -> BTreeMap<String, PreviousBucket> {
+/// What the latest complete backup of `inst` recorded: its buckets from the same endpoint,
+/// each with its object list, and its tables' rows (`database/schema.table`). Nothing when
+/// there is none or it does not read; for the backup that only means a full read.
+pub(crate) async fn previous_backup(repo: &Arc<Repository>, inst: &Installation) -> Previous {
     let (v, inst) = (repo.clone(), inst.clone());
     let found = tokio::task::spawn_blocking(move || -> Result<_, crate::model::catalog::CatalogError> {
         let sets = crate::model::catalog::backup_sets(&v)?;
         let Some(set) = sets.iter().rev().find(|s| s.complete() && s.installation == inst.name) else {
-            return Ok(BTreeMap::new());
+            return Ok(Previous::default());
         };
         let reader = v.reader()?;
         let manifest = set.manifest(&reader)?;
-        let mut out = BTreeMap::new();
+        let mut out = Previous::default();
+        for (db, entry) in &manifest.databases {
+            for (table, rows) in &entry.tables {
+                out.tables.insert(format!("{db}/{table}"), *rows);
+            }
+        }
         if manifest.source.s3_endpoint != inst.s3.endpoint {
             return Ok(out);
         }
@@ -36,7 +42,16 @@ pub(crate) async fn previous_buckets(repo: &Arc<Repository>, inst: &Installation
                 continue;
             }
             let list = set.object_list(&reader, &manifest, bucket)?;
-            out.insert(bucket.clone(), PreviousBucket { snapshot: entry.snapshot.clone(), list: Arc::new(list) });
+            out.buckets.insert(
+                bucket.clone(),
+                PreviousBucket {
+                    snapshot: entry.snapshot.clone(),
+                    list: Arc::new(list),
+                    objects: entry.objects,
+                    bytes: entry.bytes,
+                    compression_baseline: entry.compression_baseline,
+                },
+            );
         }
         Ok(out)
     })
@@ -45,11 +60,11 @@ pub(crate) async fn previous_buckets(repo: &Arc<Repository>, inst: &Installation
         Ok(Ok(m)) => m,
         Ok(Err(e)) => {
             tracing::warn!("cannot use the previous backup, reading everything: {e}");
-            BTreeMap::new()
+            Previous::default()
         }
         Err(e) => {
             tracing::warn!("cannot use the previous backup, reading everything: {e}");
-            BTreeMap::new()
+            Previous::default()
         }
     }
 }
@@ -64,12 +79,25 @@ pub(crate) struct BucketJob<'a> {
     pub stop: &'a Stop,
     /// Objects read ahead at once in this bucket (each bucket has its own).
     pub transfers: Arc<tokio::sync::Semaphore>,
+    /// Reuse what the previous backup read of unchanged objects (false: `--full`).
+    pub reuse: bool,
+}
+
+/// What the previous backup of an installation recorded.
+#[derive(Default)]
+pub(crate) struct Previous {
+    pub buckets: BTreeMap<String, PreviousBucket>,
+    /// Rows by `database/schema.table`.
+    pub tables: BTreeMap<String, i64>,
 }
 
 /// A bucket as the previous backup recorded it.
 pub(crate) struct PreviousBucket {
     pub snapshot: String,
     pub list: Arc<ObjectList>,
+    pub objects: u64,
+    pub bytes: u64,
+    pub compression_baseline: Option<f64>,
 }
 
 /// What one bucket's backup produced.
@@ -79,6 +107,17 @@ pub(crate) struct BucketDone {
     pub unchanged: u64,
     /// Bytes of the unchanged objects.
     pub unchanged_bytes: u64,
+    /// How it changed since the previous backup (for [`crate::model::anomalies`]).
+    pub change: crate::model::anomalies::BucketChange,
+}
+
+/// What walking a listing beside the previous list found.
+#[derive(Debug, Default, Clone, Copy)]
+struct Walked {
+    unchanged: u64,
+    unchanged_bytes: u64,
+    /// Keys the previous backup had too (changed or not).
+    same_key: u64,
 }
 
 /// Lists a bucket into a [`Listing`] on disk, page by page.
@@ -150,23 +189,25 @@ pub(crate) async fn list_bucket_split(
 }
 
 /// Walks `listing` in archive order beside the previous backup's list of the same bucket,
-/// sending each object with what the previous backup recorded when it is unchanged.
-/// Returns how many were unchanged, and their bytes.
+/// sending each object with what the previous backup recorded when it is unchanged (and
+/// `reuse` allows it). Counts the unchanged objects, their bytes, and the keys both have.
 fn plan(
     listing: Listing,
     previous: Option<&ObjectList>,
+    reuse: bool,
     root: &Path,
     tx: tokio::sync::mpsc::Sender<Planned>,
-) -> std::io::Result<(u64, u64)> {
+) -> std::io::Result<Walked> {
     let mut prev = match previous {
         Some(l) => Some(l.iter()?.peekable()),
         None => None,
     };
-    let (mut unchanged, mut unchanged_bytes) = (0, 0);
+    let mut walked = Walked::default();
     for info in listing.into_iter_sorted() {
         let info = info?;
         let digest = crate::model::spool::key_digest(&info.key);
         let mut known = None;
+        let mut was_text = false;
         if let Some(prev) = prev.as_mut() {
             // Both are in archive order: skip what the previous backup had before this key.
             while let Some(Ok(e)) = prev.peek() {
@@ -183,21 +224,28 @@ fn plan(
             }
             if let Some(Ok(e)) = prev.peek()
                 && e.key == info.key
-                && e.size == info.size
-                && e.etag == info.etag
-                && e.last_modified == info.last_modified
             {
-                known = prev.next().and_then(|e| e.ok());
-                unchanged += 1;
-                unchanged_bytes += info.size;
+                walked.same_key += 1;
+                if reuse && e.size == info.size && e.etag == info.etag && e.last_modified == info.last_modified {
+                    known = prev.next().and_then(|e| e.ok());
+                    walked.unchanged += 1;
+                    walked.unchanged_bytes += info.size;
+                } else if e.size == info.size && e.etag == info.etag {
+                    // Not reused (a full read), but the same content: not rewritten.
+                    walked.unchanged += 1;
+                    walked.unchanged_bytes += info.size;
+                } else {
+                    was_text = e.attrs.content_encoding.is_none()
+                        && crate::model::anomalies::is_text_type(e.content_type.as_deref());
+                }
             }
         }
         let path = object_path(root, &info.key);
-        if tx.blocking_send(Planned { info, path, known }).is_err() {
+        if tx.blocking_send(Planned { info, path, known, was_text }).is_err() {
             break;
         }
     }
-    Ok((unchanged, unchanged_bytes))
+    Ok(walked)
 }
 
 impl BucketJob<'_> {
@@ -237,7 +285,8 @@ impl BucketJob<'_> {
         let (plan_tx, plan_rx) = tokio::sync::mpsc::channel(256);
         let planner = {
             let (root, prev) = (root.clone(), previous.map(|p| p.list.clone()));
-            tokio::task::spawn_blocking(move || plan(listing, prev.as_deref(), &root, plan_tx))
+            let reuse = self.reuse;
+            tokio::task::spawn_blocking(move || plan(listing, prev.as_deref(), reuse, &root, plan_tx))
         };
         let src = bucket_source(
             store,
@@ -271,11 +320,11 @@ impl BucketJob<'_> {
         written.push(snap.id);
         let planned = planner.await.map_err(|e| BackupError::Internal(e.to_string()))?;
         let mut fails = failures.list();
-        let (unchanged, unchanged_bytes) = match planned {
+        let walked = match planned {
             Ok(n) => n,
             Err(e) => {
                 fails.push(format!("reading the listing or the previous backup's list: {e}"));
-                (0, 0)
+                Walked::default()
             }
         };
         let finished = sink.finish(count);
@@ -286,6 +335,32 @@ impl BucketJob<'_> {
             return Err(BackupError::Source { part: format!("bucket {actual}"), failures: fails });
         }
         let (list, vanished) = finished.map_err(BackupError::Internal)?;
+        let (text_rewritten, text_randomized) = sink.text_samples();
+        let (added_bytes, added_packed) =
+            snap.summary.as_ref().map_or((0, 0), |s| (s.data_added_files, s.data_added_files_packed));
+        let change = match previous {
+            Some(p) => crate::model::anomalies::BucketChange {
+                objects_before: p.objects,
+                bytes_before: p.bytes,
+                objects_now: list.count,
+                bytes_now: list.bytes,
+                rewritten: walked.same_key.saturating_sub(walked.unchanged),
+                deleted: p.objects.saturating_sub(walked.same_key),
+                added_bytes,
+                added_packed,
+                baseline_ratio: p.compression_baseline,
+                text_rewritten,
+                text_randomized,
+            },
+            None => crate::model::anomalies::BucketChange {
+                objects_now: list.count,
+                bytes_now: list.bytes,
+                added_bytes,
+                added_packed,
+                ..Default::default()
+            },
+        };
+        let min_bytes = crate::model::anomalies::Thresholds::default().min_compression_bytes;
         let entry = BucketEntry {
             source_name: actual,
             snapshot: snap.id.to_string(),
@@ -296,7 +371,8 @@ impl BucketJob<'_> {
             objects_file: Some(crate::model::manifest::objects_path(bucket)),
             vanished,
             settings,
+            compression_baseline: crate::model::anomalies::next_baseline(&change, min_bytes),
         };
-        Ok(BucketDone { entry, list, unchanged, unchanged_bytes })
+        Ok(BucketDone { entry, list, unchanged: walked.unchanged, unchanged_bytes: walked.unchanged_bytes, change })
     }
 }

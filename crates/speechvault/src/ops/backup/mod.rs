@@ -79,6 +79,8 @@ pub struct BackupOptions {
     /// Every database's snapshot is held open through the backup when this allows one per
     /// database plus one for pg_dump; otherwise databases are backed up one at a time.
     pub pg_connections: usize,
+    /// When the backup is marked as looking like ransomware happened.
+    pub anomalies: crate::model::anomalies::Thresholds,
 }
 
 impl Default for BackupOptions {
@@ -90,6 +92,7 @@ impl Default for BackupOptions {
             dump_part_size: 16 << 20,
             full: false,
             pg_connections: 4,
+            anomalies: Default::default(),
         }
     }
 }
@@ -125,6 +128,9 @@ pub struct BackupReport {
     pub instance_ids: Vec<String>,
     /// Things the operator should know that did not fail the backup (vanished objects).
     pub warnings: Vec<String>,
+    /// Measures over their thresholds: the backup looks like ransomware happened since the
+    /// previous one (see [`crate::model::anomalies`]). Empty when nothing does.
+    pub anomalies: Vec<crate::model::anomalies::Anomaly>,
     /// Bytes this backup added to the repository (new data after deduplication and
     /// compression, packed and encrypted).
     pub stored_bytes: u64,
@@ -201,7 +207,13 @@ pub(crate) async fn write_manifest(
     let spec = SnapshotSpec {
         host: installation.to_string(),
         label: "manifest".into(),
-        tags: tags(installation, id, "manifest"),
+        tags: {
+            let mut t = tags(installation, id, "manifest");
+            if !manifest.anomalies.is_empty() {
+                t.push(manifest::ANOMALOUS_TAG.into());
+            }
+            t
+        },
         path: PathBuf::from("/speechvault"),
         description: Some(format!("speechvault backup {id} of {installation}: manifest")),
     };
@@ -372,10 +384,11 @@ async fn run_inner(
         }
         (result, written, entries)
     };
-    let previous = if opts.full { BTreeMap::new() } else { bucket::previous_buckets(repo, inst).await };
+    // Loaded for --full too: the anomaly measures compare with it.
+    let previous = bucket::previous_backup(repo, inst).await;
     let part_stop = &part_stop;
     let bucket_parts = buckets.iter().map(|b| {
-        let prev = previous.get(b);
+        let prev = previous.buckets.get(b);
         // Each bucket fetches ahead on its own budget: a permit is held until the archiver has
         // read its object, so a shared budget let one bucket's waiting objects starve the
         // others (on a server with 20-50 ms per GET, the backup fell to a few GETs at a time).
@@ -389,6 +402,7 @@ async fn run_inner(
             progress,
             stop: part_stop,
             transfers: transfers.clone(),
+            reuse: !opts.full,
         };
         let failed = &failed;
         async move {
@@ -426,11 +440,13 @@ async fn run_inner(
     let mut bucket_entries = BTreeMap::new();
     let mut lists = BTreeMap::new();
     let mut unchanged = BTreeMap::new();
+    let mut changes = BTreeMap::new();
     let mut warnings = Vec::new();
     for (b, result, w) in bucket_results {
         written.extend(w);
         match result {
-            Ok(bucket::BucketDone { entry, list, unchanged: n, unchanged_bytes: nb }) => {
+            Ok(bucket::BucketDone { entry, list, unchanged: n, unchanged_bytes: nb, change }) => {
+                changes.insert(b.clone(), change);
                 if !entry.vanished.is_empty() {
                     warnings.push(format!(
                         "bucket {}: {} objects were deleted while the backup ran and are not in it (first: {:?})",
@@ -463,6 +479,28 @@ async fn run_inner(
             instance_ids.extend(ids.iter().cloned());
         }
     }
+    // Does this look like ransomware happened since the previous backup?
+    let tables: BTreeMap<String, crate::model::anomalies::TableChange> = db_entries
+        .iter()
+        .flat_map(|(db, e)| e.tables.iter().map(move |(t, rows)| (format!("{db}/{t}"), *rows)))
+        .filter_map(|(name, rows_now)| {
+            previous
+                .tables
+                .get(&name)
+                .map(|&rows_before| (name, crate::model::anomalies::TableChange { rows_before, rows_now }))
+        })
+        .collect();
+    let anomalies = crate::model::anomalies::detect(&changes, &tables, &opts.anomalies);
+    if !anomalies.is_empty() {
+        let what: Vec<String> = anomalies
+            .iter()
+            .map(|a| format!("{} {} = {} (threshold {})", a.scope, a.measure, a.value, a.threshold))
+            .collect();
+        warnings.push(format!(
+            "this backup looks like ransomware or mass deletion happened since the previous one: {}; it is kept and marked anomalous, and retention keeps the last backup before it",
+            what.join(", ")
+        ));
+    }
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -480,6 +518,7 @@ async fn run_inner(
         buckets: bucket_entries,
         instance_ids: instance_ids.into_iter().collect(),
         retention: None,
+        anomalies: anomalies.clone(),
     };
     if stop.is_stopped() {
         return Err(BackupError::Interrupted);
@@ -559,6 +598,7 @@ async fn run_inner(
         snapshots: written.iter().map(|s| s.to_string()).collect(),
         instance_ids: manifest.canonical_instance_ids().iter().map(|i| i.to_string()).collect(),
         warnings,
+        anomalies,
         stored_bytes: repo.stored_bytes().saturating_sub(stored_before),
         seconds: clock.elapsed().as_secs_f64(),
     })

@@ -58,6 +58,10 @@ pub struct Planned {
     pub info: ObjectInfo,
     pub path: PathBuf,
     pub known: Option<ObjectEntry>,
+    /// The previous backup had this key, with other content, as plain text (JSON, XML,
+    /// text/*): its new bytes are sampled for what encryption leaves (see
+    /// [`crate::model::anomalies::looks_random`]).
+    pub was_text: bool,
 }
 
 /// What became of one planned object.
@@ -75,6 +79,9 @@ pub enum Outcome {
 pub struct EntrySink(Arc<Mutex<SinkState>>);
 
 struct SinkState {
+    /// Rewritten text objects sampled, and how many of them now look random.
+    text_rewritten: u64,
+    text_randomized: u64,
     next: usize,
     pending: std::collections::BTreeMap<usize, Outcome>,
     writer: Option<ObjectListWriter>,
@@ -85,6 +92,8 @@ struct SinkState {
 impl EntrySink {
     pub fn new() -> std::io::Result<Self> {
         Ok(Self(Arc::new(Mutex::new(SinkState {
+            text_rewritten: 0,
+            text_randomized: 0,
             next: 0,
             pending: Default::default(),
             writer: Some(ObjectListWriter::new()?),
@@ -113,6 +122,19 @@ impl EntrySink {
                 }
             }
         }
+    }
+
+    /// Counts a rewritten text object, and whether its new bytes look random.
+    fn text_sampled(&self, random: bool) {
+        if let Ok(mut st) = self.0.lock() {
+            st.text_rewritten += 1;
+            st.text_randomized += u64::from(random);
+        }
+    }
+
+    /// Rewritten text objects sampled, and how many now look random.
+    pub fn text_samples(&self) -> (u64, u64) {
+        self.0.lock().map(|st| (st.text_rewritten, st.text_randomized)).unwrap_or((0, 0))
     }
 
     /// The list, once all `planned` objects have an outcome; and the keys that vanished.
@@ -477,6 +499,9 @@ pub fn bucket_source(
     BucketSource { slots: Mutex::new(Some(slot_rx)), ctx, total }
 }
 
+/// Bytes of a rewritten text object looked at for randomness.
+const SAMPLE: usize = 4096;
+
 /// Fetches one object into `tx`, re-listing it when it changed or vanished since the listing.
 #[allow(clippy::too_many_arguments)]
 async fn fetch(
@@ -489,7 +514,7 @@ async fn fetch(
     permit: tokio::sync::OwnedSemaphorePermit,
     progress: Option<&(dyn Fn(u64) + Send + Sync)>,
 ) {
-    let Planned { mut info, path, .. } = planned;
+    let Planned { mut info, path, was_text, .. } = planned;
     let mut relists = 0;
     let mut body = loop {
         match store.get_object(bucket, &info.key, Some(&info)).await {
@@ -520,10 +545,14 @@ async fn fetch(
         return;
     }
     let mut hasher = Sha256::new();
+    let mut sample: Option<Vec<u8>> = was_text.then(Vec::new);
     loop {
         match body.chunk().await {
             Ok(Some(chunk)) => {
                 hasher.update(&chunk);
+                if let Some(s) = sample.as_mut().filter(|s| s.len() < SAMPLE) {
+                    s.extend_from_slice(&chunk[..chunk.len().min(SAMPLE - s.len())]);
+                }
                 let n = chunk.len() as u64;
                 if tx.send(Msg::Data(chunk)).await.is_err() {
                     return;
@@ -540,6 +569,9 @@ async fn fetch(
         }
     }
     let sha256 = hex::encode(hasher.finalize());
+    if let Some(s) = sample {
+        sink.text_sampled(crate::model::anomalies::looks_random(&s));
+    }
     // The GET says how many tags there are; only tagged objects cost a request for them.
     let mut head = body.head.clone();
     if head.tag_count > 0 {
