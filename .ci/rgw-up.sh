@@ -88,5 +88,11 @@ echo "export SPEECHVAULT_TEST_S3_ENDPOINT=http://127.0.0.1:$rgw_port"
 echo "export SPEECHVAULT_TEST_S3_REGION=us-east-1"
 echo "export SPEECHVAULT_TEST_S3_ACCESS_KEY=$key_id"
 echo "export SPEECHVAULT_TEST_S3_SECRET_KEY=$secret"
+# A second user, for the write-only backup key of the immutable-repository tests (a bucket
+# policy of the first user's bucket grants it read, list, put and retention only).
+writer=$(radosgw-admin -c "$conf" -n client.rgw user create --uid speechvault-writer --display-name speechvault-writer 2>/dev/null)
+echo "export SPEECHVAULT_TEST_S3_WRITER_USER=speechvault-writer"
+echo "export SPEECHVAULT_TEST_S3_WRITER_ACCESS_KEY=$(echo "$writer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["keys"][0]["access_key"])')"
+echo "export SPEECHVAULT_TEST_S3_WRITER_SECRET_KEY=$(echo "$writer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["keys"][0]["secret_key"])')"
 # RGW enforces S3 Object Lock: the immutable-repository tests run their attack here.
 echo "export SPEECHVAULT_TEST_S3_OBJECT_LOCK=1"

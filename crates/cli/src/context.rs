@@ -35,6 +35,22 @@ impl Ctx {
         Ok(Arc::new(blocking(move || Repository::open(&settings.location, &settings.password)).await??))
     }
 
+    /// The repository for maintenance (forget, prune, unlock): through its `s3.maintenance_*`
+    /// keys when the config sets them (the backup's keys may then be write-only), else as
+    /// [`Context::repository`] opens it.
+    pub async fn maintenance_repository(&self) -> Result<Arc<Repository>, Error> {
+        let mut settings = self.cfg.named_repository(self.repository_name.as_deref())?;
+        if let Some(m) = settings.maintenance.take() {
+            settings.location = m;
+        }
+        Ok(Arc::new(blocking(move || Repository::open(&settings.location, &settings.password)).await??))
+    }
+
+    /// Whether the repository has keys of its own for maintenance.
+    pub fn has_maintenance_keys(&self) -> Result<bool, Error> {
+        Ok(self.cfg.named_repository(self.repository_name.as_deref())?.maintenance.is_some())
+    }
+
     /// Takes the repository's lock (shared, or exclusive for forget and prune), waiting up to
     /// `--lock-wait` for another run's.
     pub async fn lock(&self, repo: &Arc<Repository>, exclusive: bool) -> Result<RepoLock, Error> {

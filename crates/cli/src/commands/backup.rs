@@ -85,8 +85,24 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
     let report =
         ctx.with_progress(&progress, backup::run(repo.clone(), &inst, &profile, &opts, &progress, &ctx.stop)).await?;
     drop(lock);
-    // One command serves a scheduled job: with retention.after_backup, forget and prune now.
-    let retention = if policy.after_backup && policy.has_rules() {
+    // One command serves a scheduled job: with retention.after_backup, forget and prune now,
+    // through the maintenance keys when there are some. An immutable repository's backup key
+    // is meant to be unable to delete: without maintenance keys the retention waits for the
+    // maintenance job.
+    let maintenance = ctx.has_maintenance_keys()?;
+    let skip = policy.after_backup && policy.has_rules() && repo.immutability().is_some() && !maintenance;
+    let mut report = report;
+    if skip {
+        let w = "retention.after_backup: skipped, the repository is immutable and has no s3.maintenance_* keys; the maintenance job (speechvault forget --prune) applies it";
+        tracing::warn!("{w}");
+        report.warnings.push(w.to_string());
+    }
+    let repo = if policy.after_backup && policy.has_rules() && maintenance {
+        ctx.maintenance_repository().await?
+    } else {
+        repo
+    };
+    let retention = if policy.after_backup && policy.has_rules() && !skip {
         let request = retention::Request {
             installations: vec![inst.name.clone()],
             prune: true,

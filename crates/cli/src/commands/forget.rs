@@ -49,7 +49,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
-    let repo = ctx.repository().await?;
+    let repo = ctx.maintenance_repository().await?;
     let flags = RetentionFlags {
         keep_last: args.keep_last,
         keep_hourly: args.keep_hourly,

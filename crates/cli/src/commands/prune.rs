@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
-    let repo = ctx.repository().await?;
+    let repo = ctx.maintenance_repository().await?;
     let _lock = ctx.lock(&repo, !args.dry_run).await?;
     let summary = blocking(move || repo.prune(args.max_unused.as_deref(), args.dry_run)).await??;
     Ok(Outcome::Prune(summary))

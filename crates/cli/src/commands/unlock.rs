@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
-    let repo = ctx.repository().await?;
+    let repo = ctx.maintenance_repository().await?;
     let r = repo.clone();
     if args.dry_run {
         let locks = blocking(move || r.locks()).await??;

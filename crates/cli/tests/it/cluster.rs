@@ -537,6 +537,14 @@ fn the_shipped_cluster_configs_parse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/overlays");
     let mut seen = 0;
     for overlay in std::fs::read_dir(&root).unwrap().flatten() {
+        // The maintenance CronJob's config (immutable-repository) names no installation.
+        let maintenance = overlay.path().join("maintenance.toml");
+        if maintenance.is_file() {
+            let text = std::fs::read_to_string(&maintenance).unwrap();
+            let cfg = speechvault::model::config::Config::parse(&text, &maintenance)
+                .unwrap_or_else(|e| panic!("{}: {e}", maintenance.display()));
+            assert!(cfg.file.installations.is_empty() && text.contains("s3.maintenance_access_key_file"), "{text}");
+        }
         let path = overlay.path().join("speechvault.toml");
         if !path.is_file() {
             continue;

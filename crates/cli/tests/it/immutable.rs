@@ -212,3 +212,88 @@ async fn governance_retention_cut_short_is_found_and_extended_by_check() {
     let again = ws.json(&["--repository", "gov", "check"]);
     assert!(again.get("short_retention").is_none(), "{again}");
 }
+
+/// The bucket policy `docs/configuration.md` gives for a write-only backup key on RGW: read,
+/// list (also versions), put and retention; delete only under `locks/`.
+fn write_only_policy(bucket: &str, prefix: &str, user: &str) -> String {
+    format!(
+        r#"{{"Version":"2012-10-17","Statement":[
+{{"Effect":"Allow","Principal":{{"AWS":["arn:aws:iam:::user/{user}"]}},
+ "Action":["s3:GetObject","s3:GetObjectVersion","s3:PutObject","s3:GetObjectRetention","s3:PutObjectRetention",
+  "s3:ListBucket","s3:ListBucketVersions","s3:GetBucketObjectLockConfiguration","s3:GetBucketLocation","s3:GetBucketVersioning"],
+ "Resource":["arn:aws:s3:::{bucket}","arn:aws:s3:::{bucket}/*"]}},
+{{"Effect":"Allow","Principal":{{"AWS":["arn:aws:iam:::user/{user}"]}},
+ "Action":["s3:DeleteObject","s3:DeleteObjectVersion"],
+ "Resource":["arn:aws:s3:::{bucket}/{prefix}/locks/*"]}}]}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backups_run_with_a_key_that_cannot_delete_and_maintenance_has_its_own() {
+    if !object_lock_server() {
+        return;
+    }
+    let (Ok(user), Ok(wak), Ok(wsk)) = (
+        std::env::var("SPEECHVAULT_TEST_S3_WRITER_USER"),
+        std::env::var("SPEECHVAULT_TEST_S3_WRITER_ACCESS_KEY"),
+        std::env::var("SPEECHVAULT_TEST_S3_WRITER_SECRET_KEY"),
+    ) else {
+        panic!("the RGW harness names a writer user (.ci/rgw-up.sh)");
+    };
+    let a = TestInstallation::start_with(exe(), "imm-wo", Scale::Tiny, 99, |o| o.components = vec!["sttAsync".into()])
+        .await
+        .unwrap();
+    // The owner's (maintenance) section, then the same repository through the writer's key.
+    let admin = s3_repository(&a.info, None, "sv-imm-wo");
+    let (admin_store, bucket, prefix) = repository_bucket(&admin);
+    let get = |k: &str| admin.lines().find_map(|l| l.strip_prefix(&format!("{k} = "))).unwrap().to_string();
+    let writer = format!(
+        "[repository]\nurl = {}\npassword = {}\ns3.region = {}\ns3.access_key = {wak:?}\ns3.secret_key = {wsk:?}\ns3.maintenance_access_key = {}\ns3.maintenance_secret_key = {}\n\n[repository.immutable]\nmode = \"compliance\"\nretain = \"1d\"\n\n[retention]\nkeep_last = 1\nafter_backup = true\n",
+        get("url"),
+        get("password"),
+        get("s3.region"),
+        get("s3.access_key"),
+        get("s3.secret_key"),
+    );
+    // The owner creates the bucket with object lock and grants the writer what a backup needs.
+    admin_store.create_bucket_with_object_lock(&bucket).await.unwrap();
+    admin_store.put_bucket_setting(&bucket, "policy", &write_only_policy(&bucket, &prefix, &user)).await.unwrap();
+    // init, backups and check with the writer's key (the workspace inits it).
+    let ws = Workspace::with_repositories(&[&a.info], Some(&writer), "");
+    let first = ws.json(&["backup", "--from", "imm-wo"]);
+    // after_backup ran through the maintenance keys: forget kept one, deleted nothing retained.
+    assert!(first["warnings"].as_array().unwrap().is_empty(), "{first}");
+    let second = ws.json(&["backup", "--from", "imm-wo"]);
+    assert_eq!(ws.backups().len(), 2, "retained backups stay although keep_last = 1: {second}");
+
+    // The writer's key cannot delete any version of any repository file.
+    let mut wcfg = speechvault::objstore::S3Config::new(
+        admin_store.endpoint().to_string(),
+        wak.clone(),
+        speechvault::support::secret::Secret::new(wsk.clone()),
+    );
+    wcfg.region = get("s3.region").trim_matches('"').to_string();
+    let ws3 = speechvault::objstore::ObjectStore::new(wcfg).unwrap();
+    let versions = admin_store.list_versions(&bucket, &format!("{prefix}/")).await.unwrap();
+    let files: Vec<_> = versions.iter().filter(|v| !v.key.contains("/locks/") && !v.delete_marker).collect();
+    assert!(files.iter().any(|v| v.key.contains("/data/")) && files.iter().any(|v| v.key.contains("/snapshots/")));
+    for v in &files {
+        assert!(ws3.delete_object_version(&bucket, &v.key, &v.version_id).await.is_err(), "writer deleted {}", v.key);
+    }
+    // An overwrite only adds a version that speechvault ignores and check reports.
+    let snap = files.iter().find(|v| v.key.contains("/snapshots/")).unwrap();
+    ws3.put_object(&bucket, &snap.key, bytes::Bytes::from_static(b"garbage"), &Default::default()).await.unwrap();
+    let check = ws.json(&["check"]);
+    assert_eq!(check["tampered"].as_array().unwrap().len(), 1, "{check}");
+    let third = ws.json(&["backup", "--from", "imm-wo"]);
+    assert!(third["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("tampered")), "{third}");
+    // Without maintenance keys an immutable repository's backup leaves retention to the
+    // maintenance job, and says so.
+    let no_maint: String = writer.lines().filter(|l| !l.starts_with("s3.maintenance_")).collect::<Vec<_>>().join("\n");
+    std::fs::write(ws.config(), format!("{no_maint}\n{}", a.info.config_section())).unwrap();
+    let fourth = ws.json(&["backup", "--from", "imm-wo"]);
+    assert!(
+        fourth["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("no s3.maintenance_* keys")),
+        "{fourth}"
+    );
+}

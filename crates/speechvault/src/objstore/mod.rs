@@ -165,6 +165,10 @@ pub struct PutOptions {
     /// it honours the header (not every server does; probe before relying on it).
     #[serde(default)]
     pub if_none_match: bool,
+    /// Send `x-amz-acl: bucket-owner-full-control`: a key that is not the bucket's owner
+    /// writes objects the owner (the maintenance key) may still read and manage.
+    #[serde(default)]
+    pub bucket_owner_full_control: bool,
 }
 
 /// Checks a bucket name against S3's rules (3 to 63 lower-case letters, digits, `.` and `-`,

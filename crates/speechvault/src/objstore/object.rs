@@ -168,6 +168,9 @@ impl ObjectStore {
         if opts.if_none_match {
             call = call.header("if-none-match", "*");
         }
+        if opts.bucket_owner_full_control {
+            call = call.header("x-amz-acl", "bucket-owner-full-control");
+        }
         Ok(call)
     }
 

@@ -70,7 +70,7 @@ impl AttributePolicy {
             content_type: e.content_type.clone(),
             metadata: e.metadata.clone(),
             attrs: self.apply(&e.attrs),
-            if_none_match: false,
+            ..Default::default()
         }
     }
 

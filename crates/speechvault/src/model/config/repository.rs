@@ -75,6 +75,12 @@ pub struct RepoS3File {
     #[serde(default)]
     pub insecure: bool,
     pub read_timeout_secs: Option<u64>,
+    /// Keys for maintenance (forget, prune, unlock): the backup's own keys may then be
+    /// write-only (read, list, put, no delete).
+    pub maintenance_access_key: Option<String>,
+    pub maintenance_access_key_file: Option<PathBuf>,
+    pub maintenance_secret_key: Option<Secret>,
+    pub maintenance_secret_key_file: Option<PathBuf>,
 }
 
 /// Where backups go, resolved.
@@ -84,6 +90,8 @@ pub struct RepositorySettings {
     pub name: Option<String>,
     pub location: Location,
     pub password: Secret,
+    /// The same repository through the maintenance keys (`s3.maintenance_*`), when set.
+    pub maintenance: Option<Location>,
 }
 
 fn location_of(
@@ -135,6 +143,44 @@ fn location_of(
 }
 
 impl RepositoryFile {
+    /// `location` with the maintenance keys instead of the backup's, when they are set.
+    fn maintenance_location(&self, what: &str, location: &Location) -> Result<Option<Location>, ConfigError> {
+        let s3 = &self.s3;
+        let any = s3.maintenance_access_key.is_some()
+            || s3.maintenance_access_key_file.is_some()
+            || s3.maintenance_secret_key.is_some()
+            || s3.maintenance_secret_key_file.is_some();
+        if !any {
+            return Ok(None);
+        }
+        let bad = |reason: &str| ConfigError::Repository(format!("{what}: {reason}"));
+        let Location::S3(loc) = location else {
+            return Err(bad("s3.maintenance_* keys are for an s3: repository"));
+        };
+        let access_key = match (&s3.maintenance_access_key, &s3.maintenance_access_key_file) {
+            (Some(a), _) => a.clone(),
+            (None, Some(p)) => read_secret_file(p)
+                .map_err(|source| ConfigError::SecretFile {
+                    what: format!("{what} S3 maintenance access key"),
+                    path: p.clone(),
+                    source,
+                })?
+                .expose()
+                .to_string(),
+            (None, None) => return Err(bad("set s3.maintenance_access_key_file with s3.maintenance_secret_key_file")),
+        };
+        let secret_key = secret_from(
+            &format!("{what} S3 maintenance secret key"),
+            &s3.maintenance_secret_key,
+            &s3.maintenance_secret_key_file,
+        )?
+        .ok_or_else(|| bad("set s3.maintenance_secret_key_file with s3.maintenance_access_key_file"))?;
+        let mut m = (**loc).clone();
+        m.s3.access_key = access_key;
+        m.s3.secret_key = secret_key;
+        Ok(Some(Location::S3(Box::new(m))))
+    }
+
     fn resolve(&self, what: &str, name: Option<String>, env_fallback: bool) -> Result<RepositorySettings, ConfigError> {
         let spec = match (&self.path, &self.url) {
             (Some(_), Some(_)) => {
@@ -152,6 +198,7 @@ impl RepositoryFile {
             None => return Err(ConfigError::Repository(format!("{what}: set path or url"))),
         };
         let location = location_of(what, &spec, &self.s3, self.immutable.as_ref())?;
+        let maintenance = self.maintenance_location(what, &location)?;
         let password = secret_from(&format!("{what} password"), &self.password, &self.password_file)?;
         let password = match password {
             Some(p) => p,
@@ -173,7 +220,7 @@ impl RepositoryFile {
         if password.is_empty() {
             return Err(ConfigError::Repository(format!("{what}: the password is empty")));
         }
-        Ok(RepositorySettings { name, location, password })
+        Ok(RepositorySettings { name, location, password, maintenance })
     }
 }
 

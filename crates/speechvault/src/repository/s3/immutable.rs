@@ -206,7 +206,18 @@ impl S3Store {
                 let mut pick = None;
                 let mut newer = 0;
                 for v in &real {
-                    let bytes = self.block_on(self.objects().get_version_bytes(self.bucket(), key, &v.version_id))?;
+                    // A version this key may not read (written by another key without
+                    // granting the bucket's owner access) is not one of ours either.
+                    let bytes = match self.block_on(self.objects().get_version_bytes(self.bucket(), key, &v.version_id))
+                    {
+                        Ok(b) => b,
+                        Err(e) if refused(&e) => {
+                            tracing::debug!(key, version = v.version_id, error = %e, "a version that cannot be read");
+                            newer += 1;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
                     if hex::encode(sha2::Sha256::digest(&bytes)) == id.to_hex().as_str() {
                         pick = Some(*v);
                         break;
@@ -330,6 +341,9 @@ impl S3Store {
         opts.attrs.lock_mode = Some(l.policy.mode.header().to_string());
         opts.attrs.lock_retain_until = Some(crate::objstore::versions::retain_date(until));
         opts.if_none_match = self.conditional_writes();
+        // The backup's key may not own the bucket; the owner's maintenance key must be able
+        // to read and remove what it writes.
+        opts.bucket_owner_full_control = true;
         let up = match self.block_on(self.objects().put_checked(self.bucket(), &key, data.clone(), &opts)) {
             Ok(up) => up,
             // Already there: fine when what is there is ours (a repeated write of the same

@@ -92,7 +92,8 @@ impl S3Store {
     }
 
     pub fn write_key(&self, key: &str, data: Bytes) -> Result<(), ObjStoreError> {
-        self.block_on(self.store.put_checked(&self.bucket, key, data, &PutOptions::default())).and_then(|up| {
+        let opts = PutOptions { bucket_owner_full_control: self.is_immutable(), ..Default::default() };
+        self.block_on(self.store.put_checked(&self.bucket, key, data, &opts)).and_then(|up| {
             if up.etag_confirms() == Some(false) {
                 return Err(ObjStoreError::Protocol {
                     op: "PutObject".into(),
