@@ -56,3 +56,24 @@ pub fn extend(
     }
     Ok(repo.extend_retention(&snapshots, last.as_ref())?)
 }
+
+/// A warning when the installation's backups are further apart than the repository's
+/// `retain`: between two backups the older one's new files could lose their retention.
+pub fn interval_warning(repo: &Repository, installation: &str) -> Option<String> {
+    let retain = repo.immutability()?.retain;
+    let sets = catalog::backup_sets(repo).ok()?;
+    let last = sets
+        .iter()
+        .filter(|s| s.complete() && s.installation == installation)
+        .filter_map(|s| s.unix_time())
+        .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))))?;
+    let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+    let gap = now - last;
+    (gap > retain.as_secs() as f64).then(|| {
+        format!(
+            "the previous backup of {installation} is {:.1} days old, longer than the repository's retain of {:.1} days: back up at least as often as retain, or raise it",
+            gap / 86400.0,
+            retain.as_secs_f64() / 86400.0
+        )
+    })
+}

@@ -525,6 +525,13 @@ async fn run_inner(
     }
     let mut manifest = manifest;
     if repo.immutability().is_some() {
+        let (r, name) = (repo.clone(), inst.name.clone());
+        if let Ok(Some(w)) =
+            tokio::task::spawn_blocking(move || crate::ops::immutability::interval_warning(&r, &name)).await
+        {
+            tracing::warn!("{w}");
+            warnings.push(w);
+        }
         progress.phase("extending the retention of what the backups need", 0, 0);
         let (r, ids) = (repo.clone(), written.clone());
         let extended = tokio::task::spawn_blocking(move || crate::ops::immutability::extend(&r, &ids))
