@@ -118,6 +118,8 @@ struct Walked {
     unchanged_bytes: u64,
     /// Keys the previous backup had too (changed or not).
     same_key: u64,
+    /// Of those, read again (a full backup) though their content had not changed.
+    same_content: u64,
 }
 
 /// Lists a bucket into a [`Listing`] on disk, page by page.
@@ -232,8 +234,7 @@ fn plan(
                     walked.unchanged_bytes += info.size;
                 } else if e.size == info.size && e.etag == info.etag {
                     // Not reused (a full read), but the same content: not rewritten.
-                    walked.unchanged += 1;
-                    walked.unchanged_bytes += info.size;
+                    walked.same_content += 1;
                 } else {
                     was_text = e.attrs.content_encoding.is_none()
                         && crate::model::anomalies::is_text_type(e.content_type.as_deref());
@@ -300,7 +301,10 @@ impl BucketJob<'_> {
             Some(counter),
             self.stop.clone(),
         );
-        let parent = previous.map(|p| p.snapshot.clone());
+        // A full backup reads everything: no parent (rustic would take unchanged files'
+        // content from it without reading them). The previous list is still walked, for the
+        // anomaly measures.
+        let parent = if self.reuse { previous.map(|p| p.snapshot.clone()) } else { None };
         let spec = SnapshotSpec {
             host: inst.name.clone(),
             label: format!("bucket:{bucket}"),
@@ -344,7 +348,7 @@ impl BucketJob<'_> {
                 bytes_before: p.bytes,
                 objects_now: list.count,
                 bytes_now: list.bytes,
-                rewritten: walked.same_key.saturating_sub(walked.unchanged),
+                rewritten: walked.same_key.saturating_sub(walked.unchanged + walked.same_content),
                 deleted: p.objects.saturating_sub(walked.same_key),
                 added_bytes,
                 added_packed,
