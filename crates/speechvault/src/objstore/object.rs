@@ -122,12 +122,27 @@ impl ObjectStore {
     /// Reads `length` bytes at `offset` of an object into memory (a ranged GET; a server that
     /// ignores Range is handled by skipping). Fails if fewer bytes come back.
     pub async fn get_range(&self, bucket: &str, key: &str, offset: u64, length: u64) -> Result<Bytes> {
+        self.get_range_of(bucket, key, None, offset, length).await
+    }
+
+    /// [`ObjectStore::get_range`] of one version (`None`: the newest).
+    pub(crate) async fn get_range_of(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        offset: u64,
+        length: u64,
+    ) -> Result<Bytes> {
         super::validate_bucket_name(bucket)?;
         if length == 0 {
             return Ok(Bytes::new());
         }
-        let call = Call::new("GetObject", Method::GET, Some(bucket), Some(key))
+        let mut call = Call::new("GetObject", Method::GET, Some(bucket), Some(key))
             .header("range", &format!("bytes={offset}-{}", offset + length - 1));
+        if let Some(v) = version {
+            call = call.query("versionId", v);
+        }
         let (headers, body) = self.send_read(&call).await?;
         let ranged = headers.contains_key("content-range");
         let data = if ranged { body } else { body.slice((offset as usize).min(body.len())..) };

@@ -166,24 +166,7 @@ impl ObjectStore {
         offset: u64,
         length: u64,
     ) -> Result<Bytes> {
-        super::validate_bucket_name(bucket)?;
-        if length == 0 {
-            return Ok(Bytes::new());
-        }
-        let call = Call::new("GetObject", Method::GET, Some(bucket), Some(key))
-            .query("versionId", version)
-            .header("range", &format!("bytes={offset}-{}", offset + length - 1));
-        let (headers, body) = self.send_read(&call).await?;
-        let data =
-            if headers.contains_key("content-range") { body } else { body.slice((offset as usize).min(body.len())..) };
-        if (data.len() as u64) < length {
-            return Err(ObjStoreError::Protocol {
-                op: call.op.into(),
-                target: call.target(),
-                detail: format!("asked for {length} bytes at {offset}, got {}", data.len()),
-            });
-        }
-        Ok(data.slice(..length as usize))
+        self.get_range_of(bucket, key, Some(version), offset, length).await
     }
 
     /// The retention of one version (`None`: it has none).

@@ -94,6 +94,17 @@ pub struct RepositorySettings {
     pub maintenance: Option<Location>,
 }
 
+/// An access key given inline or as a file (`None`: neither).
+fn access_key_from(what: &str, inline: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>, ConfigError> {
+    match (inline, file) {
+        (Some(a), _) => Ok(Some(a.clone())),
+        (None, Some(p)) => read_secret_file(p)
+            .map(|k| Some(k.expose().to_string()))
+            .map_err(|source| ConfigError::SecretFile { what: what.to_string(), path: p.clone(), source }),
+        (None, None) => Ok(None),
+    }
+}
+
 fn location_of(
     what: &str,
     spec: &str,
@@ -118,18 +129,8 @@ fn location_of(
         return Ok(Location::Local(PathBuf::from(path)));
     }
     let (endpoint, bucket, prefix) = crate::repository::location::parse_s3_url(spec).map_err(bad)?;
-    let access_key = match (&s3.access_key, &s3.access_key_file) {
-        (Some(a), _) => a.clone(),
-        (None, Some(p)) => read_secret_file(p)
-            .map_err(|source| ConfigError::SecretFile {
-                what: format!("{what} S3 access key"),
-                path: p.clone(),
-                source,
-            })?
-            .expose()
-            .to_string(),
-        (None, None) => return Err(bad("an s3: repository needs s3.access_key_file (or s3.access_key)".into())),
-    };
+    let access_key = access_key_from(&format!("{what} S3 access key"), &s3.access_key, &s3.access_key_file)?
+        .ok_or_else(|| bad("an s3: repository needs s3.access_key_file (or s3.access_key)".into()))?;
     let secret_key = secret_from(&format!("{what} S3 secret key"), &s3.secret_key, &s3.secret_key_file)?
         .ok_or_else(|| bad("an s3: repository needs s3.secret_key_file (or s3.secret_key)".into()))?;
     let mut cfg = S3Config::new(endpoint, access_key, secret_key);
@@ -157,18 +158,12 @@ impl RepositoryFile {
         let Location::S3(loc) = location else {
             return Err(bad("s3.maintenance_* keys are for an s3: repository"));
         };
-        let access_key = match (&s3.maintenance_access_key, &s3.maintenance_access_key_file) {
-            (Some(a), _) => a.clone(),
-            (None, Some(p)) => read_secret_file(p)
-                .map_err(|source| ConfigError::SecretFile {
-                    what: format!("{what} S3 maintenance access key"),
-                    path: p.clone(),
-                    source,
-                })?
-                .expose()
-                .to_string(),
-            (None, None) => return Err(bad("set s3.maintenance_access_key_file with s3.maintenance_secret_key_file")),
-        };
+        let access_key = access_key_from(
+            &format!("{what} S3 maintenance access key"),
+            &s3.maintenance_access_key,
+            &s3.maintenance_access_key_file,
+        )?
+        .ok_or_else(|| bad("set s3.maintenance_access_key_file with s3.maintenance_secret_key_file"))?;
         let secret_key = secret_from(
             &format!("{what} S3 maintenance secret key"),
             &s3.maintenance_secret_key,
