@@ -90,6 +90,7 @@ pub enum Outcome {
         removed: Vec<FoundLock>,
         left: Vec<FoundLock>,
     },
+    VersionsRepaired(speechvault::repository::VersionsRepaired),
     Export {
         report: ExportReport,
         to: PathBuf,
@@ -168,6 +169,7 @@ impl Outcome {
                 json!({ "locks": locks, "stale": stale, "would_remove": would_remove })
             }
             Self::Unlocked { removed, left } => json!({ "removed": removed, "left": left }),
+            Self::VersionsRepaired(r) => to(r)?,
             Self::Export { report, .. } => to(report)?,
             Self::Import { report, .. } => to(report)?,
             #[cfg(feature = "sandbox")]
@@ -205,6 +207,16 @@ impl Outcome {
                 )
                 .with_failures(r.errors.clone()),
             ),
+            Self::VersionsRepaired(r) if r.files.iter().any(|f| f.lost) => {
+                let lost: Vec<String> = r.files.iter().filter(|f| f.lost).map(|f| f.key.clone()).collect();
+                Some(
+                    Error::new(
+                        ErrorKind::Differences,
+                        format!("{} repository files have no version a backup wrote: they are lost (`speechvault check` names the backups affected)", lost.len()),
+                    )
+                    .with_failures(lost),
+                )
+            }
             Self::Doctor(r) if !r.ok => {
                 let failed: Vec<&str> =
                     r.checks.iter().filter(|c| c.status == Status::Fail).map(|c| c.name.as_str()).collect();

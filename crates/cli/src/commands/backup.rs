@@ -106,7 +106,6 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
         let request = retention::Request {
             installations: vec![inst.name.clone()],
             prune: true,
-            prune_if_possible: true,
             max_unused: None,
             dry_run: false,
             lock_wait: ctx.lock_wait,

@@ -63,7 +63,6 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
     let request = retention::Request {
         installations: args.installation,
         prune: args.prune,
-        prune_if_possible: false,
         max_unused: args.max_unused,
         dry_run: args.dry_run,
         lock_wait: ctx.lock_wait,

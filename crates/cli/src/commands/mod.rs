@@ -15,6 +15,7 @@ pub mod init;
 pub mod key;
 pub mod ls;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
@@ -46,6 +47,8 @@ pub enum Command {
     #[command(subcommand)]
     Key(key::Command),
     Unlock(unlock::Args),
+    #[command(subcommand)]
+    Repair(repair::Command),
     Export(export::Args),
     Import(import::Args),
     Completions(completions::Args),
@@ -107,6 +110,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Finished {
         Command::Doctor(args) => doctor::run(args, ctx).await.into(),
         Command::Key(cmd) => key::run(cmd, ctx).await.into(),
         Command::Unlock(args) => unlock::run(args, ctx).await.into(),
+        Command::Repair(cmd) => repair::run(cmd, ctx).await.into(),
         Command::Export(args) => export::run(args, ctx).await.into(),
         Command::Import(args) => import::run(args, ctx).await.into(),
         Command::Completions(args) => completions::run(args).into(),

@@ -62,6 +62,7 @@ fn text(outcome: &Outcome, lines: &mut Lines) {
         | Outcome::KeyReplaced { .. }
         | Outcome::Locks { .. }
         | Outcome::Unlocked { .. }
+        | Outcome::VersionsRepaired(_)
         | Outcome::Export { .. }
         | Outcome::Import { .. } => repository::text(outcome, lines),
         Outcome::Backup { .. } | Outcome::Doctor(_) | Outcome::Ownership { .. } => backup::text(outcome, lines),

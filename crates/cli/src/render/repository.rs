@@ -55,7 +55,7 @@ pub(super) fn text(outcome: &Outcome, lines: &mut Lines) {
                 sets: Vec::new(),
                 removed: Vec::new(),
                 prune: Some(p.clone()),
-                held: Vec::new(),
+                held: p.held.clone(),
             },
         ),
         Outcome::Check(report) => {
@@ -116,6 +116,37 @@ pub(super) fn text(outcome: &Outcome, lines: &mut Lines) {
                     "{}{}",
                     l.describe(),
                     l.stale.as_ref().map(|s| format!(" (stale: {s})")).unwrap_or_default()
+                );
+            }
+        }
+        Outcome::VersionsRepaired(r) => {
+            let verb = if r.dry_run { "would repair" } else { "repaired" };
+            line!(lines, "repair versions: {verb} {} repository files", r.files.len());
+            for f in &r.files {
+                if f.lost {
+                    line!(lines, "  {}: LOST, no version is the one a backup wrote", f.key);
+                    continue;
+                }
+                line!(
+                    lines,
+                    "  {}: {} delete markers and {} versions written over it removed{}{}",
+                    f.key,
+                    f.markers_removed,
+                    f.versions_removed,
+                    if f.kept_retained > 0 {
+                        format!(", {} retained ones kept", f.kept_retained)
+                    } else {
+                        String::new()
+                    },
+                    if f.rewritten { ", the backup's version written again on top" } else { "" }
+                );
+            }
+            if r.lock_leftovers_removed > 0 {
+                line!(lines, "  locks/: {} leftover versions of deleted locks removed", r.lock_leftovers_removed);
+            }
+            if r.files.is_empty() {
+                lines.push(
+                    "every file's newest version is the one a backup wrote: restic reads the repository as it is",
                 );
             }
         }
@@ -207,6 +238,14 @@ pub(super) fn retention(lines: &mut Lines, o: &RetentionOutcome) {
             human_bytes(p.bytes_used),
             human_bytes(p.bytes_unused_left)
         );
+        if p.packs_held > 0 {
+            line!(
+                lines,
+                "prune: kept {} packs ({}) the object lock still retains; a prune after their retention frees them",
+                p.packs_held,
+                human_bytes(p.bytes_held)
+            );
+        }
     }
     if !o.held.is_empty() {
         line!(lines, "held: {} files are retained by object lock and stay until their retention ends:", o.held.len());

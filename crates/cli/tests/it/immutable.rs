@@ -177,6 +177,115 @@ async fn the_backup_key_cannot_erase_an_immutable_repository() {
     let f = ws.json(&["forget", "--keep-last", "1"]);
     assert!(!f["held"].as_array().unwrap().is_empty(), "{f}");
     assert_eq!(ws.backups().len(), 3, "the retained snapshots are all still readable");
+    // prune deletes nothing retained and leaves an index restic still checks.
+    let p = ws.json(&["prune", "--max-unused", "0%"]);
+    assert_eq!(p["dry_run"], false, "{p}");
+
+    // Maintenance puts the repository back the way restic reads it: the markers and the
+    // versions written over the files removed (none of the attacker's was retained).
+    // (forget's removal of the held snapshot files already deleted what was not retained.)
+    let left = ws.json(&["check"])["tampered"].as_array().unwrap().len();
+    assert!(left > 0 && left <= tampered, "{left}");
+    let dry = ws.json(&["repair", "versions", "--dry-run"]);
+    assert_eq!(dry["files"].as_array().unwrap().len(), left, "{dry}");
+    assert_eq!(ws.json(&["check"])["tampered"].as_array().unwrap().len(), left, "a dry run changes nothing");
+    let fixed = ws.json(&["repair", "versions"]);
+    let files = fixed["files"].as_array().unwrap();
+    assert_eq!(files.len(), left, "{fixed}");
+    assert!(files.iter().all(|f| f["lost"] == false && f["versions_removed"].as_u64().unwrap() >= 1), "{fixed}");
+    let check = ws.json(&["check"]);
+    assert!(check.get("tampered").is_none_or(|t| t.as_array().unwrap().is_empty()), "{check}");
+    restic_on_repo(&repo, &["check", "--read-data"], &ws);
+    let listed = restic_on_repo(&repo, &["snapshots", "--json"], &ws);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(listed.as_array().unwrap().len() >= 3, "restic lists every snapshot again: {listed}");
+    assert_eq!(ws.json(&["repair", "versions"])["files"].as_array().unwrap().len(), 0, "nothing left to repair");
+}
+
+/// Every version under the repository's prefix (locks aside) retained only until `until`,
+/// cut short with the governance bypass this key has; `only`: keys containing it.
+async fn cut_retention(section: &str, until: jiff::Timestamp, only: &str, except: &str) -> usize {
+    let (rs, bucket, prefix) = repository_bucket(section);
+    let mut n = 0;
+    for v in rs.list_versions(&bucket, &format!("{prefix}/")).await.unwrap() {
+        if v.delete_marker
+            || v.key.contains("/locks/")
+            || !v.key.contains(only)
+            || (!except.is_empty() && v.key.contains(except))
+        {
+            continue;
+        }
+        let r = speechvault::objstore::Retention { mode: speechvault::objstore::LockMode::Governance, until };
+        rs.put_retention_bypassing(&bucket, &v.key, &v.version_id, r).await.unwrap();
+        n += 1;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_frees_only_what_object_lock_no_longer_retains() {
+    if !object_lock_server() {
+        return;
+    }
+    let a =
+        TestInstallation::start_with(exe(), "imm-prune", Scale::Tiny, 97, |o| o.components = vec!["sttAsync".into()])
+            .await
+            .unwrap();
+    let gov = immutable(&s3_repository(&a.info, Some("gov"), "sv-imm-prune"), "repositories.gov", "governance", "1d");
+    let ws = Workspace::with_repositories(&[&a.info], None, &gov);
+    let out = ws.run(&["init", "--repository", "gov"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The first backup holds data the second no longer needs.
+    let store = a.info.object_store().unwrap();
+    let bucket = a.info.bucket("stt-async-icp");
+    let big: Vec<u8> = (0..600_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    store.put_object(&bucket, "jobs/old-audio.bin", bytes::Bytes::from(big), &Default::default()).await.unwrap();
+    let first = ws.json(&["--repository", "gov", "backup", "--from", "imm-prune"]);
+    // Written over with other bytes of the same size (a deletion this big would mark the
+    // backup anomalous, and retention would keep the first).
+    let other: Vec<u8> = (0..600_000u32).map(|i| (i.wrapping_mul(40_503) >> 7) as u8 ^ 0x5a).collect();
+    store.put_object(&bucket, "jobs/old-audio.bin", bytes::Bytes::from(other), &Default::default()).await.unwrap();
+    let second = ws.json(&["--repository", "gov", "backup", "--from", "imm-prune"]);
+    let (rs, rbucket, prefix) = repository_bucket(&gov);
+    let packs_before: std::collections::BTreeSet<String> =
+        rs.list_versions(&rbucket, &format!("{prefix}/data/")).await.unwrap().into_iter().map(|v| v.key).collect();
+
+    // Everything but the index files stops being retained: forget removes the first backup,
+    // prune must leave every pack an index file still retained names (and say until when).
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3);
+    assert!(cut_retention(&gov, soon, "/", "/index/").await > 0);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let f = ws.json(&["--repository", "gov", "forget", "--keep-last", "1"]);
+    assert!(f.get("held").is_none_or(|h| h.as_array().unwrap().is_empty()), "nothing retained to forget: {f}");
+    let listed = ws.json(&["--repository", "gov", "snapshots"]);
+    let ids: Vec<String> =
+        listed["backups"].as_array().unwrap().iter().map(|b| b["backup_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, vec![second["backup_id"].as_str().unwrap().to_string()], "{first}\n{f}");
+    let p = ws.json(&["--repository", "gov", "prune", "--max-unused", "0%"]);
+    assert!(p["packs_held"].as_u64().unwrap() > 0, "{p}");
+    let held = p["held"].as_array().unwrap();
+    assert!(held.iter().all(|h| h["key"].as_str().unwrap().contains("/index/") && h["until"].is_string()), "{p}");
+    let packs_now: std::collections::BTreeSet<String> =
+        rs.list_versions(&rbucket, &format!("{prefix}/data/")).await.unwrap().into_iter().map(|v| v.key).collect();
+    assert!(packs_before.is_subset(&packs_now), "a pack a retained index names was deleted");
+    restic_on_repo(&gov, &["check"], &ws);
+
+    // Once the index files' retention ends too, prune frees the first backup's data.
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3);
+    assert!(cut_retention(&gov, soon, "/index/", "").await > 0);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let p = ws.json(&["--repository", "gov", "prune", "--max-unused", "0%"]);
+    assert!(p.get("packs_held").is_none(), "{p}");
+    assert!(p["packs_removed"].as_u64().unwrap() + p["packs_repacked"].as_u64().unwrap() > 0, "{p}");
+    let packs_after: std::collections::BTreeSet<String> =
+        rs.list_versions(&rbucket, &format!("{prefix}/data/")).await.unwrap().into_iter().map(|v| v.key).collect();
+    assert!(!packs_before.is_subset(&packs_after), "prune removed no pack: {p}");
+    restic_on_repo(&gov, &["check", "--read-data"], &ws);
+    let check = ws.json(&["--repository", "gov", "check", "--read-data"]);
+    assert_eq!(check["ok"], true, "{check}");
+    let t =
+        ws.json(&["--repository", "gov", "verify", second["backup_id"].as_str().unwrap(), "--against", "imm-prune"]);
+    assert_eq!(t["ok"], true, "{t}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

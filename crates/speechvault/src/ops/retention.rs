@@ -163,9 +163,6 @@ pub struct Request {
     pub installations: Vec<String>,
     /// Prune in the same run.
     pub prune: bool,
-    /// Skip the prune where it cannot run (an immutable repository) instead of failing: the
-    /// retention that follows a backup.
-    pub prune_if_possible: bool,
     /// Unused space prune may leave (`None`: the first installation's `max_unused`, else
     /// rustic's default).
     pub max_unused: Option<String>,
@@ -206,12 +203,7 @@ pub fn apply(
     if !request.dry_run && !doomed.is_empty() {
         repo.delete_snapshots(&doomed)?;
     }
-    let immutable = repo.immutability().is_some();
-    let prune = if request.prune && !(immutable && request.prune_if_possible) {
-        Some(repo.prune(max_unused.as_deref(), request.dry_run)?)
-    } else {
-        None
-    };
+    let prune = if request.prune { Some(repo.prune(max_unused.as_deref(), request.dry_run)?) } else { None };
     Ok(RetentionOutcome { dry_run: request.dry_run, sets: decisions, removed, prune, held: repo.held_files() })
 }
 

@@ -1,12 +1,14 @@
-//! Keeping a repository healthy for years: checks, prune, keys.
+//! Keeping a repository healthy for years: checks and keys ([`super::prune`]: prune).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustic_core::repofile::{IndexFile, KeyFile};
-use rustic_core::{CheckOptions, FileType, Id, KeyOptions, LimitOption, PruneOptions, ReadSubsetOption};
+use rustic_core::{CheckOptions, FileType, Id, KeyOptions, ReadSubsetOption};
 use serde::Serialize;
 
 use super::{RepoError, Repository, RepositoryReader, Result};
+
+pub use super::prune::PruneSummary;
 
 /// What rustic's check found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -88,17 +90,6 @@ pub struct KeyView {
     pub username: Option<String>,
 }
 
-/// What a prune did (or would do).
-#[derive(Debug, Clone, Serialize)]
-pub struct PruneSummary {
-    pub packs_removed: u64,
-    pub packs_repacked: u64,
-    pub bytes_removed: u64,
-    pub bytes_unused_left: u64,
-    pub bytes_used: u64,
-    pub dry_run: bool,
-}
-
 impl Repository {
     /// rustic's check: the structure (index, packs present at their size, every tree), and
     /// with `read_data` every pack read in full (or a subset of them).
@@ -152,44 +143,6 @@ impl Repository {
             }
         }
         Ok(out)
-    }
-
-    /// Removes data no snapshot needs, leaving at most `max_unused` unused (`10%`, `500MiB`,
-    /// `unlimited`; default rustic's 5%).
-    pub fn prune(&self, max_unused: Option<&str>, dry_run: bool) -> Result<PruneSummary> {
-        if self.immutability().is_some() {
-            // Prune rewrites the index and deletes the old index files; in an immutable
-            // repository those are still retained, and an index naming packs that are gone
-            // would make check fail. Not done yet: refuse rather than leave that.
-            return Err(RepoError::Refused {
-                location: self.location.describe(),
-                reason: "prune does not run on an immutable repository yet: forget removes the backups whose retention has ended, and their data stays until a later speechvault prunes it".into(),
-            });
-        }
-        let mut opts = PruneOptions::default();
-        // Under the exclusive lock no other run can still need the data: delete at once, as
-        // restic does, rather than marking packs for a later prune.
-        opts.instant_delete = true;
-        if let Some(m) = max_unused {
-            opts.max_unused = m.parse::<LimitOption>().map_err(|e| RepoError::Refused {
-                location: self.location.describe(),
-                reason: format!("--max-unused {m}: {}", super::rustic_message(&e)),
-            })?;
-        }
-        let plan = self.repo.prune_plan(&opts).map_err(|e| self.err(e))?;
-        let s = &plan.stats;
-        let summary = PruneSummary {
-            packs_removed: s.packs_to_delete.remove + s.packs.unused,
-            packs_repacked: s.packs.repack,
-            bytes_removed: s.size_to_delete.remove,
-            bytes_unused_left: s.size.values().map(|v| v.unused.saturating_sub(v.remove + v.repackrm)).sum(),
-            bytes_used: s.size.values().map(|v| v.used).sum(),
-            dry_run,
-        };
-        if !dry_run {
-            self.repo.prune(&opts, plan).map_err(|e| self.err(e))?;
-        }
-        Ok(summary)
     }
 
     /// The repository's keys.

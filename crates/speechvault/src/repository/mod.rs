@@ -15,7 +15,7 @@
 //!   ([`local`], [`s3`]);
 //! - [`lock`]: restic-compatible locks;
 //! - [`integrity`]: checks that a backup's data is there and authentic;
-//! - [`maintenance`]: check, prune, keys; [`copy`]: backup sets between repositories.
+//! - [`maintenance`]: check and keys; [`prune`]: prune, also of immutable repositories; [`copy`]: backup sets between repositories.
 
 pub(crate) mod copy;
 pub(crate) mod integrity;
@@ -23,6 +23,7 @@ pub(crate) mod local;
 pub mod location;
 pub mod lock;
 pub mod maintenance;
+pub mod prune;
 pub mod retention;
 pub(crate) mod s3;
 pub(crate) mod store;
@@ -45,6 +46,7 @@ use crate::support::secret::Secret;
 
 pub use location::{Immutability, Location, S3Location};
 pub use s3::immutable;
+pub use s3::repair::{VersionRepair, VersionsRepaired};
 pub use store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -298,6 +300,22 @@ impl Repository {
                 source: std::io::Error::other(e.to_string()),
             }),
             _ => Ok(Vec::new()),
+        }
+    }
+
+    /// In an immutable repository, makes every file's newest version the one a backup wrote
+    /// again, so that restic reads the repository after an attack (see
+    /// [`s3::repair`]). Refused for a repository that is not immutable. Blocking.
+    pub fn repair_versions(&self, dry_run: bool) -> Result<VersionsRepaired> {
+        match &self.store {
+            Store::S3(s) if s.is_immutable() => s.repair_versions(dry_run).map_err(|e| RepoError::Io {
+                location: self.location.describe(),
+                source: std::io::Error::other(e.to_string()),
+            }),
+            _ => Err(RepoError::Refused {
+                location: self.location.describe(),
+                reason: "repair versions is for immutable repositories (an [immutable] section): this one keeps one version of each file".into(),
+            }),
         }
     }
 

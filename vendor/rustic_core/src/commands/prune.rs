@@ -1159,6 +1159,52 @@ impl PrunePlan {
             .collect()
     }
 
+    /// The index files this plan rewrites, each with the packs it would remove or repack
+    /// (speechvault patch).
+    #[must_use]
+    pub fn index_files_to_rewrite(&self) -> Vec<(IndexId, Vec<PackId>)> {
+        self.index_files
+            .iter()
+            .map(|index| {
+                let packs = index
+                    .packs
+                    .iter()
+                    .filter(|p| !matches!(p.to_do, PackToDo::Keep | PackToDo::Recover))
+                    .map(|p| p.id)
+                    .collect();
+                (index.id, packs)
+            })
+            .collect()
+    }
+
+    /// Leaves `index_files` as they are (not rewritten, every pack they name kept) and keeps
+    /// `packs` wherever they are, instead of removing or repacking them (speechvault patch:
+    /// in an object-locked repository a file still retained cannot be deleted, and an index
+    /// file left in place must not name packs that are gone). Returns the packs kept so, with
+    /// their sizes.
+    pub fn keep(
+        &mut self,
+        index_files: &BTreeSet<IndexId>,
+        packs: &BTreeSet<PackId>,
+    ) -> Vec<(PackId, u32)> {
+        let mut kept = Vec::new();
+        self.index_files.retain_mut(|index| {
+            let whole = index_files.contains(&index.id);
+            for pack in &mut index.packs {
+                if (whole || packs.contains(&pack.id))
+                    && !matches!(pack.to_do, PackToDo::Keep | PackToDo::Recover)
+                {
+                    kept.push((pack.id, pack.size));
+                    // (`KeepMarked` would still be deleted by an instant delete.)
+                    pack.to_do = PackToDo::Keep;
+                }
+            }
+            !whole
+        });
+        self.stats.index_files_rebuild = self.index_files.len() as u64;
+        kept
+    }
+
     /// Perform the pruning on the given repository.
     ///
     /// # Arguments

@@ -86,7 +86,7 @@ pub struct HeldFile {
 
 /// A delete the server refused for the version's retention (RGW and AWS answer 403
 /// AccessDenied, which the client reports as a credentials error).
-fn refused(e: &ObjStoreError) -> bool {
+pub(super) fn refused(e: &ObjStoreError) -> bool {
     match e {
         ObjStoreError::Http { status: 403 | 400, .. } => true,
         ObjStoreError::Credentials { code, .. } => code == "AccessDenied",
@@ -117,7 +117,7 @@ enum Expect {
 }
 
 impl S3Store {
-    fn locked_state(&self) -> Option<&Locked> {
+    pub(super) fn locked_state(&self) -> Option<&Locked> {
         self.locked.as_ref()
     }
 
@@ -156,7 +156,7 @@ impl S3Store {
     }
 
     /// Every version of `key`, newest first (listed once, then kept up to date by our writes).
-    fn versions_of(&self, key: &str) -> Result<Vec<ObjectVersion>, ObjStoreError> {
+    pub(super) fn versions_of(&self, key: &str) -> Result<Vec<ObjectVersion>, ObjStoreError> {
         let Some(l) = self.locked_state() else { return Ok(Vec::new()) };
         if let Some(v) = l.versions.lock().ok().and_then(|m| m.get(key).cloned()) {
             return Ok(v);
@@ -170,6 +170,34 @@ impl S3Store {
             m.insert(key.to_string(), listed.clone());
         }
         Ok(listed)
+    }
+
+    /// Forgets what is known of `key` (its versions, the one chosen, a finding): it changed.
+    pub(super) fn forget_cached(&self, key: &str) {
+        let Some(l) = self.locked_state() else { return };
+        if let Ok(mut m) = l.versions.lock() {
+            m.remove(key);
+        }
+        if let Ok(mut m) = l.chosen.lock() {
+            m.remove(key);
+        }
+        if let Ok(mut m) = l.findings.lock() {
+            m.remove(key);
+        }
+    }
+
+    /// How a file is written: with the retention of the policy from now, readable by the
+    /// bucket's owner.
+    pub(super) fn retained_put(&self) -> Result<PutOptions, ObjStoreError> {
+        let l = self.locked_state().ok_or_else(|| self.not_locked())?;
+        let until = self.retain_until()?;
+        let mut opts = PutOptions::default();
+        opts.attrs.lock_mode = Some(l.policy.mode.header().to_string());
+        opts.attrs.lock_retain_until = Some(crate::objstore::versions::retain_date(until));
+        // The backup's key may not own the bucket; the owner's maintenance key must be able
+        // to read and remove what it writes.
+        opts.bucket_owner_full_control = true;
+        Ok(opts)
     }
 
     /// Lists the versions under `dir/` afresh: `(key, versions newest first)`.
@@ -336,14 +364,8 @@ impl S3Store {
     pub(crate) fn locked_write(&self, tpe: FileType, id: &Id, data: Bytes) -> Result<(), ObjStoreError> {
         let key = self.key(tpe, id);
         let l = self.locked_state().ok_or_else(|| self.not_locked())?;
-        let until = self.retain_until()?;
-        let mut opts = PutOptions::default();
-        opts.attrs.lock_mode = Some(l.policy.mode.header().to_string());
-        opts.attrs.lock_retain_until = Some(crate::objstore::versions::retain_date(until));
+        let mut opts = self.retained_put()?;
         opts.if_none_match = self.conditional_writes();
-        // The backup's key may not own the bucket; the owner's maintenance key must be able
-        // to read and remove what it writes.
-        opts.bucket_owner_full_control = true;
         let up = match self.block_on(self.objects().put_checked(self.bucket(), &key, data.clone(), &opts)) {
             Ok(up) => up,
             // Already there: fine when what is there is ours (a repeated write of the same
@@ -431,130 +453,6 @@ impl S3Store {
             }
         }
         held.is_none()
-    }
-
-    /// Makes sure the repository bucket has object lock: creates it so when missing; refuses
-    /// an existing bucket without it, and a server that does not implement it, naming its
-    /// answer.
-    pub(crate) fn ensure_object_lock(&self) -> Result<(), String> {
-        let (store, bucket) = (self.objects(), self.bucket());
-        let exists = self.block_on(store.bucket_exists(bucket)).map_err(|e| e.to_string())?;
-        if !exists {
-            self.block_on(store.create_bucket_with_object_lock(bucket))
-                .map_err(|e| format!("cannot create bucket {bucket:?} with object lock: {e}"))?;
-        }
-        let checked = self.check_object_lock(exists);
-        if checked.is_err() && !exists {
-            // Refused: leave nothing behind, not even the bucket made for it.
-            if let Err(e) = self.block_on(store.delete_all(bucket, "", 4)) {
-                tracing::debug!(error = %e, "cannot empty the bucket created for the refused repository");
-            }
-            if let Err(e) = self.block_on(store.delete_bucket(bucket)) {
-                tracing::warn!(bucket, error = %e, "cannot remove the bucket created for the refused repository");
-            }
-        }
-        checked
-    }
-
-    /// For an immutable repository: refuses a server that keeps no versions (it could not
-    /// have held a retention), naming its answer. Nothing for other repositories.
-    pub(crate) fn check_versions(&self) -> Result<(), String> {
-        if !self.is_immutable() {
-            return Ok(());
-        }
-        match self.block_on(self.objects().list_versions(self.bucket(), &self.key(FileType::Config, &Id::default()))) {
-            Err(ObjStoreError::Http { status, code, message, .. }) if status == 501 || code == "NotImplemented" => {
-                Err(format!(
-                    "the S3 server at {} does not list object versions (HTTP {status} {code}: {message}): the repository is configured immutable, which needs S3 Object Lock",
-                    self.objects().endpoint()
-                ))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn check_object_lock(&self, exists: bool) -> Result<(), String> {
-        use crate::objstore::Setting;
-        let (store, bucket) = (self.objects(), self.bucket());
-        match self.block_on(store.get_bucket_setting(bucket, "object-lock")).map_err(|e| e.to_string())? {
-            Setting::Set(doc) if doc.contains("<ObjectLockEnabled>Enabled</ObjectLockEnabled>") => {
-                self.probe_enforcement()
-            }
-            other => {
-                let answer = match &other {
-                    Setting::Set(doc) => format!("its object-lock configuration is {doc}"),
-                    Setting::Unset => "it has no object-lock configuration".to_string(),
-                    Setting::NotSupported(why) | Setting::Unreadable(why) => {
-                        format!("the server answered GetObjectLockConfiguration with {why}")
-                    }
-                };
-                let supported = !matches!(other, Setting::NotSupported(_));
-                Err(if !exists && !supported {
-                    format!(
-                        "the S3 server at {} does not implement S3 Object Lock ({answer}): an immutable repository needs a server that does (Ceph RGW, MinIO, AWS S3), or remove [immutable] from the repository's section",
-                        store.endpoint()
-                    )
-                } else if !exists {
-                    format!(
-                        "bucket {bucket:?} was created but object lock is not enabled ({answer}): the server at {} ignored the request for it",
-                        store.endpoint()
-                    )
-                } else {
-                    format!(
-                        "bucket {bucket:?} exists without object lock ({answer}); object lock can only be enabled when a bucket is created: name a new bucket in the repository's url and run init again"
-                    )
-                })
-            }
-        }
-    }
-
-    /// Proves the server enforces retention, never assumes it: a probe object retained for a
-    /// few seconds must refuse a version delete (and, in governance mode, a delete that
-    /// bypasses governance: if this key may, the repository is not immutable against it).
-    fn probe_enforcement(&self) -> Result<(), String> {
-        let (store, bucket) = (self.objects(), self.bucket());
-        let l = self.locked_state().ok_or("the repository is not immutable")?;
-        let key = self.key_in("locks", &format!("speechvault-lock-probe-{}", Id::random().to_hex().as_str()));
-        let now = self.server_now().map_err(|e| e.to_string())?;
-        let until = now.saturating_add(jiff::SignedDuration::from_secs(3)).unwrap_or(now);
-        let mut opts = PutOptions::default();
-        opts.attrs.lock_mode = Some(l.policy.mode.header().to_string());
-        opts.attrs.lock_retain_until = Some(crate::objstore::versions::retain_date(until));
-        let up = self
-            .block_on(store.put_checked(bucket, &key, Bytes::from_static(b"probe"), &opts))
-            .map_err(|e| format!("cannot write a retained probe object: {e}"))?;
-        let Some(version) = up.version_id else {
-            self.remove_all_versions(&key, false);
-            return Err(format!(
-                "the S3 server at {} gave the probe object no version id: it does not keep versions, so it cannot hold a retention",
-                store.endpoint()
-            ));
-        };
-        let deleted = self.block_on(store.delete_object_version(bucket, &key, &version));
-        match deleted {
-            Err(ref e) if refused(e) => {}
-            Ok(()) => {
-                return Err(format!(
-                    "the S3 server at {} accepts object lock but does not enforce it: it deleted a version still retained; an immutable repository needs a server that enforces retention",
-                    store.endpoint()
-                ));
-            }
-            Err(e) => return Err(format!("cannot probe the retention of bucket {bucket:?}: {e}")),
-        }
-        if l.policy.mode == crate::objstore::LockMode::Governance
-            && self.block_on(store.delete_object_version_bypassing(bucket, &key, &version)).is_ok()
-        {
-            tracing::warn!(
-                "this key may bypass governance retention: the repository is not immutable against it; use compliance mode, or a key without s3:BypassGovernanceRetention"
-            );
-        }
-        // Wait out the probe's retention and remove it (a leftover would only be a stray
-        // version under locks/, which maintenance removes).
-        std::thread::sleep(std::time::Duration::from_secs(4));
-        if !self.remove_all_versions(&key, false) {
-            tracing::debug!(key, "the retention probe is left for maintenance");
-        }
-        Ok(())
     }
 
     /// When the version read of each repository file was written (one version listing per

@@ -11,6 +11,8 @@ use bytes::Bytes;
 use rustic_core::{BytesList, ErrorKind, FileType, Id, ReadBackend, RusticError, RusticResult, WriteBackend};
 
 pub mod immutable;
+mod object_lock;
+pub mod repair;
 
 use super::location::S3Location;
 use crate::objstore::{ObjStoreError, ObjectStore, PutOptions};
