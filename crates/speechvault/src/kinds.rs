@@ -120,6 +120,7 @@ impl Kinded for crate::ops::immutability::ImmutabilityError {
         match self {
             Self::Repo(e) => e.kind(),
             Self::Catalog(e) => e.kind(),
+            Self::Retention(e) => e.kind(),
         }
     }
 }
@@ -129,6 +130,7 @@ impl Kinded for crate::ops::check::CheckError {
         match self {
             Self::Repo(e) => e.kind(),
             Self::Catalog(e) => e.kind(),
+            Self::Retention(e) => e.kind(),
         }
     }
     fn failures(&self) -> Vec<String> {

@@ -73,6 +73,7 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
         wait_for_async_jobs: args.wait_for_async_jobs,
         full: args.full,
         anomalies: ctx.cfg.anomalies(&inst.name)?,
+        keep: crate::settings::keep_policy(&ctx.cfg),
         ..Default::default()
     };
     if let Some(p) = args.parallel {

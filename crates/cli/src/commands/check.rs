@@ -29,6 +29,7 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
         (true, None) => Some(ReadSubset::All),
         (false, None) => None,
     };
-    let report = blocking(move || speechvault::ops::check::run(&repo, read)).await??;
+    let keep = crate::settings::keep_policy(&ctx.cfg);
+    let report = blocking(move || speechvault::ops::check::run(&repo, read, &keep)).await??;
     Ok(Outcome::Check(report))
 }

@@ -26,7 +26,7 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
     let dst = ctx.open_repository(Some(&args.to_repository)).await?;
     let _l1 = ctx.lock(&src, false).await?;
     let _l2 = ctx.lock(&dst, false).await?;
-    let selector = args.backup;
-    let report = blocking(move || speechvault::ops::copy::copy_sets(&src, &dst, selector.as_deref())).await??;
+    let (selector, keep) = (args.backup, crate::settings::keep_policy(&ctx.cfg));
+    let report = blocking(move || speechvault::ops::copy::copy_sets(&src, &dst, selector.as_deref(), &keep)).await??;
     Ok(Outcome::Copy(report))
 }

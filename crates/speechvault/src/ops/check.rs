@@ -23,6 +23,8 @@ pub enum CheckError {
     Repo(#[from] RepoError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Retention(#[from] crate::ops::retention::RetentionError),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,8 +63,13 @@ pub struct AffectedSet {
     pub unreadable: Vec<String>,
 }
 
-/// Runs the check; blocking (call it from a blocking thread).
-pub fn run(repo: &Repository, read_data: Option<ReadSubset>) -> Result<CheckReport, CheckError> {
+/// Runs the check; blocking (call it from a blocking thread). `keep`: in an immutable
+/// repository, the backups whose files must stay retained.
+pub fn run(
+    repo: &Repository,
+    read_data: Option<ReadSubset>,
+    keep: &crate::ops::immutability::KeepPolicy,
+) -> Result<CheckReport, CheckError> {
     let described = read_data.as_ref().map(|r| match r {
         ReadSubset::All => "all".to_string(),
         ReadSubset::Percent(p) => format!("{p}%"),
@@ -84,7 +91,12 @@ pub fn run(repo: &Repository, read_data: Option<ReadSubset>) -> Result<CheckRepo
     };
     if repo.immutability().is_some() {
         let sets = catalog::backup_sets(repo)?;
-        let snaps: Vec<_> = sets.iter().filter(|s| s.complete()).flat_map(|s| s.snapshots.iter().cloned()).collect();
+        let kept = keep.kept(&sets)?;
+        let snaps: Vec<_> = sets
+            .iter()
+            .filter(|s| s.complete() && kept.contains(&s.id))
+            .flat_map(|s| s.snapshots.iter().cloned())
+            .collect();
         report.short_retention = repo.short_retentions(&snaps)?;
         if !report.short_retention.is_empty() {
             let extended = report.short_retention.iter().filter(|s| s.extended).count();

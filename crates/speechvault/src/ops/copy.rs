@@ -38,7 +38,13 @@ pub struct CopyReport {
 
 /// Copies the complete sets chosen by `selector` (`None`: all of them; else an id, a unique
 /// prefix or `latest`) from `src` into `dst`. Blocking.
-pub fn copy_sets(src: &Repository, dst: &Repository, selector: Option<&str>) -> Result<CopyReport, CopyError> {
+/// `keep`: into an immutable repository, the backups whose files stay retained.
+pub fn copy_sets(
+    src: &Repository,
+    dst: &Repository,
+    selector: Option<&str>,
+    keep: &crate::ops::immutability::KeepPolicy,
+) -> Result<CopyReport, CopyError> {
     if src.location() == dst.location() {
         return Err(CopyError::Same(src.location().describe()));
     }
@@ -70,7 +76,7 @@ pub fn copy_sets(src: &Repository, dst: &Repository, selector: Option<&str>) -> 
     // A copy's manifest is the source's, so it records nothing here: the extension runs on
     // each copy (sending requests only for the files whose retention ends too soon).
     if dst.immutability().is_some() {
-        match crate::ops::immutability::extend(dst, &[]) {
+        match crate::ops::immutability::extend(dst, &[], keep) {
             Ok(r) => report.retention = r.map(|(_, ext)| ext),
             Err(e) => {
                 let w = format!("could not extend the retention of the files the backups need: {e}");

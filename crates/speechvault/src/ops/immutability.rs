@@ -3,9 +3,11 @@
 //! need, and record it in the manifest so that the next backups send nothing until half of
 //! `retain` has passed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::model::catalog::{self, CatalogError};
+use crate::model::config::Retention;
 use crate::repository::retention::{Extension, RetentionRecord};
 use crate::repository::{RepoError, Repository};
 
@@ -15,6 +17,47 @@ pub enum ImmutabilityError {
     Repo(#[from] RepoError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Retention(#[from] crate::ops::retention::RetentionError),
+}
+
+/// Which backups the retention keeps: the standing policy of each installation (the config's
+/// `[retention]`), so that a backup forgotten under it, whose files the object lock still
+/// holds, is not extended again and can go once its retention ends. `None` for an
+/// installation: every backup of it is kept.
+#[derive(Clone, Default)]
+pub struct KeepPolicy(Option<Arc<PolicyOf>>);
+
+/// The retention of an installation, by name.
+type PolicyOf = dyn Fn(&str) -> Option<Retention> + Send + Sync;
+
+impl KeepPolicy {
+    pub fn new(policy: impl Fn(&str) -> Option<Retention> + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(policy)))
+    }
+
+    /// The sets it keeps, by id.
+    pub fn kept(&self, sets: &[catalog::BackupSet]) -> Result<BTreeSet<String>, crate::ops::retention::RetentionError> {
+        let all = || sets.iter().map(|s| s.id.clone()).collect();
+        let Some(policy) = &self.0 else { return Ok(all()) };
+        let mut policies = BTreeMap::new();
+        for s in sets {
+            if !policies.contains_key(&s.installation)
+                && let Some(p) = policy(&s.installation).filter(|p| p.has_rules())
+            {
+                policies.insert(s.installation.clone(), p);
+            }
+        }
+        let decisions = crate::ops::retention::plan_now(sets, &policies)?;
+        let dropped: BTreeSet<String> = decisions.into_iter().filter(|d| !d.keep).map(|d| d.backup_id).collect();
+        Ok(sets.iter().map(|s| s.id.clone()).filter(|id| !dropped.contains(id)).collect())
+    }
+}
+
+impl std::fmt::Debug for KeepPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "KeepPolicy(retention)" } else { "KeepPolicy(all)" })
+    }
 }
 
 /// The newest record of an extension in this repository's complete backups.
@@ -34,11 +77,12 @@ pub fn last_record(repo: &Repository) -> Result<Option<RetentionRecord>, Immutab
     Ok(None)
 }
 
-/// Extends the retention of what the complete backups and the snapshots `also` (the backup
-/// being written) need. `None` for a repository that is not immutable. Blocking.
+/// Extends the retention of what the complete backups `keep` keeps and the snapshots `also`
+/// (the backup being written) need. `None` for a repository that is not immutable. Blocking.
 pub fn extend(
     repo: &Repository,
     also: &[rustic_core::repofile::SnapshotId],
+    keep: &KeepPolicy,
 ) -> Result<Option<(RetentionRecord, Extension)>, ImmutabilityError> {
     if repo.immutability().is_none() {
         return Ok(None);
@@ -46,9 +90,10 @@ pub fn extend(
     let last = last_record(repo)?;
     let sets = catalog::backup_sets(repo)?;
     let also: BTreeSet<String> = also.iter().map(|s| s.to_string()).collect();
+    let kept = keep.kept(&sets)?;
     let mut snapshots = Vec::new();
     for set in &sets {
-        if set.complete() {
+        if set.complete() && kept.contains(&set.id) {
             snapshots.extend(set.snapshots.iter().cloned());
         } else {
             snapshots.extend(set.snapshots.iter().filter(|s| also.contains(&s.id.to_string())).cloned());

@@ -109,6 +109,7 @@ impl Repository {
         let mut retained = |tpe: FileType, id: &rustic_core::Id| -> Result<bool> {
             let until = s3.retention_of(tpe, id).map_err(io)?;
             let keep = until.is_some_and(|u| u > now);
+            tracing::debug!(?tpe, id = %id, ?until, keep, "retention, before prune");
             if let Some(u) = until.filter(|_| keep) {
                 held.push(HeldFile { key: s3.key(tpe, id), until: Some(crate::objstore::versions::retain_date(u)) });
             }

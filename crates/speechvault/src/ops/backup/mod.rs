@@ -81,6 +81,8 @@ pub struct BackupOptions {
     pub pg_connections: usize,
     /// When the backup is marked as looking like ransomware happened.
     pub anomalies: crate::model::anomalies::Thresholds,
+    /// Immutable repositories: the backups whose files the backup keeps retained.
+    pub keep: crate::ops::immutability::KeepPolicy,
 }
 
 impl Default for BackupOptions {
@@ -93,6 +95,7 @@ impl Default for BackupOptions {
             full: false,
             pg_connections: 4,
             anomalies: Default::default(),
+            keep: Default::default(),
         }
     }
 }
@@ -533,8 +536,8 @@ async fn run_inner(
             warnings.push(w);
         }
         progress.phase("extending the retention of what the backups need", 0, 0);
-        let (r, ids) = (repo.clone(), written.clone());
-        let extended = tokio::task::spawn_blocking(move || crate::ops::immutability::extend(&r, &ids))
+        let (r, ids, keep) = (repo.clone(), written.clone(), opts.keep.clone());
+        let extended = tokio::task::spawn_blocking(move || crate::ops::immutability::extend(&r, &ids, &keep))
             .await
             .map_err(|e| BackupError::Internal(e.to_string()))?;
         match extended {
