@@ -21,11 +21,11 @@ fn restic_on_repo(section: &str, args: &[&str], ws: &Workspace) -> std::process:
     out
 }
 
-fn object_lock_server() -> bool {
+pub(crate) fn object_lock_server() -> bool {
     std::env::var_os("SPEECHVAULT_TEST_S3_OBJECT_LOCK").is_some()
 }
 
-fn immutable(section: &str, header: &str, mode: &str, retain: &str) -> String {
+pub(crate) fn immutable(section: &str, header: &str, mode: &str, retain: &str) -> String {
     format!("{section}[{header}.immutable]\nmode = {mode:?}\nretain = {retain:?}\n\n")
 }
 

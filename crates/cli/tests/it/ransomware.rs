@@ -1,6 +1,7 @@
 //! A backup that notices ransomware: a day of churn is normal, 60% of a bucket rewritten with
 //! random bytes is not. The anomalous backup completes, is marked, is counted in the
-//! metrics, and retention keeps the clean backup before it.
+//! metrics, and retention keeps the clean backup before it. On a server with object lock
+//! (RGW) the repository is a compliance-mode immutable one, as an operator would run it.
 
 use speechvault_sandbox::harness::TestInstallation;
 use speechvault_sandbox::seed::Scale;
@@ -16,7 +17,13 @@ async fn a_day_of_churn_is_normal_and_encrypted_objects_mark_the_backup() {
         empty_target("ransom-dst")
     );
     let a = a.unwrap();
-    let ws = Workspace::new(&[&a.info, &t.info]);
+    let ws = if crate::immutable::object_lock_server() {
+        let repo =
+            crate::immutable::immutable(&s3_repository(&a.info, None, "sv-ransom"), "repository", "compliance", "1d");
+        Workspace::with_repositories(&[&a.info, &t.info], Some(&repo), "")
+    } else {
+        Workspace::new(&[&a.info, &t.info])
+    };
     let first = ws.json(&["backup", "--from", "ransom"]);
     assert!(first["anomalies"].as_array().unwrap().is_empty(), "{first}");
 
