@@ -54,6 +54,10 @@ async fn a_day_of_churn_is_normal_and_encrypted_objects_mark_the_backup() {
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut body);
         store.put_object(&async_bucket, &o.key, bytes::Bytes::from(body), &Default::default()).await.unwrap();
     }
+    // And 70% of the rows of one table rewritten in place (the count does not change).
+    let client = a.info.pg_config().unwrap().connect("stt-customization").await.unwrap();
+    let changed = client.execute("UPDATE words SET word = md5(word) WHERE word_id % 10 < 7", &[]).await.unwrap();
+    assert!(changed >= 5, "{changed} rows");
     let metrics = ws.dir.path().join("backup.prom");
     let third = ws.json(&["backup", "--from", "ransom", "--metrics-file", metrics.to_str().unwrap()]);
     let anomalies = third["anomalies"].as_array().unwrap();
@@ -67,6 +71,12 @@ async fn a_day_of_churn_is_normal_and_encrypted_objects_mark_the_backup() {
         anomalies.iter().any(|x| x["measure"] == "text_randomized_share" && x["scope"] == "bucket:stt-async-icp"),
         "JSON that turned random: {third}"
     );
+    let rows = anomalies
+        .iter()
+        .find(|x| x["measure"] == "rows_changed_share" && x["scope"] == "table:stt-customization/public.words")
+        .unwrap_or_else(|| panic!("rows changed in place: {third}"));
+    assert!(rows["value"].as_f64().unwrap() > 0.6, "{rows}");
+    assert!(!anomalies.iter().any(|x| x["measure"] == "rows_drop_share"), "{third}");
     assert!(
         !anomalies.iter().any(|x| x["measure"] == "objects_rewritten_share" && x["scope"] == "bucket:stt-async-icp"),
         "{third}"

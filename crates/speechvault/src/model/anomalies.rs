@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub struct Anomaly {
     /// `objects_rewritten_share`, `objects_deleted_share`, `objects_drop_share`,
     /// `bytes_drop_share`, `compression_ratio_increase`, `text_randomized_share`,
-    /// `rows_drop_share`.
+    /// `rows_drop_share`, `rows_changed_share`.
     pub measure: String,
     /// `installation`, `bucket:NAME` or `table:DATABASE/SCHEMA.TABLE`.
     pub scope: String,
@@ -36,6 +36,9 @@ pub struct Thresholds {
     pub deleted_share: f64,
     /// Share by which the object count, the bytes or a table's rows fell.
     pub drop_share: f64,
+    /// Share of a table's rows changed in place or deleted (judged on a sample of its rows,
+    /// for tables with at least `min_count` sampled rows).
+    pub rows_changed_share: f64,
     /// How many times worse the new data compresses than the bucket's data did before
     /// (packed / added bytes), for data that compressed before (ratio under 0.8).
     pub compression_increase: f64,
@@ -51,6 +54,7 @@ impl Default for Thresholds {
             rewritten_share: 0.5,
             deleted_share: 0.5,
             drop_share: 0.5,
+            rows_changed_share: 0.6,
             compression_increase: 2.0,
             min_count: 5,
             min_compression_bytes: 64 * 1024,
@@ -65,6 +69,7 @@ impl Thresholds {
             ("rewritten_share", self.rewritten_share),
             ("deleted_share", self.deleted_share),
             ("drop_share", self.drop_share),
+            ("rows_changed_share", self.rows_changed_share),
         ] {
             if !(v > 0.0 && v <= 1.0) {
                 return Err(format!("anomalies.{name} = {v}: a share between 0 and 1 (e.g. 0.5)"));
@@ -109,11 +114,41 @@ impl BucketChange {
     }
 }
 
+/// A content-chosen sample of a table's row hashes (see `pg::catalog::RowSample`): the rows
+/// whose hash has its lowest `bits` bits zero, so the same unchanged rows are in every sample.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowSample {
+    pub bits: u8,
+    /// Sorted.
+    pub hashes: Vec<i64>,
+}
+
+impl RowSample {
+    fn narrowed(&self, bits: u8) -> Vec<i64> {
+        let mask = (1i64 << bits.min(62)) - 1;
+        self.hashes.iter().copied().filter(|h| h & mask == 0).collect()
+    }
+}
+
+/// Share of the sampled rows of `before` that are not in `now` (changed in place or
+/// deleted), when both samples hold at least `min` rows before; `None` otherwise.
+pub fn rows_changed_share(before: &RowSample, now: &RowSample, min: u64) -> Option<f64> {
+    let bits = before.bits.max(now.bits);
+    let (b, n) = (before.narrowed(bits), now.narrowed(bits));
+    if (b.len() as u64) < min.max(1) {
+        return None;
+    }
+    let gone = b.iter().filter(|h| n.binary_search(h).is_err()).count();
+    Some(share(gone as u64, b.len() as u64))
+}
+
 /// Rows of one table before and now.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct TableChange {
     pub rows_before: i64,
     pub rows_now: i64,
+    /// Share of the rows from before that changed or went ([`rows_changed_share`]).
+    pub changed_share: Option<f64>,
 }
 
 /// Text objects that turned random before the share of them is judged: one damaged file is not
@@ -190,6 +225,9 @@ pub fn detect(
         if b >= t.min_count {
             flag("rows_drop_share", format!("table:{name}"), drop_share(b, n), t.drop_share);
         }
+        if let Some(changed) = c.changed_share {
+            flag("rows_changed_share", format!("table:{name}"), changed, t.rows_changed_share);
+        }
     }
     if before >= t.min_count {
         flag("rows_drop_share", "installation".into(), drop_share(before, now), t.drop_share);
@@ -261,7 +299,10 @@ mod tests {
             ("big".to_string(), bucket(10_000, 100, 20, 10_050)),
             ("small".to_string(), bucket(10, 1, 0, 10)),
         ]);
-        let tables = BTreeMap::from([("db/public.t".to_string(), TableChange { rows_before: 1000, rows_now: 1010 })]);
+        let tables = BTreeMap::from([(
+            "db/public.t".to_string(),
+            TableChange { rows_before: 1000, rows_now: 1010, changed_share: Some(0.1) },
+        )]);
         assert!(detect(&b, &tables, &t).is_empty());
         // Six of ten objects rewritten: the bucket is caught although the installation's
         // share is tiny.
@@ -281,7 +322,10 @@ mod tests {
         c.baseline_ratio = Some(0.25);
         let found = detect(
             &BTreeMap::from([("b".to_string(), c.clone())]),
-            &BTreeMap::from([("db/public.t".to_string(), TableChange { rows_before: 100, rows_now: 10 })]),
+            &BTreeMap::from([(
+                "db/public.t".to_string(),
+                TableChange { rows_before: 100, rows_now: 10, changed_share: None },
+            )]),
             &t,
         );
         let measures: Vec<(&str, &str)> = found.iter().map(|a| (a.measure.as_str(), a.scope.as_str())).collect();
@@ -344,5 +388,26 @@ mod tests {
         assert!(Thresholds::default().validate().is_ok());
         assert!(Thresholds { rewritten_share: 0.0, ..Default::default() }.validate().is_err());
         assert!(Thresholds { compression_increase: 0.5, ..Default::default() }.validate().is_err());
+    }
+
+    #[test]
+    fn rows_changed_in_place_are_told_from_a_sample() {
+        let before = RowSample { bits: 0, hashes: (0..100).map(|i| i * 2).collect() };
+        // 70 of the 100 rows rewritten (new hashes, odd), 30 unchanged.
+        let mut now: Vec<i64> = (0..30).map(|i| i * 2).chain((0..70).map(|i| i * 2 + 1)).collect();
+        now.sort_unstable();
+        let now = RowSample { bits: 0, hashes: now };
+        assert_eq!(rows_changed_share(&before, &now, 5), Some(0.7));
+        // Samples of different sizes are compared on the rows both would hold.
+        let narrow = RowSample { bits: 1, hashes: now.hashes.iter().copied().filter(|h| h % 2 == 0).collect() };
+        assert_eq!(rows_changed_share(&before, &narrow, 5), Some(0.7));
+        // Too few rows say nothing.
+        assert_eq!(rows_changed_share(&RowSample { bits: 0, hashes: vec![1, 2] }, &now, 5), None);
+        let tables = BTreeMap::from([(
+            "db/public.t".to_string(),
+            TableChange { rows_before: 100, rows_now: 100, changed_share: Some(0.7) },
+        )]);
+        let found = detect(&BTreeMap::new(), &tables, &Thresholds::default());
+        assert!(found.iter().any(|a| a.measure == "rows_changed_share" && a.scope == "table:db/public.t"), "{found:?}");
     }
 }

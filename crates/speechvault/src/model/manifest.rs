@@ -85,6 +85,10 @@ pub struct DatabaseEntry {
     /// snapshot; see [`crate::pg::catalog`]. Empty in backups made before digests existed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub digests: BTreeMap<String, String>,
+    /// A sample of each table's row hashes (`schema.table`), to tell next time how many rows
+    /// changed in place. Empty in backups made before, and of servers before PostgreSQL 11.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub row_samples: BTreeMap<String, crate::model::anomalies::RowSample>,
     /// Columns digested in canonical instance-id form, by `schema.table`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub owner_columns: BTreeMap<String, Vec<String>>,

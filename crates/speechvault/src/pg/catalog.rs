@@ -110,6 +110,55 @@ pub struct TableDigest {
     pub rows: i64,
     /// The [`DigestVersion`]'s prefix (`v1:`, `v2:`) and 32 hex digits.
     pub digest: String,
+    /// A sample of the rows' hashes (v2 only), to tell how many rows changed since.
+    pub sample: Option<RowSample>,
+}
+
+/// The hashes of the rows whose hash has its lowest `bits` bits zero: about one row in
+/// 2^`bits`, chosen by content, so two samples of one table taken at different times hold the
+/// same rows where the rows did not change. `bits` is chosen from the table's estimated size
+/// for about [`SAMPLE_ROWS`] rows; a sample of more bits is a subset of one of fewer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowSample {
+    pub bits: u8,
+    /// Sorted.
+    pub hashes: Vec<i64>,
+}
+
+/// Rows a sample aims at.
+const SAMPLE_ROWS: f64 = 512.0;
+/// A sample holds at most this many hashes (the estimate may be stale): more bits are taken.
+const SAMPLE_MAX: usize = 4096;
+
+/// The bits of a sample of about [`SAMPLE_ROWS`] rows of a table of `estimated` rows
+/// (negative: PostgreSQL has not counted, taken as large).
+fn sample_bits(estimated: f64) -> u8 {
+    if estimated < 0.0 {
+        return 10;
+    }
+    if estimated <= SAMPLE_ROWS {
+        return 0;
+    }
+    (estimated / SAMPLE_ROWS).log2().ceil().clamp(0.0, 40.0) as u8
+}
+
+impl RowSample {
+    fn new(bits: u8, mut hashes: Vec<i64>) -> Self {
+        let mut s = Self { bits, hashes: Vec::new() };
+        hashes.sort_unstable();
+        s.hashes = hashes;
+        while s.hashes.len() > SAMPLE_MAX && s.bits < 63 {
+            s = s.narrowed(s.bits + 1);
+        }
+        s
+    }
+
+    /// The sample of `bits` (at least its own) taken from this one.
+    pub fn narrowed(&self, bits: u8) -> Self {
+        let bits = bits.max(self.bits);
+        let mask = (1i64 << bits.min(62)) - 1;
+        Self { bits, hashes: self.hashes.iter().copied().filter(|h| h & mask == 0).collect() }
+    }
 }
 
 /// How a table's rows are fingerprinted: each row's fixed text rendering is hashed, and the
@@ -222,6 +271,33 @@ pub async fn table_digests(
             })
             .collect();
         let row = if exprs.is_empty() { "ROW()".to_string() } else { format!("ROW({})", exprs.join(", ")) };
+        if version == DigestVersion::V2 {
+            // The same sums as `aggregate`, and in the same pass the sample's hashes.
+            let estimated: f32 = query(
+                client,
+                db,
+                "estimate rows",
+                "SELECT reltuples FROM pg_class WHERE oid = $1::text::regclass",
+                &[&quoted],
+            )
+            .await?
+            .first()
+            .map_or(-1.0, |r| r.get(0));
+            let bits = sample_bits(f64::from(estimated));
+            let mask = (1i64 << bits) - 1;
+            let sql = format!(
+                "SELECT count(*), coalesce(sum(a), 0)::text, coalesce(sum(b), 0)::text, \
+                 array_agg(a) FILTER (WHERE a & {mask} = 0) \
+                 FROM (SELECT hashtextextended(h, 0) AS a, hashtextextended(h, 1) AS b \
+                 FROM (SELECT {row}::text AS h FROM {quoted} t) s) x"
+            );
+            let r = query(client, db, &format!("digest {name}"), &sql, &[]).await?;
+            let mut d = finish_digest(prefix, r[0].get(0), r[0].get(1), r[0].get(2));
+            let hashes: Option<Vec<i64>> = r[0].get(3);
+            d.sample = Some(RowSample::new(bits, hashes.unwrap_or_default()));
+            out.insert(name, d);
+            continue;
+        }
         let sql = format!(
             "SELECT {} FROM (SELECT {} AS h FROM {quoted} t) s",
             version.aggregate(),
@@ -258,7 +334,7 @@ const LITTLE_ENDIAN_PROBE: i64 = -16_444_513_805_441_891;
 
 fn finish_digest(prefix: &str, rows: i64, a: String, b: String) -> TableDigest {
     let h = Sha256::digest(format!("{rows}:{a}:{b}").as_bytes());
-    TableDigest { rows, digest: format!("{prefix}:{}", &hex::encode(h)[..32]) }
+    TableDigest { rows, digest: format!("{prefix}:{}", &hex::encode(h)[..32]), sample: None }
 }
 
 /// The server's version as a number (150008 for 15.8).
@@ -419,5 +495,21 @@ mod tests {
         assert!(DigestVersion::comparable("v2:00", "v2:11"));
         assert!(!DigestVersion::comparable("v2:00", "v2b:00"));
         assert!(!DigestVersion::comparable("v1:00", "v2:00"));
+    }
+
+    #[test]
+    fn row_samples_aim_at_a_few_hundred_rows_and_narrow_to_subsets() {
+        assert_eq!(sample_bits(-1.0), 10);
+        assert_eq!(sample_bits(100.0), 0);
+        assert_eq!(sample_bits(1000.0), 1);
+        assert_eq!(sample_bits(1_000_000.0), 11);
+        let s = RowSample::new(0, vec![8, 3, 4, -16, 6]);
+        assert_eq!(s.hashes, vec![-16, 3, 4, 6, 8]);
+        let n = s.narrowed(2);
+        assert_eq!((n.bits, n.hashes), (2, vec![-16, 4, 8]));
+        // Too many hashes for one sample: more bits are taken until it fits.
+        let big = RowSample::new(0, (0..10_000).collect());
+        assert!(big.hashes.len() <= SAMPLE_MAX && big.bits == 2, "{} {}", big.bits, big.hashes.len());
+        assert!(big.hashes.iter().all(|h| h % 4 == 0));
     }
 }

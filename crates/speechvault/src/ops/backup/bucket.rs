@@ -30,6 +30,9 @@ pub(crate) async fn previous_backup(repo: &Arc<Repository>, inst: &Installation)
         let manifest = set.manifest(&reader)?;
         let mut out = Previous::default();
         for (db, entry) in &manifest.databases {
+            for (table, sample) in &entry.row_samples {
+                out.row_samples.insert(format!("{db}/{table}"), sample.clone());
+            }
             for (table, rows) in &entry.tables {
                 out.tables.insert(format!("{db}/{table}"), *rows);
             }
@@ -89,6 +92,8 @@ pub(crate) struct Previous {
     pub buckets: BTreeMap<String, PreviousBucket>,
     /// Rows by `database/schema.table`.
     pub tables: BTreeMap<String, i64>,
+    /// Row samples by `database/schema.table`.
+    pub row_samples: BTreeMap<String, crate::model::anomalies::RowSample>,
 }
 
 /// A bucket as the previous backup recorded it.

@@ -33,6 +33,7 @@ pub(crate) struct DumpJob<'a> {
 /// What the snapshot says about a database besides the dump.
 struct Described {
     tables: BTreeMap<String, i64>,
+    row_samples: BTreeMap<String, crate::model::anomalies::RowSample>,
     digests: BTreeMap<String, String>,
     owners: BTreeMap<String, Vec<String>>,
     owner_columns: BTreeMap<String, Vec<String>>,
@@ -56,6 +57,7 @@ fn entry_of(name: &str, dumped: Dumped, described: Described, owner: Option<Stri
         tables: described.tables,
         owners: described.owners,
         digests: described.digests,
+        row_samples: described.row_samples,
         owner_columns: described.owner_columns,
         owner,
     }
@@ -280,8 +282,16 @@ impl DumpJob<'_> {
             .filter(|(t, _)| t.as_str() != catalog::LARGE_OBJECTS)
             .map(|(t, d)| (t.clone(), d.rows))
             .collect();
+        let row_samples = digests
+            .iter()
+            .filter_map(|(t, d)| {
+                let s = d.sample.as_ref()?;
+                Some((t.clone(), crate::model::anomalies::RowSample { bits: s.bits, hashes: s.hashes.clone() }))
+            })
+            .collect();
         Ok(Described {
             tables,
+            row_samples,
             digests: digests.into_iter().map(|(t, d)| (t, d.digest)).collect(),
             owners,
             owner_columns,

@@ -485,12 +485,13 @@ async fn run_inner(
     // Does this look like ransomware happened since the previous backup?
     let tables: BTreeMap<String, crate::model::anomalies::TableChange> = db_entries
         .iter()
-        .flat_map(|(db, e)| e.tables.iter().map(move |(t, rows)| (format!("{db}/{t}"), *rows)))
-        .filter_map(|(name, rows_now)| {
-            previous
-                .tables
-                .get(&name)
-                .map(|&rows_before| (name, crate::model::anomalies::TableChange { rows_before, rows_now }))
+        .flat_map(|(db, e)| e.tables.iter().map(move |(t, rows)| (format!("{db}/{t}"), *rows, e.row_samples.get(t))))
+        .filter_map(|(name, rows_now, sample)| {
+            let rows_before = *previous.tables.get(&name)?;
+            let changed_share = sample.zip(previous.row_samples.get(&name)).and_then(|(now, before)| {
+                crate::model::anomalies::rows_changed_share(before, now, opts.anomalies.min_count)
+            });
+            Some((name, crate::model::anomalies::TableChange { rows_before, rows_now, changed_share }))
         })
         .collect();
     let anomalies = crate::model::anomalies::detect(&changes, &tables, &opts.anomalies);
