@@ -117,10 +117,6 @@ impl RetentionFlags {
     }
 }
 
-/// The retention for `installation`: its config (`[installations.NAME.retention]` over
-/// `[retention]`), with the command line's keep rules replacing the configured ones as a
-/// whole when any is given (so `--keep-last 3` does not mix with a configured `keep_daily`),
-/// and `--incomplete-grace` over the configured grace.
 /// The config's standing retention of each installation, for an immutable repository's
 /// extension: a backup it no longer keeps is not kept retained (an installation whose
 /// retention does not parse keeps everything).
@@ -129,6 +125,10 @@ pub fn keep_policy(cfg: &Config) -> speechvault::ops::immutability::KeepPolicy {
     speechvault::ops::immutability::KeepPolicy::new(move |name| cfg.retention(name).ok())
 }
 
+/// The retention for `installation`: its config (`[installations.NAME.retention]` over
+/// `[retention]`), with the command line's keep rules replacing the configured ones as a
+/// whole when any is given (so `--keep-last 3` does not mix with a configured `keep_daily`),
+/// and `--incomplete-grace` over the configured grace.
 pub fn retention(cfg: &Config, installation: &str, flags: &RetentionFlags) -> Result<Retention, Error> {
     let mut r = cfg.retention(installation)?;
     if flags.has_rules() {

@@ -132,13 +132,20 @@ async fn the_backup_key_cannot_erase_an_immutable_repository() {
         );
     }
     let mut tampered = 0;
+    // One index file is written over with a version the attacker retains too.
+    let retained_over = files.iter().find(|v| v.key.contains("/index/")).unwrap().key.clone();
     for v in &files {
         if v.key.contains("/data/") {
             continue;
         }
-        rs.put_object(&bucket, &v.key, bytes::Bytes::from_static(b"encrypted by ransomware"), &Default::default())
-            .await
-            .unwrap();
+        let mut opts = speechvault::objstore::PutOptions::default();
+        if v.key == retained_over {
+            opts.attrs.lock_mode = Some("COMPLIANCE".into());
+            opts.attrs.lock_retain_until = Some(speechvault::objstore::versions::retain_date(
+                jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2),
+            ));
+        }
+        rs.put_object(&bucket, &v.key, bytes::Bytes::from_static(b"encrypted by ransomware"), &opts).await.unwrap();
         tampered += 1;
         if v.key.contains("/snapshots/") {
             rs.delete_object(&bucket, &v.key).await.unwrap();
@@ -177,7 +184,8 @@ async fn the_backup_key_cannot_erase_an_immutable_repository() {
     let f = ws.json(&["forget", "--keep-last", "1"]);
     assert!(!f["held"].as_array().unwrap().is_empty(), "{f}");
     assert_eq!(ws.backups().len(), 3, "the retained snapshots are all still readable");
-    // prune deletes nothing retained and leaves an index restic still checks.
+    // prune deletes nothing retained and fails nothing (restic checks the result below,
+    // once the versions are repaired).
     let p = ws.json(&["prune", "--max-unused", "0%"]);
     assert_eq!(p["dry_run"], false, "{p}");
 
@@ -192,7 +200,16 @@ async fn the_backup_key_cannot_erase_an_immutable_repository() {
     let fixed = ws.json(&["repair", "versions"]);
     let files = fixed["files"].as_array().unwrap();
     assert_eq!(files.len(), left, "{fixed}");
-    assert!(files.iter().all(|f| f["lost"] == false && f["versions_removed"].as_u64().unwrap() >= 1), "{fixed}");
+    assert!(files.iter().all(|f| f["lost"] == false), "{fixed}");
+    for f in files {
+        if f["key"] == retained_over.as_str() {
+            // The attacker's retained version stays, under a copy of ours.
+            assert_eq!((f["kept_retained"].as_u64(), f["rewritten"].as_bool()), (Some(1), Some(true)), "{f}");
+        } else {
+            assert!(f["versions_removed"].as_u64().unwrap() >= 1 && f["rewritten"] == false, "{f}");
+        }
+    }
+    assert!(files.iter().any(|f| f["key"] == retained_over.as_str()), "{fixed}");
     let check = ws.json(&["check"]);
     assert!(check.get("tampered").is_none_or(|t| t.as_array().unwrap().is_empty()), "{check}");
     restic_on_repo(&repo, &["check", "--read-data"], &ws);

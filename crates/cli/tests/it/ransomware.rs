@@ -56,6 +56,8 @@ async fn a_day_of_churn_is_normal_and_encrypted_objects_mark_the_backup() {
     }
     // And 70% of the rows of one table rewritten in place (the count does not change).
     let client = a.info.pg_config().unwrap().connect("stt-customization").await.unwrap();
+    let words: i64 = client.query_one("SELECT count(*) FROM words", &[]).await.unwrap().get(0);
+    assert!(words >= 50, "{words} words: fewer are not judged alone (min_rows)");
     let changed = client.execute("UPDATE words SET word = md5(word) WHERE word_id % 10 < 7", &[]).await.unwrap();
     assert!(changed >= 5, "{changed} rows");
     let metrics = ws.dir.path().join("backup.prom");

@@ -37,8 +37,11 @@ pub struct Thresholds {
     /// Share by which the object count, the bytes or a table's rows fell.
     pub drop_share: f64,
     /// Share of a table's rows changed in place or deleted (judged on a sample of its rows,
-    /// for tables with at least `min_count` sampled rows).
+    /// for tables with at least `min_rows` sampled rows).
     pub rows_changed_share: f64,
+    /// A table with fewer sampled rows is not judged by the rows changed in place: small
+    /// tables whose every row changes each day (counters, heartbeats) are normal.
+    pub min_rows: u64,
     /// How many times worse the new data compresses than the bucket's data did before
     /// (packed / added bytes), for data that compressed before (ratio under 0.8).
     pub compression_increase: f64,
@@ -55,6 +58,7 @@ impl Default for Thresholds {
             deleted_share: 0.5,
             drop_share: 0.5,
             rows_changed_share: 0.6,
+            min_rows: 50,
             compression_increase: 2.0,
             min_count: 5,
             min_compression_bytes: 64 * 1024,
@@ -397,12 +401,12 @@ mod tests {
         let mut now: Vec<i64> = (0..30).map(|i| i * 2).chain((0..70).map(|i| i * 2 + 1)).collect();
         now.sort_unstable();
         let now = RowSample { bits: 0, hashes: now };
-        assert_eq!(rows_changed_share(&before, &now, 5), Some(0.7));
+        assert_eq!(rows_changed_share(&before, &now, 50), Some(0.7));
         // Samples of different sizes are compared on the rows both would hold.
         let narrow = RowSample { bits: 1, hashes: now.hashes.iter().copied().filter(|h| h % 2 == 0).collect() };
-        assert_eq!(rows_changed_share(&before, &narrow, 5), Some(0.7));
+        assert_eq!(rows_changed_share(&before, &narrow, 50), Some(0.7));
         // Too few rows say nothing.
-        assert_eq!(rows_changed_share(&RowSample { bits: 0, hashes: vec![1, 2] }, &now, 5), None);
+        assert_eq!(rows_changed_share(&RowSample { bits: 0, hashes: (0..49).collect() }, &now, 50), None);
         let tables = BTreeMap::from([(
             "db/public.t".to_string(),
             TableChange { rows_before: 100, rows_now: 100, changed_share: Some(0.7) },

@@ -73,7 +73,7 @@ impl Repository {
         let mut summary = PruneSummary {
             packs_removed,
             packs_repacked,
-            bytes_removed: s.size_to_delete.remove.saturating_sub(bytes_held),
+            bytes_removed: s.size_to_delete.remove,
             bytes_unused_left: s.size.values().map(|v| v.unused.saturating_sub(v.remove + v.repackrm)).sum(),
             bytes_used: s.size.values().map(|v| v.used).sum(),
             dry_run,
@@ -125,6 +125,16 @@ impl Repository {
             for pack in touched {
                 if retained(FileType::Pack, &pack)? {
                     packs.insert(pack);
+                }
+            }
+        }
+        if !index_files.is_empty() {
+            // A pack named twice appears in the plan once: a held index file's packs are kept
+            // wherever the plan has them.
+            for item in self.repo.stream_files::<rustic_core::repofile::IndexFile>().map_err(|e| self.err(e))? {
+                let (id, index) = item.map_err(|e| self.err(e))?;
+                if index_files.contains(&id) {
+                    packs.extend(index.packs.iter().chain(&index.packs_to_delete).map(|p| p.id));
                 }
             }
         }

@@ -16,6 +16,7 @@ pub struct AnomaliesFile {
     pub rows_changed_share: Option<f64>,
     pub compression_increase: Option<f64>,
     pub min_count: Option<u64>,
+    pub min_rows: Option<u64>,
     pub min_compression_bytes: Option<u64>,
 }
 
@@ -28,6 +29,7 @@ impl AnomaliesFile {
             rows_changed_share: self.rows_changed_share.unwrap_or(t.rows_changed_share),
             compression_increase: self.compression_increase.unwrap_or(t.compression_increase),
             min_count: self.min_count.unwrap_or(t.min_count),
+            min_rows: self.min_rows.unwrap_or(t.min_rows),
             min_compression_bytes: self.min_compression_bytes.unwrap_or(t.min_compression_bytes),
         }
     }

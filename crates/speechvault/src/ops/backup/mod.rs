@@ -489,7 +489,7 @@ async fn run_inner(
         .filter_map(|(name, rows_now, sample)| {
             let rows_before = *previous.tables.get(&name)?;
             let changed_share = sample.zip(previous.row_samples.get(&name)).and_then(|(now, before)| {
-                crate::model::anomalies::rows_changed_share(before, now, opts.anomalies.min_count)
+                crate::model::anomalies::rows_changed_share(before, now, opts.anomalies.min_rows)
             });
             Some((name, crate::model::anomalies::TableChange { rows_before, rows_now, changed_share }))
         })

@@ -229,7 +229,24 @@ impl S3Store {
         let real: Vec<&ObjectVersion> = all.iter().filter(|v| !v.delete_marker).collect();
         let (pick, tampered) = match expect {
             _ if real.len() == 1 && !hidden => (Some(real[0]), 0),
-            Expect::Oldest => (real.last().copied(), real.len().saturating_sub(1)),
+            Expect::Oldest => {
+                // Newer versions with the same bytes (a copy `repair versions` put on top so
+                // restic reads it) are not tampering.
+                let oldest = real.last().copied();
+                let mut newer = 0;
+                if let Some(o) = oldest {
+                    let ours = self.block_on(self.objects().get_version_bytes(self.bucket(), key, &o.version_id))?;
+                    for v in &real[..real.len() - 1] {
+                        match self.block_on(self.objects().get_version_bytes(self.bucket(), key, &v.version_id)) {
+                            Ok(b) if b == ours => {}
+                            Ok(_) => newer += 1,
+                            Err(e) if refused(&e) => newer += 1,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                (oldest, newer)
+            }
             Expect::Named(id) => {
                 let mut pick = None;
                 let mut newer = 0;

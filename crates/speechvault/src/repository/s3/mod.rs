@@ -227,7 +227,21 @@ impl WriteBackend for S3Store {
         let key = self.key(tpe, id);
         if self.is_immutable() {
             // What is still retained stays, reported as held; never a failure half-way.
-            self.remove_all_versions(&key, true);
+            // Except an index file: prune deletes the old index files before the packs they
+            // name, and one left behind must stop it there (prune keeps the index files it
+            // knows are retained; this is one it could not know of, or a failed delete).
+            let gone = self.remove_all_versions(&key, true);
+            if !gone && tpe == FileType::Index {
+                return Err(err(
+                    "cannot remove",
+                    &key,
+                    ObjStoreError::Protocol {
+                        op: "DeleteObjectVersion".into(),
+                        target: key.clone(),
+                        detail: "a version of this index file is still there (retained, or the delete failed); prune stops before deleting the packs it names: run it again later".into(),
+                    },
+                ));
+            }
             return Ok(());
         }
         self.remove_key(&key).map_err(|e| err("cannot remove", &key, e))

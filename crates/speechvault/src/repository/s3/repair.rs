@@ -25,7 +25,7 @@ pub struct VersionRepair {
     /// Versions over ours that are not ours, removed.
     pub versions_removed: usize,
     /// Markers or versions the server refused to delete (retained): they stay, under a copy
-    /// of our version.
+    /// of our version. (A dry run cannot know: it counts every one as removed.)
     pub kept_retained: usize,
     /// Our version was written again as the newest.
     pub rewritten: bool,
@@ -91,10 +91,7 @@ impl S3Store {
             out.files.push(r);
         }
         for (key, versions) in self.list_versions_in("locks")? {
-            if versions.first().is_some_and(|v| v.delete_marker) {
-                if !dry_run {
-                    self.remove_all_versions(&key, false);
-                }
+            if versions.first().is_some_and(|v| v.delete_marker) && (dry_run || self.remove_all_versions(&key, false)) {
                 out.lock_leftovers_removed += versions.len();
             }
         }
