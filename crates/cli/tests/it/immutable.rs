@@ -239,6 +239,15 @@ async fn cut_retention(section: &str, until: jiff::Timestamp, only: &str, except
     n
 }
 
+/// The keys under the repository's `data/` that have any version.
+async fn pack_keys(
+    rs: &speechvault::objstore::ObjectStore,
+    bucket: &str,
+    prefix: &str,
+) -> std::collections::BTreeSet<String> {
+    rs.list_versions(bucket, &format!("{prefix}/data/")).await.unwrap().into_iter().map(|v| v.key).collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn prune_frees_only_what_object_lock_no_longer_retains() {
     if !object_lock_server() {
@@ -264,8 +273,7 @@ async fn prune_frees_only_what_object_lock_no_longer_retains() {
     store.put_object(&bucket, "jobs/old-audio.bin", bytes::Bytes::from(other), &Default::default()).await.unwrap();
     let second = ws.json(&["--repository", "gov", "backup", "--from", "imm-prune"]);
     let (rs, rbucket, prefix) = repository_bucket(&gov);
-    let packs_before: std::collections::BTreeSet<String> =
-        rs.list_versions(&rbucket, &format!("{prefix}/data/")).await.unwrap().into_iter().map(|v| v.key).collect();
+    let packs_before = pack_keys(&rs, &rbucket, &prefix).await;
 
     // Everything but the index files stops being retained: forget removes the first backup,
     // prune must leave every pack an index file still retained names (and say until when).
@@ -299,8 +307,7 @@ async fn prune_frees_only_what_object_lock_no_longer_retains() {
     assert!(p["packs_held"].as_u64().unwrap() > 0, "{p}");
     let held = p["held"].as_array().unwrap();
     assert!(held.iter().all(|h| h["key"].as_str().unwrap().contains("/index/") && h["until"].is_string()), "{p}");
-    let packs_now: std::collections::BTreeSet<String> =
-        rs.list_versions(&rbucket, &format!("{prefix}/data/")).await.unwrap().into_iter().map(|v| v.key).collect();
+    let packs_now = pack_keys(&rs, &rbucket, &prefix).await;
     assert!(packs_before.is_subset(&packs_now), "a pack a retained index names was deleted");
     restic_on_repo(&gov, &["check"], &ws);
 
@@ -314,8 +321,7 @@ async fn prune_frees_only_what_object_lock_no_longer_retains() {
     let held = p.get("held").and_then(|h| h.as_array().cloned()).unwrap_or_default();
     assert!(held.iter().all(|h| h["key"].as_str().unwrap().contains("/data/")), "{p}");
     assert!(p["packs_removed"].as_u64().unwrap() + p["packs_repacked"].as_u64().unwrap() > 0, "{p}");
-    let packs_after: std::collections::BTreeSet<String> =
-        rs.list_versions(&rbucket, &format!("{prefix}/data/")).await.unwrap().into_iter().map(|v| v.key).collect();
+    let packs_after = pack_keys(&rs, &rbucket, &prefix).await;
     assert!(!packs_before.is_subset(&packs_after), "prune removed no pack: {p}");
     restic_on_repo(&gov, &["check", "--read-data"], &ws);
     let check = ws.json(&["--repository", "gov", "check", "--read-data"]);
