@@ -301,6 +301,8 @@ async fn an_unreachable_endpoint_fails_within_bounded_time_and_says_which() {
 async fn a_killed_backup_leaves_no_complete_backup_and_the_next_one_succeeds() {
     let a = TestInstallation::start(exe(), "killed", Scale::Small, 5).await.unwrap();
     let ws = Workspace::new(&[&a.info]);
+    // Slow reads keep the buckets in progress when the databases are done.
+    set_faults(&a.info, serde_json::json!([{"method": "GET", "fault": {"kind": "latency", "ms": 400}}]));
     let mut child = ws
         .command(&["backup", "--from", "killed"])
         .stdout(std::process::Stdio::null())
@@ -317,6 +319,7 @@ async fn a_killed_backup_leaves_no_complete_backup_and_the_next_one_succeeds() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    set_faults(&a.info, serde_json::json!([]));
     let sets = ws.backups();
     assert_eq!(sets.len(), 1);
     assert_eq!(sets[0]["complete"], false, "{sets:?}");
@@ -337,6 +340,9 @@ async fn a_failing_object_store_removes_the_partial_backup() {
     }
     let a = TestInstallation::start(exe(), "flaky", Scale::Small, 6).await.unwrap();
     let ws = Workspace::new(&[&a.info]);
+    // Slow reads keep the buckets in progress when the databases are done (a small installation
+    // is read in well under a second, so otherwise the race is lost now and then).
+    set_faults(&a.info, serde_json::json!([{"method": "GET", "fault": {"kind": "latency", "ms": 400}}]));
     let mut child = ws
         .command(&["backup", "--from", "flaky"])
         .stdout(std::process::Stdio::null())
