@@ -21,6 +21,7 @@ use speechvault::ops::retention::RetentionOutcome;
 use speechvault::ops::selective::SelectiveReport;
 use speechvault::ops::verify::VerifyReport;
 use speechvault::repository::Location;
+use speechvault::repository::damage::{DamagedFile, Repaired};
 use speechvault::repository::lock::FoundLock;
 use speechvault::repository::maintenance::{KeyView, PruneSummary};
 use speechvault::{Error, ErrorKind};
@@ -37,6 +38,8 @@ pub enum Outcome {
     },
     Snapshots {
         backups: Vec<BackupSetView>,
+        /// Snapshot files that cannot be read (each hides a part of one backup).
+        damaged: Vec<DamagedFile>,
     },
     Restore(Box<RestoreReport>),
     Selective(SelectiveReport),
@@ -91,6 +94,11 @@ pub enum Outcome {
         left: Vec<FoundLock>,
     },
     VersionsRepaired(speechvault::repository::VersionsRepaired),
+    /// `repair snapshots` / `repair index`.
+    Repaired {
+        what: &'static str,
+        report: Repaired,
+    },
     Export {
         report: ExportReport,
         to: PathBuf,
@@ -121,7 +129,7 @@ impl Outcome {
                 }
                 doc
             }
-            Self::Snapshots { backups } => json!({ "backups": backups }),
+            Self::Snapshots { backups, damaged } => json!({ "backups": backups, "damaged_files": damaged }),
             Self::Restore(r) => to(r.as_ref())?,
             Self::Selective(r) => to(r)?,
             Self::Verify(r) => to(r)?,
@@ -170,6 +178,11 @@ impl Outcome {
             }
             Self::Unlocked { removed, left } => json!({ "removed": removed, "left": left }),
             Self::VersionsRepaired(r) => to(r)?,
+            Self::Repaired { what, report } => {
+                let mut doc = to(report)?;
+                doc["repaired"] = json!(what);
+                doc
+            }
             Self::Export { report, .. } => to(report)?,
             Self::Import { report, .. } => to(report)?,
             #[cfg(feature = "sandbox")]

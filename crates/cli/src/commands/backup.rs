@@ -110,8 +110,19 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
             max_unused: None,
             dry_run: false,
             lock_wait: ctx.lock_wait,
+            ignore_damaged: false,
         };
-        Some(blocking(move || retention::apply(&repo, &request, |_| Ok(policy.clone()))).await??)
+        match blocking(move || retention::apply(&repo, &request, |_| Ok(policy.clone()))).await? {
+            Ok(r) => Some(r),
+            // The backup is whole; only the retention after it could not decide.
+            Err(e) if e.kind() == speechvault::ErrorKind::Differences => {
+                let w = format!("retention.after_backup: skipped: {e}");
+                tracing::warn!("{w}");
+                report.warnings.push(w);
+                None
+            }
+            Err(e) => return Err(e),
+        }
     } else {
         None
     };

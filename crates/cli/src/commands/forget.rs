@@ -44,6 +44,10 @@ pub struct Args {
     /// Show what would go and why each kept backup stays; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// When snapshot files are damaged, decide from the backups that read (and leave the
+    /// damaged files alone) instead of refusing. Prune still refuses: run `repair snapshots`.
+    #[arg(long)]
+    pub ignore_damaged: bool,
     #[command(flatten)]
     pub run: crate::observe::RunArgs,
 }
@@ -66,6 +70,7 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
         max_unused: args.max_unused,
         dry_run: args.dry_run,
         lock_wait: ctx.lock_wait,
+        ignore_damaged: args.ignore_damaged,
     };
     let cfg = ctx.cfg.clone();
     let outcome =

@@ -16,11 +16,12 @@ pub struct Args {
 
 pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
     let repo = ctx.repository().await?;
-    let sets = blocking(move || catalog::backup_sets(&repo)).await??;
-    let backups = sets
+    let found = blocking(move || catalog::scan(&repo)).await??;
+    let backups = found
+        .sets
         .iter()
         .filter(|s| args.installation.as_ref().is_none_or(|i| &s.installation == i))
         .map(|s| s.view())
         .collect();
-    Ok(Outcome::Snapshots { backups })
+    Ok(Outcome::Snapshots { backups, damaged: found.damaged })
 }

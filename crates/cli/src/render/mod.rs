@@ -63,6 +63,7 @@ fn text(outcome: &Outcome, lines: &mut Lines) {
         | Outcome::Locks { .. }
         | Outcome::Unlocked { .. }
         | Outcome::VersionsRepaired(_)
+        | Outcome::Repaired { .. }
         | Outcome::Export { .. }
         | Outcome::Import { .. } => repository::text(outcome, lines),
         Outcome::Backup { .. } | Outcome::Doctor(_) | Outcome::Ownership { .. } => backup::text(outcome, lines),

@@ -15,7 +15,10 @@ pub(super) fn text(outcome: &Outcome, lines: &mut Lines) {
             Location::Local(_) => line!(lines, "created repository {location} (restic format; private to its owner)"),
             Location::S3(_) => line!(lines, "created repository {location} (restic format)"),
         },
-        Outcome::Snapshots { backups } => {
+        Outcome::Snapshots { backups, damaged } => {
+            for d in damaged {
+                line!(lines, "DAMAGED snapshot file {}: {} (run `speechvault repair snapshots`)", d.path(), d.reason);
+            }
             if backups.is_empty() {
                 lines.push("no backups");
                 return;
@@ -29,13 +32,32 @@ pub(super) fn text(outcome: &Outcome, lines: &mut Lines) {
                     v.backup_id,
                     v.installation,
                     time,
-                    match (v.complete, v.anomalous) {
-                        (true, false) => "complete",
-                        (true, true) => "ANOMALOUS",
+                    match (v.complete, v.anomalous, v.damaged.is_some()) {
+                        (true, _, true) => "DAMAGED",
+                        (true, false, _) => "complete",
+                        (true, true, _) => "ANOMALOUS",
                         _ => "INCOMPLETE",
                     },
                     v.parts.join(" ")
                 );
+            }
+        }
+        Outcome::Repaired { what, report } => {
+            let would = if report.dry_run { "would set aside" } else { "set aside" };
+            for d in &report.set_aside {
+                line!(lines, "{would} damaged {} under damaged/: {}", d.path(), d.reason);
+            }
+            for p in &report.packs_indexed {
+                line!(lines, "{} pack {p}", if report.dry_run { "would index" } else { "indexed" });
+            }
+            for p in &report.packs_unreadable {
+                line!(
+                    lines,
+                    "pack {p}: its header cannot be read; its blobs are no longer indexed (`speechvault check` names the backups affected)"
+                );
+            }
+            if report.set_aside.is_empty() && report.packs_indexed.is_empty() && report.packs_unreadable.is_empty() {
+                line!(lines, "repair {what}: nothing to repair");
             }
         }
         Outcome::Copy(report) => {

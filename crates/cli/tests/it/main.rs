@@ -8,6 +8,7 @@ mod common;
 mod cluster;
 mod compat;
 mod crash;
+mod damage;
 mod drill;
 mod engine;
 mod export_import;

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::model::manifest::{self, Manifest};
 use crate::model::spool::ObjectList;
+use crate::repository::damage::DamagedFile;
 use crate::repository::{RepoError, Repository, RepositoryReader};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,11 @@ pub struct BackupSetView {
     pub parts: Vec<String>,
     /// Marked as looking like ransomware happened since the backup before it.
     pub anomalous: bool,
+    /// Complete, but snapshots of its parts are missing (a snapshot file lost, or damaged:
+    /// the listing's `damaged_files`). Restoring it fails; `restore --salvage` does not
+    /// exist yet, so restore an older backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
 }
 
 impl BackupSet {
@@ -73,7 +79,25 @@ impl BackupSet {
             snapshots: self.snapshots.iter().map(|s| s.id.to_string()).collect(),
             parts: self.snapshots.iter().map(|s| s.label.clone()).collect(),
             anomalous: self.anomalous(),
+            damaged: self.missing_parts().map(|n| {
+                format!("{n} of its {} part snapshots are missing or unreadable", self.snapshots.len() - 1 + n)
+            }),
         }
+    }
+
+    /// How many part snapshots the manifest counts that are not here (backups written
+    /// before the count was recorded: `None`).
+    pub fn missing_parts(&self) -> Option<usize> {
+        let expected: usize = self
+            .manifest
+            .as_ref()?
+            .tags
+            .iter()
+            .find_map(|t| t.strip_prefix(manifest::PARTS_TAG_PREFIX))?
+            .parse()
+            .ok()?;
+        let have = self.snapshots.len().saturating_sub(1);
+        (expected > have).then_some(expected - have)
     }
 
     /// The snapshot the manifest names `id`: by its id here, or, in a copy, by the id it had
@@ -138,10 +162,35 @@ impl BackupSet {
     }
 }
 
-/// Groups speechvault's snapshots by backup id, oldest first.
+/// The backup sets that read, and the snapshot files that do not.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub sets: Vec<BackupSet>,
+    /// Snapshot files that cannot be read: each hides (a part of) one backup, not knowable
+    /// which until `repair snapshots` sets it aside and the backup shows as incomplete.
+    pub damaged: Vec<DamagedFile>,
+}
+
+/// Groups speechvault's snapshots by backup id, oldest first. A damaged snapshot file is
+/// passed over (with a warning): it affects only its own backup ([`scan`] names it).
 pub fn backup_sets(repo: &Repository) -> Result<Vec<BackupSet>, CatalogError> {
+    let catalog = scan(repo)?;
+    for d in &catalog.damaged {
+        tracing::warn!(file = %d.path(), reason = %d.reason, "damaged snapshot file passed over (`speechvault repair snapshots` sets it aside)");
+    }
+    Ok(catalog.sets)
+}
+
+/// Every backup set that reads, with the damaged snapshot files named.
+pub fn scan(repo: &Repository) -> Result<Catalog, CatalogError> {
+    let found = repo.snapshot_scan()?;
+    Ok(Catalog { sets: group(found.snapshots), damaged: found.damaged })
+}
+
+/// Groups speechvault's snapshots by backup id, oldest first.
+pub fn group(snapshots: Vec<SnapshotFile>) -> Vec<BackupSet> {
     let mut sets: BTreeMap<String, BackupSet> = BTreeMap::new();
-    for snap in repo.snapshots()? {
+    for snap in snapshots {
         let tags: Vec<String> = snap.tags.iter().cloned().collect();
         if !tags.iter().any(|t| t == manifest::TAG) {
             continue;
@@ -168,7 +217,7 @@ pub fn backup_sets(repo: &Repository) -> Result<Vec<BackupSet>, CatalogError> {
     }
     let mut out: Vec<BackupSet> = sets.into_values().collect();
     out.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
-    Ok(out)
+    out
 }
 
 /// Finds a complete backup: `latest` (optionally of one installation), an id, or a unique

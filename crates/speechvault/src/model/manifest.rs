@@ -33,6 +33,8 @@ pub const MANIFEST_PATH: &str = "/speechvault/manifest.json";
 /// Tag of the manifest snapshot of a backup marked as looking like ransomware happened
 /// (so `snapshots`, retention and restic see it without reading the manifest).
 pub const ANOMALOUS_TAG: &str = "anomalous";
+/// Tag of the manifest snapshot: `parts:N`, the number of the set's other snapshots.
+pub const PARTS_TAG_PREFIX: &str = "parts:";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {

@@ -569,7 +569,7 @@ async fn write_set(
         retention: None,
         anomalies: Vec::new(),
     };
-    let snap = backup::write_manifest(repo, inst, id, &manifest, &lists).await?;
+    let snap = backup::write_manifest(repo, inst, id, &manifest, &lists, written.len()).await?;
     written.push(snap);
     let summary = |m: &Manifest| -> Written {
         (

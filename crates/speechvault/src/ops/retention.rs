@@ -15,10 +15,11 @@ use rustic_core::repofile::SnapshotFile;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::model::catalog::{BackupSet, backup_sets};
+use crate::model::catalog::{BackupSet, scan};
 use crate::model::config::Retention;
 use crate::model::config::retention::parse_span;
 use crate::repository::Repository;
+use crate::repository::damage::refuse_damaged;
 use crate::repository::maintenance::PruneSummary;
 
 /// What happens to one backup set.
@@ -170,6 +171,9 @@ pub struct Request {
     pub dry_run: bool,
     /// How long to wait for the repository's lock.
     pub lock_wait: std::time::Duration,
+    /// Decide from the backups that read when snapshot files are damaged (without it,
+    /// forget refuses: a damaged file's backup cannot be judged).
+    pub ignore_damaged: bool,
 }
 
 /// Applies each installation's retention (`policy` says what it is) under the repository's
@@ -181,7 +185,16 @@ pub fn apply(
     policy: impl Fn(&str) -> Result<Retention, Error>,
 ) -> Result<RetentionOutcome, Error> {
     let _lock = repo.lock(!request.dry_run, request.lock_wait)?;
-    let sets = backup_sets(repo)?;
+    let catalog = scan(repo)?;
+    if !catalog.damaged.is_empty() {
+        if !request.ignore_damaged {
+            return Err(refuse_damaged(&repo.location().describe(), &catalog.damaged, "forget").into());
+        }
+        for d in &catalog.damaged {
+            tracing::warn!(file = %d.path(), reason = %d.reason, "damaged snapshot file left alone (--ignore-damaged)");
+        }
+    }
+    let sets = catalog.sets;
     let names: Vec<String> = if request.installations.is_empty() {
         let names: BTreeSet<String> = sets.iter().map(|s| s.installation.clone()).collect();
         names.into_iter().collect()

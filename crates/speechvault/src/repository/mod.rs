@@ -15,9 +15,11 @@
 //!   ([`local`], [`s3`]);
 //! - [`lock`]: restic-compatible locks;
 //! - [`integrity`]: checks that a backup's data is there and authentic;
+//! - [`damage`]: damaged files isolated, reported and set aside (`repair snapshots|index`);
 //! - [`maintenance`]: check and keys; [`prune`]: prune, also of immutable repositories; [`copy`]: backup sets between repositories.
 
 pub(crate) mod copy;
+pub mod damage;
 pub(crate) mod integrity;
 pub(crate) mod local;
 pub mod location;
@@ -175,7 +177,7 @@ fn has_config(store: &Store, location: &Location) -> Result<bool> {
 
 impl Repository {
     pub(crate) fn err(&self, e: impl std::borrow::Borrow<rustic_core::RusticError>) -> RepoError {
-        RepoError::Rustic { location: self.location.describe(), reason: rustic_message(e.borrow()) }
+        damage::classify(&self.location.describe(), rustic_message(e.borrow()))
     }
 
     pub(crate) fn io(&self, source: std::io::Error) -> RepoError {
@@ -327,7 +329,8 @@ impl Repository {
         }
     }
 
-    /// Every snapshot in the repository.
+    /// Every snapshot in the repository; fails on the first damaged snapshot file
+    /// ([`Repository::snapshot_scan`] isolates them).
     pub fn snapshots(&self) -> Result<Vec<SnapshotFile>> {
         self.repo.get_all_snapshots().map_err(|e| self.err(e))
     }

@@ -58,7 +58,19 @@ impl Repository {
                 reason: format!("--max-unused {m}: {}", super::rustic_message(&e)),
             })?;
         }
-        let mut plan = self.repo.prune_plan(&opts).map_err(|e| self.err(e))?;
+        // rustic's plan reads every snapshot and index file and stops at a damaged one: then
+        // name them all (prune cannot know what an unreadable file keeps).
+        let mut plan = match self.repo.prune_plan(&opts) {
+            Ok(plan) => plan,
+            Err(e) => {
+                let mut damaged = self.snapshot_scan().map(|s| s.damaged).unwrap_or_default();
+                damaged.extend(self.damaged_index_files().unwrap_or_default());
+                if damaged.is_empty() {
+                    return Err(self.err(e));
+                }
+                return Err(super::damage::refuse_damaged(&self.location.describe(), &damaged, "prune"));
+            }
+        };
         let (kept, held) = self.keep_retained(&mut plan)?;
         let s = &plan.stats;
         let packs_held = kept.len() as u64;

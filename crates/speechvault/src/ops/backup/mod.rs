@@ -201,6 +201,7 @@ pub(crate) async fn write_manifest(
     id: &str,
     manifest: &Manifest,
     lists: &BTreeMap<String, crate::model::spool::ObjectList>,
+    parts: usize,
 ) -> Result<rustic_core::repofile::SnapshotId, BackupError> {
     let data = serde_json::to_vec_pretty(manifest).map_err(|e| BackupError::Internal(e.to_string()))?;
     let mut files = vec![(PathBuf::from(manifest::MANIFEST_PATH), FileData::Memory(data))];
@@ -212,6 +213,9 @@ pub(crate) async fn write_manifest(
         label: "manifest".into(),
         tags: {
             let mut t = tags(installation, id, "manifest");
+            // How many snapshots the set has besides this one: a part whose snapshot file is
+            // lost or damaged is then seen without reading the manifest.
+            t.push(format!("{}{parts}", manifest::PARTS_TAG_PREFIX));
             if !manifest.anomalies.is_empty() {
                 t.push(manifest::ANOMALOUS_TAG.into());
             }
@@ -555,7 +559,7 @@ async fn run_inner(
         }
     }
     progress.phase("writing the manifest", 0, 0);
-    let snap = write_manifest(repo, &inst.name, id, &manifest, &lists).await?;
+    let snap = write_manifest(repo, &inst.name, id, &manifest, &lists, written.len()).await?;
     written.push(snap);
     // A key that may write may also write over a file or hide it: say so at once, every
     // backup, rather than at the next check (the backup itself is whole: reads take the

@@ -1,0 +1,163 @@
+//! A damaged repository still gives back what it can: a damaged snapshot file hides only its
+//! own backup, forget and prune refuse to decide from it, `repair snapshots` sets it aside;
+//! a lost or damaged index is rebuilt from the packs by `repair index`. On a local and on an
+//! S3 repository; restic checks the result.
+
+use speechvault_sandbox::harness::TestInstallation;
+use speechvault_sandbox::seed::Scale;
+
+use crate::common::*;
+
+fn name_of(path: &str) -> &str {
+    path.rsplit('/').next().unwrap()
+}
+
+/// Flips bytes in the middle of a repository file.
+async fn flip(files: &RepoFiles, path: &str) {
+    let mut bytes = files.read(path).await;
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 8] {
+        *b ^= 0xff;
+    }
+    files.write(path, &bytes).await;
+}
+
+async fn one_damaged_snapshot_file_hides_only_its_backup(s3: bool) {
+    let name = if s3 { "dmg-snap-s3" } else { "dmg-snap" };
+    let a = TestInstallation::start_with(exe(), name, Scale::Tiny, 71, |o| o.components = vec!["sttAsync".into()])
+        .await
+        .unwrap();
+    let (ws, files) = workspace_on(s3, &[&a.info]);
+    let first = ws.json(&["backup", "--from", name]);
+    let second = ws.json(&["backup", "--from", name]);
+    let sets = ws.backups();
+    assert_eq!(sets.len(), 2);
+    let old = &sets[0];
+    assert_eq!(old["backup_id"], first["backup_id"]);
+    assert!(old["damaged"].is_null(), "{old}");
+    // One part snapshot of the older backup (a database's), damaged by a flipped byte.
+    let part = old["parts"].as_array().unwrap().iter().position(|p| p.as_str().unwrap().starts_with("db:")).unwrap();
+    let short = old["snapshots"][part].as_str().unwrap().to_string();
+    let path = files
+        .files("snapshots")
+        .await
+        .into_iter()
+        .map(|(p, _)| p)
+        .find(|p| name_of(p).starts_with(&short))
+        .unwrap_or_else(|| panic!("snapshot file {short}: {old}"));
+    let victim = name_of(&path).to_string();
+    flip(&files, &path).await;
+
+    // Listed: both backups, the older one marked, the file named.
+    let listing = ws.json(&["snapshots"]);
+    let backups = listing["backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 2, "{listing}");
+    assert!(backups[0]["damaged"].as_str().unwrap().contains("1 of its"), "{listing}");
+    assert!(backups[1]["damaged"].is_null(), "{listing}");
+    let damaged = listing["damaged_files"].as_array().unwrap();
+    assert_eq!(damaged.len(), 1, "{listing}");
+    assert_eq!(damaged[0]["id"], victim.as_str());
+    assert_eq!(damaged[0]["kind"], "snapshot");
+    let text = ws.run(&["snapshots"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("DAMAGED"), "{}", String::from_utf8_lossy(&text.stdout));
+
+    // The intact backup still verifies against its source.
+    let v = ws.json(&["verify", "latest", "--against", name]);
+    assert_eq!(v["backup_id"], second["backup_id"]);
+    assert_eq!(v["ok"], true, "{v}");
+
+    // forget and prune refuse to decide from it, naming the file; nothing goes.
+    for args in [&["forget", "--keep-last", "1"][..], &["prune"][..]] {
+        let out = ws.run(args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(&victim[..8]), "{args:?} names the file: {}", stderr(&out));
+        assert!(stderr(&out).contains("repair snapshots"), "{}", stderr(&out));
+    }
+    assert_eq!(ws.backups().len(), 2);
+    let planned = ws.json(&["forget", "--keep-last", "1", "--ignore-damaged", "--dry-run"]);
+    assert_eq!(planned["removed"].as_array().unwrap().len(), 1, "{planned}");
+
+    // repair snapshots: --dry-run changes nothing, then the file is set aside, not deleted.
+    let dry = ws.json(&["repair", "snapshots", "--dry-run"]);
+    assert_eq!(dry["set_aside"].as_array().unwrap().len(), 1, "{dry}");
+    assert!(files.files("snapshots").await.iter().any(|(p, _)| name_of(p) == victim));
+    let done = ws.json(&["repair", "snapshots"]);
+    assert_eq!(done["set_aside"][0]["id"], victim.as_str(), "{done}");
+    assert!(!files.files("snapshots").await.iter().any(|(p, _)| name_of(p) == victim));
+    assert!(files.files("damaged/snapshots").await.iter().any(|(p, _)| name_of(p) == victim));
+    let listing = ws.json(&["snapshots"]);
+    assert!(listing["damaged_files"].as_array().unwrap().is_empty(), "{listing}");
+    assert!(listing["backups"][0]["damaged"].is_string(), "still missing a part: {listing}");
+    let out = files.restic(&ws, &["check", "--read-data"]);
+    assert!(out.status.success(), "restic check: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+
+    // Now forget and prune decide again.
+    let forgot = ws.json(&["forget", "--keep-last", "1", "--prune"]);
+    assert_eq!(forgot["removed"][0], first["backup_id"], "{forgot}");
+    let v = ws.json(&["verify", "latest", "--against", name]);
+    assert_eq!(v["ok"], true, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_damaged_snapshot_file_hides_only_its_backup_local() {
+    one_damaged_snapshot_file_hides_only_its_backup(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_damaged_snapshot_file_hides_only_its_backup_s3() {
+    one_damaged_snapshot_file_hides_only_its_backup(true).await;
+}
+
+async fn a_lost_index_is_rebuilt_from_the_packs(s3: bool) {
+    let name = if s3 { "dmg-index-s3" } else { "dmg-index" };
+    let a = TestInstallation::start_with(exe(), name, Scale::Tiny, 72, |o| o.components = vec!["sttAsync".into()])
+        .await
+        .unwrap();
+    let (ws, files) = workspace_on(s3, &[&a.info]);
+    ws.json(&["backup", "--from", name]);
+    ws.json(&["backup", "--from", name]);
+    let index: Vec<String> = files.files("index").await.into_iter().map(|(p, _)| p).collect();
+    assert!(index.len() >= 2, "{index:?}");
+    // One index file lost, another damaged.
+    files.delete(&index[0]).await;
+    flip(&files, &index[1]).await;
+
+    // Restore and check say what is wrong and what to do, without a panic.
+    let out = ws.run(&["verify", "latest", "--against", name]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("repair index"), "{}", stderr(&out));
+    let out = ws.run(&["check"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("repair index") || stderr(&out).contains("repair index"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+
+    let dry = ws.json(&["repair", "index", "--dry-run"]);
+    assert_eq!(dry["set_aside"].as_array().unwrap().len(), 1, "{dry}");
+    assert!(!dry["packs_indexed"].as_array().unwrap().is_empty(), "{dry}");
+    let done = ws.json(&["repair", "index"]);
+    assert_eq!(done["set_aside"][0]["id"], name_of(&index[1]), "{done}");
+    assert!(done["packs_unreadable"].as_array().unwrap().is_empty(), "{done}");
+    assert!(files.files("damaged/index").await.iter().any(|(p, _)| name_of(p) == name_of(&index[1])));
+
+    let v = ws.json(&["verify", "latest", "--against", name]);
+    assert_eq!(v["ok"], true, "{v}");
+    let c = ws.json(&["check", "--read-data"]);
+    assert_eq!(c["ok"], true, "{c}");
+    let out = files.restic(&ws, &["check", "--read-data"]);
+    assert!(out.status.success(), "restic check: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_index_is_rebuilt_from_the_packs_local() {
+    a_lost_index_is_rebuilt_from_the_packs(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_index_is_rebuilt_from_the_packs_s3() {
+    a_lost_index_is_rebuilt_from_the_packs(true).await;
+}
