@@ -46,6 +46,12 @@ pub struct Args {
     /// committed together at the end.
     #[arg(long, conflicts_with = "selection")]
     pub data_only: bool,
+    /// With --clean or --data-only: the target is the installation the backup was taken
+    /// from (same PostgreSQL cluster, same S3 endpoint and buckets), and replacing it is
+    /// meant. Without it such a restore is refused (exit 2), so a second config entry for
+    /// the same servers cannot overwrite the source by mistake.
+    #[arg(long)]
+    pub in_place: bool,
     /// Finish a restore of the same backup that was interrupted (killed, or a server went
     /// away): databases are restored again, objects already there intact are kept.
     #[arg(long, conflicts_with = "selection")]
@@ -179,6 +185,7 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
         temp_dir: args.temp_dir,
         verify,
         allow_attribute_loss: args.allow_attribute_loss,
+        in_place: args.in_place,
         object_lock_settings: args.object_lock_settings,
         bucket_config: args.bucket_config,
         ..Default::default()

@@ -161,3 +161,24 @@ async fn a_lost_index_is_rebuilt_from_the_packs_local() {
 async fn a_lost_index_is_rebuilt_from_the_packs_s3() {
     a_lost_index_is_rebuilt_from_the_packs(true).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_over_its_own_source_needs_in_place() {
+    let a = TestInstallation::start_with(exe(), "own-src", Scale::Tiny, 73, |o| o.components = vec!["sttAsync".into()])
+        .await
+        .unwrap();
+    // A second config entry for the very same servers and buckets.
+    let alias = a.info.config_section().replace("[installations.own-src", "[installations.own-again");
+    let ws = Workspace::with_repositories(&[&a.info], None, &alias);
+    let id = ws.json(&["backup", "--from", "own-src"])["backup_id"].as_str().unwrap().to_string();
+    let before = all_rows(&a.info, "stt-async").await;
+    for mode in ["--clean", "--data-only"] {
+        let out = ws.run(&["restore", &id, "--to", "own-again", mode]);
+        assert_eq!(out.status.code(), Some(2), "{mode}: {}", stderr(&out));
+        assert!(stderr(&out).contains("own source") && stderr(&out).contains("--in-place"), "{}", stderr(&out));
+        assert_eq!(all_rows(&a.info, "stt-async").await, before, "{mode}: nothing changed");
+    }
+    let r = ws.json(&["restore", &id, "--to", "own-again", "--clean", "--in-place"]);
+    assert_eq!(r["verify"]["ok"], true, "{r}");
+    assert_eq!(all_rows(&a.info, "stt-async").await, before);
+}

@@ -101,6 +101,9 @@ async fn a_clean_restore_from_a_damaged_backup_touches_nothing() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("now holds part of backup") && err.contains("--clean --resume"), "{err}");
+    // The repository is blamed, not the target; the databases were restored whole first.
+    assert!(err.contains("cannot be read from the repository") && !err.contains("Upload"), "{err}");
+    assert_eq!(state(&t.info).await.0, before.0, "the databases are whole after the failed --clean");
     std::fs::write(&largest, &original).unwrap();
     let r = ws.json(&["restore", "--to", "dmg-dst", "--clean", "--resume"]);
     assert_eq!(r["verify"]["ok"], true, "{r}");
@@ -408,6 +411,7 @@ async fn a_restore_into_an_older_postgres_major_is_refused_up_front() {
             postgres_version: "99.1".into(),
             postgres_user: "u".into(),
             postgres_version_num: Some(990001),
+            postgres_system_id: None,
         },
         components: vec![],
         databases: Default::default(),

@@ -69,6 +69,10 @@ pub struct SourceInfo {
     /// `server_version_num` (150008 for 15.8); a restore refuses an older major version.
     #[serde(default)]
     pub postgres_version_num: Option<i32>,
+    /// PostgreSQL's system identifier (`pg_control_system()`), when the login may read it:
+    /// with the endpoint and bucket names it tells a restore onto the backup's own source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_system_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -233,6 +237,7 @@ mod tests {
                 postgres_version: "15".into(),
                 postgres_user: "u".into(),
                 postgres_version_num: Some(150000),
+                postgres_system_id: None,
             },
             components: vec![],
             databases: BTreeMap::new(),

@@ -561,6 +561,7 @@ async fn write_set(
             postgres_version: version.0,
             postgres_user: version.2,
             postgres_version_num: version.1,
+            postgres_system_id: None,
         },
         components,
         databases: db_entries,

@@ -455,6 +455,16 @@ pub async fn database_size(client: &tokio_postgres::Client, db: &str) -> Result<
     Ok(rows[0].get(0))
 }
 
+/// The cluster's system identifier, set by `initdb` (`None` where the login may not read
+/// `pg_control_system()`). A physical copy (a replica, a restored base backup) shares it.
+pub async fn system_identifier(client: &tokio_postgres::Client) -> Option<String> {
+    client
+        .query_one("SELECT system_identifier::text FROM pg_control_system()", &[])
+        .await
+        .ok()
+        .and_then(|r| r.try_get::<_, String>(0).ok())
+}
+
 pub async fn server_version_num(client: &tokio_postgres::Client, db: &str) -> Result<i32, PgError> {
     let rows = query(client, db, "server version", "SELECT current_setting('server_version_num')::int", &[]).await?;
     Ok(rows[0].get(0))

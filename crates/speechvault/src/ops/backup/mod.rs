@@ -323,6 +323,7 @@ async fn run_inner(
         postgres_version: version_row[0].get(0),
         postgres_user: version_row[0].get(1),
         postgres_version_num: Some(version_num),
+        postgres_system_id: crate::pg::catalog::system_identifier(&admin).await,
     };
     let pg_dump = crate::pg::tool("pg_dump")?;
     if !databases.is_empty() {

@@ -75,6 +75,29 @@ async fn schemas_of(client: &tokio_postgres::Client, db: &str) -> Result<Vec<Sch
     Ok(rows.iter().map(|r| SchemaState { name: r.get(0), owner: r.get(1), grants: r.get(2) }).collect())
 }
 
+/// Why `target` is the installation the backup was taken from, if it is: the same
+/// PostgreSQL cluster (by system identifier, else by address) and the same S3 endpoint with
+/// the same bucket names. A DR copy (same system identifier, other buckets) is not.
+pub fn own_source(target: &Installation, manifest: &Manifest, system_id: Option<&str>) -> Option<String> {
+    let src = &manifest.source;
+    let same_pg = match (src.postgres_system_id.as_deref(), system_id) {
+        (Some(a), Some(b)) => a == b,
+        _ => src.postgres == target.postgres.address(),
+    };
+    let endpoint = |e: &str| e.trim_end_matches('/').to_ascii_lowercase();
+    let same_s3 = endpoint(&src.s3_endpoint) == endpoint(&target.s3.endpoint)
+        && !manifest.buckets.is_empty()
+        && manifest.buckets.iter().all(|(b, e)| e.source_name == target.bucket(b));
+    (same_pg && same_s3).then(|| {
+        format!(
+            "PostgreSQL at {} is the cluster it came from{} and the buckets are the same ones at {}",
+            target.postgres.address(),
+            if system_id.is_some() && src.postgres_system_id.is_some() { " (same system identifier)" } else { "" },
+            target.s3.endpoint
+        )
+    })
+}
+
 /// Checks the target before anything is changed.
 pub async fn check_target(
     target: &Installation,
@@ -112,6 +135,16 @@ pub async fn check_target(
             "--db-owner {role}: no such role on PostgreSQL at {}",
             target.postgres.address()
         )));
+    }
+    if matches!(opts.mode, TargetMode::Clean | TargetMode::DataOnly) && !opts.in_place {
+        let system_id = catalog::system_identifier(&admin).await;
+        if let Some(why) = own_source(target, manifest, system_id.as_deref()) {
+            return Err(RestoreError::Refused(format!(
+                "this is the backup's own source: {why}. A {} restore would replace the installation backup {} was taken from; add --in-place if that is what you mean (nothing was changed)",
+                if opts.mode == TargetMode::Clean { "--clean" } else { "--data-only" },
+                manifest.backup_id
+            )));
+        }
     }
     let mark = marker(&manifest.backup_id);
     let mut found = Vec::new();

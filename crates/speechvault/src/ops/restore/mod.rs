@@ -95,6 +95,11 @@ pub enum RestoreError {
     PgRestore { database: String, reason: String },
     #[error("restoring object {key:?} into bucket {bucket}: {reason}")]
     Object { bucket: String, key: String, reason: String },
+    /// The repository, not the target, failed: the object's data does not read back.
+    #[error(
+        "object {key:?} of bucket {bucket} cannot be read from the repository (it is damaged; the target is not at fault): {reason}; `speechvault check --read-data` names the damaged packs and every backup they affect: restore an older backup, or repair from a copy"
+    )]
+    DamagedData { bucket: String, key: String, reason: String },
     #[error("restoring into bucket {bucket} failed for {count} objects: {summary}")]
     Objects { bucket: String, count: usize, summary: String, failures: Vec<String> },
     #[error("the restore was interrupted")]
@@ -158,6 +163,9 @@ pub struct RestoreOptions {
     pub verify: VerifyMode,
     /// Restore objects without the attributes the target does not keep, instead of refusing.
     pub allow_attribute_loss: bool,
+    /// `--in-place`: a `--clean` or `--data-only` restore onto the installation the backup
+    /// was taken from is meant (refused without it).
+    pub in_place: bool,
     /// Also restore per-object retention and legal holds (`--object-lock-settings`).
     pub object_lock_settings: bool,
     /// Which of the buckets' own settings to restore (`--bucket-config`).
@@ -207,6 +215,7 @@ impl Default for RestoreOptions {
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8),
             verify: VerifyMode::Server,
             allow_attribute_loss: false,
+            in_place: false,
             object_lock_settings: false,
             bucket_config: Default::default(),
         }
@@ -449,22 +458,32 @@ impl Job<'_> {
         let (failed, part_stop) = self.stop.child();
         let part = Job { stop: &part_stop, ..self.clone() };
         let failed = &failed;
-        let (dbs, buckets) = tokio::join!(
-            async {
-                let r = part.write_databases().await;
-                if r.is_err() {
-                    failed.stop();
-                }
-                r
-            },
-            async {
-                let r = part.write_buckets(failed).await;
-                if r.is_err() {
-                    failed.stop();
-                }
-                r
+        let databases = async {
+            let r = part.write_databases().await;
+            if r.is_err() {
+                failed.stop();
             }
-        );
+            r
+        };
+        let buckets = async {
+            let r = part.write_buckets(failed).await;
+            if r.is_err() {
+                failed.stop();
+            }
+            r
+        };
+        let (dbs, buckets) = if self.opts.mode == TargetMode::Clean {
+            // `--clean` cannot be rolled back: the databases are whole before any object is
+            // written, so damage found inside object data (which the quick preflight does not
+            // read) leaves restored databases and the objects already written, not a half.
+            let dbs = databases.await;
+            match dbs {
+                Ok(_) => (dbs, buckets.await),
+                Err(_) => (dbs, Err(RestoreError::Interrupted)),
+            }
+        } else {
+            tokio::join!(databases, buckets)
+        };
         let ((databases, loads, notes), buckets) = match (dbs, buckets) {
             (Ok(d), Ok(b)) => (d, b),
             (Err(a), Err(b)) => return Err(cause(a, b)),

@@ -31,6 +31,9 @@ struct ChannelWriter {
 
 const CHUNK: usize = 1 << 20;
 
+/// The reading's error when the upload went away first.
+const UPLOAD_STOPPED: &str = "upload stopped";
+
 /// Chunks waiting between one object's reading and its upload.
 const CHUNKS_QUEUED: usize = 2;
 
@@ -58,7 +61,7 @@ impl Write for ChannelWriter {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::take(&mut self.buf));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::other("upload stopped"))
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::other(UPLOAD_STOPPED))
     }
 }
 
@@ -311,7 +314,13 @@ pub(crate) async fn restore_object(
     let uploaded = store.upload_stream(bucket, &e.key, &opts, Some(e.size), Box::pin(stream)).await;
     let dumped = dumper.await.map_err(|err| RestoreError::Internal(err.to_string()))?;
     // A failed upload stops the reading too (its writer fails): the upload's error is the
-    // cause. A reading that failed first reached the upload as its source's error.
+    // cause. A reading that failed first reached the upload as its source's error, and is
+    // the cause: the repository's damage, not the target's.
+    if let Err(reason) = &dumped
+        && !reason.contains(UPLOAD_STOPPED)
+    {
+        return Err(RestoreError::DamagedData { bucket: bucket.into(), key: e.key.clone(), reason: reason.clone() });
+    }
     let uploaded = uploaded.map_err(|err| fail(err.to_string()))?;
     dumped.map_err(fail)?;
     if uploaded.etag_confirms() == Some(false) {
