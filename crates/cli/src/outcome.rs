@@ -212,11 +212,14 @@ impl Outcome {
             Self::Check(r) if !r.ok => Some(
                 Error::new(
                     ErrorKind::Differences,
-                    format!(
-                        "the repository is damaged: {} errors, {} backups affected",
-                        r.errors.len(),
-                        r.affected.len()
-                    ),
+                    match &r.fix {
+                        Some(fix) => format!("the repository is damaged: {} errors; {fix}", r.errors.len()),
+                        None => format!(
+                            "the repository is damaged: {} errors, {} backups affected",
+                            r.errors.len(),
+                            r.affected.len()
+                        ),
+                    },
                 )
                 .with_failures(r.errors.clone()),
             ),

@@ -118,8 +118,13 @@ async fn a_lost_index_is_rebuilt_from_the_packs(s3: bool) {
     ws.json(&["backup", "--from", name]);
     let index: Vec<String> = files.files("index").await.into_iter().map(|(p, _)| p).collect();
     assert!(index.len() >= 2, "{index:?}");
-    // One index file lost, another damaged.
+    // One index file lost: check names the damage and the fix, without a panic.
     files.delete(&index[0]).await;
+    let out = ws.run(&["check"]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(!said.contains("panicked") && said.contains("speechvault repair index"), "{said}");
+    // And another damaged.
     flip(&files, &index[1]).await;
 
     // Restore and check say what is wrong and what to do, without a panic.

@@ -46,6 +46,9 @@ pub struct CheckReport {
     /// once it ended); check extends them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub short_retention: Vec<crate::repository::retention::ShortRetention>,
+    /// What to run when the damage has a known remedy (a lost index: `repair index`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,7 +91,19 @@ pub fn run(
         affected: Vec::new(),
         tampered,
         short_retention: Vec::new(),
+        fix: None,
     };
+    // rustic's advice names its own command.
+    for w in report.warnings.iter_mut().chain(report.errors.iter_mut()) {
+        *w = w.replace("'rustic repair index'", "`speechvault repair index`");
+    }
+    if report.errors.iter().any(|e| e.contains("not found in index"))
+        || report.warnings.iter().any(|w| w.contains("not referenced in index"))
+    {
+        report.fix = Some(
+            "the index does not name every pack (an index file is lost or damaged): run `speechvault repair index`, then `speechvault check` again to name the backups affected".into(),
+        );
+    }
     if repo.immutability().is_some() {
         let sets = catalog::backup_sets(repo)?;
         let kept = keep.kept(&sets)?;
