@@ -29,7 +29,11 @@ impl Kinded for crate::model::catalog::CatalogError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Repo(r) => r.kind(),
-            Self::NoBackup { .. } | Self::NotFound(_) | Self::Ambiguous(_) | Self::Incomplete(_) => ErrorKind::BadInput,
+            Self::NoBackup { .. }
+            | Self::NotFound(_)
+            | Self::Ambiguous(_)
+            | Self::Incomplete(_)
+            | Self::WhichSource { .. } => ErrorKind::BadInput,
             Self::BadManifest { .. } => ErrorKind::Failed,
         }
     }

@@ -167,7 +167,7 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
     let _lock = ctx.lock(&repo, false).await?;
     let r = repo.clone();
     let sets = blocking(move || catalog::backup_sets(&r)).await??;
-    let set = catalog::find(&sets, &args.backup, args.source.as_deref())?;
+    let set = catalog::find_for(&sets, &args.backup, args.source.as_deref(), &target.name)?;
     let verify = args.verify_mode();
     let mut opts = RestoreOptions {
         mode: if args.clean {

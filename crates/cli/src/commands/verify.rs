@@ -20,6 +20,10 @@ pub struct Args {
     /// Installation to check (config name, or sandbox:NAME).
     #[arg(long)]
     pub against: String,
+    /// With `latest`: the latest backup of this installation (needed when the repository
+    /// holds backups of several installations and none of the one checked).
+    #[arg(long)]
+    pub source: Option<String>,
     /// Compare counts and sizes only, without reading objects back.
     #[arg(long)]
     pub no_digests: bool,
@@ -47,7 +51,7 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
     let _lock = ctx.lock(&repo, false).await?;
     let r = repo.clone();
     let sets = blocking(move || catalog::backup_sets(&r)).await??;
-    let set = catalog::find(&sets, &args.backup, None)?;
+    let set = catalog::find_for(&sets, &args.backup, args.source.as_deref(), &inst.name)?;
     let (manifest, reader, set) = blocking(move || -> Result<_, Error> {
         let reader = repo.reader()?;
         let manifest = set.manifest(&reader)?;

@@ -187,3 +187,62 @@ async fn a_restore_over_its_own_source_needs_in_place() {
     assert_eq!(r["verify"]["ok"], true, "{r}");
     assert_eq!(all_rows(&a.info, "stt-async").await, before);
 }
+
+/// Edges a hostile trial found: each gets a clear error (exit 2) and changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn edges_of_the_trial_get_clear_errors() {
+    let comps = |o: &mut speechvault_sandbox::UpOptions| o.components = vec!["sttAsync".into()];
+    let (a, b, t) = tokio::join!(
+        TestInstallation::start_with(exe(), "edge-a", Scale::Tiny, 74, comps),
+        TestInstallation::start_with(exe(), "edge-b", Scale::Tiny, 75, comps),
+        empty_target("edge-dst")
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let ws = Workspace::new(&[&a.info, &b.info, &t.info]);
+    ws.json(&["backup", "--from", "edge-a"]);
+    ws.json(&["backup", "--from", "edge-b"]);
+
+    // `latest` into an installation without backups, among two installations' backups.
+    for args in [&["restore", "latest", "--to", "edge-dst"][..], &["verify", "latest", "--against", "edge-dst"][..]] {
+        let out = ws.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("edge-a, edge-b") && stderr(&out).contains("--source"), "{}", stderr(&out));
+    }
+    let store = t.info.object_store().unwrap();
+    for (_, bucket) in &t.info.s3.buckets {
+        assert!(!store.bucket_exists(bucket).await.unwrap(), "nothing was restored");
+    }
+    let r = ws.json(&["restore", "latest", "--to", "edge-dst", "--source", "edge-a"]);
+    assert_eq!(r["source_installation"], "edge-a", "{r}");
+    let v = ws.json(&["verify", "latest", "--against", "edge-dst", "--source", "edge-a"]);
+    assert_eq!(v["ok"], true, "{v}");
+
+    // A password given inline and as a file.
+    let cfg = std::fs::read_to_string(ws.config()).unwrap();
+    let twice = ws.dir.path().join("twice.toml");
+    std::fs::write(&twice, cfg.replacen("password_file = ", "password = \"inline-pw-9\"\npassword_file = ", 1))
+        .unwrap();
+    let out = std::process::Command::new(exe()).arg("-c").arg(&twice).arg("snapshots").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("set twice") && !stderr(&out).contains("inline-pw-9"), "{}", stderr(&out));
+
+    // A repository path that is a file: init and every command say so.
+    let file = ws.dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let at_file = ws.dir.path().join("file.toml");
+    std::fs::write(
+        &at_file,
+        cfg.replacen(
+            &format!("{:?}", ws.repo().display().to_string()),
+            &format!("{:?}", file.display().to_string()),
+            1,
+        ),
+    )
+    .unwrap();
+    for cmd in ["init", "snapshots"] {
+        let out = std::process::Command::new(exe()).arg("-c").arg(&at_file).arg(cmd).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", stderr(&out));
+        assert!(stderr(&out).contains("is a file, not a directory"), "{cmd}: {}", stderr(&out));
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+}

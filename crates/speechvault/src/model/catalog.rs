@@ -22,6 +22,10 @@ pub enum CatalogError {
     Ambiguous(String),
     #[error("backup {0} is incomplete (it has no manifest: the backup failed or was interrupted) and cannot be used")]
     Incomplete(String),
+    #[error(
+        "`latest` is ambiguous here: installation {target:?} has no backups, and the repository holds backups of {installations}; say whose with --source NAME"
+    )]
+    WhichSource { target: String, installations: String },
     #[error("the manifest of backup {id} is unreadable: {reason}")]
     BadManifest { id: String, reason: String },
 }
@@ -245,6 +249,29 @@ pub fn find(sets: &[BackupSet], selector: &str, installation: Option<&str>) -> R
     Ok(found.clone())
 }
 
+/// [`find`] for work on `target` (restore into it, verify it). `latest` without `source`
+/// is the latest complete backup, as [`find`] has it, unless the repository holds backups of
+/// several installations and none of `target`'s own: then it is refused, naming them (a DR
+/// site's `restore latest --to dr` must not take some other installation's backup).
+pub fn find_for(
+    sets: &[BackupSet],
+    selector: &str,
+    source: Option<&str>,
+    target: &str,
+) -> Result<BackupSet, CatalogError> {
+    if selector == "latest" && source.is_none() {
+        let owners: std::collections::BTreeSet<&str> =
+            sets.iter().filter(|s| s.complete()).map(|s| s.installation.as_str()).collect();
+        if owners.len() > 1 && !owners.contains(target) {
+            return Err(CatalogError::WhichSource {
+                target: target.to_string(),
+                installations: owners.into_iter().collect::<Vec<_>>().join(", "),
+            });
+        }
+    }
+    find(sets, selector, source)
+}
+
 /// Each object of a bucket's list with its file in the bucket's snapshot, both walked in
 /// archive order: one directory of the snapshot and one entry of the list in memory at a time.
 /// An object without its file, or whose file has another size, is an error (the backup is
@@ -303,5 +330,50 @@ impl Iterator for PairedObjects<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(id: &str, installation: &str, time: &str) -> BackupSet {
+        let manifest = SnapshotFile { label: "manifest".into(), ..Default::default() };
+        BackupSet {
+            id: id.into(),
+            installation: installation.into(),
+            time: time.into(),
+            snapshots: vec![manifest.clone()],
+            manifest: Some(manifest),
+        }
+    }
+
+    #[test]
+    fn latest_for_a_target_without_backups_is_refused_only_among_several_installations() {
+        let one = vec![set("a1", "prod", "2026-01-01"), set("a2", "prod", "2026-01-02")];
+        // The usual DR case: one installation's backups, restored into another.
+        assert_eq!(find_for(&one, "latest", None, "dr").unwrap().id, "a2");
+        let two = vec![set("a1", "prod", "2026-01-01"), set("b1", "test", "2026-01-03")];
+        let err = find_for(&two, "latest", None, "dr").unwrap_err();
+        assert!(
+            matches!(&err, CatalogError::WhichSource { installations, .. } if installations == "prod, test"),
+            "{err}"
+        );
+        assert_eq!(find_for(&two, "latest", Some("prod"), "dr").unwrap().id, "a1");
+        // The target's own backups exist: as before (the latest of all).
+        assert_eq!(find_for(&two, "latest", None, "prod").unwrap().id, "b1");
+        // An id is an id.
+        assert_eq!(find_for(&two, "a1", None, "dr").unwrap().id, "a1");
+    }
+
+    #[test]
+    fn a_manifest_counting_more_parts_than_present_marks_the_backup_damaged() {
+        let mut s = set("a1", "prod", "2026-01-01");
+        s.manifest.as_mut().unwrap().tags.add(format!("{}2", manifest::PARTS_TAG_PREFIX));
+        s.snapshots = vec![SnapshotFile::default(), s.manifest.clone().unwrap()];
+        assert_eq!(s.missing_parts(), Some(1));
+        assert!(s.view().damaged.unwrap().contains("1 of its 2"));
+        s.snapshots.insert(0, SnapshotFile::default());
+        assert_eq!(s.missing_parts(), None);
     }
 }

@@ -163,6 +163,16 @@ fn runtime() -> std::io::Result<(tokio::runtime::Handle, Option<Arc<tokio::runti
 
 fn open_store(location: &Location) -> Result<(Store, Option<Arc<tokio::runtime::Runtime>>)> {
     let io = |source| RepoError::Io { location: location.describe(), source };
+    if let Location::Local(p) = location
+        && p.exists()
+        && !p.is_dir()
+    {
+        return Err(RepoError::Refused {
+            location: location.describe(),
+            reason: "it is a file, not a directory: point the repository's path at a directory (init creates it)"
+                .into(),
+        });
+    }
     let (handle, rt) = runtime().map_err(io)?;
     Ok((Store::open(location, handle).map_err(io)?, rt))
 }

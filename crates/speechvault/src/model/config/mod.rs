@@ -36,6 +36,8 @@ pub enum ConfigError {
     UnknownInstallation { name: String, known: String },
     #[error("repository: {0}")]
     Repository(String),
+    #[error("{what} is set twice, inline and as a file ({path}): keep one of them")]
+    TwoSecrets { what: String, path: PathBuf },
     #[error(transparent)]
     Profile(#[from] crate::model::profile::ProfileError),
 }
@@ -167,6 +169,9 @@ pub(crate) fn secret_from(
     inline: &Option<Secret>,
     file: &Option<PathBuf>,
 ) -> Result<Option<Secret>, ConfigError> {
+    if let (Some(_), Some(path)) = (inline, file) {
+        return Err(ConfigError::TwoSecrets { what: what.into(), path: path.clone() });
+    }
     if let Some(s) = inline {
         return Ok(Some(s.clone()));
     }
@@ -426,6 +431,16 @@ fn warn_if_readable_secrets(path: &Path, f: &ConfigFile) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_set_inline_and_as_a_file_is_refused() {
+        let file = Some(PathBuf::from("/run/secrets/pw"));
+        let inline = Some(Secret::new("x".to_string()));
+        let err = secret_from("repository password", &inline, &file).unwrap_err();
+        assert!(matches!(err, ConfigError::TwoSecrets { .. }), "{err}");
+        assert!(err.to_string().contains("keep one"), "{err}");
+        assert!(secret_from("p", &inline, &None).unwrap().is_some());
+    }
 
     #[test]
     fn reads_secrets_from_files_and_derives_service_names() {
