@@ -187,8 +187,17 @@ fn main() -> ExitCode {
         let ctx = context::Ctx { cfg, json, repository_name: cli.repository, lock_wait: cli.lock_wait, stop };
         commands::run(cli.command, &ctx).await
     });
-    render::emit(finished.outcome.as_ref(), finished.error.as_ref(), json);
+    let reported = render::emit(finished.outcome.as_ref(), finished.error.as_ref(), json) || render::reader_gone();
     match finished.error {
+        // The work is done; its report is lost (stdout closed or full): say so, exit 1.
+        None if !reported => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: the command succeeded, but its report could not be written to stdout (closed or full)"
+            );
+            ExitCode::from(ErrorKind::Failed.exit_code())
+        }
         None => ExitCode::SUCCESS,
         Some(e) => {
             let code = e.exit_code();

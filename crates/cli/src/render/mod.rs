@@ -84,7 +84,8 @@ fn text(outcome: &Outcome, lines: &mut Lines) {
 
 /// Prints what a command ended with on stdout: its outcome (if it got that far) and, with
 /// `--json`, its error (if it failed; in text mode the caller prints the error on stderr).
-/// Returns false when stdout could not take all of it.
+/// Returns false when stdout could not take all of it for another reason than its reader
+/// going away (`| head` ends the output quietly): a full disk, a closed descriptor.
 pub fn emit(outcome: Option<&Outcome>, error: Option<&Error>, json: bool) -> bool {
     if json {
         let mut doc = match outcome.map(Outcome::json) {
@@ -120,13 +121,34 @@ pub fn emit(outcome: Option<&Outcome>, error: Option<&Error>, json: bool) -> boo
     ok
 }
 
-/// Writes one line to stdout. Returns false once stdout is closed (the reader went away).
+/// Writes one line to stdout. Returns false once stdout fails (see [`emit`] for which
+/// failures count).
 fn write_line(text: &str) -> bool {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}").and_then(|()| out.flush()).is_ok()
+    settled(writeln!(out, "{text}").and_then(|()| out.flush()))
 }
 
 fn write_raw(text: &str) -> bool {
     let mut out = std::io::stdout().lock();
-    write!(out, "{text}").and_then(|()| out.flush()).is_ok()
+    settled(write!(out, "{text}").and_then(|()| out.flush()))
+}
+
+/// A write's outcome: its reader gone is no failure of ours (but ends the output).
+fn settled(r: std::io::Result<()>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            READER_GONE.store(true, std::sync::atomic::Ordering::Relaxed);
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// Set once stdout's reader went away.
+static READER_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether stdout's reader went away (the output ended early, quietly).
+pub fn reader_gone() -> bool {
+    READER_GONE.load(std::sync::atomic::Ordering::Relaxed)
 }

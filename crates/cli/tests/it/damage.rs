@@ -245,4 +245,12 @@ async fn edges_of_the_trial_get_clear_errors() {
         assert!(stderr(&out).contains("is a file, not a directory"), "{cmd}: {}", stderr(&out));
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+
+    // A report that stdout cannot take (a full disk) is a failure, not a silent success.
+    for json in [false, true] {
+        let mut c = ws.command(if json { &["--json", "snapshots"][..] } else { &["snapshots"][..] });
+        let out = c.stdout(std::fs::File::create("/dev/full").unwrap()).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "json {json}: {}", stderr(&out));
+        assert!(stderr(&out).contains("could not be written to stdout"), "{}", stderr(&out));
+    }
 }
