@@ -253,4 +253,15 @@ async fn edges_of_the_trial_get_clear_errors() {
         assert_eq!(out.status.code(), Some(1), "json {json}: {}", stderr(&out));
         assert!(stderr(&out).contains("could not be written to stdout"), "{}", stderr(&out));
     }
+
+    // A truncated key file is damage, not a wrong password (last: the repository is unusable).
+    for key in std::fs::read_dir(ws.repo().join("keys")).unwrap().flatten() {
+        let raw = std::fs::read(key.path()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(key.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(key.path(), &raw[..raw.len() / 2]).unwrap();
+    }
+    let out = ws.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("damaged, not the password"), "{}", stderr(&out));
 }

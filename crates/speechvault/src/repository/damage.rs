@@ -201,6 +201,40 @@ impl Repository {
     }
 }
 
+/// When no key opens the repository: the key files that are not restic key files at all
+/// (truncated, not JSON) are damage, not a wrong password. `None` when every key file reads
+/// (then the password is wrong; a flipped byte inside a key's encrypted part cannot be told
+/// from a wrong password).
+pub(crate) fn damaged_keys(store: &Store, location: &super::Location, keys: &[rustic_core::Id]) -> Option<RepoError> {
+    let backend = store.backend();
+    let bad: Vec<String> = keys
+        .iter()
+        .filter(|id| {
+            backend
+                .read_full(FileType::Key, id)
+                .ok()
+                .and_then(|raw| serde_json::from_slice::<rustic_core::repofile::KeyFile>(&raw).ok())
+                .is_none()
+        })
+        .map(|id| format!("keys/{}", id.to_hex().as_str()))
+        .collect();
+    if bad.is_empty() {
+        return None;
+    }
+    let reason = if bad.len() == keys.len() {
+        format!(
+            "no key file reads ({}): they are damaged, not the password; restore the keys/ directory from a copy of the repository",
+            bad.join(", ")
+        )
+    } else {
+        format!(
+            "the password opens none of the key files that read, and {} cannot be read at all: the password is wrong, or it belongs to the damaged key; add a key with `speechvault key add` from a working password",
+            bad.join(", ")
+        )
+    };
+    Some(RepoError::Damaged { location: location.describe(), reason, damaged: bad })
+}
+
 /// rustic's error as ours: the ones that mean a damaged or lost file become
 /// [`RepoError::Damaged`], saying what to run (rustic's own words suggest nothing, or rustic's
 /// commands).

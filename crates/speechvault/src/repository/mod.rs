@@ -57,7 +57,9 @@ pub enum RepoError {
     Missing { location: String },
     #[error("a repository already exists at {location}")]
     Exists { location: String },
-    #[error("wrong password for the repository at {location}")]
+    #[error(
+        "wrong password for the repository at {location} (if the password is right, its key file is damaged: restore keys/ from a copy of the repository)"
+    )]
     WrongPassword { location: String },
     #[error("repository at {location}: {reason}")]
     Rustic { location: String, reason: String },
@@ -262,7 +264,14 @@ impl Repository {
             .map_err(|e| RepoError::Rustic { location: location.describe(), reason: rustic_message(&e) })?;
         let repo = repo.open(&Credentials::password(password.expose())).map_err(|e| {
             if e.is_incorrect_password() {
-                RepoError::WrongPassword { location: location.describe() }
+                damage::damaged_keys(&store, location, &keys)
+                    .unwrap_or_else(|| RepoError::WrongPassword { location: location.describe() })
+            } else if rustic_message(&e).contains("deserialize the data for key") {
+                damage::damaged_keys(&store, location, &keys).unwrap_or_else(|| RepoError::Damaged {
+                    location: location.describe(),
+                    reason: format!("a key file cannot be read ({})", rustic_message(&e)),
+                    damaged: Vec::new(),
+                })
             } else {
                 RepoError::Rustic { location: location.describe(), reason: rustic_message(&e) }
             }
