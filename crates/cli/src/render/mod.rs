@@ -97,8 +97,10 @@ pub fn emit(outcome: Option<&Outcome>, error: Option<&Error>, json: bool) -> boo
             doc["error"] = e.message().into();
             doc["kind"] = serde_json::json!(e.kind());
             doc["exit_code"] = e.exit_code().into();
-            if !e.failures().is_empty() {
-                doc["failures"] = serde_json::json!(e.failures());
+            // Not twice: a report that lists its errors already (check) keeps them there.
+            let failures = serde_json::json!(e.failures());
+            if !e.failures().is_empty() && doc.get("errors") != Some(&failures) {
+                doc["failures"] = failures;
             }
         }
         return write_line(&doc.to_string());

@@ -124,6 +124,11 @@ async fn a_lost_index_is_rebuilt_from_the_packs(s3: bool) {
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     assert_eq!(out.status.code(), Some(3), "{said}");
     assert!(!said.contains("panicked") && said.contains("speechvault repair index"), "{said}");
+    let doc: serde_json::Value = serde_json::from_slice(&ws.run(&["--json", "check"]).stdout).unwrap();
+    assert_eq!(doc["exit_code"], 3, "{doc}");
+    assert_eq!(doc["kind"], "differences", "{doc}");
+    assert!(doc["error"].as_str().unwrap().contains("repair index"), "{doc}");
+    assert!(doc.get("failures").is_none(), "errors are listed once: {doc}");
     // And another damaged.
     flip(&files, &index[1]).await;
 
