@@ -244,7 +244,9 @@ pub(crate) fn classify(location: &str, reason: String) -> RepoError {
         reason: format!("{what} ({reason}); {fix}"),
         damaged: Vec::new(),
     };
-    if reason.contains("error processing Index") {
+    if reason.contains("error processing Config") {
+        damaged("the config file cannot be read", "restore `config` from a copy of the repository")
+    } else if reason.contains("error processing Index") {
         damaged("an index file cannot be read", "run `speechvault repair index` (it rebuilds the index from the packs)")
     } else if reason.contains("not found in index") {
         damaged(

@@ -23,13 +23,18 @@ pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// How often a held lock is rewritten.
 const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 
-/// A lock file's content (restic's field names).
+/// A lock file's content (restic's field names). restic leaves out fields with zero values
+/// (`exclusive` when false, `uid`/`gid` when run as root): absent means zero, as for restic.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LockInfo {
     pub time: String,
+    #[serde(default)]
     pub exclusive: bool,
+    #[serde(default)]
     pub hostname: String,
+    #[serde(default)]
     pub username: String,
+    #[serde(default)]
     pub pid: i64,
     #[serde(default)]
     pub uid: u32,
@@ -176,18 +181,29 @@ impl Repository {
                     waited: start.elapsed().as_secs(),
                 });
             }
-            tracing::info!("repository is locked; waiting");
+            if delay == Duration::from_millis(200)
+                && let Some(holder) = &conflict
+            {
+                // Once, at default verbosity: a run that waits silently looks hung.
+                tracing::warn!(
+                    "the repository is locked by {}; waiting up to {}s (--lock-wait)",
+                    holder.describe(),
+                    wait.as_secs()
+                );
+            }
             std::thread::sleep(delay.min(wait.saturating_sub(start.elapsed())).max(Duration::from_millis(50)));
             delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 
-    /// A live lock that conflicts with taking one (`ours` excluded).
+    /// A live lock that conflicts with taking one (`ours` excluded). A lock that cannot be
+    /// read (damaged, or another repository key's) keeps out exclusive work only: reading
+    /// never deletes, so a restore is not held up by a lock nobody can identify.
     fn conflicting(&self, exclusive: bool, ours: Option<&str>) -> Result<Option<FoundLock>> {
         Ok(self.locks()?.into_iter().find(|l| {
             Some(l.id.as_str()) != ours
                 && l.stale.is_none()
-                && (exclusive || l.info.as_ref().is_none_or(|i| i.exclusive))
+                && (exclusive || l.info.as_ref().is_some_and(|i| i.exclusive))
         }))
     }
 }

@@ -247,6 +247,15 @@ impl Repository {
             s.check_versions().map_err(|reason| RepoError::Refused { location: location.describe(), reason })?;
         }
         if !has_config(&store, location)? {
+            // Keys without a config: a repository that lost its config, not no repository.
+            let keys = store.backend().list(rustic_core::FileType::Key).unwrap_or_default();
+            if !keys.is_empty() {
+                return Err(RepoError::Damaged {
+                    location: location.describe(),
+                    reason: "its config file is missing (the keys are there): restore `config` from a copy of the repository; `init` would not help".into(),
+                    damaged: vec!["config".into()],
+                });
+            }
             return Err(RepoError::Missing { location: location.describe() });
         }
         let keys = store
@@ -273,7 +282,7 @@ impl Repository {
                     damaged: Vec::new(),
                 })
             } else {
-                RepoError::Rustic { location: location.describe(), reason: rustic_message(&e) }
+                damage::classify(&location.describe(), rustic_message(&e))
             }
         })?;
         let key = repo.key();
@@ -442,7 +451,7 @@ pub struct RepositoryReader {
 
 impl RepositoryReader {
     fn err(&self, e: impl std::borrow::Borrow<rustic_core::RusticError>) -> RepoError {
-        RepoError::Rustic { location: self.location.describe(), reason: rustic_message(e.borrow()) }
+        damage::classify(&self.location.describe(), rustic_message(e.borrow()))
     }
 
     pub fn location(&self) -> &Location {
