@@ -164,7 +164,10 @@ pub struct Config {
     pub origin: Option<PathBuf>,
 }
 
-pub(crate) fn secret_from(
+/// [`secret_from`] for a secret only the config sets (the repository password): set both
+/// inline and as a file, it is refused rather than one silently chosen. (An installation's
+/// inline value can come from the environment, which rightly overrides a file.)
+pub(crate) fn one_secret(
     what: &str,
     inline: &Option<Secret>,
     file: &Option<PathBuf>,
@@ -172,6 +175,14 @@ pub(crate) fn secret_from(
     if let (Some(_), Some(path)) = (inline, file) {
         return Err(ConfigError::TwoSecrets { what: what.into(), path: path.clone() });
     }
+    secret_from(what, inline, file)
+}
+
+pub(crate) fn secret_from(
+    what: &str,
+    inline: &Option<Secret>,
+    file: &Option<PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
     if let Some(s) = inline {
         return Ok(Some(s.clone()));
     }
@@ -436,10 +447,10 @@ mod tests {
     fn a_secret_set_inline_and_as_a_file_is_refused() {
         let file = Some(PathBuf::from("/run/secrets/pw"));
         let inline = Some(Secret::new("x".to_string()));
-        let err = secret_from("repository password", &inline, &file).unwrap_err();
+        let err = one_secret("repository password", &inline, &file).unwrap_err();
         assert!(matches!(err, ConfigError::TwoSecrets { .. }), "{err}");
         assert!(err.to_string().contains("keep one"), "{err}");
-        assert!(secret_from("p", &inline, &None).unwrap().is_some());
+        assert!(one_secret("p", &inline, &None).unwrap().is_some());
     }
 
     #[test]

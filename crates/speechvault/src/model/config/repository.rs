@@ -194,7 +194,7 @@ impl RepositoryFile {
         };
         let location = location_of(what, &spec, &self.s3, self.immutable.as_ref())?;
         let maintenance = self.maintenance_location(what, &location)?;
-        let password = secret_from(&format!("{what} password"), &self.password, &self.password_file)?;
+        let password = super::one_secret(&format!("{what} password"), &self.password, &self.password_file)?;
         let password = match password {
             Some(p) => p,
             None if env_fallback => match (env("SPEECHVAULT_PASSWORD"), env("SPEECHVAULT_PASSWORD_FILE")) {
