@@ -54,8 +54,8 @@ impl Ctx {
     /// Takes the repository's lock (shared, or exclusive for forget and prune), waiting up to
     /// `--lock-wait` for another run's.
     pub async fn lock(&self, repo: &Arc<Repository>, exclusive: bool) -> Result<RepoLock, Error> {
-        let (r, wait) = (repo.clone(), self.lock_wait);
-        Ok(blocking(move || r.lock(exclusive, wait)).await??)
+        let (r, wait, stop) = (repo.clone(), self.lock_wait, self.stop.clone());
+        Ok(blocking(move || r.lock_unless_stopped(exclusive, wait, &stop)).await??)
     }
 
     /// An installation of the config, or `sandbox:NAME`.

@@ -197,6 +197,14 @@ impl Outcome {
     /// with this error's status.
     pub fn verdict(&self) -> Option<Error> {
         match self {
+            Self::Restore(r) if r.salvage.as_ref().is_some_and(|s| !s.is_empty()) => Some(Error::new(
+                ErrorKind::Differences,
+                format!(
+                    "salvaged: everything that reads was restored{}; not restored because the repository's copy is damaged: {}",
+                    if r.verify.as_ref().is_some_and(|v| !v.ok) { " (and verification found differences)" } else { "" },
+                    r.salvage.as_ref().map(|s| s.describe()).unwrap_or_default()
+                ),
+            )),
             Self::Restore(r) if r.verify.as_ref().is_some_and(|v| !v.ok) => Some(Error::new(
                 ErrorKind::Differences,
                 "the restored installation differs from the backup (see the report); it was not rolled back",

@@ -313,6 +313,7 @@ impl Kinded for crate::repository::RepoError {
                 ErrorKind::BadInput
             }
             Self::Damaged { .. } => ErrorKind::Differences,
+            Self::Interrupted { .. } => ErrorKind::Interrupted,
             _ => ErrorKind::Failed,
         }
     }

@@ -1854,6 +1854,20 @@ impl<S: IndexedFull> Repository<S> {
         commands::copy::copy(self, repo_dest, snapshots)
     }
 
+    /// Copy the blobs of `snapshots` that `repo_dest` lacks into it, without writing the
+    /// snapshots: heals a destination that lost blobs of snapshots it already holds.
+    ///
+    /// # Errors
+    ///
+    /// * If a tree or blob cannot be read here, or written to `repo_dest`.
+    pub fn copy_blobs<'a, R: IndexedIds>(
+        &self,
+        repo_dest: &Repository<R>,
+        snapshots: impl IntoIterator<Item = &'a SnapshotFile>,
+    ) -> RusticResult<()> {
+        commands::copy::copy_blobs(self, repo_dest, snapshots.into_iter().map(|sn| sn.tree).collect())
+    }
+
     /// Repair snapshots.
     ///
     /// This traverses all trees of all snapshots and repairs defect trees.

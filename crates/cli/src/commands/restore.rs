@@ -135,6 +135,18 @@ pub struct Args {
     /// changes them.
     #[arg(long, value_name = "apply|skip|apply-all", default_value = "apply", conflicts_with = "selection")]
     pub bucket_config: speechvault::ops::settings::BucketConfigMode,
+    /// Another repository holding the same backup (a copy made with `copy`; a name from the
+    /// config's [repositories.NAME]): whatever does not read here (a missing or damaged pack,
+    /// a lost index entry, a damaged tree) is read there by blob id and authenticated under its
+    /// key. Neither repository is changed; `check --read-data --repair-from NAME` heals this one.
+    #[arg(long, value_name = "NAME", conflicts_with = "selection")]
+    pub fallback_repository: Option<String>,
+    /// Restore everything of a damaged backup that reads back and authenticates, and name
+    /// the rest (databases whose dump does not read are not restored; objects whose data
+    /// does not read are absent, never half-written). Exit status 3 when anything is left
+    /// out; verification expects exactly what was restored.
+    #[arg(long, conflicts_with = "selection")]
+    pub salvage: bool,
     #[command(flatten)]
     pub run: crate::observe::RunArgs,
 }
@@ -165,6 +177,20 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
     let profile = ctx.profile()?;
     let repo = ctx.repository().await?;
     let _lock = ctx.lock(&repo, false).await?;
+    let (fallback, _fallback_lock) = match &args.fallback_repository {
+        None => (None, None),
+        Some(name) => {
+            let other = ctx.open_repository(Some(name)).await?;
+            if other.location() == repo.location() {
+                return Err(Error::bad_input(format!(
+                    "--fallback-repository {name} is the repository restored from ({}): name a copy",
+                    repo.location()
+                )));
+            }
+            let lock = ctx.lock(&other, false).await?;
+            (Some(speechvault::repository::FallbackRepository(other)), Some(lock))
+        }
+    };
     let r = repo.clone();
     let sets = blocking(move || catalog::backup_sets(&r)).await??;
     let set = catalog::find_for(&sets, &args.backup, args.source.as_deref(), &target.name)?;
@@ -188,6 +214,8 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
         in_place: args.in_place,
         object_lock_settings: args.object_lock_settings,
         bucket_config: args.bucket_config,
+        fallback,
+        salvage: args.salvage,
         ..Default::default()
     };
     if let Some(p) = args.parallel {

@@ -81,6 +81,25 @@ pub(super) fn text(outcome: &Outcome, lines: &mut Lines) {
             },
         ),
         Outcome::Check(report) => {
+            if let Some(r) = &report.repaired {
+                let h = &r.healed;
+                line!(lines, "found {} errors; healed from {}:", r.found.len(), h.from);
+                line!(lines, "  damaged packs set aside under damaged/data/: {}", h.packs_set_aside.len());
+                line!(
+                    lines,
+                    "  index rebuilt: {} packs indexed again, {} unreadable",
+                    h.index.packs_indexed.len(),
+                    h.index.packs_unreadable.len()
+                );
+                line!(
+                    lines,
+                    "  blobs lost: {}, copied from the copy: {}, still missing: {}",
+                    h.blobs_lost,
+                    h.blobs_copied,
+                    h.blobs_still_missing
+                );
+                lines.push("checked again:");
+            }
             line!(
                 lines,
                 "check of {}{}: {}",

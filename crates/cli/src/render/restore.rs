@@ -41,6 +41,18 @@ pub(super) fn text(outcome: &Outcome, lines: &mut Lines) {
             for n in &report.notes {
                 line!(lines, "  note: {n}");
             }
+            if let Some(s) = report.salvage.as_ref().filter(|s| !s.is_empty()) {
+                line!(lines, "  salvage: not restored, the repository's copy is damaged:");
+                for d in &s.databases {
+                    line!(lines, "    database {}: {}", d.name, d.reason);
+                }
+                for o in &s.objects {
+                    line!(lines, "    object {}/{}: {}", o.bucket.as_deref().unwrap_or("?"), o.name, o.reason);
+                }
+                if s.objects_lost > s.objects.len() as u64 {
+                    line!(lines, "    and {} more objects", s.objects_lost - s.objects.len() as u64);
+                }
+            }
             if let Some(v) = &report.verify {
                 verification(lines, v);
             }

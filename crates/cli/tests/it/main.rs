@@ -22,5 +22,6 @@ mod production;
 mod ransomware;
 mod repositories;
 mod restore_safety;
+mod salvage;
 mod sandbox;
 mod selective;

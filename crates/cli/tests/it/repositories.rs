@@ -222,6 +222,23 @@ async fn locks_make_prune_wait_for_a_running_backup_and_restic_respects_them(s3:
     let out = files.restic(&ws, &["prune"]);
     assert!(!out.status.success(), "restic prune must not run beside our backup");
     assert!(stderr(&out).to_lowercase().contains("lock"), "{}", stderr(&out));
+    // A SIGINT ends a long lock wait at once (exit 130), not at its end.
+    let waiting = ws
+        .command(&["prune", "--lock-wait", "300s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let asked = std::time::Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(waiting.id() as i32, libc::SIGINT);
+    }
+    let out = waiting.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(asked.elapsed() < std::time::Duration::from_secs(5), "the wait ended late: {:?}", asked.elapsed());
+    assert!(stderr(&out).contains("waiting for the lock") && stderr(&out).contains("locked by"), "{}", stderr(&out));
     // A patient prune runs once the backup is done, and the backup stays whole.
     let waiting = ws
         .command(&["--json", "prune", "--lock-wait", "120s"])

@@ -104,6 +104,19 @@ async fn a_clean_restore_from_a_damaged_backup_touches_nothing() {
     // The repository is blamed, not the target; the databases were restored whole first.
     assert!(err.contains("cannot be read from the repository") && !err.contains("Upload"), "{err}");
     assert_eq!(state(&t.info).await.0, before.0, "the databases are whole after the failed --clean");
+    // The suggested `--clean --resume`, with the damage still there, fails the same way and
+    // never empties what the failed run restored.
+    let out = ws.run(&["restore", "--to", "dmg-dst", "--clean", "--resume"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--salvage"), "{}", stderr(&out));
+    assert_eq!(state(&t.info).await.0, before.0, "the databases are whole after the failed --clean --resume");
+    // --salvage restores everything else and names the object it could not read (exit 3).
+    let out = ws.run(&["--json", "restore", "--to", "dmg-dst", "--clean", "--resume", "--salvage"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["salvage"]["objects_lost"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["verify"]["ok"], true, "{r}");
+    assert_eq!(state(&t.info).await.0, before.0);
     std::fs::write(&largest, &original).unwrap();
     let r = ws.json(&["restore", "--to", "dmg-dst", "--clean", "--resume"]);
     assert_eq!(r["verify"]["ok"], true, "{r}");

@@ -49,6 +49,44 @@ pub struct CheckReport {
     /// What to run when the damage has a known remedy (a lost index: `repair index`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+    /// `--repair-from`: what the first check found and what healing did; the rest of the
+    /// report is the check run again after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<Repair>,
+}
+
+/// What `check --repair-from` found and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Repair {
+    /// The errors the check found before healing.
+    pub found: Vec<String>,
+    pub healed: crate::repository::heal::Healed,
+}
+
+/// `check --read-data --repair-from`: checks, and when the check finds damage, heals the
+/// repository from `other` (a repository holding copies of its backups) and checks again.
+pub fn run_and_repair(
+    repo: &Repository,
+    other: &Repository,
+    read_data: Option<ReadSubset>,
+    keep: &crate::ops::immutability::KeepPolicy,
+) -> Result<CheckReport, CheckError> {
+    let before = run(repo, read_data, keep)?;
+    if before.ok {
+        return Ok(before);
+    }
+    let healed = repo.heal_from(other, &before.damaged_packs)?;
+    // The packs written now are whole: the structure check proves every tree and blob is there.
+    let mut after = run(repo, None, keep)?;
+    after.read_data = before.read_data;
+    if !after.ok && after.fix.is_none() {
+        after.fix = Some(format!(
+            "{} blobs the damaged packs held are not in {} either: restore the backups named above from another copy, or an older backup",
+            healed.blobs_still_missing, healed.from
+        ));
+    }
+    after.repaired = Some(Repair { found: before.errors, healed });
+    Ok(after)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,6 +130,7 @@ pub fn run(
         tampered,
         short_retention: Vec::new(),
         fix: None,
+        repaired: None,
     };
     // rustic's advice names its own command.
     for w in report.warnings.iter_mut().chain(report.errors.iter_mut()) {

@@ -124,6 +124,9 @@ pub struct VerifyOptions {
     /// Compare the buckets' own settings too (a restore applies and confirms them itself,
     /// after this check).
     pub settings: bool,
+    /// Per bucket (the profile's name): objects a salvage could not restore, so expected
+    /// absent (`restore --salvage`).
+    pub lost: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl Default for VerifyOptions {
@@ -134,6 +137,7 @@ impl Default for VerifyOptions {
             ownership: None,
             attributes: BTreeMap::new(),
             settings: true,
+            lost: BTreeMap::new(),
         }
     }
 }
@@ -235,7 +239,8 @@ pub async fn verify(
                 .await
                 .map_err(|e| VerifyError::Internal(e.to_string()))??
         };
-        let mut check = check_bucket(&store, bucket, &name, list, opts, progress).await?;
+        let lost = opts.lost.get(bucket).cloned().unwrap_or_default();
+        let mut check = check_bucket(&store, bucket, &name, list, lost, opts, progress).await?;
         let recorded = &manifest.buckets[bucket].settings;
         if opts.settings && !recorded.is_empty() && store.bucket_exists(&name).await? {
             let now = store.bucket_settings(&name).await?;
@@ -260,6 +265,7 @@ async fn check_bucket(
     bucket: &str,
     name: &str,
     expected: crate::model::spool::ObjectList,
+    lost: std::collections::BTreeSet<String>,
     opts: &VerifyOptions,
     progress: &Progress,
 ) -> Result<BucketCheck, VerifyError> {
@@ -275,7 +281,7 @@ async fn check_bucket(
     let check = BucketCheck {
         bucket: bucket.into(),
         name: name.into(),
-        expected_objects: expected.count,
+        expected_objects: expected.count - lost.len() as u64,
         actual_objects: listing.as_ref().map_or(0, |l| l.count),
         expected_bytes: expected.bytes,
         actual_bytes: listing.as_ref().map_or(0, |l| l.bytes),
@@ -328,6 +334,13 @@ async fn check_bucket(
                         unexpected(&mut c, o.key);
                     }
                 }
+            }
+            if lost.contains(&e.key) {
+                c.expected_bytes -= e.size;
+                if let Some(o) = found {
+                    unexpected(&mut c, o.key);
+                }
+                continue;
             }
             match found {
                 None => {

@@ -19,7 +19,7 @@ pub const SET_ASIDE_DIR: &str = "damaged";
 /// A repository file that cannot be read, decrypted or parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DamagedFile {
-    /// `snapshot` or `index`.
+    /// `snapshot`, `index` or `pack`.
     pub kind: String,
     pub id: String,
     pub reason: String,
@@ -28,12 +28,24 @@ pub struct DamagedFile {
 impl DamagedFile {
     /// `snapshots/<id>` or `index/<id>`: where it is in the repository.
     pub fn path(&self) -> String {
-        format!("{}/{}", dir_of(&self.kind), self.id)
+        format!("{}/{}", dir_of(&self.kind), name_in_dir(self))
     }
 }
 
 fn dir_of(kind: &str) -> &'static str {
-    if kind == "index" { "index" } else { "snapshots" }
+    match kind {
+        "index" => "index",
+        "pack" => "data",
+        _ => "snapshots",
+    }
+}
+
+/// Where a damaged file is inside its directory (packs sit in `data/<first two hex>/`).
+fn name_in_dir(d: &DamagedFile) -> String {
+    match (d.kind.as_str(), d.id.get(..2)) {
+        ("pack", Some(prefix)) => format!("{prefix}/{}", d.id),
+        _ => d.id.clone(),
+    }
 }
 
 /// Every readable snapshot, and every snapshot file that is not.
@@ -171,7 +183,7 @@ impl Repository {
         Ok(packs.into_iter().map(|id| id.to_hex().to_string()).filter(|p| !indexed.contains(p)).collect())
     }
 
-    fn refuse_immutable(&self) -> Result<()> {
+    pub(super) fn refuse_immutable(&self) -> Result<()> {
         if self.immutability().is_some() {
             return Err(RepoError::Refused {
                 location: self.location.describe(),
@@ -181,17 +193,17 @@ impl Repository {
         Ok(())
     }
 
-    fn set_aside(&self, d: &DamagedFile) -> Result<()> {
+    pub(super) fn set_aside(&self, d: &DamagedFile) -> Result<()> {
         let dir = dir_of(&d.kind);
         let io = |e: std::io::Error| self.io(e);
         match &self.store {
             Store::Local(l) => {
                 let to = l.path().join(SET_ASIDE_DIR).join(dir);
                 std::fs::create_dir_all(&to).map_err(io)?;
-                std::fs::rename(l.path().join(dir).join(&d.id), to.join(&d.id)).map_err(io)
+                std::fs::rename(l.path().join(dir).join(name_in_dir(d)), to.join(&d.id)).map_err(io)
             }
             Store::S3(s) => {
-                let from = s.key_in(dir, &d.id);
+                let from = s.key_in(dir, &name_in_dir(d));
                 let other = |e: crate::objstore::ObjStoreError| self.io(std::io::Error::other(e.to_string()));
                 let data = s.read_key(&from).map_err(other)?;
                 s.write_key(&s.key_in(&format!("{SET_ASIDE_DIR}/{dir}"), &d.id), data).map_err(other)?;

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
 use aes256ctr_poly1305aes::aead::Aead;
-use rustic_core::repofile::{IndexFile, IndexPack, Node, PackId};
-use rustic_core::{FileType, Id};
+use rustic_core::repofile::{IndexFile, IndexPack, Metadata, Node, NodeType, PackId};
+use rustic_core::{DataId, FileType, Id};
 
 use super::{RepoError, RepositoryReader, Result};
 
@@ -68,25 +68,41 @@ impl RepositoryReader {
     pub fn check_packs<N: std::borrow::Borrow<Node>>(&self, nodes: impl IntoIterator<Item = N>) -> Result<PackReport> {
         let mut needed: BTreeSet<PackId> = BTreeSet::new();
         let mut report = PackReport::default();
+        // With a fallback: which blobs each pack holds for these files, and the blobs not in
+        // the index, so those of damaged packs can be looked for there.
+        let mut by_pack: BTreeMap<PackId, Vec<DataId>> = BTreeMap::new();
+        let mut unindexed: Vec<DataId> = Vec::new();
         for node in nodes {
             let node = node.borrow();
             for id in node.content.iter().flatten() {
-                let entry = self.repo.get_index_entry(id).map_err(|e| RepoError::Damaged {
-                    location: self.location.describe(),
-                    reason: format!(
-                        "a blob of file {:?} is not in the index: {}",
-                        node.name(),
-                        super::rustic_message(&e)
-                    ),
-                    damaged: Vec::new(),
-                })?;
+                let entry = match self.repo.get_index_entry(id) {
+                    Ok(entry) => entry,
+                    Err(_) if self.fallback.is_some() => {
+                        unindexed.push(*id);
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(RepoError::Damaged {
+                            location: self.location.describe(),
+                            reason: format!(
+                                "a blob of file {:?} is not in the index: {}",
+                                node.name(),
+                                super::rustic_message(&e)
+                            ),
+                            damaged: Vec::new(),
+                        });
+                    }
+                };
+                if self.fallback.is_some() {
+                    by_pack.entry(entry.pack).or_default().push(*id);
+                }
                 needed.insert(entry.pack);
                 report.blobs += 1;
                 report.bytes += u64::from(entry.location.length);
             }
         }
         report.packs = needed.len();
-        if needed.is_empty() {
+        if needed.is_empty() && unindexed.is_empty() {
             return Ok(report);
         }
         // Expected sizes, from the index files.
@@ -102,24 +118,52 @@ impl RepositoryReader {
         let listed: BTreeMap<Id, u32> =
             self.backend.list_with_size(FileType::Pack).map_err(|e| self.err(e))?.into_iter().collect();
         let mut damaged = Vec::new();
+        let mut lost = unindexed;
+        let mut damaged_packs = Vec::new();
         for pack in &needed {
             let id: Id = **pack;
             let short = &id.to_hex()[..12];
-            let Some(&(size, header_len)) = expected.get(pack) else {
-                damaged.push(format!("pack {short} is not described by any index file"));
-                continue;
+            let fault = match (expected.get(pack), listed.get(&id)) {
+                (None, _) => Some("is not described by any index file".to_string()),
+                (Some(_), None) => Some("is missing".to_string()),
+                (Some(&(size, _)), Some(&actual)) if actual != size => {
+                    Some(format!("has {actual} bytes, the index says {size}"))
+                }
+                (Some(&(size, header_len)), Some(_)) => {
+                    self.check_header(&id, size, header_len).err().map(|why| format!(": {why}"))
+                }
             };
-            match listed.get(&id) {
-                None => damaged.push(format!("pack {short} is missing")),
-                Some(&actual) if actual != size => {
-                    damaged.push(format!("pack {short} has {actual} bytes, the index says {size}"))
-                }
-                Some(_) => {
-                    if let Err(why) = self.check_header(&id, size, header_len) {
-                        damaged.push(format!("pack {short}: {why}"));
-                    }
-                }
+            if let Some(fault) = fault {
+                let sep = if fault.starts_with(':') { "" } else { " " };
+                damaged.push(format!("pack {short}{sep}{fault}"));
+                damaged_packs.push(*pack);
             }
+        }
+        if let Some(fallback) = &self.fallback
+            && !(damaged.is_empty() && lost.is_empty())
+        {
+            for pack in &damaged_packs {
+                lost.extend(by_pack.remove(pack).unwrap_or_default());
+            }
+            // Every blob this repository lost must be in the copy, in packs that check out there.
+            let mut stand_in = Node::new_node(std::ffi::OsStr::new("lost"), NodeType::File, Metadata::default());
+            stand_in.content = Some(lost);
+            fallback.has_blobs(std::slice::from_ref(&stand_in)).map_err(|there| RepoError::Damaged {
+                location: self.location.describe(),
+                reason: format!(
+                    "{} of the {} packs this backup needs are damaged ({}), and the fallback repository cannot stand in: {there}",
+                    damaged.len(),
+                    needed.len(),
+                    crate::error::summarize(&damaged, 5)
+                ),
+                damaged: damaged.clone(),
+            })?;
+            tracing::warn!(
+                "{} damaged packs: their blobs are read from the fallback repository: {}",
+                damaged.len(),
+                crate::error::summarize(&damaged, 5)
+            );
+            return Ok(report);
         }
         if !damaged.is_empty() {
             return Err(RepoError::Damaged {

@@ -142,6 +142,17 @@ impl Repository {
 
     /// Takes a lock, waiting up to `wait` for conflicting live locks to go away.
     pub fn lock(self: &Arc<Self>, exclusive: bool, wait: Duration) -> Result<RepoLock> {
+        self.lock_unless_stopped(exclusive, wait, &crate::support::interrupt::Stop::never())
+    }
+
+    /// [`Repository::lock`], giving up at once (with [`RepoError::Interrupted`]) when `stop`
+    /// is raised while it waits: a SIGINT ends the wait, not the next retry.
+    pub fn lock_unless_stopped(
+        self: &Arc<Self>,
+        exclusive: bool,
+        wait: Duration,
+        stop: &crate::support::interrupt::Stop,
+    ) -> Result<RepoLock> {
         let start = Instant::now();
         let mut delay = Duration::from_millis(200);
         // Locks of runs that are gone would stop restic (which removes them only on `unlock`):
@@ -191,7 +202,14 @@ impl Repository {
                     wait.as_secs()
                 );
             }
-            std::thread::sleep(delay.min(wait.saturating_sub(start.elapsed())).max(Duration::from_millis(50)));
+            let pause = delay.min(wait.saturating_sub(start.elapsed())).max(Duration::from_millis(50));
+            let until = Instant::now() + pause;
+            while Instant::now() < until {
+                if stop.is_stopped() {
+                    return Err(RepoError::Interrupted { location: self.location.describe() });
+                }
+                std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+            }
             delay = (delay * 2).min(Duration::from_secs(5));
         }
     }

@@ -16,10 +16,14 @@
 //! - [`lock`]: restic-compatible locks;
 //! - [`integrity`]: checks that a backup's data is there and authentic;
 //! - [`damage`]: damaged files isolated, reported and set aside (`repair snapshots|index`);
+//! - [`fallback`]: what one repository lost, read from a copy (`--fallback-repository`);
+//!   [`heal`]: written back from the copy (`check --repair-from`);
 //! - [`maintenance`]: check and keys; [`prune`]: prune, also of immutable repositories; [`copy`]: backup sets between repositories.
 
 pub(crate) mod copy;
 pub mod damage;
+pub(crate) mod fallback;
+pub mod heal;
 pub(crate) mod integrity;
 pub(crate) mod local;
 pub mod location;
@@ -46,6 +50,7 @@ use rustic_core::{
 
 use crate::support::secret::Secret;
 
+pub use fallback::FallbackRepository;
 pub use location::{Immutability, Location, S3Location};
 pub use s3::immutable;
 pub use s3::repair::{VersionRepair, VersionsRepaired};
@@ -74,6 +79,8 @@ pub enum RepoError {
     Locked { location: String, holder: String, waited: u64 },
     #[error("repository at {location}: {reason}")]
     Refused { location: String, reason: String },
+    #[error("interrupted while waiting for the lock on the repository at {location}; nothing was done")]
+    Interrupted { location: String },
     #[error("entries out of path order: {before:?} came before {after:?}")]
     Order { before: PathBuf, after: PathBuf },
 }
@@ -434,6 +441,7 @@ impl Repository {
             backend: self.store.backend(),
             key: self.key.clone(),
             repo,
+            fallback: None,
         })
     }
 }
@@ -447,6 +455,8 @@ pub struct RepositoryReader {
     backend: Arc<dyn rustic_core::WriteBackend>,
     key: rustic_core::repofile::MasterKey,
     repo: Rustic<rustic_core::IndexedFullStatus>,
+    /// Another repository holding the same backups, read where this one fails.
+    fallback: Option<fallback::Fallback>,
 }
 
 impl RepositoryReader {
@@ -460,20 +470,20 @@ impl RepositoryReader {
 
     /// Every file in the snapshot, with its absolute path inside the snapshot.
     pub fn files(&self, snap: &SnapshotFile) -> Result<Vec<(PathBuf, Node)>> {
-        let root = self.repo.node_from_snapshot_and_path(snap, "").map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for item in self.repo.ls(&root, &LsOptions::default()).map_err(|e| self.err(e))? {
-            let (path, node) = item.map_err(|e| self.err(e))?;
-            if node.is_file() {
-                out.push((Path::new("/").join(path), node));
-            }
-        }
-        Ok(out)
+        self.file_iter(snap)?.collect()
     }
 
     /// Every file in the snapshot in tree order (sorted by path), loading one directory's tree
-    /// at a time.
+    /// at a time. With a fallback, a tree that does not read here is read there.
     pub fn file_iter<'a>(&'a self, snap: &SnapshotFile) -> Result<FileIter<'a>> {
+        match (self.own_file_iter(snap), &self.fallback) {
+            (Ok(files), None) => Ok(files),
+            (Err(e), None) => Err(e),
+            (files, Some(fb)) => fb.file_iter(files, snap),
+        }
+    }
+
+    fn own_file_iter<'a>(&'a self, snap: &SnapshotFile) -> Result<FileIter<'a>> {
         let root = self.repo.node_from_snapshot_and_path(snap, "").map_err(|e| self.err(e))?;
         let iter = self.repo.ls(&root, &LsOptions::default()).map_err(|e| self.err(e))?;
         Ok(Box::new(iter.filter_map(move |item| match item {
@@ -484,12 +494,19 @@ impl RepositoryReader {
 
     /// The node at `path` inside a snapshot.
     pub fn node(&self, snap: &SnapshotFile, path: &str) -> Result<Node> {
-        self.repo.node_from_snapshot_and_path(snap, path).map_err(|e| self.err(e))
+        match (self.repo.node_from_snapshot_and_path(snap, path).map_err(|e| self.err(e)), &self.fallback) {
+            (Err(e), Some(fb)) => fb.node(e, snap, path),
+            (found, _) => found,
+        }
     }
 
-    /// Streams a file's content into `w`; every blob is authenticated on the way.
+    /// Streams a file's content into `w`; every blob is authenticated on the way. With a
+    /// fallback, each blob that does not read here is read there.
     pub fn dump(&self, node: &Node, w: &mut impl Write) -> Result<()> {
-        self.repo.dump(node, w).map_err(|e| self.err(e))
+        match &self.fallback {
+            None => self.repo.dump(node, w).map_err(|e| self.err(e)),
+            Some(fb) => fb.dump(self, node, w),
+        }
     }
 
     /// A whole (small) file in memory.

@@ -61,6 +61,25 @@ pub(crate) fn copy<'a, R: IndexedFull, S: IndexedIds>(
         .map(|sn| (sn.tree, SnapshotFile::clear_ids(sn)))
         .unzip();
 
+    copy_blobs(repo, repo_dest, snap_trees)?;
+
+    let p = repo_dest.progress_counter("saving snapshots...");
+    be_dest.save_list(snaps.iter(), p)?;
+    Ok(())
+}
+
+/// Copy the blobs the trees `snap_trees` need that the destination's index lacks, writing no
+/// snapshot (to heal a destination that lost blobs of snapshots it holds).
+///
+/// # Errors
+///
+/// * If a tree or blob cannot be read from `repo`, or written to `repo_dest`.
+pub(crate) fn copy_blobs<R: IndexedFull, S: IndexedIds>(
+    repo: &Repository<R>,
+    repo_dest: &Repository<S>,
+    snap_trees: Vec<TreeId>,
+) -> RusticResult<()> {
+    let be_dest = repo_dest.dbe();
     let be = repo.dbe();
     let index = repo.index();
     let index_dest = repo_dest.index();
@@ -112,7 +131,7 @@ pub(crate) fn copy<'a, R: IndexedFull, S: IndexedIds>(
         })
         .collect();
 
-    copy_blobs(data_blobs, data_repacker, p)?;
+    copy_packed_blobs(data_blobs, data_repacker, p)?;
 
     let p = repo_dest.progress_bytes("copying tree blobs...");
     let pack_sizer = PackSizer::from_config(
@@ -137,17 +156,14 @@ pub(crate) fn copy<'a, R: IndexedFull, S: IndexedIds>(
         })
         .collect();
 
-    copy_blobs(trees, tree_repacker, p)?;
+    copy_packed_blobs(trees, tree_repacker, p)?;
 
     indexer.write().unwrap().finalize()?;
-
-    let p = repo_dest.progress_counter("saving snapshots...");
-    be_dest.save_list(snaps.iter(), p)?;
     Ok(())
 }
 
 #[allow(clippy::needless_pass_by_value)]
-fn copy_blobs<BE: DecryptFullBackend>(
+fn copy_packed_blobs<BE: DecryptFullBackend>(
     mut blobs: Vec<CopyPackBlobs>,
     copier: BlobCopier<BE>,
     p: Progress,

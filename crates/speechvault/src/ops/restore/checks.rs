@@ -276,6 +276,7 @@ pub async fn prove_backup(
     manifest: &Manifest,
     opts: &RestoreOptions,
     progress: &Progress,
+    tally: &super::salvage::SharedTally,
 ) -> Result<Spool, RestoreError> {
     let base = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let need: u64 = manifest.databases.values().map(|d| d.dump_bytes).sum();
@@ -291,11 +292,13 @@ pub async fn prove_backup(
             free >> 20
         )));
     }
-    let mut spool = spool_dumps(reader, set, manifest, &base, progress).await?;
+    let mut spool =
+        spool_dumps_salvaging(reader, set, manifest, &base, progress, opts.salvage.then_some(tally)).await?;
     progress.phase("checking the object data in the repository", 0, 0);
     for (bucket, entry) in &manifest.buckets {
         let snap = snapshot_of(set, &entry.snapshot)?.clone();
         let (r, mode, name, set, m) = (reader.clone(), opts.preflight, bucket.clone(), set.clone(), manifest.clone());
+        let salvage = opts.salvage;
         let used =
             tokio::task::spawn_blocking(move || -> Result<crate::ops::attributes::AttributeUse, RestoreError> {
                 let bucket = name;
@@ -316,10 +319,22 @@ pub async fn prove_backup(
                     Preflight::Quick => r.check_packs(nodes).map(|_| ()),
                     Preflight::Full => r.read_all(nodes).map(|_| ()),
                 };
-                if let Some(e) = broken {
-                    return Err(RestoreError::BackupDamaged(format!("bucket {bucket}: {e}")));
+                let damage = match (broken, checked) {
+                    (Some(e), _) => Some(e),
+                    (None, Err(e)) => Some(e.to_string()),
+                    (None, Ok(())) => None,
+                };
+                match damage {
+                    // What does not read is found, named and left out as the objects go.
+                    Some(e) if salvage => {
+                        tracing::warn!(
+                            bucket,
+                            "salvage: damage in the bucket's data, its objects that read are restored: {e}"
+                        )
+                    }
+                    Some(e) => return Err(RestoreError::BackupDamaged(format!("bucket {bucket}: {e}"))),
+                    None => {}
                 }
-                checked.map_err(|e| RestoreError::BackupDamaged(format!("bucket {bucket}: {e}")))?;
                 Ok(used)
             })
             .await
@@ -339,6 +354,19 @@ pub async fn spool_dumps(
     base: &Path,
     progress: &Progress,
 ) -> Result<Spool, RestoreError> {
+    spool_dumps_salvaging(reader, set, manifest, base, progress, None).await
+}
+
+/// [`spool_dumps`]; with a `tally` (`--salvage`), a dump that does not read is recorded there
+/// and left out of the spool instead of failing.
+async fn spool_dumps_salvaging(
+    reader: &Arc<RepositoryReader>,
+    set: &BackupSet,
+    manifest: &Manifest,
+    base: &Path,
+    progress: &Progress,
+    tally: Option<&super::salvage::SharedTally>,
+) -> Result<Spool, RestoreError> {
     let need: u64 = manifest.databases.values().map(|d| d.dump_bytes).sum();
     let dir = tempfile::Builder::new()
         .prefix("speechvault-restore-")
@@ -350,7 +378,7 @@ pub async fn spool_dumps(
         let snap = snapshot_of(set, &entry.snapshot)?.clone();
         let path = dir.path().join(format!("{}.dump", hex::encode(db.as_bytes())));
         let (r, e, file, db_name) = (reader.clone(), entry.clone(), std::fs::File::create(&path)?, db.clone());
-        tokio::task::spawn_blocking(move || -> Result<(), RestoreError> {
+        let read = tokio::task::spawn_blocking(move || -> Result<(), RestoreError> {
             let mut parts = r.files(&snap)?;
             parts.sort_by(|a, b| a.0.cmp(&b.0));
             let mut out = HashingWriter { inner: std::io::BufWriter::new(file), hasher: Sha256::new(), bytes: 0 };
@@ -373,9 +401,20 @@ pub async fn spool_dumps(
         })
         .await
         .map_err(|e| RestoreError::Internal(e.to_string()))?
-        .map_err(damaged)?;
+        .map_err(damaged);
         progress.item_done();
-        files.insert(db.clone(), path);
+        match (read, tally) {
+            (Ok(()), _) => {
+                files.insert(db.clone(), path);
+            }
+            (Err(RestoreError::BackupDamaged(reason)), Some(tally)) => {
+                let _ = std::fs::remove_file(&path);
+                if let Ok(mut t) = tally.lock() {
+                    t.database(db, reason);
+                }
+            }
+            (Err(e), _) => return Err(e),
+        }
     }
     Ok(Spool { _dir: dir, files, attributes: BTreeMap::new() })
 }

@@ -25,10 +25,12 @@
 pub mod checks;
 pub(crate) mod database;
 pub(crate) mod objects;
+mod options;
+mod plan;
 pub(crate) mod rollback;
+pub mod salvage;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,7 +38,6 @@ use serde::Serialize;
 
 use crate::model::catalog::{BackupSet, CatalogError};
 use crate::model::config::Installation;
-use crate::model::instance::InstanceId;
 use crate::model::manifest::Manifest;
 use crate::model::profile::Profile;
 use crate::objstore::{ObjStoreError, ObjectStore};
@@ -48,6 +49,9 @@ use crate::support::interrupt::{Stop, StopHandle};
 use crate::support::progress::Progress;
 
 use rollback::Touched;
+
+pub use options::{Preflight, RestoreOptions, TargetMode, VerifyMode};
+use plan::{attribute_policies, settings_plans};
 
 /// How long a rollback may take after a failure or a stop request.
 const ROLLBACK_LIMIT: Duration = Duration::from_secs(120);
@@ -87,7 +91,9 @@ pub enum RestoreError {
         crate::error::summarize(refused, 3)
     )]
     SettingsRefused { refused: Vec<String> },
-    #[error("the backup cannot be restored, it is damaged: {0}. Nothing was changed on the target")]
+    #[error(
+        "the backup cannot be restored, it is damaged: {0}. Nothing was changed on the target. Restore what reads with --salvage, read the damaged part from a copy with --fallback-repository NAME, or restore an older backup"
+    )]
     BackupDamaged(String),
     #[error("the repository copy of {what} is damaged: {reason}")]
     Damaged { what: String, reason: String },
@@ -97,7 +103,7 @@ pub enum RestoreError {
     Object { bucket: String, key: String, reason: String },
     /// The repository, not the target, failed: the object's data does not read back.
     #[error(
-        "object {key:?} of bucket {bucket} cannot be read from the repository (it is damaged; the target is not at fault): {reason}; `speechvault check --read-data` names the damaged packs and every backup they affect: restore an older backup, or repair from a copy"
+        "object {key:?} of bucket {bucket} cannot be read from the repository (it is damaged; the target is not at fault): {reason}; `speechvault check --read-data` names the damaged packs and every backup they affect. Restore everything else with --salvage, read it from a copy with --fallback-repository NAME (or heal the repository with `check --read-data --repair-from NAME`), or restore an older backup"
     )]
     DamagedData { bucket: String, key: String, reason: String },
     #[error("restoring into bucket {bucket} failed for {count} objects: {summary}")]
@@ -114,114 +120,6 @@ pub enum RestoreError {
     Internal(String),
 }
 
-/// What to do when the target already holds data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TargetMode {
-    /// Refuse unless the target's databases and buckets are empty or missing.
-    Empty,
-    /// Drop and recreate databases, replace objects that differ, delete objects the backup
-    /// does not hold.
-    Clean,
-    /// Load rows into existing databases (schema from a fresh installation); objects are
-    /// written over existing ones.
-    DataOnly,
-}
-
-/// How much of the backup to read before touching the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Preflight {
-    /// Dumps read in full; object packs checked for presence, size and an authentic header.
-    #[default]
-    Quick,
-    /// Every byte of every object read and authenticated too.
-    Full,
-}
-
-#[derive(Debug, Clone)]
-pub struct RestoreOptions {
-    pub mode: TargetMode,
-    /// Finish an interrupted restore of the same backup: databases are restored again,
-    /// objects already there with the right size and SHA-256 are kept.
-    pub resume: bool,
-    pub preflight: Preflight,
-    /// Restore only these components (default: all in the backup).
-    pub components: Option<Vec<String>>,
-    /// Move ownership from the first to the second service instance.
-    pub ownership: Option<(InstanceId, InstanceId)>,
-    /// Role to own restored databases and their objects (default: the backup's database owner
-    /// when that role exists on the target, else the login).
-    pub db_owner: Option<String>,
-    /// Where dumps are spooled (default: the system's temporary directory).
-    pub temp_dir: Option<PathBuf>,
-    /// Objects transferred at once.
-    pub parallel: usize,
-    /// `pg_restore --jobs`.
-    pub jobs: usize,
-    /// How the restored objects are checked (the databases are always compared).
-    pub verify: VerifyMode,
-    /// Restore objects without the attributes the target does not keep, instead of refusing.
-    pub allow_attribute_loss: bool,
-    /// `--in-place`: a `--clean` or `--data-only` restore onto the installation the backup
-    /// was taken from is meant (refused without it).
-    pub in_place: bool,
-    /// Also restore per-object retention and legal holds (`--object-lock-settings`).
-    pub object_lock_settings: bool,
-    /// Which of the buckets' own settings to restore (`--bucket-config`).
-    pub bucket_config: crate::ops::settings::BucketConfigMode,
-}
-
-/// How a restore checks what it wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum VerifyMode {
-    /// No verification step (each upload is still checked against its Content-MD5 and ETag).
-    None,
-    /// Every upload carries Content-MD5, so the server rejects a corrupt body, and its answered
-    /// ETag is checked against the bytes sent, as the objects go; then the databases are
-    /// compared (row counts and content digests) and a listing of each bucket proves every
-    /// object is there with its size and nothing else is.
-    #[default]
-    Server,
-    /// As `server`, and every object is read back and compared by SHA-256, content type and
-    /// metadata.
-    ReadBack,
-}
-
-impl std::str::FromStr for VerifyMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "none" => Ok(Self::None),
-            "server" => Ok(Self::Server),
-            "read-back" => Ok(Self::ReadBack),
-            other => Err(format!("{other:?}: use none, server or read-back")),
-        }
-    }
-}
-
-impl Default for RestoreOptions {
-    fn default() -> Self {
-        Self {
-            mode: TargetMode::Empty,
-            resume: false,
-            preflight: Preflight::Quick,
-            components: None,
-            ownership: None,
-            db_owner: None,
-            temp_dir: None,
-            parallel: crate::ops::backup::default_parallelism(),
-            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8),
-            verify: VerifyMode::Server,
-            allow_attribute_loss: false,
-            in_place: false,
-            object_lock_settings: false,
-            bucket_config: Default::default(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreReport {
     pub backup_id: String,
@@ -236,6 +134,9 @@ pub struct RestoreReport {
     pub verify: Option<VerifyReport>,
     /// What happened to each of the buckets' own settings.
     pub bucket_settings: Vec<crate::ops::settings::SettingOutcome>,
+    /// `--salvage`: what could not be read and was not restored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub salvage: Option<salvage::Salvaged>,
     pub seconds: f64,
 }
 
@@ -306,6 +207,8 @@ pub(crate) struct Job<'a> {
     pub settings: &'a BTreeMap<String, BucketSettingsPlan>,
     /// What happened to the buckets' settings so far.
     pub setting_outcomes: &'a Mutex<Vec<crate::ops::settings::SettingOutcome>>,
+    /// `--salvage`: what could not be restored.
+    pub tally: &'a salvage::SharedTally,
 }
 
 /// How one bucket's own settings are restored, decided before anything is written.
@@ -329,9 +232,11 @@ pub async fn run(
 ) -> Result<RestoreReport, RestoreError> {
     let clock = Instant::now();
     progress.phase("reading the backup", 0, 0);
-    let v = repo.clone();
+    let (v, fallback) = (repo.clone(), opts.fallback.clone());
     let reader = Arc::new(
-        tokio::task::spawn_blocking(move || v.reader()).await.map_err(|e| RestoreError::Internal(e.to_string()))??,
+        tokio::task::spawn_blocking(move || v.reader_with(fallback.as_ref()))
+            .await
+            .map_err(|e| RestoreError::Internal(e.to_string()))??,
     );
     let manifest = {
         let (r, s) = (reader.clone(), set.clone());
@@ -339,7 +244,7 @@ pub async fn run(
             .await
             .map_err(|e| RestoreError::Internal(e.to_string()))??
     };
-    let manifest = select(&manifest, profile, opts.components.as_deref())?;
+    let mut manifest = select(&manifest, profile, opts.components.as_deref())?;
     if opts.resume && opts.mode == TargetMode::DataOnly {
         return Err(RestoreError::Refused(
             "--resume does not apply to --data-only: such a restore commits nothing until its end, so run it again"
@@ -357,7 +262,10 @@ pub async fn run(
     progress.phase("checking the target", 0, 0);
     let target_state = checks::check_target(target, &store, &manifest, opts).await?;
     progress.phase("checking the backup", 0, 0);
-    let spool = checks::prove_backup(&reader, set, &manifest, opts, progress).await?;
+    let tally = salvage::SharedTally::default();
+    let spool = checks::prove_backup(&reader, set, &manifest, opts, progress, &tally).await?;
+    // A salvage restores only the databases whose dumps read.
+    manifest.databases.retain(|db, _| spool.files.contains_key(db));
     progress.phase("checking which object attributes the target keeps", 0, 0);
     let (policies, attribute_notes) = attribute_policies(&store, target, &spool, opts).await?;
     let settings = settings_plans(&store, target, &manifest, opts).await?;
@@ -383,6 +291,7 @@ pub async fn run(
         attributes: &policies,
         settings: &settings,
         setting_outcomes: &setting_outcomes,
+        tally: &tally,
     };
     let written = job.write().await;
     let (databases, buckets, moved, mut notes) = match written {
@@ -400,6 +309,7 @@ pub async fn run(
             ownership: opts.ownership.clone(),
             attributes: policies.clone(),
             settings: false,
+            lost: tally.lock().map(|t| t.lost_keys.clone()).unwrap_or_default(),
         };
         let lists = verify::BackupLists { reader: &reader, set };
         Some(verify::verify(&manifest, lists, target, &vo, progress).await?)
@@ -415,6 +325,13 @@ pub async fn run(
         notes.push("the buckets' lifecycle rules, policies and other settings were not restored: the objects differ from the backup".into());
     }
     let bucket_settings = setting_outcomes.lock().map(|o| o.clone()).unwrap_or_default();
+    if let Some((reads, from)) = reader.fallback_reads()
+        && reads > 0
+    {
+        notes.push(format!(
+            "{reads} blobs and trees that do not read in this repository were read from the fallback repository {from}"
+        ));
+    }
     Ok(RestoreReport {
         backup_id: manifest.backup_id.clone(),
         source_installation: manifest.installation.clone(),
@@ -427,6 +344,7 @@ pub async fn run(
         notes,
         verify,
         bucket_settings,
+        salvage: opts.salvage.then(|| tally.lock().map(|t| t.report.clone()).unwrap_or_default()),
         seconds: clock.elapsed().as_secs_f64(),
     })
 }
@@ -615,82 +533,6 @@ impl Job<'_> {
             None => Ok(restored),
         }
     }
-}
-
-/// For every bucket of the backup with settings, how they go. A bucket whose source had
-/// object lock and that exists on the target without it is refused before anything is written:
-/// object lock cannot be turned on for an existing bucket.
-async fn settings_plans(
-    store: &ObjectStore,
-    target: &Installation,
-    manifest: &Manifest,
-    opts: &RestoreOptions,
-) -> Result<BTreeMap<String, BucketSettingsPlan>, RestoreError> {
-    let mut plans = BTreeMap::new();
-    if opts.bucket_config == crate::ops::settings::BucketConfigMode::Skip {
-        return Ok(plans);
-    }
-    for (bucket, entry) in &manifest.buckets {
-        if entry.settings.is_empty() {
-            continue;
-        }
-        let name = target.bucket(bucket);
-        let locked = crate::ops::settings::had_object_lock(&entry.settings);
-        let mut plan = BucketSettingsPlan::default();
-        if store.bucket_exists(&name).await? {
-            if locked && !store.bucket_has_object_lock(&name).await? {
-                return Err(RestoreError::Refused(format!(
-                    "bucket {name} exists on the target without object lock, which the backup's bucket {bucket} had and which cannot be turned on for an existing bucket; restore into a target without that bucket (it is then created with object lock), or give --bucket-config=skip to restore without the bucket's settings"
-                )));
-            }
-            plan.target_policy =
-                matches!(store.get_bucket_setting(&name, "policy").await?, crate::objstore::Setting::Set(_));
-        } else {
-            plan.create_with_object_lock = locked;
-        }
-        plans.insert(bucket.clone(), plan);
-    }
-    Ok(plans)
-}
-
-/// For every bucket of the backup, which attributes its uploads can send: each attribute its
-/// objects use is probed on the target (a missing bucket is created for the probe and removed
-/// again). Attributes the target does not keep fail the restore before anything is written,
-/// unless `allow_attribute_loss`; then they are left out and named in the notes returned.
-async fn attribute_policies(
-    store: &ObjectStore,
-    target: &Installation,
-    spool: &checks::Spool,
-    opts: &RestoreOptions,
-) -> Result<(BTreeMap<String, crate::ops::attributes::AttributePolicy>, Vec<String>), RestoreError> {
-    let mut policies = BTreeMap::new();
-    let mut refused = Vec::new();
-    for (bucket, used) in &spool.attributes {
-        let mut policy =
-            crate::ops::attributes::AttributePolicy { object_lock: opts.object_lock_settings, ..Default::default() };
-        if !used.0.is_empty() {
-            let name = target.bucket(bucket);
-            let created = !store.bucket_exists(&name).await?;
-            if created {
-                store.create_bucket(&name).await?;
-            }
-            let probed = crate::ops::attributes::probe(store, &name, used, opts.object_lock_settings).await;
-            if created {
-                store.delete_bucket(&name).await?;
-            }
-            for r in probed? {
-                policy.dropped.insert(r.attribute);
-                refused.push(r);
-            }
-        }
-        policies.insert(bucket.clone(), policy);
-    }
-    let described: Vec<String> = refused.iter().map(crate::ops::attributes::Refused::describe).collect();
-    if !described.is_empty() && !opts.allow_attribute_loss {
-        return Err(RestoreError::AttributesRefused { refused: described });
-    }
-    let notes = described.into_iter().map(|d| format!("{d}; restored without it (--allow-attribute-loss)")).collect();
-    Ok((policies, notes))
 }
 
 /// Of two parts' errors, the one that caused the stop: a part that only stopped because the

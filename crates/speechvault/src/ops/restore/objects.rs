@@ -194,6 +194,9 @@ pub(crate) async fn restore_bucket(
         })
     };
     let kept = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // A salvage notes every key it got to, so a file tree that stops reading half-way
+    // leaves the rest named as lost.
+    let done: Option<Arc<std::sync::Mutex<std::collections::HashSet<String>>>> = opts.salvage.then(Default::default);
     let first = Arc::new(std::sync::Once::new());
     let work = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|w| (w, rx)) });
     // The queue (and with it the producer's channel) ends with this block.
@@ -201,7 +204,7 @@ pub(crate) async fn restore_bucket(
         let mut failures: Vec<String> = Vec::new();
         let uploads = work
             .map(|w| {
-                let (kept, first) = (kept.clone(), first.clone());
+                let (kept, first, done) = (kept.clone(), first.clone(), done.clone());
                 let transfers = job.transfers.clone();
                 async move {
                     let _slot = transfers.acquire_owned().await.map_err(|e| e.to_string())?;
@@ -210,6 +213,9 @@ pub(crate) async fn restore_bucket(
                         && identical(store, name, &e, listed).await.map_err(|err| format!("{:?}: {err}", e.key))?
                     {
                         kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if let Some(done) = &done {
+                            done.lock().map_err(|_| "poisoned")?.insert(e.key.clone());
+                        }
                         progress.add_bytes(e.size);
                         progress.item_done();
                         first.call_once(|| crate::support::interrupt::pause_point("restore:objects"));
@@ -219,9 +225,26 @@ pub(crate) async fn restore_bucket(
                     if let Ok(mut t) = touched.lock() {
                         t.keys_written.entry(name.to_string()).or_default().push(e.key.clone());
                     }
-                    restore_object(reader.clone(), store, name, &e, node, policy, progress)
-                        .await
-                        .map_err(|err| format!("{:?}: {err}", e.key))?;
+                    match restore_object(reader.clone(), store, name, &e, node, policy, progress).await {
+                        Ok(()) => {}
+                        Err(RestoreError::DamagedData { reason, .. }) if opts.salvage => {
+                            // Absent, never half-written: an older object under its key goes too.
+                            if present.is_some() {
+                                store
+                                    .delete_keys(name, std::slice::from_ref(&e.key), 1)
+                                    .await
+                                    .map_err(|err| format!("{:?}: deleting the older object: {err}", e.key))?;
+                            }
+                            if let Ok(mut t) = job.tally.lock() {
+                                t.object(bucket, &e.key, reason);
+                            }
+                            progress.item_done();
+                        }
+                        Err(err) => return Err(format!("{:?}: {err}", e.key)),
+                    }
+                    if let Some(done) = &done {
+                        done.lock().map_err(|_| "poisoned")?.insert(e.key.clone());
+                    }
                     first.call_once(|| crate::support::interrupt::pause_point("restore:objects"));
                     Ok::<(), String>(())
                 }
@@ -254,10 +277,25 @@ pub(crate) async fn restore_bucket(
             failures,
         });
     }
-    let extra = extra?;
+    let extra = match (extra, done) {
+        (Ok(extra), _) => Some(extra),
+        (Err(RestoreError::Damaged { reason, .. }), Some(done)) => {
+            salvage_rest(job, bucket, &done, &reason).await?;
+            None
+        }
+        (Err(e), _) => return Err(e),
+    };
     let mut deleted = 0;
-    if opts.mode == TargetMode::Clean {
-        deleted = store.delete_keys(name, &extra, opts.parallel).await?;
+    match extra {
+        Some(extra) if opts.mode == TargetMode::Clean => {
+            deleted = store.delete_keys(name, &extra, opts.parallel).await?;
+        }
+        Some(_) => {}
+        None if opts.mode == TargetMode::Clean => tracing::warn!(
+            bucket = name,
+            "salvage: the bucket's file tree does not read whole, so objects on the target the backup does not hold were not deleted"
+        ),
+        None => {}
     }
     Ok(BucketRestored {
         name: name.to_string(),
@@ -330,5 +368,28 @@ pub(crate) async fn restore_object(
         )));
     }
     progress.item_done();
+    Ok(())
+}
+
+/// `--salvage`, when a bucket's file tree stops reading: every object of its list the
+/// restore did not get to is lost.
+async fn salvage_rest(
+    job: &Job<'_>,
+    bucket: &str,
+    done: &std::sync::Mutex<std::collections::HashSet<String>>,
+    reason: &str,
+) -> Result<(), RestoreError> {
+    let (r, set, m, b) = (job.reader.clone(), job.set.clone(), job.manifest.clone(), bucket.to_string());
+    let list = tokio::task::spawn_blocking(move || set.object_list(&r, &m, &b))
+        .await
+        .map_err(|e| RestoreError::Internal(e.to_string()))??;
+    let done = done.lock().map_err(|_| RestoreError::Internal("poisoned".into()))?;
+    let mut tally = job.tally.lock().map_err(|_| RestoreError::Internal("poisoned".into()))?;
+    for e in list.iter().map_err(|e| RestoreError::Internal(e.to_string()))? {
+        let e = e.map_err(|e| RestoreError::Internal(e.to_string()))?;
+        if !done.contains(&e.key) {
+            tally.object(bucket, &e.key, format!("the bucket's file tree does not read: {reason}"));
+        }
+    }
     Ok(())
 }
