@@ -439,3 +439,57 @@ async fn a_restore_into_an_older_postgres_major_is_refused_up_front() {
     assert!(e.to_string().contains("PostgreSQL 99 and cannot be restored into the older PostgreSQL 15"), "{e}");
     assert_eq!(speechvault::error::Kinded::kind(&e), speechvault::error::ErrorKind::BadInput);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_only_restore_refreshes_materialized_views_and_verify_compares_them() {
+    let (a, t) = tokio::join!(
+        TestInstallation::start_with(exe(), "mv-src", Scale::Tiny, 67, |o| o.components =
+            vec!["sttCustomization".into()]),
+        empty_target("mv-dst")
+    );
+    let a = a.unwrap();
+    let view = "CREATE MATERIALIZED VIEW corpus_words AS \
+                SELECT customization_id, count(*) AS corpora, sum(total_words) AS words FROM corpora GROUP BY 1";
+    let src = a.info.pg_config().unwrap().connect("stt-customization").await.unwrap();
+    src.batch_execute(view).await.unwrap();
+    // A view never populated holds no rows to back up, and does not stop the backup.
+    src.batch_execute("CREATE MATERIALIZED VIEW never_filled AS SELECT 1 AS one WITH NO DATA").await.unwrap();
+    let ws = Workspace::new(&[&a.info, &t.info]);
+    let b = ws.json(&["backup", "--from", "mv-src"]);
+    let id = b["backup_id"].as_str().unwrap().to_string();
+    let v = ws.json(&["verify", &id, "--against", "mv-src"]);
+    assert!(
+        v["tables"].as_array().unwrap().iter().any(|t| t["table"] == "public.corpus_words" && t["content"] == "same"),
+        "the backup records the view's rows: {v}"
+    );
+    // A fresh installation's schema, with the view, and no rows.
+    ws.json(&["restore", &id, "--to", "mv-dst", "--no-verify"]);
+    let dst = t.info.pg_config().unwrap().connect("stt-customization").await.unwrap();
+    dst.batch_execute(
+        "TRUNCATE customizations CASCADE; REFRESH MATERIALIZED VIEW corpus_words; \
+         SELECT lo_unlink(oid) FROM pg_largeobject_metadata;",
+    )
+    .await
+    .unwrap();
+    let stale = ws.run(&["verify", &id, "--against", "mv-dst"]);
+    assert_eq!(stale.status.code(), Some(3), "{}", stderr(&stale));
+
+    let r = ws.json(&["restore", &id, "--to", "mv-dst", "--data-only"]);
+    assert_eq!(r["verify"]["ok"], true, "{r}");
+    let q = "SELECT customization_id::text, corpora, words FROM corpus_words ORDER BY 1";
+    let rows = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, i64, i64)> {
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+    };
+    let (want, got) = (rows(src.query(q, &[]).await.unwrap()), rows(dst.query(q, &[]).await.unwrap()));
+    assert!(!want.is_empty());
+    assert_eq!(got, want, "the view is refreshed from the rows loaded");
+
+    // A tampered large object is named as such, not as a table "the backup has 0 rows" of.
+    dst.batch_execute("SELECT lo_put(oid, 0, '\\x00ff'::bytea) FROM pg_largeobject_metadata ORDER BY oid LIMIT 1")
+        .await
+        .unwrap();
+    let out = ws.run(&["verify", &id, "--against", "mv-dst"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("the large objects differ") && !text.contains("the backup has 0 rows"), "{text}");
+}

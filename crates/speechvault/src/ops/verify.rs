@@ -192,11 +192,17 @@ pub async fn verify(
     let mut tables = Vec::new();
     for (db, entry) in &manifest.databases {
         progress.phase(format!("comparing rows in {db}"), 0, entry.tables.len() as u64);
+        let mut views: std::collections::BTreeSet<String> = Default::default();
         let actual = match inst.postgres.connect(db).await {
             Ok(client) => {
                 crate::pg::execute(&client, db, "begin", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
                 let version = catalog::DigestVersion::of_recorded(entry.digests.values());
                 let d = catalog::table_digests(&client, db, &entry.owner_columns, &map, version).await?;
+                // A materialized view's rows after an ownership move hold the new ids, which
+                // only tables' owner columns are mapped back from: its rows are counted then.
+                if !map.is_empty() {
+                    views = catalog::materialized_views(&client, db, true).await?.into_iter().map(|(n, _)| n).collect();
+                }
                 let _ = crate::pg::execute(&client, db, "end", "COMMIT").await;
                 d
             }
@@ -210,6 +216,7 @@ pub async fn verify(
             let installation_rows = found.map(|d| d.rows);
             let content = match (entry.digests.get(table), found) {
                 (Some(expected), Some(d)) if *expected == d.digest => "same",
+                (Some(_), Some(_)) if views.contains(table) => "not-compared",
                 // Servers of other byte orders: counts are compared, content cannot be.
                 (Some(expected), Some(d)) if !catalog::DigestVersion::comparable(expected, &d.digest) => "not-compared",
                 (Some(_), Some(_)) => "different",

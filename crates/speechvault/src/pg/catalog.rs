@@ -40,6 +40,28 @@ pub async fn user_tables(client: &tokio_postgres::Client, db: &str) -> Result<Ve
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// Every materialized view (`populated`: only those holding rows, which can be read):
+/// `(schema.view, quoted schema.view)`, in creation order (a view built on another comes after it).
+pub async fn materialized_views(
+    client: &tokio_postgres::Client,
+    db: &str,
+    populated: bool,
+) -> Result<Vec<(String, String)>, PgError> {
+    let rows = query(
+        client,
+        db,
+        "list materialized views",
+        "SELECT n.nspname || '.' || c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind = 'm' AND (c.relispopulated OR NOT $1) \
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+         ORDER BY c.oid",
+        &[&populated],
+    )
+    .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// Exact row count of every user table.
 pub async fn count_rows(client: &tokio_postgres::Client, db: &str) -> Result<BTreeMap<String, i64>, PgError> {
     let mut out = BTreeMap::new();
@@ -235,7 +257,11 @@ pub async fn table_digests(
         }
     };
     let mut out = BTreeMap::new();
-    for (name, quoted) in user_tables(client, db).await? {
+    // Populated materialized views are digested as tables are: a `--data-only` restore
+    // refreshes them, and verification then compares their rows too.
+    let mut relations = user_tables(client, db).await?;
+    relations.extend(materialized_views(client, db, true).await?);
+    for (name, quoted) in relations {
         let cols = query(
             client,
             db,

@@ -299,6 +299,17 @@ pub(crate) async fn load_rows(job: &Job<'_>, db: &str) -> Result<Load, RestoreEr
     applied?;
     // pg_restore's script empties the search path; ownership rules need the usual one.
     execute(&client, db, "reset session", "RESET search_path; RESET row_security; RESET client_min_messages").await?;
+    // A data-only restore leaves materialized views as they were (pg_restore refreshes them
+    // only with the schema): the ones the backup holds rows of are refreshed from the rows
+    // just loaded, in the same transaction.
+    if let Some(entry) = job.manifest.databases.get(db) {
+        for (name, quoted) in crate::pg::catalog::materialized_views(&client, db, false).await? {
+            if entry.tables.contains_key(&name) {
+                execute(&client, db, &format!("refresh {name}"), &format!("REFRESH MATERIALIZED VIEW {quoted}"))
+                    .await?;
+            }
+        }
+    }
     if let Ok(mut t) = touched.lock() {
         t.transactions_open.push(db.to_string());
     }
