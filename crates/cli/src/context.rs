@@ -2,6 +2,7 @@
 //! (`--repository`), how long to wait for a lock, and the stop flag.
 
 use std::io::IsTerminal;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,12 +91,12 @@ impl Ctx {
                 if v.items_total > 0 {
                     line.push_str(&format!(", {} / {} objects", v.items_done, v.items_total));
                 }
-                eprint!("\r\x1b[2K{line}");
+                let _ = write!(std::io::stderr(), "\r\x1b[2K{line}");
             }
         });
         let out = work.await;
         drawer.abort();
-        eprint!("\r\x1b[2K");
+        let _ = write!(std::io::stderr(), "\r\x1b[2K");
         out
     }
 

@@ -18,6 +18,7 @@ mod outcome;
 mod render;
 mod settings;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
@@ -98,7 +99,10 @@ fn init_logging(verbose: u8, format: LogFormat) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A log line stderr cannot take is dropped: tracing's own report of that failure goes
+    // through eprintln!, which panics on a closed or broken stderr and would abort the work.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     let _ = match format {
         LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
@@ -117,7 +121,7 @@ fn watch_signals(handle: StopHandle) {
             _ = term.recv() => {},
             _ = int.recv() => {},
         }
-        eprintln!("speechvault: stopping (cleaning up; a second signal ends it at once)");
+        let _ = writeln!(std::io::stderr(), "speechvault: stopping (cleaning up; a second signal ends it at once)");
         handle.stop();
         tokio::select! {
             _ = term.recv() => {},
@@ -163,7 +167,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            let _ = writeln!(std::io::stderr(), "error: cannot start the async runtime: {e}");
             return ExitCode::from(ErrorKind::Failed.exit_code());
         }
     };
@@ -204,7 +208,7 @@ fn main() -> ExitCode {
             if matches!(log_format, LogFormat::Json) {
                 tracing::error!(exit_code = code, kind = ?e.kind(), "{}", e.message());
             } else {
-                eprintln!("error: {}", e.message());
+                let _ = writeln!(std::io::stderr(), "error: {}", e.message());
             }
             ExitCode::from(code)
         }

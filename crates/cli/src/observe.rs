@@ -2,6 +2,7 @@
 //! outcome), then the run's metrics (a textfile and/or a Pushgateway push). Both read the
 //! run's [`Outcome`]: its figures and the backup it made or used.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -66,7 +67,9 @@ impl Finished {
     fn also_failed(&mut self, e: Error) {
         match &self.error {
             None => self.error = Some(e),
-            Some(_) => eprintln!("error: {}", e.message()),
+            Some(_) => {
+                let _ = writeln!(std::io::stderr(), "error: {}", e.message());
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `speechvault sandbox ...`: local Speech installations for the demo, tests and benchmarks.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::Subcommand;
@@ -248,9 +249,15 @@ pub async fn run(cmd: Command, json: bool) -> Result<Outcome, Error> {
             }
             if !json {
                 if opts.seed_data {
-                    eprintln!("starting sandbox {} ({} scale, seed {})...", opts.name, opts.scale, opts.seed);
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "starting sandbox {} ({} scale, seed {})...",
+                        opts.name,
+                        opts.scale,
+                        opts.seed
+                    );
                 } else {
-                    eprintln!("starting empty sandbox {}...", opts.name);
+                    let _ = writeln!(std::io::stderr(), "starting empty sandbox {}...", opts.name);
                 }
             }
             let started = std::time::Instant::now();

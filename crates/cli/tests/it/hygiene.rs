@@ -131,6 +131,27 @@ async fn a_closed_stdout_ends_the_output_quietly() {
     let out = child.wait_with_output().unwrap();
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // A backup at -vv whose stderr reader is gone: every log line fails, the backup does not.
+    let mut child = ws
+        .command(&["-vv", "--json", "backup", "--from", "pipe-src"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "a log line aborted the backup");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["backup_id"].is_string(), "{r}");
+    assert_eq!(ws.backups().len(), 3);
+    // A report stdout cannot take is an error once the work is done (exit 1).
+    let out = ws
+        .command(&["snapshots"])
+        .stdout(std::fs::File::options().write(true).open("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,6 +10,7 @@
 //! `SPEECHVAULT_BACKUP_ID`). Its output goes to speechvault's stderr, so stdout stays one
 //! `--json` document.
 
+use std::io::Write as _;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -160,7 +161,7 @@ async fn pump(
     use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        eprintln!("[{which}-hook] {line}");
+        let _ = writeln!(std::io::stderr(), "[{which}-hook] {line}");
         if let Ok(mut t) = tail.lock() {
             t.push_back(line.chars().take(200).collect());
             if t.len() > 3 {

@@ -12,6 +12,7 @@
 //! killed, or until the test creates `<pause file>.continue`. Without the variable it costs one
 //! environment lookup.
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -101,7 +102,7 @@ pub fn pause_point(name: &str) {
         Ok(mut seen) if !seen.iter().any(|s| s == name) => seen.push(name.to_string()),
         _ => return,
     }
-    eprintln!("speechvault: paused at {name}");
+    let _ = writeln!(std::io::stderr(), "speechvault: paused at {name}");
     let file = std::env::var_os("SPEECHVAULT_TEST_PAUSE_FILE").map(std::path::PathBuf::from);
     if let Some(f) = &file {
         let _ = std::fs::write(f, name);
@@ -116,7 +117,7 @@ pub fn pause_point(name: &str) {
             && r.exists()
         {
             let _ = std::fs::remove_file(r);
-            eprintln!("speechvault: continuing after {name}");
+            let _ = writeln!(std::io::stderr(), "speechvault: continuing after {name}");
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
