@@ -21,6 +21,8 @@ pub struct Ctx {
     /// `--repository NAME` (`None`: the default `[repository]`).
     pub repository_name: Option<String>,
     pub lock_wait: Duration,
+    /// `--no-lock`: reading commands take no lock.
+    pub no_lock: bool,
     pub stop: Stop,
 }
 
@@ -54,6 +56,12 @@ impl Ctx {
 
     /// Takes the repository's lock (shared, or exclusive for forget and prune), waiting up to
     /// `--lock-wait` for another run's.
+    /// A lock for work that only reads the repository (see [`Repository::read_lock`]).
+    pub async fn read_lock(&self, repo: &Arc<Repository>) -> Result<RepoLock, Error> {
+        let (r, wait, stop, no_lock) = (repo.clone(), self.lock_wait, self.stop.clone(), self.no_lock);
+        Ok(blocking(move || r.read_lock(wait, &stop, no_lock)).await??)
+    }
+
     pub async fn lock(&self, repo: &Arc<Repository>, exclusive: bool) -> Result<RepoLock, Error> {
         let (r, wait, stop) = (repo.clone(), self.lock_wait, self.stop.clone());
         Ok(blocking(move || r.lock_unless_stopped(exclusive, wait, &stop)).await??)

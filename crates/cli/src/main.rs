@@ -53,6 +53,11 @@ struct Cli {
     /// How long to wait for another run's lock on the repository (e.g. 30s, 10m).
     #[arg(long, global = true, value_name = "DURATION", default_value = "10m", value_parser = settings::parse_duration)]
     lock_wait: std::time::Duration,
+    /// Commands that only read the repository (restore, verify, check, snapshots, ls, diff,
+    /// export) take no lock, as restic's --no-lock: for a repository on a read-only mount
+    /// (detected by itself too). Commands that write ignore it.
+    #[arg(long, global = true)]
+    no_lock: bool,
     #[command(subcommand)]
     command: commands::Command,
 }
@@ -188,7 +193,14 @@ fn main() -> ExitCode {
         } else {
             Default::default()
         };
-        let ctx = context::Ctx { cfg, json, repository_name: cli.repository, lock_wait: cli.lock_wait, stop };
+        let ctx = context::Ctx {
+            cfg,
+            json,
+            repository_name: cli.repository,
+            lock_wait: cli.lock_wait,
+            no_lock: cli.no_lock,
+            stop,
+        };
         commands::run(cli.command, &ctx).await
     });
     let reported = render::emit(finished.outcome.as_ref(), finished.error.as_ref(), json) || render::reader_gone();

@@ -30,7 +30,7 @@ pub struct Args {
 pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
     let repo = ctx.repository().await?;
     // Healing rewrites the index: no other run may use the repository meanwhile.
-    let _lock = ctx.lock(&repo, args.repair_from.is_some()).await?;
+    let _lock = if args.repair_from.is_some() { ctx.lock(&repo, true).await? } else { ctx.read_lock(&repo).await? };
     let read = match (args.read_data, args.read_data_subset) {
         (_, Some(s)) => Some(s),
         (true, None) => Some(ReadSubset::All),
@@ -50,7 +50,7 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
     if other.location() == repo.location() {
         return Err(Error::bad_input(format!("--repair-from {name} is the repository checked: name a copy")));
     }
-    let _other_lock = ctx.lock(&other, false).await?;
+    let _other_lock = ctx.read_lock(&other).await?;
     let report = blocking(move || speechvault::ops::check::run_and_repair(&repo, &other, read, &keep)).await??;
     Ok(Outcome::Check(report))
 }

@@ -23,7 +23,7 @@ pub struct Args {
 
 pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
     let repo = ctx.repository().await?;
-    let _lock = ctx.lock(&repo, false).await?;
+    let _lock = ctx.read_lock(&repo).await?;
     let r = repo.clone();
     let sets = blocking(move || catalog::backup_sets(&r)).await??;
     let set = catalog::find(&sets, &args.backup, None)?;

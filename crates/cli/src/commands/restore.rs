@@ -176,7 +176,7 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
     let target = ctx.installation(&args.to)?;
     let profile = ctx.profile()?;
     let repo = ctx.repository().await?;
-    let _lock = ctx.lock(&repo, false).await?;
+    let _lock = ctx.read_lock(&repo).await?;
     let (fallback, _fallback_lock) = match &args.fallback_repository {
         None => (None, None),
         Some(name) => {
@@ -187,7 +187,7 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
                     repo.location()
                 )));
             }
-            let lock = ctx.lock(&other, false).await?;
+            let lock = ctx.read_lock(&other).await?;
             (Some(speechvault::repository::FallbackRepository(other)), Some(lock))
         }
     };
@@ -258,7 +258,7 @@ async fn run_selection(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
     let target = ctx.installation(&args.to)?;
     let profile = ctx.profile()?;
     let repo = ctx.repository().await?;
-    let _lock = ctx.lock(&repo, false).await?;
+    let _lock = ctx.read_lock(&repo).await?;
     let r = repo.clone();
     let sets = blocking(move || catalog::backup_sets(&r)).await??;
     // `latest` is the latest backup of the installation restored into, unless --source says.

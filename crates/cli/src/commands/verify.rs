@@ -48,7 +48,7 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<Outcome, Error> {
     };
     let inst = ctx.installation(&args.against)?;
     let repo = ctx.repository().await?;
-    let _lock = ctx.lock(&repo, false).await?;
+    let _lock = ctx.read_lock(&repo).await?;
     let r = repo.clone();
     let sets = blocking(move || catalog::backup_sets(&r)).await??;
     let set = catalog::find_for(&sets, &args.backup, args.source.as_deref(), &inst.name)?;

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use speechvault_sandbox::harness::TestInstallation;
+use speechvault_sandbox::harness::{TestInstallation, test_dir};
 use speechvault_sandbox::seed::Scale;
 
 use crate::common::*;
@@ -402,4 +402,73 @@ async fn keys_rotate_without_rewriting_data_and_the_last_one_stays(s3: bool) {
     let id = added["added"].as_str().unwrap();
     ws.json(&["key", "remove", &id[..10]]);
     assert_eq!(ws.json(&["key", "list"])["keys"].as_array().unwrap().len(), 1);
+}
+
+/// Unmounts on drop.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_repository_is_restored_from_without_a_lock() {
+    let (a, t) = tokio::join!(
+        TestInstallation::start_with(exe(), "ro-src", Scale::Tiny, 95, |o| o.components = vec!["sttAsync".into()]),
+        empty_target("ro-dst")
+    );
+    let a = a.unwrap();
+    let mount = test_dir("speechvault-ro-").unwrap();
+    let section = format!(
+        "[repositories.ro]\npath = {:?}\npassword_file = {:?}\n\n",
+        mount.path().display().to_string(),
+        "REPO_PASSWORD_FILE"
+    );
+    let ws = Workspace::with_repositories(&[&a.info, &t.info], None, &section);
+    let cfg = std::fs::read_to_string(ws.config())
+        .unwrap()
+        .replace("REPO_PASSWORD_FILE", &ws.dir.path().join("repo-password").display().to_string());
+    std::fs::write(ws.config(), cfg).unwrap();
+    let id = ws.json(&["backup", "--from", "ro-src"])["backup_id"].as_str().unwrap().to_string();
+    // The repository seen through a read-only bind mount (an immutable copy, a snapshot).
+    let bound = Command::new("mount").arg("--bind").arg(ws.repo()).arg(mount.path()).status().unwrap();
+    assert!(bound.success(), "mount --bind needs root");
+    let _mounted = Mounted(mount.path().to_path_buf());
+    let ro = Command::new("mount").args(["-o", "remount,bind,ro"]).arg(mount.path()).status().unwrap();
+    assert!(ro.success(), "remount read-only");
+    assert!(std::fs::write(mount.path().join("probe"), b"x").is_err(), "the mount must be read-only");
+
+    let listed = ws.json(&["--repository", "ro", "snapshots"]);
+    assert_eq!(listed["backups"].as_array().unwrap().len(), 1, "{listed}");
+    let out = ws.run(&["--json", "--repository", "ro", "restore", &id, "--to", "ro-dst"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("without a lock"), "said once: {}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["verify"]["ok"], true, "{r}");
+    let v = ws.json(&["--repository", "ro", "verify", &id, "--against", "ro-dst"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let c = ws.json(&["--repository", "ro", "--no-lock", "check"]);
+    assert_eq!(c["ok"], true, "{c}");
+    // Work that writes is refused by the mount, not done without a lock.
+    let out = ws.run(&["--repository", "ro", "backup", "--from", "ro-src"]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).to_lowercase().contains("read-only"), "{}", stderr(&out));
+    // --no-lock on the writable repository: a reading run goes past an exclusive lock.
+    let repo = std::sync::Arc::new(
+        speechvault::repository::Repository::open(
+            &speechvault::repository::Location::Local(ws.repo()),
+            &speechvault::support::secret::Secret::new(REPO_PASSWORD.to_string()),
+        )
+        .unwrap(),
+    );
+    let held = repo.lock(true, std::time::Duration::ZERO).unwrap();
+    let out = ws.run(&["--lock-wait", "1s", "verify", &id, "--against", "ro-dst"]);
+    assert_eq!(out.status.code(), Some(1), "held out by the exclusive lock: {}", stderr(&out));
+    let out = ws.run(&["--lock-wait", "1s", "--no-lock", "verify", &id, "--against", "ro-dst"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ws.run(&["--lock-wait", "1s", "--no-lock", "backup", "--from", "ro-src"]);
+    assert_eq!(out.status.code(), Some(1), "--no-lock never applies to a backup: {}", stderr(&out));
+    drop(held);
 }

@@ -153,6 +153,32 @@ impl Repository {
         wait: Duration,
         stop: &crate::support::interrupt::Stop,
     ) -> Result<RepoLock> {
+        self.take_lock(exclusive, wait, stop, false)
+    }
+
+    /// A lock for work that only reads (restore, verify, check, listings), as restic takes
+    /// one: shared, or none with `no_lock` (`--no-lock`), or none when the repository cannot
+    /// be written at all (a read-only mount, an immutable copy, read-only keys), which is
+    /// said once. Never for work that writes: prune could delete what it writes.
+    pub fn read_lock(
+        self: &Arc<Self>,
+        wait: Duration,
+        stop: &crate::support::interrupt::Stop,
+        no_lock: bool,
+    ) -> Result<RepoLock> {
+        if no_lock {
+            return Ok(RepoLock::none(self.clone()));
+        }
+        self.take_lock(false, wait, stop, true)
+    }
+
+    fn take_lock(
+        self: &Arc<Self>,
+        exclusive: bool,
+        wait: Duration,
+        stop: &crate::support::interrupt::Stop,
+        read_only_ok: bool,
+    ) -> Result<RepoLock> {
         let start = Instant::now();
         let mut delay = Duration::from_millis(200);
         // Locks of runs that are gone would stop restic (which removes them only on `unlock`):
@@ -174,7 +200,16 @@ impl Repository {
                     uid: unsafe { libc::getuid() },
                     gid: unsafe { libc::getgid() },
                 };
-                let id = self.write_lock(&info)?;
+                let id = match self.write_lock(&info) {
+                    Ok(id) => id,
+                    Err(RepoError::Io { source, .. }) if read_only_ok && cannot_write(&source) => {
+                        tracing::warn!(
+                            "the repository cannot be written ({source}): reading it without a lock, as `--no-lock` would"
+                        );
+                        return Ok(RepoLock::none(self.clone()));
+                    }
+                    Err(e) => return Err(e),
+                };
                 // Someone may have locked at the same moment: look again, and back off if so.
                 match self.conflicting(exclusive, Some(&id))? {
                     None => return Ok(RepoLock::start(self.clone(), id, info)),
@@ -234,7 +269,28 @@ pub struct RepoLock {
     refresher: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Whether a write failed because the repository is read-only to us (a read-only mount,
+/// permissions, a key the object store lets read only).
+fn cannot_write(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    if matches!(e.kind(), ErrorKind::ReadOnlyFilesystem | ErrorKind::PermissionDenied) {
+        return true;
+    }
+    let text = e.to_string();
+    ["AccessDenied", "Access Denied", "Forbidden", "403"].iter().any(|m| text.contains(m))
+}
+
 impl RepoLock {
+    /// No lock at all (`--no-lock`, a read-only repository): nothing to refresh or remove.
+    fn none(repo: Arc<Repository>) -> Self {
+        Self {
+            repo,
+            id: Arc::new(std::sync::Mutex::new(String::new())),
+            done: Arc::new(AtomicBool::new(true)),
+            refresher: None,
+        }
+    }
+
     fn start(repo: Arc<Repository>, id: String, info: LockInfo) -> Self {
         let id = Arc::new(std::sync::Mutex::new(id));
         let done = Arc::new(AtomicBool::new(false));
@@ -270,6 +326,9 @@ impl Drop for RepoLock {
             let _ = t.join();
         }
         let id = self.id.lock().map(|i| i.clone()).unwrap_or_default();
+        if id.is_empty() {
+            return;
+        }
         // Removal may block on the network; never on an async worker: use a thread of its own.
         let repo = self.repo.clone();
         let removed = std::thread::spawn(move || repo.store.remove_lock(&id).map_err(|e| format!("{id}: {e}"))).join();
