@@ -277,22 +277,35 @@ async fn edges_of_the_trial_get_clear_errors() {
 /// line. Damage to the older backup's snapshot and to a lock leaves the newest backup whole.
 #[tokio::test(flavor = "multi_thread")]
 async fn damage_matrix() {
-    let a = TestInstallation::start_with(exe(), "matrix", Scale::Tiny, 76, |o| o.components = vec!["sttAsync".into()])
-        .await
-        .unwrap();
-    let ws = Workspace::new(&[&a.info]);
-    ws.json(&["backup", "--from", "matrix"]);
-    let old_snaps: Vec<String> =
-        ws.backups()[0]["snapshots"].as_array().unwrap().iter().map(|s| s.to_string()).collect();
+    let (a, t) = tokio::join!(
+        TestInstallation::start_with(exe(), "matrix", Scale::Tiny, 76, |o| o.components = vec!["sttAsync".into()]),
+        empty_target("matrix-t")
+    );
+    let a = a.unwrap();
+    let off = "[repositories.off]\npath = \"OFF\"\npassword_file = \"PW\"\n\n";
+    let ws = Workspace::with_repositories(&[&a.info, &t.info], None, off);
+    let cfg = std::fs::read_to_string(ws.config())
+        .unwrap()
+        .replace("OFF", &ws.dir.path().join("off").display().to_string())
+        .replace("PW", &ws.dir.path().join("repo-password").display().to_string());
+    std::fs::write(ws.config(), cfg).unwrap();
+    ws.json(&["--repository", "off", "init"]);
+    let old_id = ws.json(&["backup", "--from", "matrix"])["backup_id"].as_str().unwrap().to_string();
+    // The older backup's snapshot file of a database part: damaged in the snapshot rows.
+    let old = ws.backups()[0].clone();
+    let part = old["parts"].as_array().unwrap().iter().position(|p| p.as_str().unwrap().starts_with("db:")).unwrap();
+    let old_snaps = vec![old["snapshots"][part].to_string()];
     ws.json(&["backup", "--from", "matrix"]);
     let repo = ws.repo();
     let pristine = ws.dir.path().join("pristine");
+    let (off_repo, off_pristine) = (ws.dir.path().join("off"), ws.dir.path().join("off-pristine"));
     let cp = |from: &std::path::Path, to: &std::path::Path| {
         let _ = std::fs::remove_dir_all(to);
         let ok = std::process::Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap().success();
         assert!(ok);
     };
     cp(&repo, &pristine);
+    cp(&off_repo, &off_pristine);
     // A lock as restic leaves one behind (a run that died), for the lock row.
     let lock_body =
         br#"{"time":"2026-12-07T10:00:00Z","exclusive":false,"hostname":"gone","username":"x","pid":999999}"#;
@@ -336,12 +349,21 @@ async fn damage_matrix() {
     for kind in ["config", "key", "snapshot", "index", "pack", "lock"] {
         for damage in ["truncated", "flipped", "deleted"] {
             cp(&pristine, &repo);
+            cp(&off_pristine, &off_repo);
             for file in pick(kind) {
                 use std::os::unix::fs::PermissionsExt;
                 let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
                 let raw = std::fs::read(&file).unwrap();
                 match damage {
                     "truncated" => std::fs::write(&file, &raw[..raw.len() / 2]).unwrap(),
+                    // A key file stays valid JSON and base64 with one letter of its sealed
+                    // data changed (a bit flip there may make it neither, run to run).
+                    "flipped" if kind == "key" => {
+                        let mut b = raw.clone();
+                        let at = raw.windows(8).position(|w| w == b"\"data\":\"").unwrap() + 20;
+                        b[at] = if b[at] == b'A' { b'B' } else { b'A' };
+                        std::fs::write(&file, b).unwrap();
+                    }
                     "flipped" => {
                         let mut b = raw.clone();
                         let mid = b.len() / 2;
@@ -357,6 +379,12 @@ async fn damage_matrix() {
                 &["verify", "latest", "--against", "matrix", "--no-digests"][..],
                 &["check", "--read-data"][..],
                 &["forget", "--keep-last", "1", "--dry-run"][..],
+                // The older backup (whose snapshot file is the one damaged in the snapshot
+                // rows), then the newest, each over the same target.
+                &["restore", &old_id, "--to", "matrix-t", "--clean"][..],
+                &["restore", &old_id, "--to", "matrix-t", "--clean", "--salvage"][..],
+                &["restore", "latest", "--source", "matrix", "--to", "matrix-t", "--clean"][..],
+                &["copy", "--all", "--to-repository", "off"][..],
             ] {
                 let mut all = vec!["--lock-wait", "5s"];
                 all.extend_from_slice(args);
@@ -376,6 +404,12 @@ async fn damage_matrix() {
                         err.lines().find(|l| l.starts_with("error: ")).unwrap_or("")
                     );
                 }
+                if args[0] == "copy" && code != Some(0) && !["config", "key"].contains(&kind) {
+                    assert!(
+                        !err.contains("repository at") || err.contains("/repo"),
+                        "{kind} {damage}: copy blames the source: {err}"
+                    );
+                }
                 if ["snapshot", "lock"].contains(&kind) && args[0] == "verify" {
                     assert_eq!(code, Some(0), "{kind} {damage}: the newest backup is whole: {err}");
                 }
@@ -391,29 +425,37 @@ async fn damage_matrix() {
             table.push(row.join(" | "));
         }
     }
-    println!("damage | snapshots | verify | check | forget\n{}", table.join("\n"));
+    println!(
+        "damage | snapshots | verify | check | forget | restore old | restore old --salvage | restore latest | copy\n{}",
+        table.join("\n")
+    );
     // Exit statuses: 3 damage, 2 a wrong password (a flipped byte in the only key's sealed
-    // part cannot be told from one). `verify --no-digests` reads no pack data; a dry-run
-    // forget reads no index.
+    // part cannot be told from one) or a backup that cannot be used (the older backup's
+    // damaged snapshot file leaves it incomplete; the newest restores), 1 a restore that
+    // found damage before changing anything (as restores always have); `--salvage` restores
+    // what reads and ends in 3 when it left something out. `verify --no-digests`
+    // reads no pack data; a dry-run forget reads no index; a `--clean` restore keeps the
+    // objects already there intact, so a flipped byte in their pack is not read; a copy
+    // blames the damaged source, not the target.
     let expected = [
-        "config truncated | 3 | 3 | 3 | 3",
-        "config flipped | 3 | 3 | 3 | 3",
-        "config deleted | 3 | 3 | 3 | 3",
-        "key truncated | 3 | 3 | 3 | 3",
-        "key flipped | 2 | 2 | 2 | 2",
-        "key deleted | 3 | 3 | 3 | 3",
-        "snapshot truncated | 0 | 0 | 3 | 3",
-        "snapshot flipped | 0 | 0 | 3 | 3",
-        "snapshot deleted | 0 | 0 | 0 | 0",
-        "index truncated | 0 | 3 | 3 | 0",
-        "index flipped | 0 | 3 | 3 | 0",
-        "index deleted | 0 | 3 | 3 | 0",
-        "pack truncated | 0 | 0 | 3 | 0",
-        "pack flipped | 0 | 0 | 3 | 0",
-        "pack deleted | 0 | 0 | 3 | 0",
-        "lock truncated | 0 | 0 | 0 | 0",
-        "lock flipped | 0 | 0 | 0 | 0",
-        "lock deleted | 0 | 0 | 0 | 0",
+        "config truncated | 3 | 3 | 3 | 3 | 3 | 3 | 3 | 3",
+        "config flipped | 3 | 3 | 3 | 3 | 3 | 3 | 3 | 3",
+        "config deleted | 3 | 3 | 3 | 3 | 3 | 3 | 3 | 3",
+        "key truncated | 3 | 3 | 3 | 3 | 3 | 3 | 3 | 3",
+        "key flipped | 2 | 2 | 2 | 2 | 2 | 2 | 2 | 2",
+        "key deleted | 3 | 3 | 3 | 3 | 3 | 3 | 3 | 3",
+        "snapshot truncated | 0 | 0 | 3 | 3 | 1 | 3 | 0 | 0",
+        "snapshot flipped | 0 | 0 | 3 | 3 | 1 | 3 | 0 | 0",
+        "snapshot deleted | 0 | 0 | 0 | 0 | 1 | 3 | 0 | 0",
+        "index truncated | 0 | 3 | 3 | 0 | 1 | 1 | 1 | 3",
+        "index flipped | 0 | 3 | 3 | 0 | 1 | 1 | 1 | 3",
+        "index deleted | 0 | 3 | 3 | 0 | 3 | 3 | 3 | 3",
+        "pack truncated | 0 | 0 | 3 | 0 | 1 | 0 | 1 | 3",
+        "pack flipped | 0 | 0 | 3 | 0 | 0 | 0 | 0 | 3",
+        "pack deleted | 0 | 0 | 3 | 0 | 1 | 0 | 1 | 3",
+        "lock truncated | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0",
+        "lock flipped | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0",
+        "lock deleted | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0",
     ];
     assert_eq!(table, expected);
 }

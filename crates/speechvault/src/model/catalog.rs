@@ -20,7 +20,9 @@ pub enum CatalogError {
     NotFound(String),
     #[error("{0:?} matches more than one backup; give more of the id")]
     Ambiguous(String),
-    #[error("backup {0} is incomplete (it has no manifest: the backup failed or was interrupted) and cannot be used")]
+    #[error(
+        "backup {0} is incomplete (it has no manifest: the backup failed or was interrupted, or its manifest's snapshot file is damaged, which `speechvault snapshots` names) and cannot be used; restore another backup, or this one from a copy of the repository"
+    )]
     Incomplete(String),
     #[error(
         "`latest` is ambiguous here: installation {target:?} has no backups, and the repository holds backups of {installations}; say whose with --source NAME"

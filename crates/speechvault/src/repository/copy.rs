@@ -27,6 +27,27 @@ impl Repository {
                 s
             })
             .collect();
-        source.copy(&target, marked.iter()).map_err(|e| dest.err(e))
+        source.copy(&target, marked.iter()).map_err(|e| self.blame(dest, &e))
+    }
+
+    /// Which side of a copy failed: reading a blob (a pack of this repository that does not
+    /// read back or decrypt) is this repository's damage, not the target's.
+    fn blame(&self, dest: &Repository, e: &rustic_core::RusticError) -> super::RepoError {
+        let reason = super::rustic_message(e);
+        let ours = self.location.describe();
+        let read_failed = ["decryption failed", "MAC check", "failed to fill whole buffer", "not found in index"]
+            .iter()
+            .any(|m| reason.to_lowercase().contains(&m.to_lowercase()))
+            || reason.contains(&format!("cannot read {ours}"));
+        if read_failed {
+            return super::RepoError::Damaged {
+                location: ours,
+                reason: format!(
+                    "a blob the copy needs does not read here ({reason}); the target is not at fault: `speechvault check --read-data` names the damaged packs and the backups they affect"
+                ),
+                damaged: Vec::new(),
+            };
+        }
+        dest.err(e)
     }
 }

@@ -296,7 +296,12 @@ pub async fn prove_backup(
         spool_dumps_salvaging(reader, set, manifest, &base, progress, opts.salvage.then_some(tally)).await?;
     progress.phase("checking the object data in the repository", 0, 0);
     for (bucket, entry) in &manifest.buckets {
-        let snap = snapshot_of(set, &entry.snapshot)?.clone();
+        let snap = match snapshot_of(set, &entry.snapshot) {
+            Ok(snap) => snap.clone(),
+            // Its objects are named as lost when the bucket is restored.
+            Err(_) if opts.salvage => continue,
+            Err(e) => return Err(e),
+        };
         let (r, mode, name, set, m) = (reader.clone(), opts.preflight, bucket.clone(), set.clone(), manifest.clone());
         let salvage = opts.salvage;
         let used =
@@ -375,7 +380,16 @@ async fn spool_dumps_salvaging(
     let mut files = BTreeMap::new();
     progress.phase("reading and authenticating the dumps", need, manifest.databases.len() as u64);
     for (db, entry) in &manifest.databases {
-        let snap = snapshot_of(set, &entry.snapshot)?.clone();
+        let snap = match (snapshot_of(set, &entry.snapshot), tally) {
+            (Ok(snap), _) => snap.clone(),
+            (Err(RestoreError::BackupDamaged(reason)), Some(tally)) => {
+                if let Ok(mut t) = tally.lock() {
+                    t.database(db, reason);
+                }
+                continue;
+            }
+            (Err(e), _) => return Err(e),
+        };
         let path = dir.path().join(format!("{}.dump", hex::encode(db.as_bytes())));
         let (r, e, file, db_name) = (reader.clone(), entry.clone(), std::fs::File::create(&path)?, db.clone());
         let read = tokio::task::spawn_blocking(move || -> Result<(), RestoreError> {

@@ -156,7 +156,16 @@ pub(crate) async fn restore_bucket(
 ) -> Result<BucketRestored, RestoreError> {
     let Job { reader, set, manifest, store, opts, progress, touched, .. } = *job;
     let policy = job.attributes.get(bucket).unwrap_or(&crate::ops::attributes::NO_POLICY);
-    let snap = snapshot_of(set, &entry.snapshot)?.clone();
+    let snap = match snapshot_of(set, &entry.snapshot) {
+        Ok(snap) => snap.clone(),
+        Err(RestoreError::BackupDamaged(reason)) if opts.salvage => {
+            // The bucket's part is gone: every object of it is lost (none is written).
+            let none = std::sync::Mutex::new(std::collections::HashSet::new());
+            salvage_rest(job, bucket, &none, &reason).await?;
+            return Ok(BucketRestored { name: name.to_string(), objects: 0, bytes: 0, kept: 0, deleted: 0 });
+        }
+        Err(e) => return Err(e),
+    };
     let existed = store.bucket_exists(name).await?;
     let plan = job.settings.get(bucket);
     if !existed {
