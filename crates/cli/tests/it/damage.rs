@@ -294,7 +294,7 @@ async fn damage_matrix() {
     // The older backup's snapshot file of a database part: damaged in the snapshot rows.
     let old = ws.backups()[0].clone();
     let part = old["parts"].as_array().unwrap().iter().position(|p| p.as_str().unwrap().starts_with("db:")).unwrap();
-    let old_snaps = vec![old["snapshots"][part].to_string()];
+    let old_snaps = [old["snapshots"][part].to_string()];
     ws.json(&["backup", "--from", "matrix"]);
     let repo = ws.repo();
     let pristine = ws.dir.path().join("pristine");
