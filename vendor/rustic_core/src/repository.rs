@@ -1854,8 +1854,8 @@ impl<S: IndexedFull> Repository<S> {
         commands::copy::copy(self, repo_dest, snapshots)
     }
 
-    /// Copy the blobs of `snapshots` that `repo_dest` lacks into it, without writing the
-    /// snapshots: heals a destination that lost blobs of snapshots it already holds.
+    /// speechvault patch: copy the blobs of `snapshots` that `repo_dest` lacks into it, without
+    /// writing the snapshots: heals a destination that lost blobs of snapshots it already holds.
     ///
     /// # Errors
     ///

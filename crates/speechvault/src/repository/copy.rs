@@ -15,7 +15,7 @@ impl Repository {
         if snapshots.is_empty() {
             return Ok(());
         }
-        let source = self.reopen()?.to_indexed().map_err(|e| self.err(e))?;
+        let source = self.indexed()?;
         let target = dest.reopen()?.to_indexed_ids().map_err(|e| dest.err(e))?;
         let marked: Vec<SnapshotFile> = snapshots
             .iter()

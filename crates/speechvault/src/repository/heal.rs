@@ -66,7 +66,7 @@ impl Repository {
             .filter(|s| originals.contains(&s.original.unwrap_or(s.id)))
             .collect();
         tracing::info!(from = %other.location(), "fetching what this repository lacks through {} snapshots of the copy", theirs.len());
-        let source = other.reopen()?.to_indexed().map_err(|e| other.err(e))?;
+        let source = other.indexed()?;
         let target = self.reopen()?.to_indexed_ids().map_err(|e| self.err(e))?;
         source.copy_blobs(&target, theirs.iter()).map_err(|e| self.err(e))?;
 

@@ -107,8 +107,8 @@ impl RepositoryReader {
         }
         // Expected sizes, from the index files.
         let mut expected: BTreeMap<PackId, (u32, u32)> = BTreeMap::new();
-        for item in self.repo.stream_files::<IndexFile>().map_err(|e| self.err(e))? {
-            let (_, index) = item.map_err(|e| self.err(e))?;
+        // An index file that does not read: its packs are checked by their own headers.
+        for (_, index) in self.repo.stream_files::<IndexFile>().map_err(|e| self.err(e))?.flatten() {
             for pack in &index.packs {
                 if needed.contains(&pack.id) {
                     expected.insert(pack.id, (pack.pack_size(), plain_header_len(pack)));
@@ -124,7 +124,8 @@ impl RepositoryReader {
             let id: Id = **pack;
             let short = &id.to_hex()[..12];
             let fault = match (expected.get(pack), listed.get(&id)) {
-                (None, _) => Some("is not described by any index file".to_string()),
+                (None, Some(&actual)) => self.check_own_header(&id, actual).err().map(|why| format!(": {why}")),
+                (None, None) => Some("is missing".to_string()),
                 (Some(_), None) => Some("is missing".to_string()),
                 (Some(&(size, _)), Some(&actual)) if actual != size => {
                     Some(format!("has {actual} bytes, the index says {size}"))
@@ -199,6 +200,21 @@ impl RepositoryReader {
             return Err(format!("header holds {} bytes, expected {header_len}", plain.len()));
         }
         Ok(())
+    }
+
+    /// [`RepositoryReader::check_header`] for a pack no readable index file describes: the
+    /// header's length is taken from the pack itself.
+    fn check_own_header(&self, id: &Id, size: u32) -> std::result::Result<(), String> {
+        if size < 4 {
+            return Err("too short to hold a header".into());
+        }
+        let tail =
+            self.backend.read_partial(FileType::Pack, id, false, size - 4, 4).map_err(|e| super::rustic_message(&e))?;
+        let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        let at = size.checked_sub(4 + stored).ok_or("header longer than the pack")?;
+        let raw =
+            self.backend.read_partial(FileType::Pack, id, false, at, stored).map_err(|e| super::rustic_message(&e))?;
+        decrypt(&self.key, &raw).map(|_| ()).ok_or_else(|| "header does not authenticate (wrong key or damaged)".into())
     }
 
     /// Reads and authenticates every byte of `nodes` (`--preflight=full`).

@@ -432,10 +432,27 @@ impl Repository {
         self.repo.delete_snapshots(ids).map_err(|e| self.err(e))
     }
 
+    /// The repository with its full index, read afresh (an index built before our own writes
+    /// misses their trees). A damaged index file hides only what it describes: the packs it
+    /// named are then indexed from their headers (in memory; nothing is written), as
+    /// `repair index` would, so every backup whose data is there still reads.
+    pub(crate) fn indexed(&self) -> Result<Rustic<rustic_core::IndexedFullStatus>> {
+        match self.reopen()?.to_indexed() {
+            Ok(repo) => Ok(repo),
+            Err(e) if rustic_message(&e).contains("error processing Index") => {
+                tracing::warn!(
+                    repository = %self.location,
+                    "an index file does not read: the packs are indexed from their headers for this run (`speechvault repair index` fixes it for good)"
+                );
+                self.reopen()?.to_indexed_checked().map_err(|e| self.err(e))
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
     /// A reader over the repository as it is now (freshly indexed, so it sees new snapshots).
     pub fn reader(&self) -> Result<RepositoryReader> {
-        // Reopen from scratch: an index built before our own writes misses their trees.
-        let repo = self.reopen()?.to_indexed().map_err(|e| self.err(e))?;
+        let repo = self.indexed()?;
         Ok(RepositoryReader {
             location: self.location.clone(),
             backend: self.store.backend(),

@@ -68,8 +68,8 @@ pub(crate) fn copy<'a, R: IndexedFull, S: IndexedIds>(
     Ok(())
 }
 
-/// Copy the blobs the trees `snap_trees` need that the destination's index lacks, writing no
-/// snapshot (to heal a destination that lost blobs of snapshots it holds).
+/// speechvault patch: copy the blobs the trees `snap_trees` need that the destination's index
+/// lacks, writing no snapshot (to heal a destination that lost blobs of snapshots it holds).
 ///
 /// # Errors
 ///

@@ -187,7 +187,12 @@ pub(crate) fn index_checked_from_collector<S: Open>(
 
     let p = repo.progress_counter("reading index...");
     for index in be.stream_all::<IndexFile>(&p)? {
-        collector.extend(checker.check_pack(index?.1, false).0.packs);
+        // speechvault patch: an index file that does not read leaves its packs unindexed: their headers are
+        // read below, so what it described is found all the same.
+        match index {
+            Ok((_, index)) => collector.extend(checker.check_pack(index, false).0.packs),
+            Err(err) => warn!("index file does not read, its packs are read instead: {err}"),
+        }
     }
     p.finish();
 
@@ -207,17 +212,20 @@ pub(crate) fn index_checked_from_collector<S: Open>(
 
     let index_packs: Vec<_> = pack_read_header
         .into_iter()
-        .map(|(id, size_hint, packsize)| {
+        .filter_map(|(id, size_hint, packsize)| {
             debug!("reading pack {id}...");
-            let pack = IndexPack {
-                id,
-                blobs: PackHeader::from_file(be, id, size_hint, packsize)?.into_blobs(),
-                ..Default::default()
-            };
             p.inc(1);
-            Ok(pack)
+            // speechvault patch: a pack whose header does not read stays out: its blobs are missing, reported
+            // where they are needed.
+            match PackHeader::from_file(be, id, size_hint, packsize) {
+                Ok(header) => Some(IndexPack { id, blobs: header.into_blobs(), ..Default::default() }),
+                Err(err) => {
+                    warn!("pack {id}: header does not read, left out of the index: {err}");
+                    None
+                }
+            }
         })
-        .collect::<RusticResult<_>>()?;
+        .collect();
     p.finish();
 
     collector.extend(index_packs);
