@@ -58,9 +58,9 @@ echo "== drill against moto's S3 server"
   eval "$(.ci/moto-up.sh "$tmp/moto")"
   cargo test -p speechvault-cli --test it -- drill:: ownership::
 )
-echo "== drill, live, ownership, repositories, selective, fidelity, immutable repositories and ransomware against Ceph RGW $(radosgw --version | awk '{print $3}')"
+echo "== drill, live, ownership, repositories, selective, fidelity, immutable repositories, ransomware, damage and salvage against Ceph RGW $(radosgw --version | awk '{print $3}')"
 (
   eval "$(.ci/rgw-up.sh "$tmp/rgw")"
-  cargo test -p speechvault-cli --test it -- drill:: live:: ownership:: repositories:: selective:: fidelity:: immutable:: ransomware::
+  cargo test -p speechvault-cli --test it -- drill:: live:: ownership:: repositories:: selective:: fidelity:: immutable:: ransomware:: damage:: salvage::
 )
 echo "== all tests passed in $((SECONDS - start)) s"
