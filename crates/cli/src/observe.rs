@@ -193,6 +193,40 @@ async fn last_success(ctx: &Ctx, operation: &str, installation: &str, success: b
 fn samples(outcome: &Outcome) -> Vec<Sample> {
     match outcome {
         Outcome::Backup { report, .. } => backup_samples(report),
+        Outcome::Drill(r) => {
+            let mut samples = vec![
+                Sample::new("speechvault_drill_rto_seconds", "The drill's recovery time, in total.", r.rto_seconds),
+                Sample::new(
+                    "speechvault_drill_rpo_seconds",
+                    "The drilled backup's age when the drill ran.",
+                    r.rpo_seconds,
+                ),
+                Sample::new(
+                    "speechvault_drill_verification_differences",
+                    "Differences the drill's verification found.",
+                    r.verification.differences_count as f64,
+                ),
+                Sample::new(
+                    "speechvault_drill_passed",
+                    "1 when the drill verified and met its objectives.",
+                    f64::from(u8::from(r.passed)),
+                ),
+            ];
+            for p in &r.phases {
+                samples.push(
+                    Sample::new("speechvault_drill_phase_seconds", "The drill's recovery time, per step.", p.seconds)
+                        .label("phase", p.name.clone()),
+                );
+            }
+            if r.passed {
+                samples.push(Sample::new(
+                    "speechvault_drill_last_success_timestamp_seconds",
+                    "When a drill last passed (Unix time).",
+                    r.drilled_at_unix,
+                ));
+            }
+            samples
+        }
         Outcome::Restore(report) => {
             let mut samples = vec![
                 Sample::new(

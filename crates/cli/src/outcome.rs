@@ -42,6 +42,8 @@ pub enum Outcome {
         damaged: Vec<DamagedFile>,
     },
     Restore(Box<RestoreReport>),
+    /// `drill`: a restore into a scratch installation, measured.
+    Drill(Box<speechvault::ops::drill::DrillReport>),
     Selective(SelectiveReport),
     Verify(VerifyReport),
     Ownership {
@@ -131,6 +133,7 @@ impl Outcome {
             }
             Self::Snapshots { backups, damaged } => json!({ "backups": backups, "damaged_files": damaged }),
             Self::Restore(r) => to(r.as_ref())?,
+            Self::Drill(r) => to(r.as_ref())?,
             Self::Selective(r) => to(r)?,
             Self::Verify(r) => to(r)?,
             Self::Ownership { installation, from, to: target, dry_run, rules } => {
@@ -209,6 +212,24 @@ impl Outcome {
                 ErrorKind::Differences,
                 "the restored installation differs from the backup (see the report); it was not rolled back",
             )),
+            Self::Drill(r) if !r.verified => Some(
+                Error::new(
+                    ErrorKind::Differences,
+                    format!(
+                        "the drill of backup {} found {} differences: the backup does not restore as recorded",
+                        r.backup_id, r.verification.differences_count
+                    ),
+                )
+                .with_failures(r.verification.differences.clone()),
+            ),
+            Self::Drill(r) if !r.missed.is_empty() => Some(Error::new(
+                ErrorKind::Differences,
+                format!(
+                    "the drill of backup {} verified, but missed its objectives: {}",
+                    r.backup_id,
+                    r.missed.join("; ")
+                ),
+            )),
             Self::Verify(r) if !r.ok => Some(Error::new(
                 ErrorKind::Differences,
                 format!("installation {} differs from backup {}", r.installation, r.backup_id),
@@ -255,6 +276,7 @@ impl Outcome {
         match self {
             Self::Backup { report, .. } => Some(report.backup_id.clone()),
             Self::Restore(r) => Some(r.backup_id.clone()),
+            Self::Drill(r) => Some(r.backup_id.clone()),
             Self::Selective(r) => Some(r.backup_id.clone()),
             Self::Verify(r) => Some(r.backup_id.clone()),
             _ => None,

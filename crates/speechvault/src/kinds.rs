@@ -269,6 +269,35 @@ impl Kinded for crate::ops::selective::SelectiveError {
     }
 }
 
+impl Kinded for crate::ops::drill::DrillError {
+    fn kind(&self) -> ErrorKind {
+        use crate::ops::restore::RestoreError as R;
+        /// The backup is damaged: the drill found what it is there to find (exit 3).
+        fn damage(e: &R) -> bool {
+            match e {
+                R::BackupDamaged(_) | R::DamagedData { .. } | R::Damaged { .. } => true,
+                R::Repo(crate::repository::RepoError::Damaged { .. }) => true,
+                R::RolledBack { cause, .. } | R::Partial { cause, .. } => damage(cause),
+                _ => false,
+            }
+        }
+        match self {
+            Self::Restore(e) if damage(e) => ErrorKind::Differences,
+            Self::Restore(e) => e.kind(),
+            Self::Repo(e) => e.kind(),
+            Self::NoServer { .. } | Self::Refused(_) => ErrorKind::BadInput,
+            Self::Scratch(_) | Self::Internal(_) => ErrorKind::Failed,
+        }
+    }
+    fn failures(&self) -> Vec<String> {
+        match self {
+            Self::Restore(e) => e.failures(),
+            Self::Repo(e) => e.failures(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 impl Kinded for crate::ops::verify::VerifyError {
     fn kind(&self) -> ErrorKind {
         match self {

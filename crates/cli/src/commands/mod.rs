@@ -8,6 +8,7 @@ pub mod completions;
 pub mod copy;
 pub mod diff;
 pub mod doctor;
+pub mod drill;
 pub mod export;
 pub mod forget;
 pub mod import;
@@ -44,6 +45,7 @@ pub enum Command {
     Ls(ls::Args),
     Diff(diff::Args),
     Doctor(doctor::Args),
+    Drill(drill::Args),
     #[command(subcommand)]
     Key(key::Command),
     Unlock(unlock::Args),
@@ -81,6 +83,11 @@ pub async fn run(command: Command, ctx: &Ctx) -> Finished {
             let label = ctx.installation_label(&args.to);
             let run = args.run.clone();
             observed(ctx, "restore", &label, &run, restore::run(*args, ctx)).await
+        }
+        Command::Drill(args) => {
+            let label = ctx.installation_label(&args.installation);
+            let run = args.run.clone();
+            observed(ctx, "drill", &label, &run, drill::run(args, ctx)).await
         }
         Command::Verify(args) => {
             let label = ctx.installation_label(&args.against);

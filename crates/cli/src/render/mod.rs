@@ -67,7 +67,7 @@ fn text(outcome: &Outcome, lines: &mut Lines) {
         | Outcome::Export { .. }
         | Outcome::Import { .. } => repository::text(outcome, lines),
         Outcome::Backup { .. } | Outcome::Doctor(_) | Outcome::Ownership { .. } => backup::text(outcome, lines),
-        Outcome::Restore(_) | Outcome::Verify(_) => restore::text(outcome, lines),
+        Outcome::Restore(_) | Outcome::Verify(_) | Outcome::Drill(_) => restore::text(outcome, lines),
         Outcome::Selective(_)
         | Outcome::LsObjects { .. }
         | Outcome::LsInstances { .. }

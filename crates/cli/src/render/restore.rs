@@ -57,6 +57,47 @@ pub(super) fn text(outcome: &Outcome, lines: &mut Lines) {
                 verification(lines, v);
             }
         }
+        Outcome::Drill(r) => {
+            line!(
+                lines,
+                "drill of backup {} of {}: {} (recovery time {:.1}s, recovery point {:.0}s, longest gap {:.0}s)",
+                r.backup_id,
+                r.installation,
+                if r.passed {
+                    "PASSED"
+                } else if r.verified {
+                    "OBJECTIVES MISSED"
+                } else {
+                    "FAILED"
+                },
+                r.rto_seconds,
+                r.rpo_seconds,
+                r.longest_gap_seconds
+            );
+            for p in &r.phases {
+                line!(lines, "  {:<32} {:>8.2}s", p.name, p.seconds);
+            }
+            let v = &r.verification;
+            line!(
+                lines,
+                "  verified: {} tables ({} rows) by row digests, {} objects ({}) by size and SHA-256 ({}): {} differences",
+                v.tables,
+                v.rows,
+                v.objects,
+                human_bytes(v.bytes),
+                r.objects_to,
+                v.differences_count
+            );
+            for d in &v.differences {
+                line!(lines, "    {d}");
+            }
+            for m in &r.missed {
+                line!(lines, "  objective missed: {m}");
+            }
+            if let Some(id) = &r.record {
+                line!(lines, "  recorded in the repository as snapshot {}", id.get(..8).unwrap_or(id));
+            }
+        }
         Outcome::Verify(report) => {
             line!(lines, "backup {} vs installation {}", report.backup_id, report.installation);
             verification(lines, report);

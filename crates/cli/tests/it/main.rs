@@ -21,6 +21,7 @@ mod ownership;
 mod production;
 mod ransomware;
 mod repositories;
+mod restore_drill;
 mod restore_safety;
 mod salvage;
 mod sandbox;

@@ -71,6 +71,11 @@ impl BackupSet {
         self.manifest.as_ref().is_some_and(|m| m.tags.contains(manifest::ANOMALOUS_TAG))
     }
 
+    /// Whether a drill of this backup passed (a record snapshot tagged `drill-passed`).
+    pub fn drill_passed(&self) -> bool {
+        self.snapshots.iter().any(|s| s.label == "drill" && s.tags.contains("drill-passed"))
+    }
+
     /// When the backup started, as Unix seconds.
     pub fn unix_time(&self) -> Option<f64> {
         self.time.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond() as f64 / 1000.0)
@@ -86,7 +91,10 @@ impl BackupSet {
             parts: self.snapshots.iter().map(|s| s.label.clone()).collect(),
             anomalous: self.anomalous(),
             damaged: self.missing_parts().map(|n| {
-                format!("{n} of its {} part snapshots are missing or unreadable", self.snapshots.len() - 1 + n)
+                format!(
+                    "{n} of its {} part snapshots are missing or unreadable",
+                    self.snapshots.iter().filter(|s| s.label != "manifest" && s.label != "drill").count() + n
+                )
             }),
         }
     }
@@ -102,7 +110,8 @@ impl BackupSet {
             .find_map(|t| t.strip_prefix(manifest::PARTS_TAG_PREFIX))?
             .parse()
             .ok()?;
-        let have = self.snapshots.len().saturating_sub(1);
+        // Drill records (`drill`) are kept with the set but are not among its parts.
+        let have = self.snapshots.iter().filter(|s| s.label != "manifest" && s.label != "drill").count();
         (expected > have).then_some(expected - have)
     }
 

@@ -225,7 +225,9 @@ fn affected_sets(repo: &Repository, packs: &BTreeSet<String>) -> Result<Vec<Affe
                     continue;
                 }
                 let label = snap.label.as_str();
-                if label == "manifest" {
+                if label == crate::ops::drill::RECORD_TAG {
+                    continue;
+                } else if label == "manifest" {
                     a.manifest = true;
                 } else if let Some(db) = label.strip_prefix("db:") {
                     if !a.databases.iter().any(|d| d == db) {

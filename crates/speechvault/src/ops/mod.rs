@@ -21,6 +21,7 @@ pub mod backup;
 pub mod check;
 pub mod copy;
 pub mod doctor;
+pub mod drill;
 pub mod export;
 pub mod immutability;
 pub mod import;

@@ -118,6 +118,14 @@ pub fn plan(
                 }
             }
         }
+        // The newest backup a drill proved restorable stays, whatever the rules say: there is
+        // always one backup known to restore.
+        if let Some(proven) = by_time.iter().rev().find(|s| s.drill_passed()) {
+            let d = decided.entry(proven.id.clone()).or_insert((true, Vec::new()));
+            if !d.0 {
+                *d = (true, vec!["the newest backup a drill proved restorable".into()]);
+            }
+        }
         for s in mine {
             let (keep, reasons) = if s.complete() {
                 decided.remove(&s.id).unwrap_or((true, vec!["no keep rule is set".into()]))

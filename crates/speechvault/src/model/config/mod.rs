@@ -88,6 +88,17 @@ pub struct InstallationFile {
     /// Anomaly thresholds for this installation, over `[anomalies]`.
     #[serde(default)]
     pub anomalies: Option<anomalies::AnomaliesFile>,
+    /// Recovery objectives a drill is held to (`rto = "2h"`, `rpo = "26h"`).
+    #[serde(default)]
+    pub objectives: Option<ObjectivesFile>,
+}
+
+/// `[installations.NAME.objectives]`: durations as `30s`, `10m`, `2h`, `7d`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectivesFile {
+    pub rto: Option<String>,
+    pub rpo: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

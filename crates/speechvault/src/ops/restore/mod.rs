@@ -137,6 +137,16 @@ pub struct RestoreReport {
     /// `--salvage`: what could not be read and was not restored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub salvage: Option<salvage::Salvaged>,
+    /// How long each step took, in order: `preflight`, `database <name>`, `bucket <name>`,
+    /// `ownership`, `verification` (the recovery time of each).
+    pub phases: Vec<Phase>,
+    pub seconds: f64,
+}
+
+/// One step of a restore and its duration.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Phase {
+    pub name: String,
     pub seconds: f64,
 }
 
@@ -209,6 +219,17 @@ pub(crate) struct Job<'a> {
     pub setting_outcomes: &'a Mutex<Vec<crate::ops::settings::SettingOutcome>>,
     /// `--salvage`: what could not be restored.
     pub tally: &'a salvage::SharedTally,
+    /// The steps' durations so far ([`RestoreReport::phases`]).
+    pub phases: &'a Mutex<Vec<Phase>>,
+}
+
+impl Job<'_> {
+    /// Records that step `name` took since `since`.
+    pub(crate) fn timed(&self, name: impl Into<String>, since: Instant) {
+        if let Ok(mut p) = self.phases.lock() {
+            p.push(Phase { name: name.into(), seconds: since.elapsed().as_secs_f64() });
+        }
+    }
 }
 
 /// How one bucket's own settings are restored, decided before anything is written.
@@ -245,6 +266,9 @@ pub async fn run(
             .map_err(|e| RestoreError::Internal(e.to_string()))??
     };
     let mut manifest = select(&manifest, profile, opts.components.as_deref())?;
+    if opts.databases_only {
+        manifest.buckets.clear();
+    }
     if opts.resume && opts.mode == TargetMode::DataOnly {
         return Err(RestoreError::Refused(
             "--resume does not apply to --data-only: such a restore commits nothing until its end, so run it again"
@@ -263,6 +287,7 @@ pub async fn run(
     let target_state = checks::check_target(target, &store, &manifest, opts).await?;
     progress.phase("checking the backup", 0, 0);
     let tally = salvage::SharedTally::default();
+    let preflight = Instant::now();
     let spool = checks::prove_backup(&reader, set, &manifest, opts, progress, &tally).await?;
     // A salvage restores only the databases whose dumps read.
     manifest.databases.retain(|db, _| spool.files.contains_key(db));
@@ -275,6 +300,7 @@ pub async fn run(
     }
 
     let touched = Arc::new(Mutex::new(Touched::new(target_state)));
+    let phases = Mutex::new(Vec::new());
     let job = Job {
         reader: &reader,
         set,
@@ -292,7 +318,9 @@ pub async fn run(
         settings: &settings,
         setting_outcomes: &setting_outcomes,
         tally: &tally,
+        phases: &phases,
     };
+    job.timed("preflight", preflight);
     let written = job.write().await;
     let (databases, buckets, moved, mut notes) = match written {
         Ok(v) => v,
@@ -312,7 +340,10 @@ pub async fn run(
             lost: tally.lock().map(|t| t.lost_keys.clone()).unwrap_or_default(),
         };
         let lists = verify::BackupLists { reader: &reader, set };
-        Some(verify::verify(&manifest, lists, target, &vo, progress).await?)
+        let since = Instant::now();
+        let report = verify::verify(&manifest, lists, target, &vo, progress).await?;
+        job.timed("verification", since);
+        Some(report)
     };
     // The settings that go after the objects, once they are verified (a rollback can still
     // delete what was written).
@@ -345,6 +376,7 @@ pub async fn run(
         verify,
         bucket_settings,
         salvage: opts.salvage.then(|| tally.lock().map(|t| t.report.clone()).unwrap_or_default()),
+        phases: phases.lock().map(|p| p.clone()).unwrap_or_default(),
         seconds: clock.elapsed().as_secs_f64(),
     })
 }
@@ -411,6 +443,7 @@ impl Job<'_> {
         let recorded: ownership::RecordedOwners =
             self.manifest.databases.iter().map(|(d, e)| (d.clone(), e.owners.clone())).collect();
         self.check_stop()?;
+        let since = Instant::now();
         if let Some((from, to)) = &self.opts.ownership {
             self.progress.phase("moving ownership", 0, 0);
             if self.opts.mode == TargetMode::DataOnly {
@@ -422,6 +455,9 @@ impl Job<'_> {
                 let dbs: Vec<String> = self.manifest.databases.keys().cloned().collect();
                 moved = ownership::transfer(self.target, self.profile, &dbs, from, to, false, Some(&recorded)).await?;
             }
+        }
+        if self.opts.ownership.is_some() {
+            self.timed("ownership", since);
         }
         self.check_stop()?;
         if !loads.is_empty() {
@@ -440,6 +476,8 @@ impl Job<'_> {
         let mut loads = Vec::new();
         for (db, entry) in &self.manifest.databases {
             self.check_stop()?;
+            let since = Instant::now();
+            let _timed = Timed { job: self, name: format!("database {db}"), since };
             if self.opts.mode == TargetMode::DataOnly {
                 loads.push(database::load_rows(self, db).await?);
                 databases.insert(
@@ -507,7 +545,11 @@ impl Job<'_> {
         self.check_stop()?;
         let each = self.manifest.buckets.iter().map(|(bucket, entry)| async move {
             let name = self.target.bucket(bucket);
+            let since = Instant::now();
             let r = objects::restore_bucket(self, bucket, &name, entry).await;
+            if r.is_ok() {
+                self.timed(format!("bucket {bucket}"), since);
+            }
             if r.is_err() {
                 failed.stop();
             }
@@ -531,6 +573,21 @@ impl Job<'_> {
         match error {
             Some(e) => Err(e),
             None => Ok(restored),
+        }
+    }
+}
+
+/// Records a step's duration when it ends (dropped), however it ends.
+struct Timed<'j, 'a> {
+    job: &'j Job<'a>,
+    name: String,
+    since: Instant,
+}
+
+impl Drop for Timed<'_, '_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.job.timed(std::mem::take(&mut self.name), self.since);
         }
     }
 }

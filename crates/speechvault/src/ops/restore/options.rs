@@ -64,8 +64,10 @@ pub struct RestoreOptions {
     pub bucket_config: crate::ops::settings::BucketConfigMode,
     /// Another repository holding the same backup, read where this one fails.
     pub fallback: Option<crate::repository::FallbackRepository>,
-    /// `--salvage`: restore what reads of a damaged backup, name the rest ([`salvage`]).
+    /// `--salvage`: restore what reads of a damaged backup, name the rest ([`super::salvage`]).
     pub salvage: bool,
+    /// Restore the databases only (a drill checks the objects without writing them).
+    pub databases_only: bool,
 }
 
 /// How a restore checks what it wrote.
@@ -116,6 +118,7 @@ impl Default for RestoreOptions {
             bucket_config: Default::default(),
             fallback: None,
             salvage: false,
+            databases_only: false,
         }
     }
 }
