@@ -218,11 +218,16 @@ fn samples(outcome: &Outcome) -> Vec<Sample> {
                         .label("phase", p.name.clone()),
                 );
             }
-            if r.passed {
+            samples.push(Sample::new(
+                "speechvault_drill_objectives_missed",
+                "Recovery objectives the drill missed.",
+                r.missed.len() as f64,
+            ));
+            if let Some(t) = r.last_passed_unix {
                 samples.push(Sample::new(
                     "speechvault_drill_last_success_timestamp_seconds",
-                    "When a drill last passed (Unix time).",
-                    r.drilled_at_unix,
+                    "When a drill of the installation last passed (Unix time; kept through failed drills).",
+                    t,
                 ));
             }
             samples

@@ -98,6 +98,10 @@ pub struct DrillReport {
     pub missed: Vec<String>,
     /// Where the objects went: `hashed` (read and compared) or the scratch target's name.
     pub objects_to: String,
+    /// When a drill of this installation last passed (Unix seconds): now if this one did,
+    /// else the newest passing record in the repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_passed_unix: Option<f64>,
     /// The record's snapshot in the repository.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub record: Option<String>,
@@ -274,8 +278,10 @@ pub async fn run(
         objectives: opts.objectives.clone(),
         missed,
         objects_to: opts.to.as_ref().map_or_else(|| "hashed".to_string(), |t| t.name.clone()),
+        last_passed_unix: None,
         record: None,
     };
+    report.last_passed_unix = if report.passed { Some(now) } else { last_passed(sets, &set.installation) };
     report.record = Some(record(&repo, &report).await?);
     Ok(report)
 }
@@ -375,6 +381,16 @@ pub fn longest_gap(sets: &[BackupSet], installation: &str, now: f64) -> f64 {
     times.sort_by(f64::total_cmp);
     times.push(now);
     times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
+}
+
+/// When a drill of `installation` last passed, from the records in the repository.
+pub fn last_passed(sets: &[BackupSet], installation: &str) -> Option<f64> {
+    sets.iter()
+        .filter(|s| s.installation == installation)
+        .flat_map(|s| s.snapshots.iter())
+        .filter(|s| s.label == RECORD_TAG && s.tags.contains("drill-passed"))
+        .map(|s| s.time.timestamp().as_millisecond() as f64 / 1000.0)
+        .max_by(f64::total_cmp)
 }
 
 /// Stores the report in the repository as a snapshot of the backup's set (tagged `drill`), so
