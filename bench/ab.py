@@ -5,8 +5,9 @@
 
 Starts one sandbox (with NEW_BINARY), then alternates runs of the two builds, `--repeat`
 rounds, the order swapped every round, so both see the same machine load; prints the wall
-time and peak RSS of each run, the medians and the ratio NEW / OLD. Machines are shared and
-noisy: read the ratio, not the seconds.
+time, CPU time (user + system) and peak RSS of each run, the medians and the ratio NEW / OLD.
+Machines are shared and noisy: read the ratio, not the seconds; when other work takes the cores,
+the CPU time moves much less than the wall time.
 
   backup   (default) A full backup (`backup --full`) into a fresh local repository each time.
   restore  (--restore) NEW_BINARY backs the sandbox up once, untimed; each run restores that
@@ -26,11 +27,13 @@ from pathlib import Path
 
 
 def run_timed(argv, env, tfile):
-    p = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", str(tfile), *argv], capture_output=True, text=True, env=env)
+    """Runs argv under /usr/bin/time: wall seconds, CPU seconds (user + system), peak RSS in MB."""
+    p = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", str(tfile), *argv], capture_output=True, text=True,
+                       env=env)
     if p.returncode != 0:
         sys.exit(f"{argv[0]} {' '.join(argv[1:3])} failed ({p.returncode}):\n{p.stderr[-3000:]}")
-    wall, rss = tfile.read_text().split()[-2:]
-    return float(wall), int(rss) / 1024
+    wall, user, system, rss = tfile.read_text().split()[-4:]
+    return float(wall), float(user) + float(system), int(rss) / 1024
 
 
 def repository(work, name, env):
@@ -94,15 +97,18 @@ def main():
         results = {"old": [], "new": []}
         for r in range(args.repeat):
             for which in ("old", "new") if r % 2 == 0 else ("new", "old"):
-                wall, rss = run(which, r)
-                results[which].append((wall, rss))
-                print(f"  round {r + 1} {which}: {wall:6.1f} s  {rss:6.0f} MB", file=sys.stderr, flush=True)
-        med = {k: statistics.median(w for w, _ in v) for k, v in results.items()}
-        rss = {k: max(m for _, m in v) for k, v in results.items()}
+                wall, cpu, rss = run(which, r)
+                results[which].append((wall, cpu, rss))
+                print(f"  round {r + 1} {which}: {wall:6.1f} s  {cpu:6.1f} s CPU  {rss:6.0f} MB", file=sys.stderr,
+                      flush=True)
+        med = {k: statistics.median(w for w, _, _ in v) for k, v in results.items()}
+        cpu = {k: statistics.median(c for _, c, _ in v) for k, v in results.items()}
+        rss = {k: max(m for _, _, m in v) for k, v in results.items()}
         print(f"scale {args.scale}, {args.repeat} rounds, {what}")
-        print(f"old {args.old}: median {med['old']:.1f} s, peak {rss['old']:.0f} MB")
-        print(f"new {args.new}: median {med['new']:.1f} s, peak {rss['new']:.0f} MB")
-        print(f"new / old: {med['new'] / med['old']:.3f} (wall), {rss['new'] / rss['old']:.3f} (peak RSS)")
+        print(f"old {args.old}: median {med['old']:.1f} s, {cpu['old']:.1f} s CPU, peak {rss['old']:.0f} MB")
+        print(f"new {args.new}: median {med['new']:.1f} s, {cpu['new']:.1f} s CPU, peak {rss['new']:.0f} MB")
+        print(f"new / old: {med['new'] / med['old']:.3f} (wall), {cpu['new'] / cpu['old']:.3f} (CPU), "
+              f"{rss['new'] / rss['old']:.3f} (peak RSS)")
     finally:
         subprocess.run([args.new, "sandbox", "down", "ab-empty"], env=env, capture_output=True)
         subprocess.run([args.new, "sandbox", "down", "ab"], env=env, capture_output=True)
