@@ -227,9 +227,9 @@ pub async fn run(
             }
             progress.phase(format!("reading and hashing bucket {bucket}"), manifest.buckets[bucket].bytes, 0);
             let since = Instant::now();
-            let (r, s, m, b, p) = (reader.clone(), set.clone(), manifest.clone(), bucket.clone(), opts.parallel);
+            let (r, s, m, b) = (reader.clone(), set.clone(), manifest.clone(), bucket.clone());
             let (objects, bytes, differences) =
-                tokio::task::spawn_blocking(move || hash_bucket(&r, &s, &m, &b, p)).await.map_err(internal)??;
+                tokio::task::spawn_blocking(move || hash_bucket(&r, &s, &m, &b)).await.map_err(internal)??;
             verification.objects += objects;
             verification.bytes += bytes;
             verification.differences.extend(differences);
@@ -311,7 +311,6 @@ fn hash_bucket(
     set: &BackupSet,
     manifest: &crate::model::manifest::Manifest,
     bucket: &str,
-    _parallel: usize,
 ) -> Result<(u64, u64, Vec<String>), DrillError> {
     let list = set.object_list(reader, manifest, bucket).map_err(|e| DrillError::Restore(e.into()))?;
     let entry = &manifest.buckets[bucket];
